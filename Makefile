@@ -1,0 +1,42 @@
+# prodmatch: `make demo` and `make test` work on a fresh clone; both are idempotent.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DATA := data/demo
+DEMO_RUN := runs/demo
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Reinstall only when the project's metadata changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/prodmatch synth $(DEMO_DATA) --seed 0
+	$(BIN)/prodmatch train $(DEMO_DATA) --out $(DEMO_RUN) --overwrite
+	@echo
+	@echo "Model, metrics and plots: $(DEMO_RUN)/  (config.json, model.safetensors, metrics.json, plots/)"
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/bench_data_prep.py
+	$(BIN)/python bench/bench_training.py
+	$(BIN)/python bench/bench_scoring.py
+
+clean:
+	rm -rf $(VENV) data runs bench/out

@@ -1,0 +1,182 @@
+"""The catalogue: every item's embeddings as contiguous float32 matrices, addressed by row.
+
+Ids (int64 or strings) map to rows through a hashed ``pandas.Index``; lookups of millions of ids are
+one vectorised call, never a Python loop or dict.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from prodmatch.errors import DataError, UnknownIdsError
+
+__all__ = ["NORM_EPS", "Catalogue", "Modality", "l2_normalize"]
+
+log = logging.getLogger(__name__)
+
+# The notebook's rule: divide by the L2 norm only where it exceeds this, else leave the vector alone.
+NORM_EPS = 0.001
+
+
+def l2_normalize(matrix: np.ndarray, eps: float = NORM_EPS) -> np.ndarray:
+    """L2-normalise the rows of ``matrix`` in place, the notebook's way.
+
+    Rows whose norm is at most ``eps`` (zero vectors, near-zero noise) are left as they are.
+
+    Args:
+        matrix: (N, D) float array; modified in place.
+        eps: norm threshold.
+
+    Returns:
+        The same array, for chaining.
+    """
+    norms = np.linalg.norm(matrix, axis=1)  # (N,)
+    scale = np.ones_like(norms)
+    big = norms > eps
+    scale[big] = norms[big]
+    matrix /= scale[:, None]
+    return matrix
+
+
+@dataclass
+class Modality:
+    """One named embedding of every item, e.g. ``name_bert_64``.
+
+    Attributes:
+        name: the column name the embedding came from.
+        matrix: (N, D) float32, C-contiguous, normalised; zeros where the item lacks it.
+        present: (N,) bool, whether the item has this embedding at all.
+        source: the file it was read from (for messages).
+    """
+
+    name: str
+    matrix: np.ndarray
+    present: np.ndarray
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        assert self.matrix.dtype == np.float32 and self.matrix.flags.c_contiguous
+        assert self.matrix.ndim == 2 and self.present.shape == (self.matrix.shape[0],)
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[1])
+
+
+@dataclass
+class Catalogue:
+    """Everything known about the items, row-aligned.
+
+    Attributes:
+        ids: the item ids (int64 or strings), unique, in row order.
+        modalities: name -> Modality, every one with ``len(ids)`` rows.
+        categories: optional DataFrame with columns ``category1``..``category4`` (pandas
+            categoricals, missing as NaN), one row per item.
+        names: optional (N,) object array of product names.
+    """
+
+    ids: pd.Index
+    modalities: dict[str, Modality]
+    categories: pd.DataFrame | None = None
+    names: np.ndarray | None = None
+    _features_cache: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        for m in self.modalities.values():
+            assert m.matrix.shape[0] == n, (m.name, m.matrix.shape, n)
+        if self.ids.has_duplicates:
+            dup = self.ids[self.ids.duplicated()].unique()[:5].tolist()
+            raise DataError(f"catalogue ids are not unique, e.g. {dup}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def id_kind(self) -> str:
+        """``"int"`` or ``"str"``: the kind of ids this catalogue holds."""
+        return "int" if pd.api.types.is_integer_dtype(self.ids.dtype) else "str"
+
+    def rows(self, ids: np.ndarray | pd.Series | list) -> np.ndarray:
+        """Row of each id, -1 where the catalogue does not have it. Vectorised.
+
+        Args:
+            ids: ids of the same kind as the catalogue's.
+
+        Returns:
+            (len(ids),) int64 row positions.
+        """
+        query = pd.Index(np.asarray(ids))
+        if self.id_kind == "int" and not pd.api.types.is_integer_dtype(query.dtype):
+            raise DataError(
+                f"ids of dtype {query.dtype} cannot be looked up in a catalogue of integer ids; "
+                "convert them to int64 first"
+            )
+        if self.id_kind == "str" and pd.api.types.is_integer_dtype(query.dtype):
+            query = query.astype(str)
+        return self.ids.get_indexer(query)
+
+    def lookup(self, ids: np.ndarray | pd.Series | list, *, what: str = "ids") -> np.ndarray:
+        """Like :meth:`rows` but raises :class:`UnknownIdsError` listing every unknown id."""
+        rows = self.rows(ids)
+        missing = rows < 0
+        if missing.any():
+            unknown = pd.unique(np.asarray(ids)[missing])
+            raise UnknownIdsError(
+                f"{len(unknown)} {what} are not in the catalogue (no embedding in any item file), "
+                f"e.g. {unknown[:10].tolist()}; add their embeddings or remove them",
+                unknown.tolist(),
+            )
+        return rows
+
+    def item_features(self, modalities: list[str] | tuple[str, ...]) -> np.ndarray:
+        """The model input of every item: the modalities side by side, then one presence flag each.
+
+        Cached, since every model call on the same catalogue needs the same matrix.
+
+        Returns:
+            (N, sum(dims) + len(modalities)) float32, C-contiguous.
+        """
+        key = tuple(modalities)
+        cached = self._features_cache.get(key)
+        if cached is not None:
+            return cached
+        missing = [m for m in key if m not in self.modalities]
+        if missing:
+            raise DataError(
+                f"the model needs modalities {missing}, but the data has only "
+                f"{sorted(self.modalities)}; point --data at the layout the model was trained on"
+            )
+        mods = [self.modalities[m] for m in key]
+        width = sum(m.dim for m in mods) + len(mods)
+        out = np.empty((len(self), width), dtype=np.float32)  # (N, F)
+        col = 0
+        for m in mods:
+            out[:, col : col + m.dim] = m.matrix
+            col += m.dim
+        for m in mods:
+            out[:, col] = m.present
+            col += 1
+        self._features_cache = {key: out}  # keep one: these can be gigabytes
+        return out
+
+    def describe(self) -> dict:
+        """Counts for logs and reports: items, and per modality its dimension and coverage."""
+        return {
+            "items": len(self),
+            "id_kind": self.id_kind,
+            "modalities": {
+                name: {
+                    "dim": m.dim,
+                    "present": int(m.present.sum()),
+                    "missing": int((~m.present).sum()),
+                    "source": m.source,
+                }
+                for name, m in self.modalities.items()
+            },
+            "has_categories": self.categories is not None,
+        }

@@ -1,0 +1,85 @@
+"""Typed settings for reading data and training. The CLI parses flags into these; Python callers build them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from prodmatch.errors import ConfigError
+
+__all__ = ["DataConfig", "TrainConfig"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How to read a data directory.
+
+    Attributes:
+        modalities: embedding columns to use, in this order; None takes every one found.
+        id_column: the item id column of the item files.
+        invalid_vectors: what to do with an embedding holding NaN or inf: ``"error"`` stops with the
+            ids, ``"missing"`` treats that item as lacking the modality (counted in the log).
+        load_categories: read category levels from attributes.parquet when it exists.
+        load_names: read the ``name`` column of text_and_bert.parquet when it exists.
+    """
+
+    modalities: tuple[str, ...] | None = None
+    id_column: str = "variantid"
+    invalid_vectors: Literal["error", "missing"] = "error"
+    load_categories: bool = True
+    load_names: bool = False
+
+    def __post_init__(self) -> None:
+        if self.invalid_vectors not in ("error", "missing"):
+            raise ConfigError(f"invalid_vectors must be 'error' or 'missing', got {self.invalid_vectors!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train a pairwise model.
+
+    Attributes:
+        epochs: maximum number of passes over the training pairs.
+        batch_size: pairs per optimisation step (the notebook's 4096).
+        lr: Adam learning rate; None takes the model's default.
+        patience: stop after this many epochs without improvement of ``monitor``; None never stops early.
+        monitor: the validation metric that picks the best epoch.
+        seed: seeds the split, initialisation, shuffling and dropout, so a run is reproducible.
+        split: ``group`` keeps connected components of the pair graph on one side; ``random`` is the
+            notebook's row split, which lets items leak between train and validation.
+        valid_fraction: share of pairs held out for validation.
+        drop_unknown: drop training pairs naming ids without any data (counted); False makes them an error.
+        threads: torch intra-op threads; None uses every core this process may run on.
+        eval_batch_size: pairs per forward pass when scoring.
+    """
+
+    epochs: int = 10
+    batch_size: int = 4096
+    lr: float | None = None
+    patience: int | None = 3
+    monitor: Literal["pr_auc", "loss"] = "pr_auc"
+    seed: int = 42
+    split: Literal["group", "random"] = "group"
+    valid_fraction: float = 0.2
+    drop_unknown: bool = True
+    threads: int | None = None
+    eval_batch_size: int = 65536
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size must be >= 2 (BatchNorm needs two rows), got {self.batch_size}")
+        if self.split not in ("group", "random"):
+            raise ConfigError(f"split must be 'group' or 'random', got {self.split!r}")
+        if self.monitor not in ("pr_auc", "loss"):
+            raise ConfigError(f"monitor must be 'pr_auc' or 'loss', got {self.monitor!r}")
+        if not 0.0 < self.valid_fraction < 1.0:
+            raise ConfigError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,453 @@
+"""Reading and validating the Ozon E-CUP layout, and writing outputs atomically.
+
+This is the only module that knows file names. A data directory holds:
+
+- ``text_and_bert.parquet``: ``variantid`` and flat embedding columns such as ``name_bert_64``;
+  optional ``name`` and ``description``.
+- ``resnet.parquet`` or ``images_embed.parquet`` (optional): ``main_pic_embeddings_resnet_v1``, a list
+  holding one vector (a flat vector is accepted too); ``pic_embeddings_resnet_v1`` (extra pictures) is
+  side data, not a modality.
+- ``attributes.parquet`` (optional): ``categories`` (JSON with keys "1".."4") and
+  ``characteristic_attributes_mapping`` (JSON).
+- ``train.parquet``: ``variantid1``, ``variantid2``, ``target``; ``test.parquet`` optional.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from prodmatch.catalogue import Catalogue, Modality, l2_normalize
+from prodmatch.config import DataConfig
+from prodmatch.errors import DataError
+
+__all__ = [
+    "ATTRIBUTES_FILE",
+    "PICTURE_FILES",
+    "TEST_FILE",
+    "TEXT_FILE",
+    "TRAIN_FILE",
+    "atomic_path",
+    "read_catalogue",
+    "read_pairs_table",
+    "write_json",
+    "write_parquet",
+]
+
+log = logging.getLogger(__name__)
+
+TEXT_FILE = "text_and_bert.parquet"
+PICTURE_FILES = ("resnet.parquet", "images_embed.parquet")
+ATTRIBUTES_FILE = "attributes.parquet"
+TRAIN_FILE = "train.parquet"
+TEST_FILE = "test.parquet"
+# Nested columns that hold one main vector per item; other nested columns (extra pictures) are side data.
+MAIN_PICTURE_COLUMNS = ("main_pic_embeddings_resnet_v1",)
+PAIR_COLUMNS = ("variantid1", "variantid2")
+CATEGORY_LEVELS = ("1", "2", "3", "4")
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it over ``path``, on error remove it.
+
+    The rename is atomic on POSIX, so readers see the old file or the complete new one, never a part.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_json(obj: object, path: str | Path) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    return Path(path)
+
+
+def write_parquet(table: pa.Table | pd.DataFrame, path: str | Path) -> Path:
+    """Write a table to parquet, atomically."""
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def _json_default(obj: object) -> object:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def read_catalogue(data_dir: str | Path, config: DataConfig | None = None) -> Catalogue:
+    """Read and validate every item file of a data directory into a :class:`Catalogue`.
+
+    Items are the union of the ids of all item files; an item missing from one file lacks that
+    modality (zeros, presence flag False) and is kept.
+
+    Args:
+        data_dir: a directory in the E-CUP layout (see the module docstring).
+        config: which modalities and side data to read; defaults to everything found.
+
+    Returns:
+        The catalogue, embeddings L2-normalised the notebook's way.
+
+    Raises:
+        DataError: naming the file, column, dimension, value or ids at fault.
+    """
+    config = config or DataConfig()
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data directory {data_dir} does not exist; create it with `prodmatch synth {data_dir}`")
+    item_files = _item_files(data_dir)
+    wanted = set(config.modalities) if config.modalities is not None else None
+
+    # Which columns of which file are modalities.
+    plan: list[tuple[Path, list[str]]] = []
+    found: dict[str, Path] = {}
+    for path in item_files:
+        schema = _read_schema(path)
+        if config.id_column not in schema.names:
+            raise DataError(f"{path}: no id column {config.id_column!r}; columns are {schema.names}")
+        cols = [
+            f.name
+            for f in schema
+            if f.name != config.id_column
+            and _embedding_kind(f.type, f.name) is not None
+            and (wanted is None or f.name in wanted)
+        ]
+        for c in cols:
+            if c in found:
+                raise DataError(f"embedding column {c!r} is in both {found[c]} and {path}; keep one")
+            found[c] = path
+        plan.append((path, cols))
+    if wanted is not None:
+        absent = [m for m in config.modalities or () if m not in found]
+        if absent:
+            raise DataError(
+                f"modalities {absent} not found in {[str(p) for p in item_files]}; "
+                f"embedding columns there are {sorted(_all_embedding_columns(item_files, config.id_column))}"
+            )
+    if not found:
+        raise DataError(
+            f"no embedding columns (lists of numbers) in {[str(p) for p in item_files]}; "
+            f"expected e.g. name_bert_64 in {TEXT_FILE}"
+        )
+
+    # Read ids of every file, form the union in a stable order: first file's order, then new ids.
+    tables: list[tuple[Path, pa.Table, np.ndarray]] = []
+    for path, cols in plan:
+        table = pq.read_table(path, columns=[config.id_column, *cols])
+        ids = _read_ids(table, path, config.id_column)
+        tables.append((path, table, ids))
+    kinds = {_id_kind(ids) for _, _, ids in tables}
+    if len(kinds) > 1:
+        detail = ", ".join(f"{p.name}: {_id_kind(i)}" for p, _, i in tables)
+        raise DataError(f"item files disagree on the type of {config.id_column} ({detail}); use one type")
+    index = pd.Index(tables[0][2])
+    for _, _, ids in tables[1:]:
+        new = ids[index.get_indexer(ids) < 0]
+        if len(new):
+            index = index.append(pd.Index(new))
+    n = len(index)
+
+    modalities: dict[str, Modality] = {}
+    for path, table, ids in tables:
+        rows = index.get_indexer(ids)
+        for col in table.column_names[1:]:
+            modalities[col] = _read_modality(table[col], path, col, ids, rows, n, config)
+    order = list(config.modalities) if config.modalities is not None else list(modalities)
+    modalities = {name: modalities[name] for name in order}
+
+    categories = None
+    attr_path = data_dir / ATTRIBUTES_FILE
+    if config.load_categories and attr_path.exists():
+        categories = _read_categories(attr_path, index, config.id_column)
+    names = None
+    if config.load_names:
+        names = _read_names(data_dir / TEXT_FILE, index, config.id_column)
+
+    cat = Catalogue(ids=index, modalities=modalities, categories=categories, names=names)
+    for name, m in cat.modalities.items():
+        log.info(
+            "modality %s: %d-d from %s, %d items present, %d missing",
+            name, m.dim, Path(m.source).name, m.present.sum(), (~m.present).sum(),
+        )
+    return cat
+
+
+def read_pairs_table(path: str | Path, *, require_target: bool) -> pd.DataFrame:
+    """Read and validate a pairs file (``variantid1``, ``variantid2``, optional ``target`` and ``category2``).
+
+    Args:
+        path: a parquet file.
+        require_target: raise when ``target`` is absent or has nulls.
+
+    Returns:
+        A DataFrame with the pair columns, ``target`` as float32 when present, ``category2`` when present.
+
+    Raises:
+        DataError: the file or a column is missing, the file is empty, ids are null, or targets are not 0/1.
+    """
+    path = Path(path)
+    schema = _read_schema(path)
+    missing = [c for c in PAIR_COLUMNS if c not in schema.names]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; columns are {schema.names}")
+    cols = [*PAIR_COLUMNS] + [c for c in ("target", "category2") if c in schema.names]
+    if require_target and "target" not in cols:
+        raise DataError(f"{path}: no 'target' column, but labelled pairs are needed here")
+    df = pq.read_table(path, columns=cols).to_pandas()
+    if df.empty:
+        raise DataError(f"{path} has no rows")
+    for c in PAIR_COLUMNS:
+        nulls = np.flatnonzero(df[c].isna().to_numpy())
+        if len(nulls):
+            raise DataError(f"{path}: column {c} has {len(nulls)} null ids, e.g. at rows {nulls[:5].tolist()}")
+        if pd.api.types.is_float_dtype(df[c].dtype):
+            raise DataError(f"{path}: column {c} holds floats; ids must be integers or strings")
+    if "target" in df:
+        t = df["target"]
+        if t.isna().all() and not require_target:
+            df = df.drop(columns="target")
+        else:
+            nulls = np.flatnonzero(t.isna().to_numpy())
+            if len(nulls):
+                raise DataError(
+                    f"{path}: target has {len(nulls)} nulls, e.g. at rows {nulls[:5].tolist()}; "
+                    "label them or drop the rows"
+                )
+            values = t.to_numpy(dtype=np.float64)
+            bad = np.flatnonzero((values != 0) & (values != 1))
+            if len(bad):
+                raise DataError(
+                    f"{path}: target must be 0 or 1, found {values[bad[:5]].tolist()} at rows {bad[:5].tolist()}"
+                )
+            df["target"] = values.astype(np.float32)
+    return df
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _item_files(data_dir: Path) -> list[Path]:
+    text = data_dir / TEXT_FILE
+    if not text.exists():
+        raise DataError(
+            f"{text} not found: a data directory needs {TEXT_FILE} (variantid and embedding columns); "
+            f"files there are {sorted(p.name for p in data_dir.iterdir())}"
+        )
+    pictures = [data_dir / f for f in PICTURE_FILES if (data_dir / f).exists()]
+    if len(pictures) > 1:
+        raise DataError(f"both {PICTURE_FILES[0]} and {PICTURE_FILES[1]} are in {data_dir}; keep one")
+    if not pictures:
+        log.warning("no picture file (%s) in %s: only text modalities", " or ".join(PICTURE_FILES), data_dir)
+    return [text, *pictures]
+
+
+def _read_schema(path: Path) -> pa.Schema:
+    if not path.exists():
+        raise DataError(f"{path} not found")
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path} is not a readable parquet file: {e}") from e
+
+
+def _embedding_kind(t: pa.DataType, name: str) -> str | None:
+    """'flat' for a list of numbers, 'nested' for a main-picture list of lists, else None."""
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+        return None
+    v = t.value_type
+    if pa.types.is_floating(v) or pa.types.is_integer(v):
+        return "flat"
+    nested = pa.types.is_list(v) or pa.types.is_large_list(v) or pa.types.is_fixed_size_list(v)
+    if nested and name in MAIN_PICTURE_COLUMNS and (pa.types.is_floating(v.value_type)):
+        return "nested"
+    return None
+
+
+def _all_embedding_columns(files: list[Path], id_column: str) -> set[str]:
+    return {
+        f.name for p in files for f in _read_schema(p) if f.name != id_column and _embedding_kind(f.type, f.name)
+    }
+
+
+def _id_kind(ids: np.ndarray) -> str:
+    return "int" if np.issubdtype(ids.dtype, np.integer) else "str"
+
+
+def _read_ids(table: pa.Table, path: Path, column: str) -> np.ndarray:
+    if table.num_rows == 0:
+        raise DataError(f"{path} has no rows")
+    col = table[column]
+    if col.null_count:
+        where = np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[:5].tolist()
+        raise DataError(f"{path}: {column} has {col.null_count} nulls, e.g. at rows {where}")
+    if pa.types.is_integer(col.type):
+        ids = col.to_numpy().astype(np.int64, copy=False)
+    elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        ids = col.to_numpy(zero_copy_only=False).astype(object)
+    else:
+        raise DataError(f"{path}: {column} has type {col.type}; ids must be integers or strings")
+    index = pd.Index(ids)
+    if index.has_duplicates:
+        dup = index[index.duplicated()].unique()
+        raise DataError(
+            f"{path}: {len(dup)} duplicate {column} values, e.g. {dup[:5].tolist()}; keep one row per item"
+        )
+    return ids
+
+
+def _read_modality(
+    col: pa.ChunkedArray,
+    path: Path,
+    name: str,
+    ids: np.ndarray,
+    rows: np.ndarray,
+    n: int,
+    config: DataConfig,
+) -> Modality:
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if isinstance(arr, pa.ChunkedArray):  # pragma: no cover - combine_chunks of one type gives an Array
+        arr = arr.combine_chunks()
+    if _embedding_kind(arr.type, name) == "nested":
+        outer = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+        multi = int(np.nansum(np.asarray(outer, dtype=float) > 1))
+        if multi:
+            log.info("%s: %s holds more than one vector for %d items; using the first", path.name, name, multi)
+        arr = _first_element(arr)
+    lengths = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)  # (n_file,)
+    present_file = lengths > 0
+    dims, counts = np.unique(lengths[present_file], return_counts=True)
+    if len(dims) == 0:
+        raise DataError(f"{path}: column {name} has no vectors at all")
+    if len(dims) > 1:
+        parts = []
+        for d, c in zip(dims, counts, strict=True):
+            example = ids[np.flatnonzero(lengths == d)[:3]].tolist()
+            parts.append(f"{c} of dimension {d} (e.g. ids {example})")
+        raise DataError(
+            f"{path}: column {name} has vectors of {len(dims)} different dimensions: {'; '.join(parts)}. "
+            "Every vector of a column must have the same length"
+        )
+    dim = int(dims[0])
+    values = arr.flatten().to_numpy(zero_copy_only=False)
+    block = values.reshape(-1, dim).astype(np.float32)  # (n_present, D)
+    bad = ~np.isfinite(block).all(axis=1)
+    if bad.any():
+        bad_ids = ids[present_file][bad]
+        msg = f"{path}: column {name} has NaN or inf in {bad.sum()} vectors, e.g. ids {bad_ids[:5].tolist()}"
+        if config.invalid_vectors == "error":
+            raise DataError(msg + "; fix them, or pass --invalid-vectors missing to treat them as absent")
+        log.warning("%s; treated as missing (--invalid-vectors missing)", msg)
+        keep = present_file.copy()
+        keep[np.flatnonzero(present_file)[bad]] = False
+        present_file = keep
+        block = block[~bad]
+    l2_normalize(block)
+    matrix = np.zeros((n, dim), dtype=np.float32)
+    present = np.zeros(n, dtype=bool)
+    target_rows = rows[present_file]
+    matrix[target_rows] = block
+    present[target_rows] = True
+    n_missing = len(present_file) - int(present_file.sum())
+    if n_missing:
+        log.info("%s: %d items have no %s (empty or null); they are kept without it", path.name, n_missing, name)
+    return Modality(name=name, matrix=matrix, present=present, source=str(path))
+
+
+def _first_element(arr: pa.Array) -> pa.Array:
+    """The first inner list of each row of a list<list<...>> array; null where the row has none."""
+    lengths = pc.list_value_length(arr).fill_null(0)
+    has = pc.greater(lengths, 0)
+    # list_element fails on empty rows, so take it from rows that have one and scatter back.
+    idx = np.flatnonzero(has.to_numpy(zero_copy_only=False))
+    firsts = pc.list_element(arr.take(pa.array(idx)), 0)
+    if len(idx) == len(arr):
+        return firsts
+    positions = np.full(len(arr), -1, dtype=np.int64)
+    positions[idx] = np.arange(len(idx))
+    mask = positions < 0
+    return firsts.take(pa.array(np.where(mask, 0, positions), mask=mask))
+
+
+def _read_categories(path: Path, index: pd.Index, id_column: str) -> pd.DataFrame | None:
+    schema = _read_schema(path)
+    for c in (id_column, "categories"):
+        if c not in schema.names:
+            raise DataError(f"{path}: missing column {c!r}; columns are {schema.names}")
+    table = pq.read_table(path, columns=[id_column, "categories"])
+    ids = _read_ids(table, path, id_column)
+    # JSON strings repeat: parse each distinct one once, then broadcast by dictionary code.
+    encoded = table["categories"].combine_chunks().dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    codes = np.where(pd.isna(codes), -1, codes).astype(np.int64)
+    parsed: list[list[str | None]] = []
+    for i, raw in enumerate(encoded.dictionary.to_pylist()):
+        try:
+            obj = json.loads(raw)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            example = ids[np.flatnonzero(codes == i)[0]]
+            raise DataError(
+                f"{path}: column categories holds invalid JSON for {id_column} {example}: {raw[:80]!r} ({e}); "
+                'expected an object with keys "1".."4"'
+            ) from e
+        parsed.append([None if obj.get(k) is None else str(obj.get(k)) for k in CATEGORY_LEVELS])
+    rows = index.get_indexer(ids)
+    known = rows >= 0
+    if (~known).any():
+        log.info("%s: %d items have attributes but no embeddings; ignored", path.name, (~known).sum())
+    out = {}
+    for level, key in enumerate(CATEGORY_LEVELS):
+        values = np.array([p[level] for p in parsed] + [None], dtype=object)
+        col = np.full(len(index), None, dtype=object)
+        col[rows[known]] = values[codes[known]]
+        out[f"category{key}"] = pd.Categorical(col)
+    return pd.DataFrame(out)
+
+
+def _read_names(path: Path, index: pd.Index, id_column: str) -> np.ndarray | None:
+    if "name" not in _read_schema(path).names:
+        return None
+    table = pq.read_table(path, columns=[id_column, "name"])
+    rows = index.get_indexer(_read_ids(table, path, id_column))
+    names = np.full(len(index), None, dtype=object)
+    names[rows] = table["name"].to_numpy(zero_copy_only=False)
+    return names

@@ -1,0 +1,406 @@
+"""Synthetic marketplace data in the Ozon E-CUP layout, drawn from a latent product model.
+
+The model, per embedding modality (text 64-d, picture 128-d by default):
+
+- a category tree (levels 1..4); each level-2 category has a centroid in an ``r``-dimensional latent space;
+- products come in *families* (the same model in other colours or sizes): family = category centroid +
+  N(0, s_fam^2), product = family + N(0, s_sib^2). Sibling products are the hard negatives;
+- each product has several listings (sellers): listing = product + N(0, (s_item * h)^2), where ``h`` is a
+  per-listing quality factor (lognormal), so some listings are much noisier than others;
+- the latent is embedded into ``D`` dimensions by a fixed random projection, isotropic noise of the same
+  scale is added in all ``D`` dimensions, then a shared offset and a random per-item norm.
+
+So the match signal lives in a low-dimensional subspace that a model has to find, and positives (two
+listings of one product) overlap with sibling negatives. Pairs are positives, sibling negatives, same
+category negatives and random negatives; a few reversed duplicates (some with conflicting labels) and a
+little label noise are added, as in the real data. Some items have no picture, a few have zero vectors.
+
+The ground-truth product of every item is written to ``truth.parquet`` for scoring later stages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from prodmatch.errors import ConfigError
+from prodmatch.io import ATTRIBUTES_FILE, PICTURE_FILES, TEST_FILE, TEXT_FILE, TRAIN_FILE, write_json, write_parquet
+
+__all__ = ["TRUTH_FILE", "SynthConfig", "generate"]
+
+log = logging.getLogger(__name__)
+
+TRUTH_FILE = "truth.parquet"
+
+_CAT1 = ["Электроника", "Одежда", "Дом и сад", "Красота", "Детские товары", "Спорт", "Авто", "Книги"]
+_COLOURS = ["черный", "белый", "красный", "синий", "зеленый", "серый", "розовый", "бежевый", "желтый", "голубой"]
+_SYLLABLES = ["ка", "ро", "ми", "та", "ле", "но", "зу", "вик", "стар", "тех", "про", "мар", "сон", "лайт"]
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Size and difficulty of a synthetic dataset.
+
+    Attributes:
+        items: number of items (listings).
+        pairs: number of labelled training pairs (before reversed duplicates are added).
+        test_pairs: labelled test pairs, over products disjoint from the training ones; None: pairs // 4.
+        seed: everything is drawn from this seed.
+        text_dim, pic_dim: embedding dimensions.
+        text_rank, pic_rank: dimension of the latent subspace that carries the product signal.
+        s_cat, s_fam, s_sib: spread of categories, families within a category, siblings within a family.
+        s_item_text, s_item_pic: listing noise of each modality (times a lognormal quality factor).
+        quality_sigma: log-std of the per-listing quality factor.
+        no_picture: share of items absent from the picture file.
+        zero_vectors: share of items whose text or picture embedding is all zeros.
+        hard_negatives, category_negatives: shares of negatives drawn from sibling products and from the
+            same level-2 category; the rest are random.
+        positive_rate: target share of positive pairs.
+        reversed_duplicates: share of pairs repeated in reverse order; ``conflicting`` of those flip the label.
+        label_noise: share of labels flipped at random.
+        extra_pictures: mean number of extra picture embeddings per item (``pic_embeddings_resnet_v1``).
+    """
+
+    items: int = 40_000
+    pairs: int = 20_000
+    test_pairs: int | None = None
+    seed: int = 0
+    text_dim: int = 64
+    pic_dim: int = 128
+    text_rank: int = 12
+    pic_rank: int = 16
+    s_cat: float = 1.0
+    s_fam: float = 0.6
+    s_sib: float = 0.3
+    s_item_text: float = 0.22
+    s_item_pic: float = 0.26
+    quality_sigma: float = 0.45
+    no_picture: float = 0.03
+    zero_vectors: float = 0.003
+    hard_negatives: float = 0.55
+    category_negatives: float = 0.3
+    positive_rate: float = 0.48
+    reversed_duplicates: float = 0.015
+    conflicting: float = 0.2
+    label_noise: float = 0.01
+    extra_pictures: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.items < 100:
+            raise ConfigError(f"--items must be at least 100, got {self.items}")
+        if self.pairs < 10:
+            raise ConfigError(f"--pairs must be at least 10, got {self.pairs}")
+        if self.pairs + (self.test_pairs or self.pairs // 4) > 2 * self.items:
+            raise ConfigError(
+                f"{self.pairs} pairs over {self.items} items reuse items heavily; "
+                "use at most items/2 pairs (real E-CUP data has about one pair per item)"
+            )
+
+
+def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
+    """Write a synthetic dataset in the E-CUP layout to ``out_dir``.
+
+    Files: text_and_bert.parquet, images_embed.parquet, attributes.parquet, train.parquet, test.parquet,
+    truth.parquet (variantid -> product_id, family_id, categories, noise) and synth.json (the config and counts).
+
+    Returns:
+        A summary dict of counts (also in synth.json).
+    """
+    cfg = config or SynthConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(cfg.seed)
+    n = cfg.items
+
+    # Products, families and categories ------------------------------------------------------------
+    listings = 1 + rng.poisson(1.3, size=n)  # listings per product; more than needed, trimmed below
+    product_of_item = np.repeat(np.arange(n), listings)[:n]  # (N,) sorted by product
+    n_products = int(product_of_item[-1]) + 1
+    fam_sizes = 1 + rng.poisson(1.2, size=n_products)
+    family_of_product = np.repeat(np.arange(n_products), fam_sizes)[:n_products]
+    n_families = int(family_of_product[-1]) + 1
+    n_cat2, cat3_per_2, cat4_per_3 = 32, 3, 2
+    n_cat4 = n_cat2 * cat3_per_2 * cat4_per_3
+    popularity = 1.0 / np.arange(1, n_cat4 + 1) ** 0.7
+    cat4_of_family = rng.permutation(n_cat4)[rng.choice(n_cat4, size=n_families, p=popularity / popularity.sum())]
+    cat3_of_4 = np.arange(n_cat4) // cat4_per_3
+    cat2_of_4 = cat3_of_4 // cat3_per_2
+    cat1_of_2 = np.arange(n_cat2) % len(_CAT1)
+
+    fam = family_of_product[product_of_item]  # (N,)
+    cat4 = cat4_of_family[fam]
+    cat2 = cat2_of_4[cat4]
+    quality = np.exp(rng.normal(0.0, cfg.quality_sigma, size=n)).astype(np.float32)  # (N,) noise factor
+
+    # Embeddings -------------------------------------------------------------------------------------
+    text = _embed(rng, cfg.text_dim, cfg.text_rank, cfg.s_item_text, cfg, cat2, fam, product_of_item, quality,
+                  n_cat2, n_families, n_products)
+    pic = _embed(rng, cfg.pic_dim, cfg.pic_rank, cfg.s_item_pic, cfg, cat2, fam, product_of_item, quality,
+                 n_cat2, n_families, n_products)
+    zero_text = rng.random(n) < cfg.zero_vectors / 2
+    zero_pic = rng.random(n) < cfg.zero_vectors / 2
+    text[zero_text] = 0.0
+    pic[zero_pic] = 0.0
+    has_pic = rng.random(n) >= cfg.no_picture
+
+    ids = _unique_ids(rng, n)
+
+    # Pairs over disjoint product sets: train on 80 % of families, test on the rest ---------------------
+    test_family = rng.random(n_families) < 0.2
+    n_test = cfg.test_pairs if cfg.test_pairs is not None else cfg.pairs // 4
+    item_is_test = test_family[fam]
+    train_pairs = _draw_pairs(rng, np.flatnonzero(~item_is_test), cfg.pairs, product_of_item, fam, cat2, cfg)
+    test_pairs = _draw_pairs(rng, np.flatnonzero(item_is_test), n_test, product_of_item, fam, cat2, cfg)
+
+    # Text -------------------------------------------------------------------------------------------
+    names = _names(rng, product_of_item, fam, cat4, n_products, n_families, n_cat4)
+    cat_json = _category_json(n_cat4, cat3_of_4, cat2_of_4, cat1_of_2)
+    attrs_json = _attribute_json(rng, names["brand"], names["colour"], names["model"])
+
+    # Write, item files in random row order (the latent model sorted them by product) ---------------
+    rows = rng.permutation(n)
+    write_parquet(
+        pa.table({
+            "variantid": ids[rows],
+            "name": names["name"][rows],
+            "description": names["description"][rows],
+            f"name_bert_{cfg.text_dim}": _list_array(text[rows]),
+        }),
+        out / TEXT_FILE,
+    )
+    pic_rows = rows[has_pic[rows]]
+    extra = _extra_pictures(rng, pic[pic_rows], quality[pic_rows], cfg)
+    write_parquet(
+        pa.table({
+            "variantid": ids[pic_rows],
+            "main_pic_embeddings_resnet_v1": _nested_one(pic[pic_rows]),
+            "pic_embeddings_resnet_v1": extra,
+        }),
+        out / PICTURE_FILES[1],
+    )
+    write_parquet(
+        pa.table({
+            "variantid": ids[rows],
+            "categories": cat_json[cat4[rows]],
+            "characteristic_attributes_mapping": attrs_json[rows],
+        }),
+        out / ATTRIBUTES_FILE,
+    )
+    for pairs, fname in ((train_pairs, TRAIN_FILE), (test_pairs, TEST_FILE)):
+        write_parquet(
+            pd.DataFrame({"variantid1": ids[pairs[0]], "variantid2": ids[pairs[1]], "target": pairs[2]}),
+            out / fname,
+        )
+    write_parquet(
+        pd.DataFrame({
+            "variantid": ids,
+            "product_id": product_of_item.astype(np.int64),
+            "family_id": fam.astype(np.int64),
+            "category2": cat2.astype(np.int32),
+            "category4": cat4.astype(np.int32),
+            "noise_scale": quality,
+            "has_picture": has_pic,
+            "split": np.where(item_is_test, "test", "train"),
+        }),
+        out / TRUTH_FILE,
+    )
+    summary = {
+        "config": asdict(cfg),
+        "items": n,
+        "products": n_products,
+        "families": n_families,
+        "categories_level2": n_cat2,
+        "items_without_picture": int((~has_pic).sum()),
+        "zero_text_vectors": int(zero_text.sum()),
+        "zero_picture_vectors": int((zero_pic & has_pic).sum()),
+        "train_pairs": len(train_pairs[2]),
+        "train_positive_rate": float(train_pairs[2].mean()),
+        "test_pairs": len(test_pairs[2]),
+        "test_positive_rate": float(test_pairs[2].mean()),
+        "reversed_duplicates": int(train_pairs[3]),
+        "conflicting_duplicates": int(train_pairs[4]),
+    }
+    write_json(summary, out / "synth.json")
+    return summary
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def _embed(
+    rng: np.random.Generator, dim: int, rank: int, s_item: float, cfg: SynthConfig,
+    cat2: np.ndarray, fam: np.ndarray, product: np.ndarray, quality: np.ndarray,
+    n_cat2: int, n_families: int, n_products: int,
+) -> np.ndarray:
+    """(N, dim) float32 raw embeddings of one modality."""
+    cat_c = rng.normal(0.0, cfg.s_cat, size=(n_cat2, rank)).astype(np.float32)
+    fam_c = rng.normal(0.0, cfg.s_fam, size=(n_families, rank)).astype(np.float32)
+    prod_c = rng.normal(0.0, cfg.s_sib, size=(n_products, rank)).astype(np.float32)
+    basis = np.linalg.qr(rng.normal(size=(dim, rank)))[0].T.astype(np.float32)  # (rank, dim) orthonormal rows
+    latent = cat_c[cat2] + fam_c[fam] + prod_c[product]  # (N, rank)
+    x = latent @ basis  # (N, dim)
+    x += rng.standard_normal(size=x.shape, dtype=np.float32) * (s_item * quality)[:, None]
+    offset = rng.normal(0.0, 1.0, size=dim).astype(np.float32)  # a shared direction, as real encoders have
+    x += offset * (0.8 / np.sqrt(dim))
+    x *= np.exp(rng.normal(0.0, 0.2, size=(len(x), 1))).astype(np.float32)  # raw norms vary
+    return x
+
+
+def _unique_ids(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Distinct int64 ids in a realistic range, in random order."""
+    ids = 10_000_000 + np.cumsum(rng.integers(1, 800, size=n, dtype=np.int64))
+    return rng.permutation(ids)
+
+
+def _draw_pairs(
+    rng: np.random.Generator, pool: np.ndarray, m: int, product: np.ndarray, fam: np.ndarray,
+    cat2: np.ndarray, cfg: SynthConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """(left, right, target, n_reversed, n_conflicting) over the items in ``pool``."""
+    n_pos = round(m * cfg.positive_rate)
+    n_neg = m - n_pos
+    # Positives: consecutive listings of one product (items are sorted by product), so reuse stays low.
+    pool = np.sort(pool)
+    same = product[pool[:-1]] == product[pool[1:]]
+    cand = np.flatnonzero(same)
+    cand = cand[rng.permutation(len(cand))]
+    # Prefer non-overlapping pairs (even offsets within a product), then fill with the rest.
+    starts = np.searchsorted(product[pool], product[pool[cand]])
+    cand = np.concatenate([cand[(cand - starts) % 2 == 0], cand[(cand - starts) % 2 == 1]])
+    if len(cand) == 0:
+        raise ConfigError("no product has two listings; raise --items")
+    pos_idx = cand[np.arange(n_pos) % len(cand)]
+    pos_l, pos_r = pool[pos_idx], pool[pos_idx + 1]
+
+    n_hard = round(n_neg * cfg.hard_negatives)
+    n_cat = round(n_neg * cfg.category_negatives)
+    n_rand = n_neg - n_hard - n_cat
+    hard_l, hard_r = _negatives_within(rng, pool, fam, product, n_hard)
+    cat_l, cat_r = _negatives_within(rng, pool, cat2, fam, n_cat)
+    rand_l = rng.choice(pool, size=n_rand)
+    rand_r = rng.choice(pool, size=n_rand)
+    ok = product[rand_l] != product[rand_r]
+    rand_l, rand_r = rand_l[ok], rand_r[ok]
+
+    left = np.concatenate([pos_l, hard_l, cat_l, rand_l])
+    right = np.concatenate([pos_r, hard_r, cat_r, rand_r])
+    target = np.concatenate([np.ones(len(pos_l)), np.zeros(len(left) - len(pos_l))]).astype(np.int8)
+    flip = rng.random(len(left)) < cfg.label_noise
+    target[flip] = 1 - target[flip]
+    swap = rng.random(len(left)) < 0.5
+    left, right = np.where(swap, right, left), np.where(swap, left, right)
+    # Reversed duplicates, some with the opposite label.
+    dup = np.flatnonzero(rng.random(len(left)) < cfg.reversed_duplicates)
+    dup_target = target[dup].copy()
+    conflict = rng.random(len(dup)) < cfg.conflicting
+    dup_target[conflict] = 1 - dup_target[conflict]
+    left, right = np.concatenate([left, right[dup]]), np.concatenate([right, left[dup]])
+    target = np.concatenate([target, dup_target])
+    order = rng.permutation(len(left))
+    return left[order], right[order], target[order], len(dup), int(conflict.sum())
+
+
+def _negatives_within(
+    rng: np.random.Generator, pool: np.ndarray, group: np.ndarray, exclude: np.ndarray, m: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``m`` pairs of pool items in the same ``group`` but different ``exclude`` (e.g. family, not product)."""
+    order = pool[np.argsort(group[pool], kind="stable")]
+    g = group[order]
+    starts = np.searchsorted(g, g, side="left")
+    ends = np.searchsorted(g, g, side="right")
+    lefts, rights = [], []
+    need = m
+    for _ in range(8):  # rejection rounds; each keeps the valid draws
+        if need <= 0:
+            break
+        i = rng.integers(0, len(order), size=need * 2)
+        j = starts[i] + (rng.random(len(i)) * (ends[i] - starts[i])).astype(np.int64)
+        ok = exclude[order[i]] != exclude[order[j]]
+        lefts.append(order[i[ok]][:need])
+        rights.append(order[j[ok]][:need])
+        need -= len(lefts[-1])
+    if need > 0:  # groups too small: fill with random pairs of different ``exclude``
+        i, j = rng.choice(pool, size=need * 4), rng.choice(pool, size=need * 4)
+        ok = exclude[i] != exclude[j]
+        lefts.append(i[ok][:need])
+        rights.append(j[ok][:need])
+    return np.concatenate(lefts), np.concatenate(rights)
+
+
+def _names(
+    rng: np.random.Generator, product: np.ndarray, fam: np.ndarray, cat4: np.ndarray,
+    n_products: int, n_families: int, n_cat4: int,
+) -> dict[str, np.ndarray]:
+    syl = np.array(_SYLLABLES, dtype=object)
+    brands = syl[rng.integers(0, len(syl), 300)] + syl[rng.integers(0, len(syl), 300)]
+    brands = np.char.capitalize(brands.astype(str)).astype(object)
+    brand_of_family = brands[rng.integers(0, len(brands), n_families)]
+    cat_word = np.array([f"{_CAT1[(c // 6) % len(_CAT1)].split()[0].lower()}-{c:03d}" for c in range(n_cat4)],
+                        dtype=object)
+    model_of_family = pd.Series(rng.integers(100, 9999, n_families)).astype(str).to_numpy(dtype=object)
+    colours = np.array(_COLOURS, dtype=object)
+    colour_of_product = colours[rng.integers(0, len(colours), n_products)]
+    brand = brand_of_family[fam]
+    model = "X" + model_of_family[fam]
+    colour = colour_of_product[product]
+    name = pd.Series(brand) + " " + pd.Series(cat_word[cat4]) + " " + pd.Series(model)
+    with_colour = rng.random(len(product)) < 0.8  # sellers often leave the colour out of the name
+    name = name.where(~with_colour, name + ", " + pd.Series(colour))
+    lower = rng.random(len(product)) < 0.15
+    name = name.where(~lower, name.str.lower())
+    description = "Товар " + name + ". Цвет: " + pd.Series(colour) + "."
+    return {
+        "name": name.to_numpy(dtype=object),
+        "description": description.to_numpy(dtype=object),
+        "brand": brand,
+        "colour": colour,
+        "model": model,
+    }
+
+
+def _category_json(n_cat4: int, cat3_of_4: np.ndarray, cat2_of_4: np.ndarray, cat1_of_2: np.ndarray) -> np.ndarray:
+    out = []
+    for c4 in range(n_cat4):
+        c3, c2 = int(cat3_of_4[c4]), int(cat2_of_4[c4])
+        c1 = _CAT1[int(cat1_of_2[c2])]
+        out.append(json.dumps(
+            {"1": c1, "2": f"{c1} / {c2:02d}", "3": f"{c1} / {c2:02d} / {c3:03d}", "4": f"{c1} / {c4:03d}"},
+            ensure_ascii=False,
+        ))
+    return np.array(out, dtype=object)
+
+
+def _attribute_json(rng: np.random.Generator, brand: np.ndarray, colour: np.ndarray, model: np.ndarray) -> np.ndarray:
+    b, c, m = pd.Series(brand), pd.Series(colour), pd.Series(model)
+    full = '{"Бренд": ["' + b + '"], "Цвет товара": ["' + c + '"], "Модель": ["' + m + '"]}'
+    short = '{"Бренд": ["' + b + '"], "Модель": ["' + m + '"]}'
+    return full.where(rng.random(len(b)) < 0.85, short).to_numpy(dtype=object)
+
+
+def _list_array(matrix: np.ndarray) -> pa.ListArray:
+    n, d = matrix.shape
+    offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1)))
+
+
+def _nested_one(matrix: np.ndarray) -> pa.ListArray:
+    """Each row as a list holding one vector, the E-CUP main-picture format."""
+    inner = _list_array(matrix)
+    return pa.ListArray.from_arrays(pa.array(np.arange(len(matrix) + 1, dtype=np.int32)), inner)
+
+
+def _extra_pictures(rng: np.random.Generator, pic: np.ndarray, quality: np.ndarray, cfg: SynthConfig) -> pa.ListArray:
+    counts = rng.poisson(cfg.extra_pictures, size=len(pic))
+    owner = np.repeat(np.arange(len(pic)), counts)
+    vecs = pic[owner] + rng.standard_normal(size=(len(owner), pic.shape[1]), dtype=np.float32) * (
+        cfg.s_item_pic * quality[owner]
+    )[:, None]
+    inner = _list_array(vecs.astype(np.float32))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), inner)
