@@ -22,7 +22,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/prodmatch synth $(DEMO_DATA) --seed 0
-	$(BIN)/prodmatch train $(DEMO_DATA) --out $(DEMO_RUN) --overwrite
+	$(BIN)/prodmatch train $(DEMO_DATA) --out $(DEMO_RUN) --overwrite --batch-size 1024
 	@echo
 	@echo "Model, metrics and plots: $(DEMO_RUN)/  (config.json, model.safetensors, metrics.json, plots/)"
 

@@ -1,0 +1,53 @@
+"""prodmatch: product matching for marketplaces.
+
+The public API::
+
+    import prodmatch as pm
+    pm.synth.generate("data/demo")
+    report = pm.train("data/demo", "runs/demo", model="concat-mlp")
+    metrics = pm.evaluate("runs/demo", "data/demo", "data/demo/test.parquet")
+    frame = pm.predict("runs/demo", "data/demo", "data/demo/test.parquet", "submission.parquet")
+"""
+
+from prodmatch import synth
+from prodmatch.api import TrainReport, evaluate, pair_hygiene, predict, score_pairs, train
+from prodmatch.catalogue import Catalogue, Modality, l2_normalize
+from prodmatch.config import DataConfig, TrainConfig
+from prodmatch.errors import ConfigError, DataError, ModelError, ProdmatchError, UnknownIdsError
+from prodmatch.evaluation import binary_metrics, ecup_macro_pr_auc, pr_auc
+from prodmatch.io import read_catalogue
+from prodmatch.models import MODELS, create_model, load_model
+from prodmatch.pairs import PairSet, load_pairs, make_pairs, split_pairs
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODELS",
+    "Catalogue",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "Modality",
+    "ModelError",
+    "PairSet",
+    "ProdmatchError",
+    "TrainConfig",
+    "TrainReport",
+    "UnknownIdsError",
+    "binary_metrics",
+    "create_model",
+    "ecup_macro_pr_auc",
+    "evaluate",
+    "l2_normalize",
+    "load_model",
+    "load_pairs",
+    "make_pairs",
+    "pair_hygiene",
+    "pr_auc",
+    "predict",
+    "read_catalogue",
+    "score_pairs",
+    "split_pairs",
+    "synth",
+    "train",
+]

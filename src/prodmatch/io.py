@@ -205,7 +205,11 @@ def read_catalogue(data_dir: str | Path, config: DataConfig | None = None) -> Ca
     for name, m in cat.modalities.items():
         log.info(
             "modality %s: %d-d from %s, %d items present, %d missing",
-            name, m.dim, Path(m.source).name, m.present.sum(), (~m.present).sum(),
+            name,
+            m.dim,
+            Path(m.source).name,
+            m.present.sum(),
+            (~m.present).sum(),
         )
     return cat
 
@@ -302,9 +306,7 @@ def _embedding_kind(t: pa.DataType, name: str) -> str | None:
 
 
 def _all_embedding_columns(files: list[Path], id_column: str) -> set[str]:
-    return {
-        f.name for p in files for f in _read_schema(p) if f.name != id_column and _embedding_kind(f.type, f.name)
-    }
+    return {f.name for p in files for f in _read_schema(p) if f.name != id_column and _embedding_kind(f.type, f.name)}
 
 
 def _id_kind(ids: np.ndarray) -> str:
@@ -327,9 +329,7 @@ def _read_ids(table: pa.Table, path: Path, column: str) -> np.ndarray:
     index = pd.Index(ids)
     if index.has_duplicates:
         dup = index[index.duplicated()].unique()
-        raise DataError(
-            f"{path}: {len(dup)} duplicate {column} values, e.g. {dup[:5].tolist()}; keep one row per item"
-        )
+        raise DataError(f"{path}: {len(dup)} duplicate {column} values, e.g. {dup[:5].tolist()}; keep one row per item")
     return ids
 
 

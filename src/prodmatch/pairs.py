@@ -100,7 +100,11 @@ def make_pairs(
             )
         log.warning(
             "%s: dropped %d of %d pairs naming %d ids with no data at all (e.g. %s)",
-            source, bad.sum(), len(df), len(unknown_ids), unknown_ids[:5].tolist(),
+            source,
+            bad.sum(),
+            len(df),
+            len(unknown_ids),
+            unknown_ids[:5].tolist(),
         )
         keep = np.flatnonzero(~bad)
     category = None
@@ -189,7 +193,8 @@ def split_pairs(
         if largest > valid_fraction * len(pairs):
             log.warning(
                 "the largest connected component holds %d of %d pairs; the group split cannot balance well",
-                largest, len(pairs),
+                largest,
+                len(pairs),
             )
     else:
         raise DataError(f"unknown split {method!r}; use 'group' or 'random'")

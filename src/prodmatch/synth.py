@@ -30,7 +30,15 @@ import pandas as pd
 import pyarrow as pa
 
 from prodmatch.errors import ConfigError
-from prodmatch.io import ATTRIBUTES_FILE, PICTURE_FILES, TEST_FILE, TEXT_FILE, TRAIN_FILE, write_json, write_parquet
+from prodmatch.io import (
+    ATTRIBUTES_FILE,
+    PICTURE_FILES,
+    TEST_FILE,
+    TEXT_FILE,
+    TRAIN_FILE,
+    write_json,
+    write_parquet,
+)
 
 __all__ = ["TRUTH_FILE", "SynthConfig", "generate"]
 
@@ -67,8 +75,8 @@ class SynthConfig:
         extra_pictures: mean number of extra picture embeddings per item (``pic_embeddings_resnet_v1``).
     """
 
-    items: int = 40_000
-    pairs: int = 20_000
+    items: int = 100_000
+    pairs: int = 50_000
     test_pairs: int | None = None
     seed: int = 0
     text_dim: int = 64
@@ -77,9 +85,9 @@ class SynthConfig:
     pic_rank: int = 16
     s_cat: float = 1.0
     s_fam: float = 0.6
-    s_sib: float = 0.3
-    s_item_text: float = 0.22
-    s_item_pic: float = 0.26
+    s_sib: float = 0.35
+    s_item_text: float = 0.15
+    s_item_pic: float = 0.18
     quality_sigma: float = 0.45
     no_picture: float = 0.03
     zero_vectors: float = 0.003
@@ -139,10 +147,34 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
     quality = np.exp(rng.normal(0.0, cfg.quality_sigma, size=n)).astype(np.float32)  # (N,) noise factor
 
     # Embeddings -------------------------------------------------------------------------------------
-    text = _embed(rng, cfg.text_dim, cfg.text_rank, cfg.s_item_text, cfg, cat2, fam, product_of_item, quality,
-                  n_cat2, n_families, n_products)
-    pic = _embed(rng, cfg.pic_dim, cfg.pic_rank, cfg.s_item_pic, cfg, cat2, fam, product_of_item, quality,
-                 n_cat2, n_families, n_products)
+    text = _embed(
+        rng,
+        cfg.text_dim,
+        cfg.text_rank,
+        cfg.s_item_text,
+        cfg,
+        cat2,
+        fam,
+        product_of_item,
+        quality,
+        n_cat2,
+        n_families,
+        n_products,
+    )
+    pic = _embed(
+        rng,
+        cfg.pic_dim,
+        cfg.pic_rank,
+        cfg.s_item_pic,
+        cfg,
+        cat2,
+        fam,
+        product_of_item,
+        quality,
+        n_cat2,
+        n_families,
+        n_products,
+    )
     zero_text = rng.random(n) < cfg.zero_vectors / 2
     zero_pic = rng.random(n) < cfg.zero_vectors / 2
     text[zero_text] = 0.0
@@ -166,30 +198,36 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
     # Write, item files in random row order (the latent model sorted them by product) ---------------
     rows = rng.permutation(n)
     write_parquet(
-        pa.table({
-            "variantid": ids[rows],
-            "name": names["name"][rows],
-            "description": names["description"][rows],
-            f"name_bert_{cfg.text_dim}": _list_array(text[rows]),
-        }),
+        pa.table(
+            {
+                "variantid": ids[rows],
+                "name": names["name"][rows],
+                "description": names["description"][rows],
+                f"name_bert_{cfg.text_dim}": _list_array(text[rows]),
+            }
+        ),
         out / TEXT_FILE,
     )
     pic_rows = rows[has_pic[rows]]
     extra = _extra_pictures(rng, pic[pic_rows], quality[pic_rows], cfg)
     write_parquet(
-        pa.table({
-            "variantid": ids[pic_rows],
-            "main_pic_embeddings_resnet_v1": _nested_one(pic[pic_rows]),
-            "pic_embeddings_resnet_v1": extra,
-        }),
+        pa.table(
+            {
+                "variantid": ids[pic_rows],
+                "main_pic_embeddings_resnet_v1": _nested_one(pic[pic_rows]),
+                "pic_embeddings_resnet_v1": extra,
+            }
+        ),
         out / PICTURE_FILES[1],
     )
     write_parquet(
-        pa.table({
-            "variantid": ids[rows],
-            "categories": cat_json[cat4[rows]],
-            "characteristic_attributes_mapping": attrs_json[rows],
-        }),
+        pa.table(
+            {
+                "variantid": ids[rows],
+                "categories": cat_json[cat4[rows]],
+                "characteristic_attributes_mapping": attrs_json[rows],
+            }
+        ),
         out / ATTRIBUTES_FILE,
     )
     for pairs, fname in ((train_pairs, TRAIN_FILE), (test_pairs, TEST_FILE)):
@@ -198,16 +236,18 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
             out / fname,
         )
     write_parquet(
-        pd.DataFrame({
-            "variantid": ids,
-            "product_id": product_of_item.astype(np.int64),
-            "family_id": fam.astype(np.int64),
-            "category2": cat2.astype(np.int32),
-            "category4": cat4.astype(np.int32),
-            "noise_scale": quality,
-            "has_picture": has_pic,
-            "split": np.where(item_is_test, "test", "train"),
-        }),
+        pd.DataFrame(
+            {
+                "variantid": ids,
+                "product_id": product_of_item.astype(np.int64),
+                "family_id": fam.astype(np.int64),
+                "category2": cat2.astype(np.int32),
+                "category4": cat4.astype(np.int32),
+                "noise_scale": quality,
+                "has_picture": has_pic,
+                "split": np.where(item_is_test, "test", "train"),
+            }
+        ),
         out / TRUTH_FILE,
     )
     summary = {
@@ -234,9 +274,18 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
 
 
 def _embed(
-    rng: np.random.Generator, dim: int, rank: int, s_item: float, cfg: SynthConfig,
-    cat2: np.ndarray, fam: np.ndarray, product: np.ndarray, quality: np.ndarray,
-    n_cat2: int, n_families: int, n_products: int,
+    rng: np.random.Generator,
+    dim: int,
+    rank: int,
+    s_item: float,
+    cfg: SynthConfig,
+    cat2: np.ndarray,
+    fam: np.ndarray,
+    product: np.ndarray,
+    quality: np.ndarray,
+    n_cat2: int,
+    n_families: int,
+    n_products: int,
 ) -> np.ndarray:
     """(N, dim) float32 raw embeddings of one modality."""
     cat_c = rng.normal(0.0, cfg.s_cat, size=(n_cat2, rank)).astype(np.float32)
@@ -259,8 +308,13 @@ def _unique_ids(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _draw_pairs(
-    rng: np.random.Generator, pool: np.ndarray, m: int, product: np.ndarray, fam: np.ndarray,
-    cat2: np.ndarray, cfg: SynthConfig,
+    rng: np.random.Generator,
+    pool: np.ndarray,
+    m: int,
+    product: np.ndarray,
+    fam: np.ndarray,
+    cat2: np.ndarray,
+    cfg: SynthConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     """(left, right, target, n_reversed, n_conflicting) over the items in ``pool``."""
     n_pos = round(m * cfg.positive_rate)
@@ -334,15 +388,21 @@ def _negatives_within(
 
 
 def _names(
-    rng: np.random.Generator, product: np.ndarray, fam: np.ndarray, cat4: np.ndarray,
-    n_products: int, n_families: int, n_cat4: int,
+    rng: np.random.Generator,
+    product: np.ndarray,
+    fam: np.ndarray,
+    cat4: np.ndarray,
+    n_products: int,
+    n_families: int,
+    n_cat4: int,
 ) -> dict[str, np.ndarray]:
     syl = np.array(_SYLLABLES, dtype=object)
     brands = syl[rng.integers(0, len(syl), 300)] + syl[rng.integers(0, len(syl), 300)]
     brands = np.char.capitalize(brands.astype(str)).astype(object)
     brand_of_family = brands[rng.integers(0, len(brands), n_families)]
-    cat_word = np.array([f"{_CAT1[(c // 6) % len(_CAT1)].split()[0].lower()}-{c:03d}" for c in range(n_cat4)],
-                        dtype=object)
+    cat_word = np.array(
+        [f"{_CAT1[(c // 6) % len(_CAT1)].split()[0].lower()}-{c:03d}" for c in range(n_cat4)], dtype=object
+    )
     model_of_family = pd.Series(rng.integers(100, 9999, n_families)).astype(str).to_numpy(dtype=object)
     colours = np.array(_COLOURS, dtype=object)
     colour_of_product = colours[rng.integers(0, len(colours), n_products)]
@@ -369,10 +429,12 @@ def _category_json(n_cat4: int, cat3_of_4: np.ndarray, cat2_of_4: np.ndarray, ca
     for c4 in range(n_cat4):
         c3, c2 = int(cat3_of_4[c4]), int(cat2_of_4[c4])
         c1 = _CAT1[int(cat1_of_2[c2])]
-        out.append(json.dumps(
-            {"1": c1, "2": f"{c1} / {c2:02d}", "3": f"{c1} / {c2:02d} / {c3:03d}", "4": f"{c1} / {c4:03d}"},
-            ensure_ascii=False,
-        ))
+        out.append(
+            json.dumps(
+                {"1": c1, "2": f"{c1} / {c2:02d}", "3": f"{c1} / {c2:02d} / {c3:03d}", "4": f"{c1} / {c4:03d}"},
+                ensure_ascii=False,
+            )
+        )
     return np.array(out, dtype=object)
 
 
@@ -398,9 +460,11 @@ def _nested_one(matrix: np.ndarray) -> pa.ListArray:
 def _extra_pictures(rng: np.random.Generator, pic: np.ndarray, quality: np.ndarray, cfg: SynthConfig) -> pa.ListArray:
     counts = rng.poisson(cfg.extra_pictures, size=len(pic))
     owner = np.repeat(np.arange(len(pic)), counts)
-    vecs = pic[owner] + rng.standard_normal(size=(len(owner), pic.shape[1]), dtype=np.float32) * (
-        cfg.s_item_pic * quality[owner]
-    )[:, None]
+    vecs = (
+        pic[owner]
+        + rng.standard_normal(size=(len(owner), pic.shape[1]), dtype=np.float32)
+        * (cfg.s_item_pic * quality[owner])[:, None]
+    )
     inner = _list_array(vecs.astype(np.float32))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), inner)

@@ -1,0 +1,282 @@
+"""The steps a user runs, as Python functions: train, evaluate, predict. The CLI is a thin layer over these."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from prodmatch.catalogue import Catalogue
+from prodmatch.config import DataConfig, TrainConfig
+from prodmatch.errors import ConfigError, DataError
+from prodmatch.evaluation import binary_metrics
+from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue, write_json, write_parquet
+from prodmatch.models import DEFAULT_MODEL, create_model, load_model
+from prodmatch.models.torch_model import CONFIG_FILE, TorchPairModel
+from prodmatch.pairs import PairSet, SplitReport, load_pairs, split_pairs
+from prodmatch.plots import plot_history, plot_pr_curves
+from prodmatch.training import CHECKPOINT_FILE, TrainCallback
+
+__all__ = ["TrainReport", "evaluate", "pair_hygiene", "predict", "score_pairs", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainReport:
+    """What ``train`` did and where it put it."""
+
+    run_dir: Path
+    model: TorchPairModel
+    split: SplitReport
+    metrics: dict[str, Any]
+    history: list[dict]
+
+    @property
+    def plots(self) -> list[Path]:
+        return sorted((self.run_dir / "plots").glob("*.png"))
+
+
+def train(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    model: str = DEFAULT_MODEL,
+    params: dict[str, Any] | None = None,
+    config: TrainConfig | None = None,
+    data_config: DataConfig | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    callback: TrainCallback | None = None,
+    catalogue: Catalogue | None = None,
+) -> TrainReport:
+    """Train a model on ``data_dir/train.parquet`` and write a complete run directory.
+
+    The labelled pairs are split into train and validation by ``config.split``; the best epoch on
+    validation is kept. If ``data_dir/test.parquet`` has targets, the model is evaluated on it too.
+
+    Args:
+        data_dir: an E-CUP layout directory.
+        out_dir: the run directory to create.
+        model: a registered model name.
+        params: the model's hyperparameters (defaults otherwise).
+        config: training settings.
+        data_config: which modalities to read.
+        overwrite: replace an existing run directory.
+        resume: continue an interrupted run from its checkpoint.
+        callback: progress hooks.
+        catalogue: an already loaded catalogue of ``data_dir`` (skips reading it again).
+
+    Returns:
+        A :class:`TrainReport`.
+
+    Raises:
+        ConfigError: the run directory exists (and neither overwrite nor resume was asked), or resume fails.
+        DataError: the data is invalid.
+    """
+    config = config or TrainConfig()
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    _prepare_run_dir(out_dir, overwrite=overwrite, resume=resume)
+    t0 = time.perf_counter()
+    cat = catalogue or read_catalogue(data_dir, data_config)
+    load_seconds = time.perf_counter() - t0
+    pairs = load_pairs(
+        data_dir / TRAIN_FILE, cat, require_target=True, unknown="drop" if config.drop_unknown else "error"
+    )
+    hygiene = pair_hygiene(pairs)
+    log.info(
+        "train.parquet: %d pairs, %.1f%% positive; %d reversed duplicates (%d with conflicting labels)",
+        len(pairs),
+        100 * pairs.positive_rate(),
+        hygiene["reversed_duplicates"],
+        hygiene["conflicting_labels"],
+    )
+    train_pairs, valid_pairs, split = split_pairs(
+        pairs, method=config.split, valid_fraction=config.valid_fraction, seed=config.seed
+    )
+    log.info(
+        "%s split: %d train / %d validation pairs, %d / %d items, %d items on both sides",
+        split.method,
+        split.train_pairs,
+        split.valid_pairs,
+        split.train_items,
+        split.valid_items,
+        split.overlap_items,
+    )
+    if split.overlap_items and config.split == "random":
+        log.warning(
+            "the random split shares %d items between train and validation: validation scores are "
+            "optimistic; the default --split group avoids this",
+            split.overlap_items,
+        )
+
+    est = create_model(model, **(params or {}))
+    est.fit(cat, train_pairs, valid_pairs, config, checkpoint_dir=out_dir, resume=resume, callback=callback)
+    result = est.result_
+
+    metrics: dict[str, Any] = {
+        "model": model,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "train_seconds": result.seconds,
+        "load_seconds": load_seconds,
+        "split": split.to_dict(),
+        "hygiene": hygiene,
+    }
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    valid_prob = est.predict_proba(cat, valid_pairs, config.eval_batch_size)
+    metrics["valid"] = binary_metrics(valid_pairs.target, valid_prob, groups=valid_pairs.category)
+    curves["validation"] = (valid_pairs.target, valid_prob)
+    test_path = data_dir / TEST_FILE
+    if test_path.exists():
+        test_pairs = load_pairs(test_path, cat, require_target=False)
+        if test_pairs.target is not None:
+            test_prob = est.predict_proba(cat, test_pairs, config.eval_batch_size)
+            metrics["test"] = binary_metrics(test_pairs.target, test_prob, groups=test_pairs.category)
+            curves["test"] = (test_pairs.target, test_prob)
+        else:
+            log.info("%s has no targets; skipping the test evaluation", test_path)
+
+    history = [asdict(h) for h in result.history]
+    plots = out_dir / "plots"
+    plot_pr_curves(curves, plots / "pr_curve.png", title=f"{model}: precision-recall")
+    plot_history(history, plots / "training.png", best_epoch=result.best_epoch)
+    write_json(history, out_dir / "history.json")
+    write_json(metrics, out_dir / "metrics.json")
+    est.save(
+        out_dir,
+        extra={
+            "train": config.to_dict(),
+            "data": {"source": str(data_dir), "id_kind": cat.id_kind},
+        },
+    )
+    (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is complete; nothing left to resume
+    return TrainReport(run_dir=out_dir, model=est, split=split, metrics=metrics, history=history)
+
+
+def evaluate(
+    run_dir: str | Path,
+    data_dir: str | Path,
+    pairs_path: str | Path,
+    *,
+    out: str | Path | None = None,
+    threshold: float | None = None,
+    plot: str | Path | None = None,
+    catalogue: Catalogue | None = None,
+) -> dict[str, Any]:
+    """Score a labelled pairs file with a saved model and compute every metric.
+
+    Args:
+        run_dir: a trained run directory.
+        data_dir: the item data the pairs refer to.
+        pairs_path: parquet with variantid1, variantid2, target (and optionally category2).
+        out: write the metrics as JSON here.
+        threshold: decision threshold for accuracy/precision/recall/F1; the model's saved one by default.
+        plot: write a PR curve PNG here.
+        catalogue: an already loaded catalogue of ``data_dir``.
+
+    Returns:
+        The metrics dict (see :func:`prodmatch.evaluation.binary_metrics`).
+    """
+    est = load_model(run_dir)
+    cat = catalogue or read_catalogue(data_dir, DataConfig(modalities=tuple(n for n, _ in est.modalities_)))
+    pairs = load_pairs(pairs_path, cat, require_target=True)
+    prob = est.predict_proba(cat, pairs)
+    metrics = binary_metrics(
+        pairs.target, prob, threshold=est.threshold if threshold is None else threshold, groups=pairs.category
+    )
+    if out is not None:
+        write_json(metrics, out)
+    if plot is not None:
+        plot_pr_curves({Path(pairs_path).name: (pairs.target, prob)}, plot)
+    return metrics
+
+
+def score_pairs(model: TorchPairModel, catalogue: Catalogue, pairs: PairSet) -> pd.DataFrame:
+    """E-CUP submission frame: variantid1, variantid2, target (probability), one row per pair, in order."""
+    prob = model.predict_proba(catalogue, pairs)
+    order = np.argsort(pairs.source_rows, kind="stable")  # back to the caller's row order
+    return pd.DataFrame({"variantid1": pairs.ids1[order], "variantid2": pairs.ids2[order], "target": prob[order]})
+
+
+def predict(
+    run_dir: str | Path,
+    data_dir: str | Path,
+    pairs_path: str | Path,
+    out_path: str | Path | None = None,
+    *,
+    catalogue: Catalogue | None = None,
+) -> pd.DataFrame:
+    """Score every row of a pairs file; write the E-CUP submission parquet if ``out_path`` is given.
+
+    Every row gets a score, in input order. Items missing a modality are scored with it absent.
+
+    Raises:
+        UnknownIdsError: listing ids that no item file has; nothing is written.
+    """
+    est = load_model(run_dir)
+    cat = catalogue or read_catalogue(data_dir, DataConfig(modalities=tuple(n for n, _ in est.modalities_)))
+    pairs = load_pairs(pairs_path, cat, require_target=False, unknown="error")
+    frame = score_pairs(est, cat, pairs)
+    if out_path is not None:
+        write_parquet(frame, out_path)
+    return frame
+
+
+def pair_hygiene(pairs: PairSet) -> dict[str, int]:
+    """Counts of reversed duplicate pairs and of those whose labels conflict (vectorised)."""
+    lo = np.minimum(pairs.left, pairs.right).astype(np.int64)
+    hi = np.maximum(pairs.left, pairs.right).astype(np.int64)
+    key = lo * (int(max(hi.max(), 0)) + 1) + hi
+    frame = pd.DataFrame({"key": key, "reversed": pairs.left > pairs.right})
+    if pairs.target is not None:
+        frame["target"] = pairs.target
+    grouped = frame.groupby("key")
+    sizes = grouped.size()
+    dup_keys = sizes.index[sizes > 1]
+    exact = int(len(frame) - frame.drop_duplicates(["key", "reversed"]).shape[0])
+    conflicting = 0
+    if pairs.target is not None and len(dup_keys):
+        nunique = grouped["target"].nunique()
+        conflicting = int((nunique > 1).sum())
+    return {
+        "pairs": len(pairs),
+        "duplicate_groups": len(dup_keys),
+        "reversed_duplicates": int((sizes[sizes > 1] - 1).sum()) - exact,
+        "exact_duplicates": exact,
+        "conflicting_labels": conflicting,
+    }
+
+
+def _prepare_run_dir(out_dir: Path, *, overwrite: bool, resume: bool) -> None:
+    if overwrite and resume:
+        raise ConfigError("--overwrite and --resume contradict each other; pick one")
+    if resume:
+        if not (out_dir / CHECKPOINT_FILE).exists():
+            raise ConfigError(f"--resume: {out_dir / CHECKPOINT_FILE} not found; nothing to resume")
+        return
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            what = (
+                "an interrupted run (resume it with --resume)"
+                if (out_dir / CHECKPOINT_FILE).exists()
+                else "a run"
+                if (out_dir / CONFIG_FILE).exists()
+                else "files"
+            )
+            raise ConfigError(f"{out_dir} already holds {what}; pass --overwrite to replace it or choose another --out")
+        if (
+            not (out_dir / CONFIG_FILE).exists()
+            and not (out_dir / CHECKPOINT_FILE).exists()
+            and not (out_dir / "metrics.json").exists()
+        ):
+            raise DataError(f"{out_dir} holds files that are not a prodmatch run; refusing to delete them")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,391 @@
+"""The ``prodmatch`` command line: parses flags into config objects, sets up logging and progress bars,
+and calls :mod:`prodmatch.api`. No logic lives here that the Python API lacks."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from prodmatch.errors import ProdmatchError
+
+app = typer.Typer(
+    name="prodmatch",
+    help="Product matching for marketplaces: decide whether two listings are the same product.\n\n"
+    "Typical flow: `prodmatch synth DATA` (or bring E-CUP files), `prodmatch train DATA --out RUN`, "
+    "`prodmatch evaluate RUN --data DATA --pairs PAIRS`, `prodmatch predict RUN --data DATA --pairs PAIRS --out OUT`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+stdout = Console()
+log = logging.getLogger("prodmatch")
+
+
+@app.callback()
+def _setup(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings and errors only.")] = False,
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="[%X]",
+        force=True,
+        handlers=[RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)],
+    )
+
+
+# ------------------------------------------------------------------------------------------- synth
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write the dataset to.")],
+    items: Annotated[int, typer.Option(help="Number of items (listings).")] = 100_000,
+    pairs: Annotated[int, typer.Option(help="Labelled training pairs (train.parquet).")] = 50_000,
+    test_pairs: Annotated[int | None, typer.Option(help="Labelled test pairs; default pairs/4.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same files.")] = 0,
+) -> None:
+    """Write a synthetic dataset in the Ozon E-CUP layout, with ground-truth products in truth.parquet.
+
+    Items come from a latent product model (categories, product families, several noisy listings per
+    product), with hard negatives, items without a picture, zero vectors, reversed duplicate pairs and
+    conflicting labels, like the real data.
+    """
+    from prodmatch.synth import SynthConfig, generate
+
+    with _errors():
+        cfg = SynthConfig(items=items, pairs=pairs, test_pairs=test_pairs, seed=seed)
+        t0 = time.perf_counter()
+        with console.status(f"generating {items:,} items and {pairs:,} pairs"):
+            summary = generate(out_dir, cfg)
+        log.info(
+            "wrote %s in %.1fs: %d items (%d products, %d without picture), %d train pairs (%.1f%% positive), "
+            "%d test pairs",
+            out_dir,
+            time.perf_counter() - t0,
+            summary["items"],
+            summary["products"],
+            summary["items_without_picture"],
+            summary["train_pairs"],
+            100 * summary["train_positive_rate"],
+            summary["test_pairs"],
+        )
+
+
+# ------------------------------------------------------------------------------------------- train
+
+
+@app.command()
+def train(
+    data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-CUP layout.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
+    model: Annotated[str, typer.Option(help="Model name; see `prodmatch models`.")] = "concat-mlp",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 10,
+    split: Annotated[
+        str, typer.Option(help="group: no item on both sides (default); random: the notebook's split.")
+    ] = "group",
+    seed: Annotated[int, typer.Option(help="Seed for split, initialisation and shuffling.")] = 42,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 4096,
+    lr: Annotated[float | None, typer.Option(help="Learning rate; default: the model's.")] = None,
+    patience: Annotated[int, typer.Option(help="Early-stop after this many epochs without improvement; 0 never.")] = 3,
+    monitor: Annotated[
+        str, typer.Option(help="Validation metric that picks the best epoch: pr_auc or loss.")
+    ] = "pr_auc",
+    valid_fraction: Annotated[float, typer.Option(help="Share of pairs held out for validation.")] = 0.2,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="Model hyperparameter KEY=VALUE, repeatable (e.g. -p hidden=256)."),
+    ] = None,
+    modalities: Annotated[
+        str | None, typer.Option(help="Comma-separated embedding columns to use; default: every one found.")
+    ] = None,
+    strict_ids: Annotated[
+        bool, typer.Option(help="Fail on pairs naming ids without data, instead of dropping them with a count.")
+    ] = False,
+    invalid_vectors: Annotated[
+        str, typer.Option(help="NaN/inf embeddings: 'error' stops, 'missing' treats them as absent (counted).")
+    ] = "error",
+    threads: Annotated[int | None, typer.Option(help="CPU threads; default: every core.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train a pairwise model on DATA_DIR/train.parquet, keep the best epoch, and evaluate it.
+
+    The labelled pairs are split into train and validation (--split). If DATA_DIR/test.parquet has
+    targets, the model is also evaluated on it. The run directory gets config.json, model.safetensors,
+    metrics.json, history.json and plots/.
+    """
+    from prodmatch import api
+    from prodmatch.config import DataConfig, TrainConfig
+    from prodmatch.models import MODELS
+
+    with _errors():
+        params = _parse_params(param or [], MODELS.get(model))
+        cfg = TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            patience=patience or None,
+            monitor=monitor,  # type: ignore[arg-type]
+            seed=seed,
+            split=split,
+            valid_fraction=valid_fraction,
+            drop_unknown=not strict_ids,  # type: ignore[arg-type]
+            threads=threads,
+        )
+        data_cfg = DataConfig(
+            modalities=tuple(m.strip() for m in modalities.split(",")) if modalities else None,
+            invalid_vectors=invalid_vectors,  # type: ignore[arg-type]
+        )
+        bars = _TrainBars() if progress and console.is_terminal else None
+        with bars or _nullcontext():
+            report = api.train(
+                data_dir,
+                out,
+                model=model,
+                params=params,
+                config=cfg,
+                data_config=data_cfg,
+                overwrite=overwrite,
+                resume=resume,
+                callback=bars,
+            )
+        m = report.metrics
+        columns = {"validation": m["valid"]} | ({"test": m["test"]} if "test" in m else {})
+        stdout.print(_metrics_table(columns, title=f"{model}: best epoch {m['best_epoch']} of {m['epochs_run']}"))
+        stdout.print(f"run directory: {report.run_dir}  (config.json, model.safetensors, metrics.json, history.json)")
+        stdout.print("plots: " + ", ".join(str(p) for p in report.plots))
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Data directory with the items' embeddings.")],
+    pairs: Annotated[Path, typer.Option("--pairs", help="Labelled pairs parquet (variantid1, variantid2, target).")],
+    out_json: Annotated[Path | None, typer.Option("--out", "-o", help="Write the metrics JSON here.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Decision threshold; default: the model's.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PR-curve PNG here.")] = None,
+) -> None:
+    """Evaluate a saved model on labelled pairs: loss, accuracy, precision, recall, F1, PR-AUC, ROC-AUC,
+    the best-F1 threshold and the E-CUP macro PR-AUC over level-2 categories."""
+    from prodmatch import api
+
+    with _errors():
+        metrics = api.evaluate(run_dir, data, pairs, out=out_json, threshold=threshold, plot=plot)
+        stdout.print(_metrics_table({pairs.name: metrics}, title=f"{run_dir}"))
+        if out_json:
+            stdout.print(f"metrics: {out_json}")
+
+
+# ----------------------------------------------------------------------------------------- predict
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Data directory with the items' embeddings.")],
+    pairs: Annotated[Path, typer.Option("--pairs", help="Pairs parquet (variantid1, variantid2).")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Output parquet: variantid1, variantid2, target.")],
+) -> None:
+    """Score every pair: writes variantid1, variantid2 and target (a probability), one row per input row,
+    in input order (the E-CUP submission format). Unknown ids are an error that lists them."""
+    from prodmatch import api
+
+    with _errors():
+        t0 = time.perf_counter()
+        frame = api.predict(run_dir, data, pairs, out_path)
+        log.info("scored %d pairs in %.2fs -> %s", len(frame), time.perf_counter() - t0, out_path)
+
+
+# -------------------------------------------------------------------------------------------- info
+
+
+@app.command()
+def info(data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-CUP layout.")]) -> None:
+    """Validate a data directory and describe it: items, modalities, coverage, pairs and duplicates."""
+    from prodmatch.api import pair_hygiene
+    from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue
+    from prodmatch.pairs import load_pairs
+
+    with _errors():
+        t0 = time.perf_counter()
+        cat = read_catalogue(data_dir)
+        table = Table(
+            title=f"{data_dir}: {len(cat):,} items ({cat.id_kind} ids), read in {time.perf_counter() - t0:.2f}s"
+        )
+        for col in ("modality", "dim", "present", "missing", "file"):
+            table.add_column(col, justify="right" if col in ("dim", "present", "missing") else "left")
+        for name, m in cat.modalities.items():
+            table.add_row(name, str(m.dim), f"{m.present.sum():,}", f"{(~m.present).sum():,}", Path(m.source).name)
+        stdout.print(table)
+        for fname in (TRAIN_FILE, TEST_FILE):
+            path = data_dir / fname
+            if path.exists():
+                p = load_pairs(path, cat, require_target=False, unknown="drop")
+                h = pair_hygiene(p)
+                rate = f", {100 * p.positive_rate():.1f}% positive" if p.target is not None else ""
+                stdout.print(
+                    f"{fname}: {len(p):,} pairs{rate}; {h['reversed_duplicates']:,} reversed duplicates, "
+                    f"{h['conflicting_labels']:,} with conflicting labels"
+                )
+
+
+@app.command()
+def models() -> None:
+    """List the registered models and their default hyperparameters."""
+    from prodmatch.models import DEFAULT_MODEL, MODELS
+
+    table = Table(title="models")
+    table.add_column("name")
+    table.add_column("defaults")
+    for name, cls in MODELS.items():
+        defaults = ", ".join(f"{f.name}={f.default}" for f in fields(cls.params_class))
+        table.add_row(name + (" (default)" if name == DEFAULT_MODEL else ""), defaults)
+    stdout.print(table)
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def main() -> None:
+    app()
+
+
+class _errors:
+    """Turn prodmatch errors into one red line and exit code 2; no stack traces for users."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, ProdmatchError):
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        if isinstance(exc, KeyboardInterrupt):
+            console.print("[yellow]interrupted[/]; a training run can continue with --resume")
+            raise typer.Exit(130)
+        return False
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> bool:
+        return False
+
+
+class _TrainBars:
+    """Epoch and batch progress bars for training (rich)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self.epochs: Any = None
+        self.batches: Any = None
+
+    def __enter__(self) -> _TrainBars:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *args: object) -> bool:
+        self.progress.__exit__(*args)
+        return False
+
+    def on_epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        if self.epochs is None:
+            self.epochs = self.progress.add_task("epochs", total=epochs, completed=epoch - 1, info="")
+        if self.batches is not None:
+            self.progress.remove_task(self.batches)
+        self.batches = self.progress.add_task(f"epoch {epoch}", total=batches, info="")
+
+    def on_batch_end(self, loss: float) -> None:
+        self.progress.update(self.batches, advance=1, info=f"loss {loss:.4f}")
+
+    def on_epoch_end(self, record: Any) -> None:
+        self.progress.update(self.epochs, advance=1, info=f"valid PR-AUC {record.valid_pr_auc:.4f}")
+
+
+def _parse_params(items: list[str], model_cls: Any) -> dict[str, Any]:
+    from prodmatch.errors import ConfigError
+
+    if model_cls is None:
+        return {}
+    types = {f.name: f.type for f in fields(model_cls.params_class)}
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--param {item!r}: expected KEY=VALUE")
+        if key not in types:
+            raise ConfigError(f"--param {key}: {model_cls.name} takes {sorted(types)}")
+        kind = str(types[key])
+        try:
+            params[key] = int(value) if kind == "int" else float(value) if kind == "float" else value
+        except ValueError as e:
+            raise ConfigError(f"--param {key}={value}: not a valid {kind}") from e
+    return params
+
+
+_ORDER = [
+    ("n_pairs", "pairs", "{:,}"),
+    ("positive_rate", "positive rate", "{:.3f}"),
+    ("loss", "loss", "{:.4f}"),
+    ("threshold", "threshold", "{:.3f}"),
+    ("accuracy", "accuracy", "{:.4f}"),
+    ("precision", "precision", "{:.4f}"),
+    ("recall", "recall", "{:.4f}"),
+    ("f1", "F1", "{:.4f}"),
+    ("pr_auc", "PR-AUC", "{:.4f}"),
+    ("average_precision", "average precision", "{:.4f}"),
+    ("roc_auc", "ROC-AUC", "{:.4f}"),
+    ("best_threshold", "best-F1 threshold", "{:.3f}"),
+    ("best_f1", "best F1", "{:.4f}"),
+    ("ecup_macro_pr_auc", "E-CUP macro PR-AUC", "{:.4f}"),
+]
+
+
+def _metrics_table(columns: dict[str, dict], title: str = "") -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for key, label, fmt in _ORDER:
+        table.add_row(label, *("—" if c.get(key) is None else fmt.format(c[key]) for c in columns.values()))
+    return table
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""PNG plots of a run: precision-recall curves and training curves. Written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on servers or in CI
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import precision_recall_curve
+
+from prodmatch.evaluation import pr_auc
+from prodmatch.io import atomic_path
+
+__all__ = ["plot_history", "plot_pr_curves"]
+
+
+def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "") -> Path:
+    """One precision-recall curve per label.
+
+    Args:
+        curves: label -> (y_true, y_score).
+        path: the PNG to write.
+        title: figure title.
+    """
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=110)
+    for label, (y, s) in curves.items():
+        if not (np.asarray(y) == 1).any():
+            continue
+        precision, recall, _ = precision_recall_curve(y, s)
+        ax.plot(recall, precision, lw=1.6, label=f"{label} (PR-AUC {pr_auc(y, s):.4f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    ax.set_title(title or "Precision-recall")
+    return _save(fig, path)
+
+
+def plot_history(history: list[dict], path: str | Path, best_epoch: int | None = None) -> Path:
+    """Training and validation loss per epoch (left axis) and validation PR-AUC (right axis)."""
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
+    ax.plot(epochs, [h["valid_loss"] for h in history], "s-", label="validation loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("BCE loss")
+    ax.grid(alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [h["valid_pr_auc"] for h in history], "^--", color="tab:green", label="validation PR-AUC")
+    ax2.set_ylabel("PR-AUC")
+    if best_epoch is not None:
+        ax.axvline(best_epoch, color="grey", ls=":", label=f"best epoch ({best_epoch})")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="center right")
+    ax.set_title("Training curves")
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,292 @@
+"""The training loop for pairwise networks: batches gathered by index, per-epoch validation,
+a true copy of the best epoch's weights, early stopping and resumable checkpoints.
+
+Batches are gathered with ``index_select`` from one (N, F) item-feature tensor, so there is no per-pair
+Python and no DataLoader: a step costs what the network costs.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prodmatch.config import TrainConfig
+from prodmatch.errors import ConfigError
+from prodmatch.evaluation import pr_auc
+from prodmatch.io import atomic_path
+from prodmatch.pairs import PairSet
+
+__all__ = [
+    "EpochRecord",
+    "TrainCallback",
+    "TrainResult",
+    "default_threads",
+    "score_logits",
+    "sigmoid",
+    "train_network",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class EpochRecord:
+    """One epoch's numbers, as kept in history.json."""
+
+    epoch: int
+    train_loss: float
+    valid_loss: float
+    valid_pr_auc: float
+    seconds: float
+    pairs_per_second: float
+    improved: bool
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_score: float
+    history: list[EpochRecord] = field(default_factory=list)
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+class TrainCallback(Protocol):
+    """Progress hooks; the CLI implements them with progress bars, the library only logs."""
+
+    def on_epoch_start(self, epoch: int, epochs: int, batches: int) -> None: ...
+    def on_batch_end(self, loss: float) -> None: ...
+    def on_epoch_end(self, record: EpochRecord) -> None: ...
+
+
+def default_threads() -> int:
+    """Every core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def score_logits(
+    net: nn.Module, features: torch.Tensor, left: np.ndarray, right: np.ndarray, batch_size: int = 65536
+) -> np.ndarray:
+    """Logits of ``net`` for pairs of rows of ``features``, in eval mode, in large batches.
+
+    Returns:
+        (M,) float32.
+    """
+    net.eval()
+    out = np.empty(len(left), dtype=np.float32)
+    lt = torch.from_numpy(np.asarray(left, dtype=np.int64))
+    rt = torch.from_numpy(np.asarray(right, dtype=np.int64))
+    with torch.inference_mode():
+        for start in range(0, len(left), batch_size):
+            sl = slice(start, start + batch_size)
+            a = features.index_select(0, lt[sl])
+            b = features.index_select(0, rt[sl])
+            out[sl] = net(a, b).float().numpy()
+    return out
+
+
+def train_network(
+    net: nn.Module,
+    features: torch.Tensor,
+    train: PairSet,
+    valid: PairSet,
+    config: TrainConfig,
+    lr: float,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    callback: TrainCallback | None = None,
+    fingerprint: dict | None = None,
+) -> TrainResult:
+    """Train ``net`` on labelled pairs with Adam and BCE-with-logits; leave it holding the best epoch's weights.
+
+    Args:
+        net: maps (B, F), (B, F) item features to (B,) logits.
+        features: (N, F) float32 item features of the catalogue the pairs index into.
+        train, valid: labelled pairs.
+        config: epochs, batch size, patience, monitor, seed.
+        lr: learning rate.
+        checkpoint_dir: where ``checkpoint.pt`` is written after every epoch (atomically).
+        resume: continue from the checkpoint in ``checkpoint_dir``.
+        callback: progress hooks.
+        fingerprint: facts about the run (model, data sizes) that a resumed run must share.
+
+    Returns:
+        The training history and the best epoch. ``net`` holds the best epoch's weights.
+
+    Raises:
+        ConfigError: on ``resume`` without a checkpoint, or with one from a different run.
+    """
+    if train.target is None or valid.target is None:
+        raise ConfigError("training needs labelled train and validation pairs")
+    torch.set_num_threads(config.threads or default_threads())
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    higher_better = config.monitor == "pr_auc"
+
+    t_left = torch.from_numpy(train.left.astype(np.int64))
+    t_right = torch.from_numpy(train.right.astype(np.int64))
+    t_target = torch.from_numpy(train.target.astype(np.float32))
+    m = len(train)
+    n_batches = (m + config.batch_size - 1) // config.batch_size
+
+    if n_batches < 20:
+        log.warning(
+            "only %d optimisation steps per epoch (%d pairs, batch %d): the model may not converge in %d epochs; "
+            "a smaller --batch-size (e.g. %d) gives more steps",
+            n_batches,
+            m,
+            config.batch_size,
+            config.epochs,
+            max(256, m // 40 // 256 * 256),
+        )
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+    history: list[EpochRecord] = []
+    best_state = copy.deepcopy(net.state_dict())
+    best_score = -np.inf if higher_better else np.inf
+    best_epoch = 0
+    bad_epochs = 0
+    start_epoch = 1
+    fingerprint = {**(fingerprint or {}), "train_pairs": m, "valid_pairs": len(valid), "lr": lr, **asdict(config)}
+    for k in ("epochs", "patience", "threads", "eval_batch_size"):  # may change on resume
+        fingerprint.pop(k, None)
+
+    if resume:
+        if ckpt_path is None or not ckpt_path.exists():
+            raise ConfigError(f"--resume: no checkpoint at {ckpt_path}; start the run without --resume")
+        ckpt = torch.load(ckpt_path, weights_only=True)
+        if ckpt["fingerprint"] != fingerprint:
+            diff = {
+                k: (ckpt["fingerprint"].get(k), v) for k, v in fingerprint.items() if ckpt["fingerprint"].get(k) != v
+            }
+            raise ConfigError(
+                f"--resume: the checkpoint in {ckpt_path} is from a different run: {diff} "
+                "(checkpoint, now); resume with the same data and settings, or start afresh"
+            )
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        best_state = ckpt["best_state"]
+        best_score, best_epoch, bad_epochs = ckpt["best_score"], ckpt["best_epoch"], ckpt["bad_epochs"]
+        history = [EpochRecord(**h) for h in ckpt["history"]]
+        gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        start_epoch = ckpt["epoch"] + 1
+        log.info("resumed from %s after epoch %d (best so far: epoch %d)", ckpt_path, ckpt["epoch"], best_epoch)
+
+    t_start = time.perf_counter()
+    stopped_early = False
+    for epoch in range(start_epoch, config.epochs + 1):
+        if config.patience is not None and bad_epochs >= config.patience:
+            stopped_early = True
+            break
+        if callback:
+            callback.on_epoch_start(epoch, config.epochs, n_batches)
+        t0 = time.perf_counter()
+        net.train()
+        perm = torch.randperm(m, generator=gen)  # a fresh shuffle every epoch
+        total, seen = 0.0, 0
+        for start in range(0, m, config.batch_size):
+            idx = perm[start : start + config.batch_size]
+            if len(idx) < 2:  # BatchNorm cannot train on one row
+                continue
+            a = features.index_select(0, t_left.index_select(0, idx))  # (B, F)
+            b = features.index_select(0, t_right.index_select(0, idx))  # (B, F)
+            y = t_target.index_select(0, idx)  # (B,)
+            loss = F.binary_cross_entropy_with_logits(net(a, b), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            batch_loss = loss.item()
+            total += batch_loss * len(idx)
+            seen += len(idx)
+            if callback:
+                callback.on_batch_end(batch_loss)
+        train_seconds = time.perf_counter() - t0
+
+        logits = score_logits(net, features, valid.left, valid.right, config.eval_batch_size)
+        v_loss = float(
+            F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(valid.target)).item()
+        )
+        v_pr = pr_auc(valid.target, sigmoid(logits))  # on float32 probabilities, exactly as evaluate() sees them
+        score = v_pr if higher_better else v_loss
+        improved = bool(score > best_score if higher_better else score < best_score)
+        if improved:
+            best_score, best_epoch, bad_epochs = score, epoch, 0
+            best_state = copy.deepcopy(net.state_dict())  # a true copy, not a view of live weights
+        else:
+            bad_epochs += 1
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=total / max(seen, 1),
+            valid_loss=v_loss,
+            valid_pr_auc=v_pr,
+            seconds=time.perf_counter() - t0,
+            pairs_per_second=seen / train_seconds,
+            improved=improved,
+        )
+        history.append(record)
+        log.info(
+            "epoch %d/%d: train loss %.4f, valid loss %.4f, valid PR-AUC %.4f%s (%.1fs, %.0f pairs/s)",
+            epoch,
+            config.epochs,
+            record.train_loss,
+            v_loss,
+            v_pr,
+            " *" if improved else "",
+            record.seconds,
+            record.pairs_per_second,
+        )
+        if callback:
+            callback.on_epoch_end(record)
+        if ckpt_path is not None:
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "epoch": epoch,
+                    "model": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "best_state": best_state,
+                    "best_score": float(best_score),
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "history": [asdict(h) for h in history],
+                    "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "fingerprint": fingerprint,
+                },
+            )
+    if stopped_early:
+        log.info("early stop: no improvement of validation %s for %d epochs", config.monitor, config.patience)
+
+    net.load_state_dict(best_state)
+    log.info("restored the best epoch's weights: epoch %d (validation %s %.4f)", best_epoch, config.monitor, best_score)
+    return TrainResult(
+        best_epoch=best_epoch,
+        best_score=float(best_score),
+        history=history,
+        stopped_early=stopped_early,
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """float32 probabilities; computed in float64 so moderate logits do not round to exactly 0 or 1 early."""
+    return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
