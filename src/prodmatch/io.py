@@ -358,7 +358,8 @@ def _read_modality(
         raise DataError(f"{path}: column {name} has no vectors at all")
     if len(dims) > 1:
         parts = []
-        for d, c in zip(dims, counts, strict=True):
+        for k in np.argsort(-counts, kind="stable"):  # the most common dimension first
+            d, c = dims[k], counts[k]
             example = ids[np.flatnonzero(lengths == d)[:3]].tolist()
             parts.append(f"{c} of dimension {d} (e.g. ids {example})")
         raise DataError(

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: no display on servers or in CI
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import precision_recall_curve
 
 from prodmatch.evaluation import pr_auc
@@ -48,6 +49,7 @@ def plot_history(history: list[dict], path: str | Path, best_epoch: int | None =
     ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
     ax.plot(epochs, [h["valid_loss"] for h in history], "s-", label="validation loss")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("BCE loss")
     ax.grid(alpha=0.3)
     ax2 = ax.twinx()

@@ -146,12 +146,11 @@ def train_network(
     if n_batches < 20:
         log.warning(
             "only %d optimisation steps per epoch (%d pairs, batch %d): the model may not converge in %d epochs; "
-            "a smaller --batch-size (e.g. %d) gives more steps",
+            "a smaller --batch-size gives more steps",
             n_batches,
             m,
             config.batch_size,
             config.epochs,
-            max(256, m // 40 // 256 * 256),
         )
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     history: list[EpochRecord] = []
@@ -160,7 +159,13 @@ def train_network(
     best_epoch = 0
     bad_epochs = 0
     start_epoch = 1
-    fingerprint = {**(fingerprint or {}), "train_pairs": m, "valid_pairs": len(valid), "lr": lr, **asdict(config)}
+    fingerprint = {
+        **(fingerprint or {}),
+        **asdict(config),
+        "train_pairs": m,
+        "valid_pairs": len(valid),
+        "learning_rate": lr,
+    }
     for k in ("epochs", "patience", "threads", "eval_batch_size"):  # may change on resume
         fingerprint.pop(k, None)
 
@@ -249,8 +254,6 @@ def train_network(
             record.seconds,
             record.pairs_per_second,
         )
-        if callback:
-            callback.on_epoch_end(record)
         if ckpt_path is not None:
             _save_checkpoint(
                 ckpt_path,
@@ -268,6 +271,9 @@ def train_network(
                     "fingerprint": fingerprint,
                 },
             )
+        if callback:
+            callback.on_epoch_end(record)
+
     if stopped_early:
         log.info("early stop: no improvement of validation %s for %d epochs", config.monitor, config.patience)
 

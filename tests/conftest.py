@@ -1,0 +1,69 @@
+"""Tiny seeded datasets shared by the tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from prodmatch.synth import SynthConfig, generate
+
+SMALL_NET = {"hidden": 32, "nlayers": 2}
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic E-CUP dataset (read-only: copy it before changing files)."""
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, SynthConfig(items=3000, pairs=1200, seed=7))
+    return out
+
+
+@pytest.fixture(scope="session")
+def medium_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic dataset large enough for a small network to learn from."""
+    out = tmp_path_factory.mktemp("synth_medium")
+    generate(out, SynthConfig(items=24_000, pairs=10_000, seed=5))
+    return out
+
+
+@pytest.fixture
+def data_copy(synth_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the synthetic dataset that a test may modify."""
+    dst = tmp_path / "data"
+    shutil.copytree(synth_dir, dst)
+    return dst
+
+
+def list_column(rows: list[list[float] | None]) -> pa.Array:
+    return pa.array(rows, type=pa.list_(pa.float32()))
+
+
+def write_items(
+    path: Path, ids: list, text: list[list[float] | None], pics: list | None = None, *, nested: bool = True
+) -> Path:
+    """Write a hand-made data directory: text_and_bert.parquet and, if given, images_embed.parquet."""
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"variantid": ids, "name_bert_64": list_column(text)}), path / "text_and_bert.parquet")
+    if pics is not None:
+        if nested:
+            col = pa.array([None if p is None else [p] for p in pics], type=pa.list_(pa.list_(pa.float32())))
+        else:
+            col = list_column(pics)
+        pq.write_table(
+            pa.table({"variantid": ids, "main_pic_embeddings_resnet_v1": col}), path / "images_embed.parquet"
+        )
+    return path
+
+
+def write_pairs(path: Path, v1: list, v2: list, target: list | None = None) -> Path:
+    frame = pd.DataFrame({"variantid1": v1, "variantid2": v2})
+    if target is not None:
+        frame["target"] = np.asarray(target, dtype=np.int8)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    return path

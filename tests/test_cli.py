@@ -1,0 +1,154 @@
+"""End-to-end through the command line on a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from prodmatch.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data, run_dir = root / "data", root / "run"
+    r = invoke("synth", data, "--items", 3000, "--pairs", 1200, "--seed", 3)
+    assert r.exit_code == 0, r.output
+    r = invoke(
+        "train",
+        data,
+        "--out",
+        run_dir,
+        "--epochs",
+        3,
+        "--batch-size",
+        256,
+        "-p",
+        "hidden=32",
+        "-p",
+        "nlayers=2",
+        "--no-progress",
+    )
+    assert r.exit_code == 0, r.output
+    return data, run_dir, r.output
+
+
+def test_train_writes_a_complete_run(run):
+    _, run_dir, output = run
+    for f in (
+        "config.json",
+        "model.safetensors",
+        "metrics.json",
+        "history.json",
+        "plots/pr_curve.png",
+        "plots/training.png",
+    ):
+        assert (run_dir / f).exists(), f
+    assert not (run_dir / "checkpoint.pt").exists()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["split"]["overlap_items"] == 0
+    assert {"valid", "test"} <= set(metrics)
+    assert 0.5 < metrics["test"]["pr_auc"] <= 1.0
+    assert "E-CUP macro PR-AUC" in output and "run directory" in output
+    assert len(json.loads((run_dir / "history.json").read_text())) == metrics["epochs_run"]
+
+
+def test_train_refuses_to_overwrite(run):
+    data, run_dir, _ = run
+    r = invoke("train", data, "--out", run_dir, "--epochs", 1)
+    assert r.exit_code == 2
+    assert "already holds a run; pass --overwrite" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_evaluate(run, tmp_path):
+    data, run_dir, _ = run
+    out = tmp_path / "m.json"
+    r = invoke("evaluate", run_dir, "--data", data, "--pairs", data / "test.parquet", "--out", out)
+    assert r.exit_code == 0, r.output
+    m = json.loads(out.read_text())
+    for key in (
+        "loss",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "pr_auc",
+        "average_precision",
+        "roc_auc",
+        "best_threshold",
+        "best_f1",
+        "ecup_macro_pr_auc",
+    ):
+        assert key in m
+    saved = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert m["pr_auc"] == pytest.approx(saved["pr_auc"])
+
+
+def test_predict_keeps_order_and_scores_items_without_picture(run, tmp_path):
+    data, run_dir, _ = run
+    truth = pd.read_parquet(data / "truth.parquet")
+    no_pic = truth.loc[~truth["has_picture"], "variantid"].to_numpy()
+    some = truth["variantid"].to_numpy()[:40]
+    pairs = pd.DataFrame({"variantid1": np.r_[no_pic[:5], some[:20]], "variantid2": np.r_[some[:5], some[20:40]]})
+    pairs = pairs.iloc[::-1].reset_index(drop=True)  # an order the tool must not "fix"
+    pairs_path, out = tmp_path / "pairs.parquet", tmp_path / "sub.parquet"
+    pairs.to_parquet(pairs_path)
+    r = invoke("predict", run_dir, "--data", data, "--pairs", pairs_path, "--out", out)
+    assert r.exit_code == 0, r.output
+    sub = pq.read_table(out).to_pandas()
+    assert list(sub.columns) == ["variantid1", "variantid2", "target"]
+    np.testing.assert_array_equal(sub["variantid1"], pairs["variantid1"])
+    np.testing.assert_array_equal(sub["variantid2"], pairs["variantid2"])
+    assert sub["target"].between(0, 1).all() and sub["target"].notna().all()
+
+
+def test_predict_unknown_ids_is_an_error_listing_them(run, tmp_path):
+    data, run_dir, _ = run
+    pairs_path, out = tmp_path / "pairs.parquet", tmp_path / "sub.parquet"
+    known = pd.read_parquet(data / "truth.parquet")["variantid"].iloc[0]
+    pd.DataFrame({"variantid1": [known, 1], "variantid2": [2, known]}).to_parquet(pairs_path)
+    r = invoke("predict", run_dir, "--data", data, "--pairs", pairs_path, "--out", out)
+    assert r.exit_code == 2
+    assert "2 pairs name 2 ids" in r.output and "[1, 2]" in r.output
+    assert not out.exists()
+
+
+def test_resume_after_interrupt(run, tmp_path):
+    data, _, _ = run
+    out = tmp_path / "r"
+    r = invoke("train", data, "--out", out, "--resume")
+    assert r.exit_code == 2 and "nothing to resume" in r.output
+
+
+def test_info(run):
+    data, _, _ = run
+    r = invoke("info", data)
+    assert r.exit_code == 0, r.output
+    assert "name_bert_64" in r.output and "reversed duplicates" in r.output
+
+
+@pytest.mark.parametrize("command", ["synth", "train", "evaluate", "predict", "info", "models"])
+def test_help(command):
+    r = invoke(command, "--help")
+    assert r.exit_code == 0
+    assert "Usage" in r.output
+
+
+def test_bad_flag_values_are_clear(tmp_path):
+    r = invoke("synth", tmp_path / "d", "--items", 10)
+    assert r.exit_code == 2 and "--items must be at least 100" in r.output
+    r = invoke("train", tmp_path, "--out", tmp_path / "r", "--split", "sideways")
+    assert r.exit_code == 2 and "split must be 'group' or 'random'" in r.output

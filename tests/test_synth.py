@@ -1,0 +1,74 @@
+"""The synthetic generator: layout, ground truth, realism knobs, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prodmatch import pair_hygiene, read_catalogue
+from prodmatch.pairs import load_pairs
+from prodmatch.synth import SynthConfig, generate
+
+
+def test_layout_and_ground_truth(synth_dir):
+    for f in (
+        "text_and_bert.parquet",
+        "images_embed.parquet",
+        "attributes.parquet",
+        "train.parquet",
+        "test.parquet",
+        "truth.parquet",
+        "synth.json",
+    ):
+        assert (synth_dir / f).exists(), f
+    text = pq.read_table(synth_dir / "text_and_bert.parquet")
+    assert {"variantid", "name", "description", "name_bert_64"} <= set(text.column_names)
+    pics = pq.read_table(synth_dir / "images_embed.parquet")
+    main = pics.schema.field("main_pic_embeddings_resnet_v1").type
+    assert pa.types.is_list(main) and pa.types.is_list(main.value_type)  # a list holding one vector
+    attrs = pq.read_table(synth_dir / "attributes.parquet").to_pandas()
+    cats = json.loads(attrs["categories"].iloc[0])
+    assert set(cats) == {"1", "2", "3", "4"}
+    assert isinstance(json.loads(attrs["characteristic_attributes_mapping"].iloc[0]), dict)
+    truth = pd.read_parquet(synth_dir / "truth.parquet")
+    assert truth["variantid"].is_unique and len(truth) == 3000
+
+
+def test_labels_follow_the_latent_products(synth_dir):
+    truth = pd.read_parquet(synth_dir / "truth.parquet").set_index("variantid")
+    pairs = pd.read_parquet(synth_dir / "train.parquet")
+    same = (
+        truth.loc[pairs["variantid1"], "product_id"].to_numpy()
+        == truth.loc[pairs["variantid2"], "product_id"].to_numpy()
+    )
+    agree = (same == pairs["target"].astype(bool)).mean()
+    assert 0.95 < agree < 1.0  # label noise and conflicting duplicates, as in real data
+
+
+def test_train_and_test_products_are_disjoint(synth_dir):
+    truth = pd.read_parquet(synth_dir / "truth.parquet").set_index("variantid")
+    ids = {
+        f: pd.unique(pd.read_parquet(synth_dir / f)[["variantid1", "variantid2"]].to_numpy().ravel())
+        for f in ("train.parquet", "test.parquet")
+    }
+    assert not set(truth.loc[ids["train.parquet"], "family_id"]) & set(truth.loc[ids["test.parquet"], "family_id"])
+
+
+def test_realism_knobs(synth_dir):
+    cat = read_catalogue(synth_dir)
+    pairs = load_pairs(synth_dir / "train.parquet", cat, require_target=True)
+    h = pair_hygiene(pairs)
+    assert h["reversed_duplicates"] > 0 and h["conflicting_labels"] > 0
+    assert (~cat.modalities["main_pic_embeddings_resnet_v1"].present).sum() > 0
+    assert 0.4 < pairs.positive_rate() < 0.56
+
+
+def test_same_seed_same_files(tmp_path):
+    cfg = SynthConfig(items=500, pairs=150, seed=11)
+    generate(tmp_path / "a", cfg)
+    generate(tmp_path / "b", cfg)
+    for f in ("train.parquet", "text_and_bert.parquet"):
+        assert pq.read_table(tmp_path / "a" / f).equals(pq.read_table(tmp_path / "b" / f))

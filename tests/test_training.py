@@ -1,0 +1,130 @@
+"""The training loop: best-epoch restore, early stopping, resume, reproducibility."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SMALL_NET
+from prodmatch import ConfigError, TrainConfig, load_pairs, read_catalogue, split_pairs
+from prodmatch.models import create_model
+from prodmatch.models.concat_mlp import ConcatMLP, ConcatMLPParams
+from prodmatch.training import train_network
+
+
+@pytest.fixture(scope="module")
+def setup(synth_dir):
+    cat = read_catalogue(synth_dir)
+    pairs = load_pairs(synth_dir / "train.parquet", cat, require_target=True)
+    train, valid, _ = split_pairs(pairs, seed=0)
+    features = torch.from_numpy(cat.item_features(list(cat.modalities)))
+    return cat, train, valid, features
+
+
+class Snapshots:
+    """Records the network's weights at the end of every epoch."""
+
+    def __init__(self, net, stop_after=None):
+        self.net, self.stop_after, self.states = net, stop_after, {}
+
+    def on_epoch_start(self, epoch, epochs, batches):
+        pass
+
+    def on_batch_end(self, loss):
+        pass
+
+    def on_epoch_end(self, record):
+        self.states[record.epoch] = copy.deepcopy(self.net.state_dict())
+        if record.epoch == self.stop_after:
+            raise KeyboardInterrupt  # a kill right after the epoch's checkpoint
+
+
+def _net(features, seed=0):
+    torch.manual_seed(seed)
+    return ConcatMLP(features.shape[1], ConcatMLPParams(hidden=32, nlayers=2))
+
+
+def _equal(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_best_epoch_weights_are_restored(setup):
+    _, train, valid, features = setup
+    # Validation labels inverted: the better the model learns train, the worse validation gets, so the best
+    # epoch is early and the final weights differ from it.
+    flipped = valid.subset(np.arange(len(valid)))
+    flipped.target = 1.0 - flipped.target
+    net = _net(features)
+    snaps = Snapshots(net)
+    cfg = TrainConfig(epochs=6, batch_size=128, patience=None, seed=0)
+    result = train_network(net, features, train, flipped, cfg, lr=0.01, callback=snaps)
+    assert result.best_epoch < 6
+    assert _equal(net.state_dict(), snaps.states[result.best_epoch])
+    assert not _equal(net.state_dict(), snaps.states[6])
+    best = max(result.history, key=lambda h: h.valid_pr_auc)
+    assert best.epoch == result.best_epoch
+
+
+def test_early_stopping(setup):
+    _, train, valid, features = setup
+    flipped = valid.subset(np.arange(len(valid)))
+    flipped.target = 1.0 - flipped.target
+    cfg = TrainConfig(epochs=30, batch_size=128, patience=2, seed=0)
+    result = train_network(_net(features), features, train, flipped, cfg, lr=0.01)
+    assert result.stopped_early
+    assert len(result.history) == result.best_epoch + 2
+
+
+def test_resume_matches_an_uninterrupted_run(setup, tmp_path):
+    _, train, valid, features = setup
+    cfg = TrainConfig(epochs=4, batch_size=128, patience=None, seed=3)
+    full = _net(features)
+    full_result = train_network(full, features, train, valid, cfg, lr=0.01)
+
+    killed = _net(features)
+    with pytest.raises(KeyboardInterrupt):
+        train_network(
+            killed,
+            features,
+            train,
+            valid,
+            cfg,
+            lr=0.01,
+            checkpoint_dir=tmp_path,
+            callback=Snapshots(killed, stop_after=2),
+        )
+    resumed = _net(features, seed=99)  # fresh weights: everything must come from the checkpoint
+    result = train_network(resumed, features, train, valid, cfg, lr=0.01, checkpoint_dir=tmp_path, resume=True)
+    assert [h.epoch for h in result.history] == [1, 2, 3, 4]
+    assert result.best_epoch == full_result.best_epoch
+    assert _equal(resumed.state_dict(), full.state_dict())
+
+
+def test_resume_refuses_a_different_run(setup, tmp_path):
+    _, train, valid, features = setup
+    cfg = TrainConfig(epochs=1, batch_size=128, seed=0)
+    train_network(_net(features), features, train, valid, cfg, lr=0.01, checkpoint_dir=tmp_path)
+    with pytest.raises(ConfigError, match="different run"):
+        train_network(_net(features), features, train, valid, cfg, lr=0.5, checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train_network(_net(features), features, train, valid, cfg, lr=0.01, checkpoint_dir=tmp_path / "x", resume=True)
+
+
+def test_seed_makes_training_reproducible(setup):
+    cat, train, valid, _ = setup
+    cfg = TrainConfig(epochs=2, batch_size=256, seed=5)
+    a = create_model("item-mlp", **SMALL_NET).fit(cat, train, valid, cfg)
+    b = create_model("item-mlp", **SMALL_NET).fit(cat, train, valid, cfg)
+    np.testing.assert_array_equal(a.predict_proba(cat, valid), b.predict_proba(cat, valid))
+
+
+def test_model_learns_on_synthetic_data(medium_dir):
+    cat = read_catalogue(medium_dir)
+    train, valid, _ = split_pairs(load_pairs(medium_dir / "train.parquet", cat, require_target=True), seed=0)
+    model = create_model("concat-mlp", hidden=64, nlayers=2).fit(
+        cat, train, valid, TrainConfig(epochs=8, batch_size=256, patience=None, seed=0)
+    )
+    assert model.result_.best_score > 0.8  # chance is the positive rate, about 0.48
