@@ -139,7 +139,7 @@ def test_error_empty_file(tmp_path):
 def test_error_both_picture_files(tmp_path):
     d = write_items(tmp_path / "d", [1], [[1.0] * 4], [[1.0] * 8])
     (d / "resnet.parquet").write_bytes((d / "images_embed.parquet").read_bytes())
-    with pytest.raises(DataError, match="both resnet.parquet and images_embed.parquet"):
+    with pytest.raises(DataError, match=r"both resnet\.parquet and images_embed\.parquet"):
         read_catalogue(d)
 
 

@@ -84,5 +84,5 @@ def test_model_rejects_data_of_other_dimensions(fitted, tmp_path):
 
     _, valid, models = fitted
     d = write_items(tmp_path / "d", [1, 2], [[1.0] * 32, [0.5] * 32], [[1.0] * 128, [1.0] * 128])
-    with pytest.raises(DataError, match="is 32-d in .* but the model expects 64-d"):
+    with pytest.raises(DataError, match=r"is 32-d in .* but the model expects 64-d"):
         models["concat-mlp"].predict_proba(read_catalogue(d), valid)
