@@ -22,24 +22,22 @@ log = logging.getLogger(__name__)
 NORM_EPS = 0.001
 
 
-def l2_normalize(matrix: np.ndarray, eps: float = NORM_EPS) -> np.ndarray:
-    """L2-normalise the rows of ``matrix`` in place, the notebook's way.
+def l2_normalize(matrix: np.ndarray, eps: float = NORM_EPS, *, out: np.ndarray | None = None) -> np.ndarray:
+    """L2-normalise the rows of ``matrix``, the notebook's way.
 
     Rows whose norm is at most ``eps`` (zero vectors, near-zero noise) are left as they are.
 
     Args:
-        matrix: (N, D) float array; modified in place.
+        matrix: (N, D) float array.
         eps: norm threshold.
+        out: where to write the result; ``matrix`` itself (in place) by default.
 
     Returns:
-        The same array, for chaining.
+        ``out`` (or ``matrix``), for chaining.
     """
-    norms = np.linalg.norm(matrix, axis=1)  # (N,)
-    scale = np.ones_like(norms)
-    big = norms > eps
-    scale[big] = norms[big]
-    matrix /= scale[:, None]
-    return matrix
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))  # (N,); einsum avoids an (N, D) temporary
+    scale = np.where(norms > eps, norms, 1.0).astype(matrix.dtype)
+    return np.divide(matrix, scale[:, None], out=matrix if out is None else out)
 
 
 @dataclass

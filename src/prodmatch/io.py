@@ -56,6 +56,7 @@ TEST_FILE = "test.parquet"
 MAIN_PICTURE_COLUMNS = ("main_pic_embeddings_resnet_v1",)
 PAIR_COLUMNS = ("variantid1", "variantid2")
 CATEGORY_LEVELS = ("1", "2", "3", "4")
+ROW_GROUP_SIZE = 32_768
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -96,7 +97,8 @@ def write_parquet(table: pa.Table | pd.DataFrame, path: str | Path) -> Path:
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        # Modest row groups let readers decode list columns in parallel and in cache-sized pieces.
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE)
     return Path(path)
 
 
@@ -346,29 +348,9 @@ def _read_modality(
     if isinstance(arr, pa.ChunkedArray):  # pragma: no cover - combine_chunks of one type gives an Array
         arr = arr.combine_chunks()
     if _embedding_kind(arr.type, name) == "nested":
-        outer = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
-        multi = int(np.nansum(np.asarray(outer, dtype=float) > 1))
-        if multi:
-            log.info("%s: %s holds more than one vector for %d items; using the first", path.name, name, multi)
-        arr = _first_element(arr)
-    lengths = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)  # (n_file,)
-    present_file = lengths > 0
-    dims, counts = np.unique(lengths[present_file], return_counts=True)
-    if len(dims) == 0:
-        raise DataError(f"{path}: column {name} has no vectors at all")
-    if len(dims) > 1:
-        parts = []
-        for k in np.argsort(-counts, kind="stable"):  # the most common dimension first
-            d, c = dims[k], counts[k]
-            example = ids[np.flatnonzero(lengths == d)[:3]].tolist()
-            parts.append(f"{c} of dimension {d} (e.g. ids {example})")
-        raise DataError(
-            f"{path}: column {name} has vectors of {len(dims)} different dimensions: {'; '.join(parts)}. "
-            "Every vector of a column must have the same length"
-        )
-    dim = int(dims[0])
-    values = arr.flatten().to_numpy(zero_copy_only=False)
-    block = values.reshape(-1, dim).astype(np.float32)  # (n_present, D)
+        present_file, block = _nested_first_vectors(arr, path, name, ids)
+    else:
+        present_file, block = _flat_vectors(arr, path, name, ids)
     bad = ~np.isfinite(block).all(axis=1)
     if bad.any():
         bad_ids = ids[present_file][bad]
@@ -380,31 +362,67 @@ def _read_modality(
         keep[np.flatnonzero(present_file)[bad]] = False
         present_file = keep
         block = block[~bad]
-    l2_normalize(block)
-    matrix = np.zeros((n, dim), dtype=np.float32)
     present = np.zeros(n, dtype=bool)
     target_rows = rows[present_file]
-    matrix[target_rows] = block
     present[target_rows] = True
+    if len(block) == n and np.array_equal(target_rows, np.arange(n)):
+        # The file holds every item in catalogue order: normalise straight into a fresh matrix.
+        matrix = l2_normalize(block, out=np.empty(block.shape, dtype=np.float32))
+    else:
+        matrix = np.zeros((n, block.shape[1]), dtype=np.float32)
+        matrix[target_rows] = block  # ``block`` may be read-only Arrow memory: normalise our own copy
+        l2_normalize(matrix)
     n_missing = len(present_file) - int(present_file.sum())
     if n_missing:
         log.info("%s: %d items have no %s (empty or null); they are kept without it", path.name, n_missing, name)
     return Modality(name=name, matrix=matrix, present=present, source=str(path))
 
 
-def _first_element(arr: pa.Array) -> pa.Array:
-    """The first inner list of each row of a list<list<...>> array; null where the row has none."""
-    lengths = pc.list_value_length(arr).fill_null(0)
-    has = pc.greater(lengths, 0)
-    # list_element fails on empty rows, so take it from rows that have one and scatter back.
-    idx = np.flatnonzero(has.to_numpy(zero_copy_only=False))
-    firsts = pc.list_element(arr.take(pa.array(idx)), 0)
-    if len(idx) == len(arr):
-        return firsts
-    positions = np.full(len(arr), -1, dtype=np.int64)
-    positions[idx] = np.arange(len(idx))
-    mask = positions < 0
-    return firsts.take(pa.array(np.where(mask, 0, positions), mask=mask))
+def _flat_vectors(arr: pa.Array, path: Path, name: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(present (n,), block (n_present, D) float32) of a list<number> column; empty and null lists are absent."""
+    lengths = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)  # (n,)
+    present = lengths > 0
+    dim = _single_dim(lengths[present], ids[present], path, name)
+    values = arr.flatten().to_numpy(zero_copy_only=False)  # values of non-null lists only, in row order
+    return present, values.reshape(-1, dim).astype(np.float32, copy=False)
+
+
+def _nested_first_vectors(arr: pa.Array, path: Path, name: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`_flat_vectors` for list<list<number>>, taking each row's first inner vector (the notebook's x[0])."""
+    outer = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)  # (n,) vectors per row
+    multi = int((outer > 1).sum())
+    if multi:
+        log.info("%s: %s holds more than one vector for %d items; using the first", path.name, name, multi)
+    inner = arr.flatten()  # every inner list of every non-null row, in order
+    first = np.concatenate([[0], np.cumsum(outer)[:-1]])  # (n,) index in ``inner`` of each row's first vector
+    inner_len = pc.list_value_length(inner).fill_null(0).to_numpy(zero_copy_only=False)
+    present = outer > 0
+    present[present] = inner_len[first[present]] > 0
+    dim = _single_dim(inner_len[first[present]], ids[present], path, name)
+    if (inner_len == dim).all():  # the usual case: reshape, no copying per row
+        values = inner.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        if len(values) == int(present.sum()):  # exactly one vector per present row: already in order
+            return present, values.astype(np.float32, copy=False)
+        return present, values[first[present]].astype(np.float32, copy=False)
+    firsts = inner.take(pa.array(first[present]))
+    return present, firsts.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+
+
+def _single_dim(lengths: np.ndarray, ids: np.ndarray, path: Path, name: str) -> int:
+    """The one vector length of a column, or a DataError naming every length found with example ids."""
+    dims, counts = np.unique(lengths, return_counts=True)
+    if len(dims) == 0:
+        raise DataError(f"{path}: column {name} has no vectors at all")
+    if len(dims) > 1:
+        parts = []
+        for k in np.argsort(-counts, kind="stable"):  # the most common dimension first
+            example = ids[np.flatnonzero(lengths == dims[k])[:3]].tolist()
+            parts.append(f"{counts[k]} of dimension {dims[k]} (e.g. ids {example})")
+        raise DataError(
+            f"{path}: column {name} has vectors of {len(dims)} different dimensions: {'; '.join(parts)}. "
+            "Every vector of a column must have the same length"
+        )
+    return int(dims[0])
 
 
 def _read_categories(path: Path, index: pd.Index, id_column: str) -> pd.DataFrame | None:
@@ -437,10 +455,11 @@ def _read_categories(path: Path, index: pd.Index, id_column: str) -> pd.DataFram
         log.info("%s: %d items have attributes but no embeddings; ignored", path.name, (~known).sum())
     out = {}
     for level, key in enumerate(CATEGORY_LEVELS):
-        values = np.array([p[level] for p in parsed] + [None], dtype=object)
-        col = np.full(len(index), None, dtype=object)
-        col[rows[known]] = values[codes[known]]
-        out[f"category{key}"] = pd.Categorical(col)
+        # Factorise the few distinct values, then broadcast codes to items: no per-item Python objects.
+        level_codes, level_values = pd.factorize(pd.Series([p[level] for p in parsed], dtype=object))
+        item_codes = np.full(len(index), -1, dtype=np.int64)
+        item_codes[rows[known]] = np.where(codes[known] >= 0, level_codes[np.maximum(codes[known], 0)], -1)
+        out[f"category{key}"] = pd.Categorical.from_codes(item_codes, categories=pd.Index(level_values, dtype=object))
     return pd.DataFrame(out)
 
 
