@@ -13,8 +13,8 @@ import argparse
 
 import numpy as np
 import pandas as pd
-from common import best_of, dataset, table
 
+from common import best_of, dataset, table
 from prodmatch import read_catalogue
 
 
@@ -58,8 +58,11 @@ def main() -> None:
         base = best_of(lambda: notebook_prep(data), max(1, args.repeat - 2))
         rows[0][3] = f"{base / ours:.1f}x"
         rows.append(["notebook: pandas apply + to_dict", f"{base:.2f}", f"{args.items / base:,.0f}", "1.0x (baseline)"])
-    table(f"(a) data prep, {args.items:,} items (text 64-d + picture 128-d)",
-          ["path", "seconds", "items/s", "speed-up"], rows)
+    table(
+        f"(a) data prep, {args.items:,} items (text 64-d + picture 128-d)",
+        ["path", "seconds", "items/s", "speed-up"],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from prodmatch.synth import SynthConfig, generate
 
+logging.basicConfig(level=logging.WARNING)
 OUT = Path(__file__).resolve().parent / "out"
 console = Console()
 
