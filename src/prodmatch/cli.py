@@ -60,7 +60,7 @@ def _setup(
 @app.command()
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Directory to write the dataset to.")],
-    items: Annotated[int, typer.Option(help="Number of items (listings).")] = 100_000,
+    items: Annotated[int, typer.Option(help="Number of items (listings).")] = 150_000,
     pairs: Annotated[int, typer.Option(help="Labelled training pairs (train.parquet).")] = 50_000,
     test_pairs: Annotated[int | None, typer.Option(help="Labelled test pairs; default pairs/4.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same files.")] = 0,

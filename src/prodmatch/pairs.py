@@ -146,7 +146,7 @@ class SplitReport:
     train_items: int
     valid_items: int
     overlap_items: int  # items on both sides: 0 for the group split by construction
-    components: int | None = None
+    components: int | None = None  # connected components of the pair graph (group split)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -210,6 +210,6 @@ def split_pairs(
         train_items=len(train_items),
         valid_items=len(valid_items),
         overlap_items=len(np.intersect1d(train_items, valid_items, assume_unique=True)),
-        components=None if components is None else int(components),
+        components=None if components is None else len(np.unique(comp)),
     )
     return train, valid, report

@@ -75,7 +75,7 @@ class SynthConfig:
         extra_pictures: mean number of extra picture embeddings per item (``pic_embeddings_resnet_v1``).
     """
 
-    items: int = 100_000
+    items: int = 150_000
     pairs: int = 50_000
     test_pairs: int | None = None
     seed: int = 0
@@ -332,13 +332,18 @@ def _draw_pairs(
     pos_idx = cand[np.arange(n_pos) % len(cand)]
     pos_l, pos_r = pool[pos_idx], pool[pos_idx + 1]
 
+    # Negatives from items no positive uses, drawn without replacement where the pool allows: real E-CUP
+    # data has about one pair per item, so an item rarely appears in two pairs.
+    free = np.setdiff1d(pool, np.concatenate([pos_l, pos_r]))
+    if len(free) >= 2 * n_neg:
+        pool = free
     n_hard = round(n_neg * cfg.hard_negatives)
     n_cat = round(n_neg * cfg.category_negatives)
     n_rand = n_neg - n_hard - n_cat
     hard_l, hard_r = _negatives_within(rng, pool, fam, product, n_hard)
     cat_l, cat_r = _negatives_within(rng, pool, cat2, fam, n_cat)
-    rand_l = rng.choice(pool, size=n_rand)
-    rand_r = rng.choice(pool, size=n_rand)
+    rand = rng.permutation(pool)[: 2 * n_rand] if 2 * n_rand <= len(pool) else rng.choice(pool, 2 * n_rand)
+    rand_l, rand_r = rand[:n_rand], rand[n_rand:]
     ok = product[rand_l] != product[rand_r]
     rand_l, rand_r = rand_l[ok], rand_r[ok]
 
@@ -373,7 +378,7 @@ def _negatives_within(
     for _ in range(8):  # rejection rounds; each keeps the valid draws
         if need <= 0:
             break
-        i = rng.integers(0, len(order), size=need * 2)
+        i = rng.permutation(len(order))[: need * 2] if need * 2 <= len(order) else rng.integers(0, len(order), need * 2)
         j = starts[i] + (rng.random(len(i)) * (ends[i] - starts[i])).astype(np.int64)
         ok = exclude[order[i]] != exclude[order[j]]
         lefts.append(order[i[ok]][:need])
