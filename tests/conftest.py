@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +29,6 @@ def medium_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth_medium")
     generate(out, SynthConfig(items=24_000, pairs=10_000, seed=5))
     return out
-
-
-@pytest.fixture
-def data_copy(synth_dir: Path, tmp_path: Path) -> Path:
-    """A private copy of the synthetic dataset that a test may modify."""
-    dst = tmp_path / "data"
-    shutil.copytree(synth_dir, dst)
-    return dst
 
 
 def list_column(rows: list[list[float] | None]) -> pa.Array:

@@ -10,14 +10,14 @@ The public API::
 """
 
 from prodmatch import synth
-from prodmatch.api import TrainReport, evaluate, pair_hygiene, predict, score_pairs, train
+from prodmatch.api import TrainReport, evaluate, predict, score_pairs, train
 from prodmatch.catalogue import Catalogue, Modality, l2_normalize
 from prodmatch.config import DataConfig, TrainConfig
 from prodmatch.errors import ConfigError, DataError, ModelError, ProdmatchError, UnknownIdsError
 from prodmatch.evaluation import binary_metrics, ecup_macro_pr_auc, pr_auc
 from prodmatch.io import read_catalogue
 from prodmatch.models import MODELS, create_model, load_model
-from prodmatch.pairs import PairSet, load_pairs, make_pairs, split_pairs
+from prodmatch.pairs import PairSet, load_pairs, make_pairs, pair_hygiene, split_pairs
 
 __version__ = "0.1.0"
 

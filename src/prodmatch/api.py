@@ -14,16 +14,16 @@ import pandas as pd
 
 from prodmatch.catalogue import Catalogue
 from prodmatch.config import DataConfig, TrainConfig
-from prodmatch.errors import ConfigError, DataError
+from prodmatch.errors import ConfigError
 from prodmatch.evaluation import binary_metrics
 from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue, write_json, write_parquet
 from prodmatch.models import DEFAULT_MODEL, create_model, load_model
 from prodmatch.models.torch_model import CONFIG_FILE, TorchPairModel
-from prodmatch.pairs import PairSet, SplitReport, load_pairs, split_pairs
+from prodmatch.pairs import PairSet, SplitReport, load_pairs, pair_hygiene, split_pairs
 from prodmatch.plots import plot_history, plot_pr_curves
 from prodmatch.training import CHECKPOINT_FILE, TrainCallback
 
-__all__ = ["TrainReport", "evaluate", "pair_hygiene", "predict", "score_pairs", "train"]
+__all__ = ["TrainReport", "evaluate", "predict", "score_pairs", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -230,31 +230,6 @@ def predict(
     return frame
 
 
-def pair_hygiene(pairs: PairSet) -> dict[str, int]:
-    """Counts of reversed duplicate pairs and of those whose labels conflict (vectorised)."""
-    lo = np.minimum(pairs.left, pairs.right).astype(np.int64)
-    hi = np.maximum(pairs.left, pairs.right).astype(np.int64)
-    key = lo * (int(max(hi.max(), 0)) + 1) + hi
-    frame = pd.DataFrame({"key": key, "reversed": pairs.left > pairs.right})
-    if pairs.target is not None:
-        frame["target"] = pairs.target
-    grouped = frame.groupby("key")
-    sizes = grouped.size()
-    dup_keys = sizes.index[sizes > 1]
-    exact = int(len(frame) - frame.drop_duplicates(["key", "reversed"]).shape[0])
-    conflicting = 0
-    if pairs.target is not None and len(dup_keys):
-        nunique = grouped["target"].nunique()
-        conflicting = int((nunique > 1).sum())
-    return {
-        "pairs": len(pairs),
-        "duplicate_groups": len(dup_keys),
-        "reversed_duplicates": int((sizes[sizes > 1] - 1).sum()) - exact,
-        "exact_duplicates": exact,
-        "conflicting_labels": conflicting,
-    }
-
-
 def _prepare_run_dir(out_dir: Path, *, overwrite: bool, resume: bool) -> None:
     if overwrite and resume:
         raise ConfigError("--overwrite and --resume contradict each other; pick one")
@@ -277,6 +252,6 @@ def _prepare_run_dir(out_dir: Path, *, overwrite: bool, resume: bool) -> None:
             and not (out_dir / CHECKPOINT_FILE).exists()
             and not (out_dir / "metrics.json").exists()
         ):
-            raise DataError(f"{out_dir} holds files that are not a prodmatch run; refusing to delete them")
+            raise ConfigError(f"{out_dir} holds files that are not a prodmatch run; refusing to delete them")
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

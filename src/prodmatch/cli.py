@@ -3,6 +3,7 @@ and calls :mod:`prodmatch.api`. No logic lives here that the Python API lacks.""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -159,7 +160,7 @@ def train(
             invalid_vectors=invalid_vectors,  # type: ignore[arg-type]
         )
         bars = _TrainBars() if progress and console.is_terminal else None
-        with bars or _nullcontext():
+        with bars or contextlib.nullcontext():
             report = api.train(
                 data_dir,
                 out,
@@ -227,9 +228,8 @@ def predict(
 @app.command()
 def info(data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-CUP layout.")]) -> None:
     """Validate a data directory and describe it: items, modalities, coverage, pairs and duplicates."""
-    from prodmatch.api import pair_hygiene
     from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue
-    from prodmatch.pairs import load_pairs
+    from prodmatch.pairs import load_pairs, pair_hygiene
 
     with _errors():
         t0 = time.perf_counter()
@@ -288,14 +288,6 @@ class _errors:
         if isinstance(exc, KeyboardInterrupt):
             console.print("[yellow]interrupted[/]; a training run can continue with --resume")
             raise typer.Exit(130)
-        return False
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> bool:
         return False
 
 

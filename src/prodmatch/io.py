@@ -344,9 +344,7 @@ def _read_modality(
     n: int,
     config: DataConfig,
 ) -> Modality:
-    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    if isinstance(arr, pa.ChunkedArray):  # pragma: no cover - combine_chunks of one type gives an Array
-        arr = arr.combine_chunks()
+    arr = col.combine_chunks()  # one Array: row groups arrive as chunks
     if _embedding_kind(arr.type, name) == "nested":
         present_file, block = _nested_first_vectors(arr, path, name, ids)
     else:

@@ -15,7 +15,7 @@ from prodmatch.catalogue import Catalogue
 from prodmatch.errors import DataError, UnknownIdsError
 from prodmatch.io import read_pairs_table
 
-__all__ = ["PairSet", "SplitReport", "load_pairs", "make_pairs", "split_pairs"]
+__all__ = ["PairSet", "SplitReport", "load_pairs", "make_pairs", "pair_hygiene", "split_pairs"]
 
 log = logging.getLogger(__name__)
 
@@ -213,3 +213,28 @@ def split_pairs(
         components=None if components is None else len(np.unique(comp)),
     )
     return train, valid, report
+
+
+def pair_hygiene(pairs: PairSet) -> dict[str, int]:
+    """Counts of reversed duplicate pairs and of those whose labels conflict (vectorised)."""
+    lo = np.minimum(pairs.left, pairs.right).astype(np.int64)
+    hi = np.maximum(pairs.left, pairs.right).astype(np.int64)
+    key = lo * (int(max(hi.max(), 0)) + 1) + hi
+    frame = pd.DataFrame({"key": key, "reversed": pairs.left > pairs.right})
+    if pairs.target is not None:
+        frame["target"] = pairs.target
+    grouped = frame.groupby("key")
+    sizes = grouped.size()
+    dup_keys = sizes.index[sizes > 1]
+    exact = int(len(frame) - frame.drop_duplicates(["key", "reversed"]).shape[0])
+    conflicting = 0
+    if pairs.target is not None and len(dup_keys):
+        nunique = grouped["target"].nunique()
+        conflicting = int((nunique > 1).sum())
+    return {
+        "pairs": len(pairs),
+        "duplicate_groups": len(dup_keys),
+        "reversed_duplicates": int((sizes[sizes > 1] - 1).sum()) - exact,
+        "exact_duplicates": exact,
+        "conflicting_labels": conflicting,
+    }
