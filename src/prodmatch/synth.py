@@ -147,34 +147,11 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
     quality = np.exp(rng.normal(0.0, cfg.quality_sigma, size=n)).astype(np.float32)  # (N,) noise factor
 
     # Embeddings -------------------------------------------------------------------------------------
-    text = _embed(
-        rng,
-        cfg.text_dim,
-        cfg.text_rank,
-        cfg.s_item_text,
-        cfg,
-        cat2,
-        fam,
-        product_of_item,
-        quality,
-        n_cat2,
-        n_families,
-        n_products,
-    )
-    pic = _embed(
-        rng,
-        cfg.pic_dim,
-        cfg.pic_rank,
-        cfg.s_item_pic,
-        cfg,
-        cat2,
-        fam,
-        product_of_item,
-        quality,
-        n_cat2,
-        n_families,
-        n_products,
-    )
+    def embed(dim: int, rank: int, s_item: float) -> np.ndarray:
+        return _embed(rng, dim, rank, s_item, cfg, cat2, fam, product_of_item, quality, n_cat2, n_families, n_products)
+
+    text = embed(cfg.text_dim, cfg.text_rank, cfg.s_item_text)
+    pic = embed(cfg.pic_dim, cfg.pic_rank, cfg.s_item_pic)
     zero_text = rng.random(n) < cfg.zero_vectors / 2
     zero_pic = rng.random(n) < cfg.zero_vectors / 2
     text[zero_text] = 0.0
