@@ -185,8 +185,7 @@ def evaluate(
     Returns:
         The metrics dict (see :func:`prodmatch.evaluation.binary_metrics`).
     """
-    est = load_model(run_dir)
-    cat = catalogue or read_catalogue(data_dir, DataConfig(modalities=tuple(n for n, _ in est.modalities_)))
+    est, cat = _model_and_catalogue(run_dir, data_dir, catalogue)
     pairs = load_pairs(pairs_path, cat, require_target=True)
     prob = est.predict_proba(cat, pairs)
     metrics = binary_metrics(
@@ -221,13 +220,20 @@ def predict(
     Raises:
         UnknownIdsError: listing ids that no item file has; nothing is written.
     """
-    est = load_model(run_dir)
-    cat = catalogue or read_catalogue(data_dir, DataConfig(modalities=tuple(n for n, _ in est.modalities_)))
+    est, cat = _model_and_catalogue(run_dir, data_dir, catalogue)
     pairs = load_pairs(pairs_path, cat, require_target=False, unknown="error")
     frame = score_pairs(est, cat, pairs)
     if out_path is not None:
         write_parquet(frame, out_path)
     return frame
+
+
+def _model_and_catalogue(
+    run_dir: str | Path, data_dir: str | Path, catalogue: Catalogue | None
+) -> tuple[TorchPairModel, Catalogue]:
+    """A saved model, and the catalogue of ``data_dir`` read with just the modalities that model uses."""
+    est = load_model(run_dir)
+    return est, catalogue or read_catalogue(data_dir, DataConfig(modalities=tuple(n for n, _ in est.modalities_)))
 
 
 def _prepare_run_dir(out_dir: Path, *, overwrite: bool, resume: bool) -> None:
