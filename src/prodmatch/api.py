@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,22 @@ from prodmatch.config import DataConfig, TrainConfig
 from prodmatch.errors import ConfigError
 from prodmatch.evaluation import binary_metrics
 from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue, write_json, write_parquet
-from prodmatch.models import DEFAULT_MODEL, create_model, load_model
-from prodmatch.models.torch_model import CONFIG_FILE, TorchPairModel
-from prodmatch.pairs import PairSet, SplitReport, load_pairs, pair_hygiene, split_pairs
-from prodmatch.plots import plot_history, plot_pr_curves
+from prodmatch.models import DEFAULT_MODEL, MODELS, PairModel, create_model, load_model
+from prodmatch.models.base import CONFIG_FILE
+from prodmatch.models.torch_model import TorchPairModel
+from prodmatch.pairs import (
+    PairSet,
+    SplitReport,
+    augment_transitive,
+    clean_pairs,
+    load_pairs,
+    pair_hygiene,
+    split_pairs,
+)
+from prodmatch.plots import plot_boosting, plot_feature_importance, plot_history, plot_pr_curves
 from prodmatch.training import CHECKPOINT_FILE, TrainCallback
 
-__all__ = ["TrainReport", "evaluate", "predict", "score_pairs", "train"]
+__all__ = ["PreparedPairs", "TrainReport", "evaluate", "predict", "prepare_pairs", "score_pairs", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +42,7 @@ class TrainReport:
     """What ``train`` did and where it put it."""
 
     run_dir: Path
-    model: TorchPairModel
+    model: PairModel
     split: SplitReport
     metrics: dict[str, Any]
     history: list[dict]
@@ -82,14 +91,102 @@ def train(
     """
     config = config or TrainConfig()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    model_class = MODELS.get(model)
+    if model_class is None:
+        raise ConfigError(f"unknown model {model!r}; choose one of {sorted(MODELS)}")
+    est = create_model(model, **(params or {}))
     _prepare_run_dir(out_dir, overwrite=overwrite, resume=resume)
     t0 = time.perf_counter()
-    cat = catalogue or read_catalogue(data_dir, data_config)
+    cat = catalogue or read_catalogue(data_dir, model_class.data_config_for(data_config))
     load_seconds = time.perf_counter() - t0
-    pairs = load_pairs(
-        data_dir / TRAIN_FILE, cat, require_target=True, unknown="drop" if config.drop_unknown else "error"
+    prepared = prepare_pairs(data_dir, cat, config)
+
+    est.fit(
+        cat,
+        prepared.train,
+        prepared.valid,
+        config,
+        checkpoint_dir=out_dir,
+        resume=resume,
+        callback=callback,
     )
-    hygiene = pair_hygiene(pairs)
+    metrics: dict[str, Any] = {
+        "model": model,
+        **est.fit_summary(),
+        "load_seconds": load_seconds,
+        "split": prepared.split.to_dict(),
+        "hygiene": prepared.hygiene,
+    }
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    valid_logits = est.predict_logits(cat, prepared.valid, config.eval_batch_size)
+    choice = est.calibrate(
+        valid_logits, prepared.valid.target, method=config.calibration, target_precision=config.target_precision
+    )
+    log.info(
+        "calibration %s; threshold %.4f (%s): validation precision %.4f, recall %.4f",
+        est.calibrator.method,
+        choice.threshold,
+        choice.rule,
+        choice.precision,
+        choice.recall,
+    )
+    metrics["calibration"] = est.calibrator.method
+    metrics["threshold"] = choice.to_dict()
+    valid_prob = est.calibrator(valid_logits)
+    metrics["valid"] = binary_metrics(
+        prepared.valid.target, valid_prob, threshold=est.threshold, groups=prepared.valid.category
+    )
+    curves["validation"] = (prepared.valid.target, valid_prob)
+    if prepared.test is not None:
+        test_prob = est.predict_proba(cat, prepared.test, config.eval_batch_size)
+        metrics["test"] = binary_metrics(
+            prepared.test.target, test_prob, threshold=est.threshold, groups=prepared.test.category
+        )
+        curves["test"] = (prepared.test.target, test_prob)
+
+    history = est.history_
+    plots = out_dir / "plots"
+    plot_pr_curves(curves, plots / "pr_curve.png", title=f"{model}: precision-recall")
+    if isinstance(est, TorchPairModel):
+        plot_history(history, plots / "training.png", best_epoch=metrics["best_epoch"])
+    else:
+        plot_boosting(history, plots / "training.png", best_iteration=metrics.get("best_iteration"))
+    if "feature_importance" in metrics:
+        plot_feature_importance(metrics["feature_importance"], plots / "feature_importance.png")
+    write_json(history, out_dir / "history.json")
+    write_json(metrics, out_dir / "metrics.json")
+    est.save(
+        out_dir,
+        extra={
+            "train": config.to_dict(),
+            "data": {"source": str(data_dir), "id_kind": cat.id_kind},
+        },
+    )
+    (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is complete; nothing left to resume
+    return TrainReport(run_dir=out_dir, model=est, split=prepared.split, metrics=metrics, history=history)
+
+
+@dataclass
+class PreparedPairs:
+    """Labelled pairs ready for fitting: cleaned, split, augmented; and the test pairs when labelled."""
+
+    train: PairSet
+    valid: PairSet
+    test: PairSet | None
+    split: SplitReport
+    hygiene: dict[str, Any]
+
+
+def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfig) -> PreparedPairs:
+    """Read train.parquet, clean it, split it, augment the training side; read test.parquet if labelled.
+
+    Every step logs its counts; the counts are returned under ``hygiene`` for metrics.json.
+    """
+    data_dir = Path(data_dir)
+    pairs = load_pairs(
+        data_dir / TRAIN_FILE, catalogue, require_target=True, unknown="drop" if config.drop_unknown else "error"
+    )
+    hygiene: dict[str, Any] = pair_hygiene(pairs)
     log.info(
         "train.parquet: %d pairs, %.1f%% positive; %d reversed duplicates (%d with conflicting labels)",
         len(pairs),
@@ -97,6 +194,7 @@ def train(
         hygiene["reversed_duplicates"],
         hygiene["conflicting_labels"],
     )
+    pairs, hygiene["cleaning"] = clean_pairs(pairs, config.conflicts)
     train_pairs, valid_pairs, split = split_pairs(
         pairs, method=config.split, valid_fraction=config.valid_fraction, seed=config.seed
     )
@@ -115,50 +213,16 @@ def train(
             "optimistic; the default --split group avoids this",
             split.overlap_items,
         )
-
-    est = create_model(model, **(params or {}))
-    est.fit(cat, train_pairs, valid_pairs, config, checkpoint_dir=out_dir, resume=resume, callback=callback)
-    result = est.result_
-
-    metrics: dict[str, Any] = {
-        "model": model,
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        "stopped_early": result.stopped_early,
-        "train_seconds": result.seconds,
-        "load_seconds": load_seconds,
-        "split": split.to_dict(),
-        "hygiene": hygiene,
-    }
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    valid_prob = est.predict_proba(cat, valid_pairs, config.eval_batch_size)
-    metrics["valid"] = binary_metrics(valid_pairs.target, valid_prob, groups=valid_pairs.category)
-    curves["validation"] = (valid_pairs.target, valid_prob)
+    if config.augment == "transitive":
+        train_pairs, hygiene["augmentation"] = augment_transitive(train_pairs, len(catalogue))
+    test = None
     test_path = data_dir / TEST_FILE
     if test_path.exists():
-        test_pairs = load_pairs(test_path, cat, require_target=False)
-        if test_pairs.target is not None:
-            test_prob = est.predict_proba(cat, test_pairs, config.eval_batch_size)
-            metrics["test"] = binary_metrics(test_pairs.target, test_prob, groups=test_pairs.category)
-            curves["test"] = (test_pairs.target, test_prob)
-        else:
+        test = load_pairs(test_path, catalogue, require_target=False)
+        if test.target is None:
             log.info("%s has no targets; skipping the test evaluation", test_path)
-
-    history = [asdict(h) for h in result.history]
-    plots = out_dir / "plots"
-    plot_pr_curves(curves, plots / "pr_curve.png", title=f"{model}: precision-recall")
-    plot_history(history, plots / "training.png", best_epoch=result.best_epoch)
-    write_json(history, out_dir / "history.json")
-    write_json(metrics, out_dir / "metrics.json")
-    est.save(
-        out_dir,
-        extra={
-            "train": config.to_dict(),
-            "data": {"source": str(data_dir), "id_kind": cat.id_kind},
-        },
-    )
-    (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is complete; nothing left to resume
-    return TrainReport(run_dir=out_dir, model=est, split=split, metrics=metrics, history=history)
+            test = None
+    return PreparedPairs(train=train_pairs, valid=valid_pairs, test=test, split=split, hygiene=hygiene)
 
 
 def evaluate(
@@ -198,11 +262,17 @@ def evaluate(
     return metrics
 
 
-def score_pairs(model: TorchPairModel, catalogue: Catalogue, pairs: PairSet) -> pd.DataFrame:
-    """E-CUP submission frame: variantid1, variantid2, target (probability), one row per pair, in order."""
+def score_pairs(model: PairModel, catalogue: Catalogue, pairs: PairSet, *, labels: bool = False) -> pd.DataFrame:
+    """E-CUP submission frame: variantid1, variantid2, target (probability), one row per pair, in order.
+
+    With ``labels``, a ``label`` column: 1 where the probability reaches the model's saved threshold.
+    """
     prob = model.predict_proba(catalogue, pairs)
     order = np.argsort(pairs.source_rows, kind="stable")  # back to the caller's row order
-    return pd.DataFrame({"variantid1": pairs.ids1[order], "variantid2": pairs.ids2[order], "target": prob[order]})
+    frame = pd.DataFrame({"variantid1": pairs.ids1[order], "variantid2": pairs.ids2[order], "target": prob[order]})
+    if labels:
+        frame["label"] = model.predict_labels(prob[order])
+    return frame
 
 
 def predict(
@@ -211,6 +281,7 @@ def predict(
     pairs_path: str | Path,
     out_path: str | Path | None = None,
     *,
+    labels: bool = False,
     catalogue: Catalogue | None = None,
 ) -> pd.DataFrame:
     """Score every row of a pairs file; write the E-CUP submission parquet if ``out_path`` is given.
@@ -222,7 +293,7 @@ def predict(
     """
     est, cat = _model_and_catalogue(run_dir, data_dir, catalogue)
     pairs = load_pairs(pairs_path, cat, require_target=False, unknown="error")
-    frame = score_pairs(est, cat, pairs)
+    frame = score_pairs(est, cat, pairs, labels=labels)
     if out_path is not None:
         write_parquet(frame, out_path)
     return frame
@@ -230,10 +301,10 @@ def predict(
 
 def _model_and_catalogue(
     run_dir: str | Path, data_dir: str | Path, catalogue: Catalogue | None
-) -> tuple[TorchPairModel, Catalogue]:
+) -> tuple[PairModel, Catalogue]:
     """A saved model, and the catalogue of ``data_dir`` read with just the modalities that model uses."""
     est = load_model(run_dir)
-    return est, catalogue or read_catalogue(data_dir, DataConfig(modalities=tuple(n for n, _ in est.modalities_)))
+    return est, catalogue or read_catalogue(data_dir, est.data_config())
 
 
 def _prepare_run_dir(out_dir: Path, *, overwrite: bool, resume: bool) -> None:

@@ -75,12 +75,18 @@ class Catalogue:
         categories: optional DataFrame with columns ``category1``..``category4`` (pandas
             categoricals, missing as NaN), one row per item.
         names: optional (N,) object array of product names.
+        attributes: optional (N,) object array of raw ``characteristic_attributes_mapping`` JSON strings
+            (None where an item has none); parsed by the features that use them.
+        extra_pictures: optional (offsets, vectors): item i's extra photos are rows
+            ``offsets[i]:offsets[i + 1]`` of the (K, D) float32 normalised ``vectors``.
     """
 
     ids: pd.Index
     modalities: dict[str, Modality]
     categories: pd.DataFrame | None = None
     names: np.ndarray | None = None
+    attributes: np.ndarray | None = None
+    extra_pictures: tuple[np.ndarray, np.ndarray] | None = None
     _features_cache: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -177,4 +183,7 @@ class Catalogue:
                 for name, m in self.modalities.items()
             },
             "has_categories": self.categories is not None,
+            "has_names": self.names is not None,
+            "has_attributes": self.attributes is not None,
+            "extra_pictures": None if self.extra_pictures is None else len(self.extra_pictures[1]),
         }

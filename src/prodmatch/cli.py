@@ -24,6 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from prodmatch.config import DEFAULT_MODEL
 from prodmatch.errors import ProdmatchError
 
 app = typer.Typer(
@@ -100,13 +101,15 @@ def synth(
 def train(
     data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-CUP layout.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
-    model: Annotated[str, typer.Option(help="Model name; see `prodmatch models`.")] = "concat-mlp",
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 10,
+    model: Annotated[str, typer.Option(help="Model name; see `prodmatch models`.")] = DEFAULT_MODEL,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (networks).")] = 10,
     split: Annotated[
         str, typer.Option(help="group: no item on both sides (default); random: the notebook's split.")
     ] = "group",
     seed: Annotated[int, typer.Option(help="Seed for split, initialisation and shuffling.")] = 42,
-    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 4096,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Pairs per step; default: about 64 steps per epoch, 256 to 4096.")
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate; default: the model's.")] = None,
     patience: Annotated[int, typer.Option(help="Early-stop after this many epochs without improvement; 0 never.")] = 3,
     monitor: Annotated[
@@ -127,15 +130,34 @@ def train(
         str, typer.Option(help="NaN/inf embeddings: 'error' stops, 'missing' treats them as absent (counted).")
     ] = "error",
     threads: Annotated[int | None, typer.Option(help="CPU threads; default: every core.")] = None,
+    conflicts: Annotated[
+        str,
+        typer.Option(help="A pair labelled both 1 and 0: drop it, or keep the first / positive / negative label."),
+    ] = "drop",
+    augment: Annotated[
+        str, typer.Option(help="'transitive': add positives implied by chains of positive training pairs.")
+    ] = "none",
+    calibration: Annotated[
+        str, typer.Option(help="Probability calibration on validation pairs: platt, isotonic or none.")
+    ] = "platt",
+    target_precision: Annotated[
+        float | None,
+        typer.Option(help="Threshold: the lowest reaching this validation precision; default: max F1."),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="Network arithmetic: auto (bf16 on CPUs with AMX), fp32 or bf16.")
+    ] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Train a pairwise model on DATA_DIR/train.parquet, keep the best epoch, and evaluate it.
+    """Train a pairwise model on DATA_DIR/train.parquet and evaluate it.
 
-    The labelled pairs are split into train and validation (--split). If DATA_DIR/test.parquet has
-    targets, the model is also evaluated on it. The run directory gets config.json, model.safetensors,
-    metrics.json, history.json and plots/.
+    Duplicate and conflicting pairs are cleaned (--conflicts), the pairs are split into train and
+    validation (--split), and the model keeps its best epoch (or boosting round) on validation.
+    Probabilities are calibrated and a threshold is chosen on validation (--calibration,
+    --target-precision). If DATA_DIR/test.parquet has targets, the model is also evaluated on it. The run
+    directory gets config.json, the weights, metrics.json, history.json and plots/.
     """
     from prodmatch import api
     from prodmatch.config import DataConfig, TrainConfig
@@ -154,6 +176,11 @@ def train(
             valid_fraction=valid_fraction,
             drop_unknown=not strict_ids,  # type: ignore[arg-type]
             threads=threads,
+            conflicts=conflicts,  # type: ignore[arg-type]
+            augment=augment,  # type: ignore[arg-type]
+            calibration=calibration,  # type: ignore[arg-type]
+            target_precision=target_precision,
+            precision=precision,  # type: ignore[arg-type]
         )
         data_cfg = DataConfig(
             modalities=tuple(m.strip() for m in modalities.split(",")) if modalities else None,
@@ -174,8 +201,21 @@ def train(
             )
         m = report.metrics
         columns = {"validation": m["valid"]} | ({"test": m["test"]} if "test" in m else {})
-        stdout.print(_metrics_table(columns, title=f"{model}: best epoch {m['best_epoch']} of {m['epochs_run']}"))
-        stdout.print(f"run directory: {report.run_dir}  (config.json, model.safetensors, metrics.json, history.json)")
+        fitted = (
+            f"best epoch {m['best_epoch']} of {m['epochs_run']}"
+            if "best_epoch" in m
+            else f"{m['best_iteration']} trees"
+        )
+        th = m["threshold"]
+        stdout.print(_metrics_table(columns, title=f"{model}: {fitted}, {m['train_seconds']:.1f}s"))
+        stdout.print(
+            f"threshold {th['threshold']:.4f} ({th['rule']}, {m['calibration']} calibration): validation "
+            f"precision {th['precision']:.4f}, recall {th['recall']:.4f}"
+        )
+        if "feature_importance" in m:
+            top = list(m["feature_importance"].items())[:5]
+            stdout.print("top features (share of gain): " + ", ".join(f"{k} {v:.1%}" for k, v in top))
+        stdout.print(f"run directory: {report.run_dir}  (config.json, weights, metrics.json, history.json)")
         stdout.print("plots: " + ", ".join(str(p) for p in report.plots))
 
 
@@ -211,14 +251,17 @@ def predict(
     data: Annotated[Path, typer.Option("--data", "-d", help="Data directory with the items' embeddings.")],
     pairs: Annotated[Path, typer.Option("--pairs", help="Pairs parquet (variantid1, variantid2).")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Output parquet: variantid1, variantid2, target.")],
+    labels: Annotated[
+        bool, typer.Option(help="Add a 'label' column: 1 where the probability reaches the model's threshold.")
+    ] = False,
 ) -> None:
-    """Score every pair: writes variantid1, variantid2 and target (a probability), one row per input row,
-    in input order (the E-CUP submission format). Unknown ids are an error that lists them."""
+    """Score every pair: writes variantid1, variantid2 and target (a calibrated probability), one row per
+    input row, in input order (the E-CUP submission format). Unknown ids are an error that lists them."""
     from prodmatch import api
 
     with _errors():
         t0 = time.perf_counter()
-        frame = api.predict(run_dir, data, pairs, out_path)
+        frame = api.predict(run_dir, data, pairs, out_path, labels=labels)
         log.info("scored %d pairs in %.2fs -> %s", len(frame), time.perf_counter() - t0, out_path)
 
 

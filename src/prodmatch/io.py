@@ -54,6 +54,8 @@ TRAIN_FILE = "train.parquet"
 TEST_FILE = "test.parquet"
 # Nested columns that hold one main vector per item; other nested columns (extra pictures) are side data.
 MAIN_PICTURE_COLUMNS = ("main_pic_embeddings_resnet_v1",)
+EXTRA_PICTURES_COLUMN = "pic_embeddings_resnet_v1"
+ATTRIBUTES_COLUMN = "characteristic_attributes_mapping"
 PAIR_COLUMNS = ("variantid1", "variantid2")
 CATEGORY_LEVELS = ("1", "2", "3", "4")
 ROW_GROUP_SIZE = 32_768
@@ -202,8 +204,22 @@ def read_catalogue(data_dir: str | Path, config: DataConfig | None = None) -> Ca
     names = None
     if config.load_names:
         names = _read_names(data_dir / TEXT_FILE, index, config.id_column)
+    attributes = None
+    if config.load_attributes and attr_path.exists():
+        attributes = _read_attributes(attr_path, index, config.id_column)
+    extra = None
+    pictures = [p for p in item_files if p.name in PICTURE_FILES]
+    if config.load_extra_pictures and pictures:
+        extra = _read_extra_pictures(pictures[0], index, config)
 
-    cat = Catalogue(ids=index, modalities=modalities, categories=categories, names=names)
+    cat = Catalogue(
+        ids=index,
+        modalities=modalities,
+        categories=categories,
+        names=names,
+        attributes=attributes,
+        extra_pictures=extra,
+    )
     for name, m in cat.modalities.items():
         log.info(
             "modality %s: %d-d from %s, %d items present, %d missing",
@@ -469,3 +485,55 @@ def _read_names(path: Path, index: pd.Index, id_column: str) -> np.ndarray | Non
     names = np.full(len(index), None, dtype=object)
     names[rows] = table["name"].to_numpy(zero_copy_only=False)
     return names
+
+
+def _read_attributes(path: Path, index: pd.Index, id_column: str) -> np.ndarray | None:
+    """(N,) raw attribute JSON strings (None where missing); parsing is left to the features that use them."""
+    if ATTRIBUTES_COLUMN not in _read_schema(path).names:
+        log.info("%s has no %s column; attribute features are off", path.name, ATTRIBUTES_COLUMN)
+        return None
+    table = pq.read_table(path, columns=[id_column, ATTRIBUTES_COLUMN])
+    rows = index.get_indexer(_read_ids(table, path, id_column))
+    known = rows >= 0
+    out = np.full(len(index), None, dtype=object)
+    out[rows[known]] = table[ATTRIBUTES_COLUMN].to_numpy(zero_copy_only=False)[known]
+    return out
+
+
+def _read_extra_pictures(path: Path, index: pd.Index, config: DataConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """(offsets (N+1,), vectors (K, D) normalised) of the extra photos; invalid vectors follow the config."""
+    if EXTRA_PICTURES_COLUMN not in _read_schema(path).names:
+        return None
+    table = pq.read_table(path, columns=[config.id_column, EXTRA_PICTURES_COLUMN])
+    ids = _read_ids(table, path, config.id_column)
+    arr = table[EXTRA_PICTURES_COLUMN].combine_chunks()
+    counts = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)  # per row
+    inner = arr.flatten()
+    inner_len = pc.list_value_length(inner).fill_null(0).to_numpy(zero_copy_only=False)
+    owner = np.repeat(np.arange(len(ids)), counts)  # file row of every extra vector
+    keep = inner_len > 0
+    if keep.any():
+        dim = _single_dim(inner_len[keep], ids[owner[keep]], path, EXTRA_PICTURES_COLUMN)
+    else:
+        return np.zeros(len(index) + 1, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    vectors = inner.filter(pa.array(keep)).flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    vectors = vectors.astype(np.float32)
+    owner = owner[keep]
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        if config.invalid_vectors == "error":
+            raise DataError(
+                f"{path}: column {EXTRA_PICTURES_COLUMN} holds NaN or inf in {bad.sum()} vectors, e.g. for "
+                f"{config.id_column} {ids[owner[bad]][:5].tolist()}; fix them or pass --invalid-vectors missing"
+            )
+        log.warning("%s: ignored %d extra photos holding NaN or inf", path.name, bad.sum())
+        vectors, owner = vectors[~bad], owner[~bad]
+    l2_normalize(vectors)
+    rows = index.get_indexer(ids)[owner]  # catalogue row of every vector
+    known = rows >= 0
+    vectors, rows = vectors[known], rows[known]
+    order = np.argsort(rows, kind="stable")
+    per_item = np.bincount(rows, minlength=len(index))
+    offsets = np.concatenate([[0], np.cumsum(per_item)]).astype(np.int64)
+    log.info("%s: %d extra photos of %d items", path.name, len(vectors), int((per_item > 0).sum()))
+    return offsets, np.ascontiguousarray(vectors[order])

@@ -15,7 +15,7 @@ from sklearn.metrics import precision_recall_curve
 from prodmatch.evaluation import pr_auc
 from prodmatch.io import atomic_path
 
-__all__ = ["plot_history", "plot_pr_curves"]
+__all__ = ["plot_boosting", "plot_feature_importance", "plot_history", "plot_pr_curves"]
 
 
 def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "") -> Path:
@@ -61,6 +61,36 @@ def plot_history(history: list[dict], path: str | Path, best_epoch: int | None =
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="center right")
     ax.set_title("Training curves")
+    return _save(fig, path)
+
+
+def plot_boosting(history: list[dict], path: str | Path, best_iteration: int | None = None) -> Path:
+    """Validation loss and average precision per boosting round."""
+    rounds = [h["iteration"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    ax.plot(rounds, [h["valid_loss"] for h in history], label="validation loss")
+    ax.set_xlabel("boosting round")
+    ax.set_ylabel("log loss")
+    ax.grid(alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(rounds, [h["valid_average_precision"] for h in history], "--", color="tab:green", label="validation AP")
+    ax2.set_ylabel("average precision")
+    if best_iteration is not None:
+        ax.axvline(best_iteration, color="grey", ls=":", label=f"best round ({best_iteration})")
+    lines, lines2 = ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="center right")
+    ax.set_title("Boosting curves")
+    return _save(fig, path)
+
+
+def plot_feature_importance(importance: dict[str, float], path: str | Path, top: int = 25) -> Path:
+    """Horizontal bars of each feature's share of the total gain, largest on top."""
+    items = list(importance.items())[:top][::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(items) + 1.2), dpi=110)
+    ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
+    ax.set_xlabel("share of total gain")
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title("GBDT feature importance")
     return _save(fig, path)
 
 

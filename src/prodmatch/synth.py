@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 
 from prodmatch.errors import ConfigError
+from prodmatch.evaluation import pr_auc
 from prodmatch.io import (
     ATTRIBUTES_FILE,
     PICTURE_FILES,
@@ -40,11 +41,12 @@ from prodmatch.io import (
     write_parquet,
 )
 
-__all__ = ["TRUTH_FILE", "SynthConfig", "generate"]
+__all__ = ["ORACLE_FILE", "TRUTH_FILE", "SynthConfig", "generate"]
 
 log = logging.getLogger(__name__)
 
 TRUTH_FILE = "truth.parquet"
+ORACLE_FILE = "oracle.parquet"  # split, variantid1, variantid2, target, score: the Bayes-optimal log-odds
 
 _CAT1 = ["Электроника", "Одежда", "Дом и сад", "Красота", "Детские товары", "Спорт", "Авто", "Книги"]
 _COLOURS = ["черный", "белый", "красный", "синий", "зеленый", "серый", "розовый", "бежевый", "желтый", "голубой"]
@@ -150,8 +152,9 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
     def embed(dim: int, rank: int, s_item: float) -> np.ndarray:
         return _embed(rng, dim, rank, s_item, cfg, cat2, fam, product_of_item, quality, n_cat2, n_families, n_products)
 
-    text = embed(cfg.text_dim, cfg.text_rank, cfg.s_item_text)
-    pic = embed(cfg.pic_dim, cfg.pic_rank, cfg.s_item_pic)
+    text_e = embed(cfg.text_dim, cfg.text_rank, cfg.s_item_text)
+    pic_e = embed(cfg.pic_dim, cfg.pic_rank, cfg.s_item_pic)
+    text, pic = text_e.x, pic_e.x
     zero_text = rng.random(n) < cfg.zero_vectors / 2
     zero_pic = rng.random(n) < cfg.zero_vectors / 2
     text[zero_text] = 0.0
@@ -170,7 +173,7 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
     # Text -------------------------------------------------------------------------------------------
     names = _names(rng, product_of_item, fam, cat4, n_products, n_families, n_cat4)
     cat_json = _category_json(n_cat4, cat3_of_4, cat2_of_4, cat1_of_2)
-    attrs_json = _attribute_json(rng, names["brand"], names["colour"], names["model"])
+    attrs_json, colour_in_attrs = _attribute_json(rng, names["brand"], names["colour"], names["model"])
 
     # Write, item files in random row order (the latent model sorted them by product) ---------------
     rows = rng.permutation(n)
@@ -186,7 +189,7 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
         out / TEXT_FILE,
     )
     pic_rows = rows[has_pic[rows]]
-    extra = _extra_pictures(rng, pic[pic_rows], quality[pic_rows], cfg)
+    extra, extra_sum, extra_count = _extra_pictures(rng, pic_e, pic_rows, quality, cfg)
     write_parquet(
         pa.table(
             {
@@ -227,6 +230,31 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
         ),
         out / TRUTH_FILE,
     )
+    # The Bayes-optimal score of every pair, from the latent model ----------------------------------------
+    evidence = _Evidence(
+        cfg=cfg,
+        cat2=cat2,
+        fam=fam,
+        product=product_of_item,
+        quality=quality,
+        text=(text_e, ~zero_text, np.zeros_like(text_e.observed), np.zeros(n)),
+        pic=(pic_e, has_pic & ~zero_pic, extra_sum, extra_count),
+        brand=names["brand"],
+        model=names["model"],
+        colour=names["colour"],
+        colour_seen=names["colour_in_name"] | colour_in_attrs,
+    )
+    oracle_frames, oracle_pr = [], {}
+    for pairs, split in ((train_pairs, "train"), (test_pairs, "test")):
+        score = _oracle_log_odds(evidence, pairs[0], pairs[1])
+        oracle_pr[split] = pr_auc(pairs[2], score)
+        oracle_frames.append(
+            pd.DataFrame(
+                {"split": split, "variantid1": ids[pairs[0]], "variantid2": ids[pairs[1]], "target": pairs[2]}
+            ).assign(score=score)
+        )
+    write_parquet(pd.concat(oracle_frames, ignore_index=True), out / ORACLE_FILE)
+
     summary = {
         "config": asdict(cfg),
         "items": n,
@@ -242,6 +270,7 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
         "test_positive_rate": float(test_pairs[2].mean()),
         "reversed_duplicates": int(train_pairs[3]),
         "conflicting_duplicates": int(train_pairs[4]),
+        "oracle_pr_auc": oracle_pr,
     }
     write_json(summary, out / "synth.json")
     return summary
@@ -263,19 +292,115 @@ def _embed(
     n_cat2: int,
     n_families: int,
     n_products: int,
-) -> np.ndarray:
-    """(N, dim) float32 raw embeddings of one modality."""
+) -> _Embedded:
+    """(N, dim) float32 raw embeddings of one modality, plus what the oracle and the extra pictures need."""
     cat_c = rng.normal(0.0, cfg.s_cat, size=(n_cat2, rank)).astype(np.float32)
     fam_c = rng.normal(0.0, cfg.s_fam, size=(n_families, rank)).astype(np.float32)
     prod_c = rng.normal(0.0, cfg.s_sib, size=(n_products, rank)).astype(np.float32)
     basis = np.linalg.qr(rng.normal(size=(dim, rank)))[0].T.astype(np.float32)  # (rank, dim) orthonormal rows
     latent = cat_c[cat2] + fam_c[fam] + prod_c[product]  # (N, rank)
-    x = latent @ basis  # (N, dim)
-    x += rng.standard_normal(size=x.shape, dtype=np.float32) * (s_item * quality)[:, None]
-    offset = rng.normal(0.0, 1.0, size=dim).astype(np.float32)  # a shared direction, as real encoders have
-    x += offset * (0.8 / np.sqrt(dim))
-    x *= np.exp(rng.normal(0.0, 0.2, size=(len(x), 1))).astype(np.float32)  # raw norms vary
-    return x
+    offset = rng.normal(0.0, 1.0, size=dim).astype(np.float32) * (0.8 / np.sqrt(dim))  # shared, as real encoders
+    clean = latent @ basis + offset  # (N, dim)
+    noise = rng.standard_normal(size=clean.shape, dtype=np.float32) * (s_item * quality)[:, None]
+    scale = np.exp(rng.normal(0.0, 0.2, size=(len(clean), 1))).astype(np.float32)  # raw norms vary
+    x = (clean + noise) * scale
+    observed = latent + noise @ basis.T  # (N, rank): what the listing reveals about its product's latent
+    return _Embedded(x=x, clean=clean, observed=observed, basis=basis, offset=offset, category_centres=cat_c)
+
+
+@dataclass
+class _Embedded:
+    x: np.ndarray  # (N, dim) the raw embedding written to the file
+    clean: np.ndarray  # (N, dim) before listing noise and norm scaling (extra pictures are drawn from it)
+    observed: np.ndarray  # (N, rank) latent plus the listing noise projected onto the signal subspace
+    basis: np.ndarray  # (rank, dim)
+    offset: np.ndarray  # (dim,) the shared direction
+    category_centres: np.ndarray  # (n_cat2, rank)
+
+
+@dataclass
+class _Evidence:
+    """What the oracle conditions on: every observable signal, with the generator's own parameters."""
+
+    cfg: SynthConfig
+    cat2: np.ndarray  # (N,) level-2 category, observable in attributes.parquet
+    fam: np.ndarray
+    product: np.ndarray
+    quality: np.ndarray  # (N,) the listing's noise factor
+    text: tuple[_Embedded, np.ndarray, np.ndarray, np.ndarray]  # modality, main present, extra sum, extra count
+    pic: tuple[_Embedded, np.ndarray, np.ndarray, np.ndarray]
+    brand: np.ndarray  # (N,) family-level, observable in names and attributes
+    model: np.ndarray  # (N,) family-level
+    colour: np.ndarray  # (N,) product-level
+    colour_seen: np.ndarray  # (N,) whether the name or the attributes give the product's colour
+
+
+def _oracle_log_odds(ev: _Evidence, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Bayes-optimal log-odds that each pair is one product, under the generator's own latent model.
+
+    The pair kinds the generator draws are the hypotheses: same product, sibling (same family), same
+    category, random. Each has its prior share, and a likelihood from every observable signal:
+
+    - per modality, the listings' latent observations (main vector and extra photos, averaged, noise known)
+      around the observed category's centre, which are jointly Gaussian with a cross-covariance of
+      s_fam^2 + s_sib^2 (same product), s_fam^2 (siblings) or 0 (different families);
+    - whether the level-2 categories are equal (always for the first three kinds);
+    - whether the brand and the model number are equal (always within a family, by chance across families);
+    - whether the colours are equal, where both listings show one (always for one product, 1 in 10 otherwise).
+
+    It ignores category levels 3 and 4, which add nothing once the model number is known, and the label
+    noise, which does not change the ranking. Its PR-AUC is the ceiling for any model of this data.
+    """
+    cfg = ev.cfg
+    neg = 1.0 - cfg.positive_rate
+    shares = np.bincount(ev.cat2) / len(ev.cat2)
+    rand = max(1.0 - cfg.hard_negatives - cfg.category_negatives, 1e-12)
+    log_prior = np.log([cfg.positive_rate, neg * cfg.hard_negatives, neg * cfg.category_negatives, neg * rand])
+    same_cat = ev.cat2[left] == ev.cat2[right]
+    # (M, 4) log-likelihoods of: same product, sibling, same category, random.
+    ll = np.zeros((len(left), 4)) + log_prior
+    ll[~same_cat, :3] = -np.inf
+    ll[same_cat, 3] += np.log(float((shares**2).sum()))
+    ll[~same_cat, 3] += np.log(1.0 - float((shares**2).sum()))
+
+    f2, s2 = cfg.s_fam**2, cfg.s_sib**2
+    similarity = np.zeros(len(left))  # embedding evidence alone: same product against different families
+    for (emb, main_ok, extra_sum, extra_count), s_item in ((ev.text, cfg.s_item_text), (ev.pic, cfg.s_item_pic)):
+        k = main_ok.astype(np.float64) + extra_count  # observations per listing
+        ybar = (emb.observed * main_ok[:, None] + extra_sum) / np.maximum(k, 1.0)[:, None]
+        var = (s_item * ev.quality.astype(np.float64)) ** 2 / np.maximum(k, 1.0)
+        d = ybar - emb.category_centres[ev.cat2]
+        use = same_cat & (k[left] > 0) & (k[right] > 0)
+        da, db = d[left[use]], d[right[use]]
+        saa, sbb, sab = (da * da).sum(1), (db * db).sum(1), (da * db).sum(1)
+        va, vb = f2 + s2 + var[left[use]], f2 + s2 + var[right[use]]
+        r = d.shape[1]
+        for col, cov in ((0, f2 + s2), (1, f2), (2, 0.0), (3, 0.0)):
+            det = va * vb - cov**2
+            term = -0.5 * r * np.log(det) - 0.5 * (saa * vb - 2.0 * cov * sab + sbb * va) / det
+            ll[use, col] += term
+            similarity[use] += term if col == 0 else -term if col == 2 else 0.0
+
+    fam_first = pd.DataFrame({"fam": ev.fam, "brand": ev.brand, "model": ev.model}).drop_duplicates("fam")
+    for values, fam_values in ((ev.brand, fam_first["brand"]), (ev.model, fam_first["model"])):
+        p_equal = float((fam_values.value_counts(normalize=True) ** 2).sum())  # two different families agree
+        equal = values[left] == values[right]
+        ll[~equal, :2] = -np.inf
+        ll[:, 2:] += np.where(equal, np.log(p_equal), np.log1p(-p_equal))[:, None]
+
+    both = ev.colour_seen[left] & ev.colour_seen[right]
+    p_same = 1.0 / len(_COLOURS)  # product colours are uniform, so two products agree this often
+    equal = ev.colour[left] == ev.colour[right]
+    ll[both & ~equal, 0] = -np.inf
+    ll[both, 1:] += np.where(equal[both], np.log(p_same), np.log1p(-p_same))[:, None]
+    with np.errstate(invalid="ignore"):
+        out = ll[:, 0] - np.logaddexp.reduce(ll[:, 1:], axis=1)
+    # Pairs the evidence rules out (other model number, other colour, other category) would all tie at
+    # -inf; only label noise makes any of them positive, so any order among them is as good. Order them by
+    # their embedding evidence, below every other pair, because a tied block scores as one PR-curve step.
+    impossible = ~np.isfinite(out)
+    out[impossible] = -1e4 + np.clip(similarity[impossible], -1e3, 1e3)
+    return out
 
 
 def _unique_ids(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -403,6 +528,7 @@ def _names(
         "brand": brand,
         "colour": colour,
         "model": model,
+        "colour_in_name": with_colour,
     }
 
 
@@ -420,11 +546,15 @@ def _category_json(n_cat4: int, cat3_of_4: np.ndarray, cat2_of_4: np.ndarray, ca
     return np.array(out, dtype=object)
 
 
-def _attribute_json(rng: np.random.Generator, brand: np.ndarray, colour: np.ndarray, model: np.ndarray) -> np.ndarray:
+def _attribute_json(
+    rng: np.random.Generator, brand: np.ndarray, colour: np.ndarray, model: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) attribute JSON strings, and whether each names the colour (sellers often leave it out)."""
     b, c, m = pd.Series(brand), pd.Series(colour), pd.Series(model)
     full = '{"Бренд": ["' + b + '"], "Цвет товара": ["' + c + '"], "Модель": ["' + m + '"]}'
     short = '{"Бренд": ["' + b + '"], "Модель": ["' + m + '"]}'
-    return full.where(rng.random(len(b)) < 0.85, short).to_numpy(dtype=object)
+    with_colour = rng.random(len(b)) < 0.85
+    return full.where(with_colour, short).to_numpy(dtype=object), with_colour
 
 
 def _list_array(matrix: np.ndarray) -> pa.ListArray:
@@ -439,14 +569,24 @@ def _nested_one(matrix: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(np.arange(len(matrix) + 1, dtype=np.int32)), inner)
 
 
-def _extra_pictures(rng: np.random.Generator, pic: np.ndarray, quality: np.ndarray, cfg: SynthConfig) -> pa.ListArray:
-    counts = rng.poisson(cfg.extra_pictures, size=len(pic))
-    owner = np.repeat(np.arange(len(pic)), counts)
-    vecs = (
-        pic[owner]
-        + rng.standard_normal(size=(len(owner), pic.shape[1]), dtype=np.float32)
-        * (cfg.s_item_pic * quality[owner])[:, None]
-    )
+def _extra_pictures(
+    rng: np.random.Generator, pic: _Embedded, rows: np.ndarray, quality: np.ndarray, cfg: SynthConfig
+) -> tuple[pa.ListArray, np.ndarray, np.ndarray]:
+    """Extra photos of the listings in ``rows``: the product's clean picture plus fresh noise of the listing.
+
+    Returns:
+        The list column (one list of vectors per row of ``rows``), and per item of the whole catalogue the
+        sum and count of the extra photos' latent observations (for the oracle).
+    """
+    counts = rng.poisson(cfg.extra_pictures, size=len(rows))
+    owner = np.repeat(rows, counts)  # catalogue row of each extra photo
+    noise = rng.standard_normal(size=(len(owner), pic.clean.shape[1]), dtype=np.float32)
+    noise *= (cfg.s_item_pic * quality[owner])[:, None]
+    scale = np.exp(rng.normal(0.0, 0.2, size=(len(owner), 1))).astype(np.float32)
+    vecs = (pic.clean[owner] + noise) * scale
+    n = len(quality)
+    obs_sum = np.zeros((n, pic.basis.shape[0]), dtype=np.float64)
+    np.add.at(obs_sum, owner, (pic.clean[owner] - pic.offset + noise) @ pic.basis.T)  # latent + projected noise
     inner = _list_array(vecs.astype(np.float32))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), inner)
+    return pa.ListArray.from_arrays(pa.array(offsets), inner), obs_sum, np.bincount(owner, minlength=n)

@@ -11,6 +11,7 @@ import copy
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prodmatch.config import TrainConfig
+from prodmatch.config import TrainConfig, auto_batch_size
 from prodmatch.errors import ConfigError
 from prodmatch.evaluation import pr_auc
 from prodmatch.io import atomic_path
@@ -30,7 +31,9 @@ __all__ = [
     "EpochRecord",
     "TrainCallback",
     "TrainResult",
+    "bf16_pays",
     "default_threads",
+    "resolve_precision",
     "score_logits",
     "sigmoid",
     "train_network",
@@ -71,15 +74,39 @@ class TrainCallback(Protocol):
     def on_epoch_end(self, record: EpochRecord) -> None: ...
 
 
+def bf16_pays() -> bool:
+    """Whether this CPU has AMX tiles, where bfloat16 matrix products run much faster than float32."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # an older torch, or a CPU it cannot query
+        return False
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> ``bf16`` where :func:`bf16_pays`, else ``fp32``; others unchanged."""
+    if precision == "auto":
+        return "bf16" if bf16_pays() else "fp32"
+    return precision
+
+
 def default_threads() -> int:
     """Every core this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def score_logits(
-    net: nn.Module, features: torch.Tensor, left: np.ndarray, right: np.ndarray, batch_size: int = 65536
+    net: nn.Module,
+    features: torch.Tensor,
+    left: np.ndarray,
+    right: np.ndarray,
+    batch_size: int = 65536,
+    *,
+    bf16: bool = False,
 ) -> np.ndarray:
     """Logits of ``net`` for pairs of rows of ``features``, in eval mode, in large batches.
+
+    Args:
+        bf16: run the network's matrix products in bfloat16 (CPU autocast; AMX where the CPU has it).
 
     Returns:
         (M,) float32.
@@ -88,7 +115,7 @@ def score_logits(
     out = np.empty(len(left), dtype=np.float32)
     lt = torch.from_numpy(np.asarray(left, dtype=np.int64))
     rt = torch.from_numpy(np.asarray(right, dtype=np.int64))
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for start in range(0, len(left), batch_size):
             sl = slice(start, start + batch_size)
             a = features.index_select(0, lt[sl])
@@ -109,6 +136,7 @@ def train_network(
     resume: bool = False,
     callback: TrainCallback | None = None,
     fingerprint: dict | None = None,
+    scorer: Callable[..., np.ndarray] | None = None,
 ) -> TrainResult:
     """Train ``net`` on labelled pairs with Adam and BCE-with-logits; leave it holding the best epoch's weights.
 
@@ -122,6 +150,8 @@ def train_network(
         resume: continue from the checkpoint in ``checkpoint_dir``.
         callback: progress hooks.
         fingerprint: facts about the run (model, data sizes) that a resumed run must share.
+        scorer: ``scorer(net, features, left, right, batch_size)`` -> logits for validation; ``score_logits``
+            in the configured precision by default.
 
     Returns:
         The training history and the best epoch. ``net`` holds the best epoch's weights.
@@ -132,6 +162,12 @@ def train_network(
     if train.target is None or valid.target is None:
         raise ConfigError("training needs labelled train and validation pairs")
     torch.set_num_threads(config.threads or default_threads())
+    bf16 = resolve_precision(config.precision) == "bf16"
+    if scorer is None:
+
+        def scorer(net, features, left, right, batch_size):
+            return score_logits(net, features, left, right, batch_size, bf16=bf16)
+
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
@@ -141,15 +177,17 @@ def train_network(
     t_right = torch.from_numpy(train.right.astype(np.int64))
     t_target = torch.from_numpy(train.target.astype(np.float32))
     m = len(train)
-    n_batches = (m + config.batch_size - 1) // config.batch_size
+    batch_size = config.batch_size or auto_batch_size(m)
+    n_batches = (m + batch_size - 1) // batch_size
 
+    log.info("%d training pairs, batch %d: %d steps per epoch", m, batch_size, n_batches)
     if n_batches < 20:
         log.warning(
             "only %d optimisation steps per epoch (%d pairs, batch %d): the model may not converge in %d epochs; "
             "a smaller --batch-size gives more steps",
             n_batches,
             m,
-            config.batch_size,
+            batch_size,
             config.epochs,
         )
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
@@ -166,7 +204,7 @@ def train_network(
         "valid_pairs": len(valid),
         "learning_rate": lr,
     }
-    for k in ("epochs", "patience", "threads", "eval_batch_size"):  # may change on resume
+    for k in ("epochs", "patience", "threads", "eval_batch_size", "calibration", "target_precision"):  # may change
         fingerprint.pop(k, None)
 
     if resume:
@@ -203,14 +241,16 @@ def train_network(
         net.train()
         perm = torch.randperm(m, generator=gen)  # a fresh shuffle every epoch
         total, seen = 0.0, 0
-        for start in range(0, m, config.batch_size):
-            idx = perm[start : start + config.batch_size]
+        for start in range(0, m, batch_size):
+            idx = perm[start : start + batch_size]
             if len(idx) < 2:  # BatchNorm cannot train on one row
                 continue
             a = features.index_select(0, t_left.index_select(0, idx))  # (B, F)
             b = features.index_select(0, t_right.index_select(0, idx))  # (B, F)
             y = t_target.index_select(0, idx)  # (B,)
-            loss = F.binary_cross_entropy_with_logits(net(a, b), y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = net(a, b)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -221,7 +261,7 @@ def train_network(
                 callback.on_batch_end(batch_loss)
         train_seconds = time.perf_counter() - t0
 
-        logits = score_logits(net, features, valid.left, valid.right, config.eval_batch_size)
+        logits = scorer(net, features, valid.left, valid.right, config.eval_batch_size)
         v_loss = float(
             F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(valid.target)).item()
         )

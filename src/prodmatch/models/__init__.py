@@ -10,12 +10,26 @@ import json
 from pathlib import Path
 from typing import Any
 
+from prodmatch.config import DEFAULT_MODEL
 from prodmatch.errors import ModelError
+from prodmatch.models.base import CONFIG_FILE, PairModel
 from prodmatch.models.concat_mlp import ConcatMLP, ConcatMLPParams
+from prodmatch.models.gbdt import GBDTModel
 from prodmatch.models.item_mlp import ItemMLP, ItemMLPParams
-from prodmatch.models.torch_model import CONFIG_FILE, TorchPairModel
+from prodmatch.models.siamese import SiameseNet, SiameseParams
+from prodmatch.models.torch_model import TorchPairModel
 
-__all__ = ["DEFAULT_MODEL", "MODELS", "ConcatMLPModel", "ItemMLPModel", "create_model", "load_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODELS",
+    "ConcatMLPModel",
+    "GBDTModel",
+    "ItemMLPModel",
+    "PairModel",
+    "SiameseModel",
+    "create_model",
+    "load_model",
+]
 
 
 class ConcatMLPModel(TorchPairModel):
@@ -30,18 +44,24 @@ class ItemMLPModel(TorchPairModel):
     network_class = ItemMLP
 
 
-MODELS: dict[str, type[TorchPairModel]] = {cls.name: cls for cls in (ConcatMLPModel, ItemMLPModel)}
-DEFAULT_MODEL = "concat-mlp"
+class SiameseModel(TorchPairModel):
+    name = "siamese"
+    params_class = SiameseParams
+    network_class = SiameseNet
+    symmetric = True
 
 
-def create_model(name: str, **params: Any) -> TorchPairModel:
+MODELS: dict[str, type[PairModel]] = {cls.name: cls for cls in (ConcatMLPModel, ItemMLPModel, SiameseModel, GBDTModel)}
+
+
+def create_model(name: str, **params: Any) -> PairModel:
     """A new, unfitted model of the registered architecture ``name``."""
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[name](**params)
 
 
-def load_model(run_dir: str | Path) -> TorchPairModel:
+def load_model(run_dir: str | Path) -> PairModel:
     """Load the fitted model saved in a run directory."""
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_FILE

@@ -24,8 +24,10 @@ class ConcatMLPParams:
 
 
 class ConcatMLP(nn.Module):
-    def __init__(self, item_dim: int, params: ConcatMLPParams) -> None:
+    def __init__(self, modalities: list[tuple[str, int]] | int, params: ConcatMLPParams) -> None:
         super().__init__()
+        # Item features: the modalities' vectors, then one presence flag each (or a plain width).
+        item_dim = modalities if isinstance(modalities, int) else sum(d for _, d in modalities) + len(modalities)
         layers: list[nn.Module] = []
         for i in range(params.nlayers):
             layers += [

@@ -25,8 +25,10 @@ class ItemMLPParams:
 
 
 class ItemMLP(nn.Module):
-    def __init__(self, item_dim: int, params: ItemMLPParams) -> None:
+    def __init__(self, modalities: list[tuple[str, int]] | int, params: ItemMLPParams) -> None:
         super().__init__()
+        # Item features: the modalities' vectors, then one presence flag each (or a plain width).
+        item_dim = modalities if isinstance(modalities, int) else sum(d for _, d in modalities) + len(modalities)
         half = params.hidden // 2
         self.v1_embedder = nn.Linear(item_dim, half)
         self.v2_embedder = nn.Linear(item_dim, params.hidden - half)

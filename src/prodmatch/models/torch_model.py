@@ -1,56 +1,54 @@
-"""An estimator around a pairwise torch network: fit, predict_proba, score_arrays, save and load.
+"""An estimator around a pairwise torch network: fit, predict_logits, score_arrays, save and load.
 
 Every network here maps two (B, F) item-feature tensors to (B,) logits, where an item's features are its
 modalities side by side followed by one presence flag per modality (see ``Catalogue.item_features``).
+Networks that read the pair in a fixed order (``symmetric = False``) train on both orders and score the
+average of both, so their output does not depend on which item comes first.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from prodmatch.catalogue import NORM_EPS, Catalogue, l2_normalize
+from prodmatch.catalogue import Catalogue, l2_normalize
 from prodmatch.config import TrainConfig
-from prodmatch.errors import ConfigError, DataError, ModelError
-from prodmatch.io import atomic_path, write_json
-from prodmatch.pairs import PairSet
-from prodmatch.training import TrainCallback, TrainResult, score_logits, sigmoid, train_network
+from prodmatch.errors import DataError, ModelError
+from prodmatch.io import atomic_path
+from prodmatch.models.base import CONFIG_FILE, PairModel
+from prodmatch.pairs import PairSet, both_orders
+from prodmatch.training import (
+    TrainCallback,
+    TrainResult,
+    bf16_pays,
+    resolve_precision,
+    score_logits,
+    train_network,
+)
 
 __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "TorchPairModel"]
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-FORMAT_VERSION = 1
 
 
-class TorchPairModel:
+class TorchPairModel(PairModel):
     """A pairwise network as a scikit-learn-style estimator.
 
-    ``__init__`` stores hyperparameters only; ``fit`` learns ``network_``, ``modalities_`` (name, dim) and
-    ``history_``. Subclasses set ``name``, ``params_class`` and ``network_class``.
+    ``fit`` learns ``network_``, ``modalities_`` (name, dim) and ``result_``. Subclasses set ``name``,
+    ``params_class``, ``network_class`` and ``symmetric``.
     """
 
-    name: ClassVar[str]
-    params_class: ClassVar[type]
     network_class: ClassVar[type[nn.Module]]
-
-    def __init__(self, **params: Any) -> None:
-        known = {f.name for f in fields(self.params_class)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ConfigError(f"model {self.name!r} has no parameter(s) {unknown}; it takes {sorted(known)}")
-        self.params = self.params_class(**params)
-        self.threshold: float = 0.5
+    precision_: str = "fp32"
 
     # ------------------------------------------------------------------------------------------ fit
 
@@ -71,7 +69,7 @@ class TorchPairModel:
         Args:
             catalogue: the items the pairs index into.
             train, valid: labelled pairs.
-            config: training settings (epochs, batch size, seed...).
+            config: training settings (epochs, batch size, seed, precision...).
             modalities: which of the catalogue's modalities to use; all by default.
             checkpoint_dir: where to keep a resumable checkpoint after every epoch.
             resume: continue from that checkpoint.
@@ -83,10 +81,14 @@ class TorchPairModel:
         config = config or TrainConfig()
         names = list(modalities or catalogue.modalities)
         self.modalities_ = [(n, catalogue.modalities[n].dim) for n in names]
+        self.precision_ = resolve_precision(config.precision)
         torch.manual_seed(config.seed)
         self.network_ = self._build()
         features = torch.from_numpy(catalogue.item_features(names))
         lr = config.lr if config.lr is not None else self.params.lr
+        if not self.symmetric:
+            train = both_orders(train)
+            log.info("%s reads pairs in order: training on both orders (%d pairs)", self.name, len(train))
         self.train_config_ = config
         self.result_: TrainResult = train_network(
             self.network_,
@@ -99,26 +101,30 @@ class TorchPairModel:
             resume=resume,
             callback=callback,
             fingerprint={"model": self.name, "params": asdict(self.params), "modalities": self.modalities_},
+            scorer=self._score,
         )
         self.network_.eval()
+        self.history_ = [asdict(h) for h in self.result_.history]
         return self
+
+    def fit_summary(self) -> dict:
+        r = self.result_
+        return {
+            "best_epoch": r.best_epoch,
+            "epochs_run": len(r.history),
+            "stopped_early": r.stopped_early,
+            "train_seconds": r.seconds,
+            "precision": self.precision_,
+        }
 
     # --------------------------------------------------------------------------------------- scoring
 
-    def predict_proba(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = 65536) -> np.ndarray:
-        """Probability that each pair is the same product, in the order of ``pairs``.
-
-        Returns:
-            (M,) float32 in [0, 1].
-        """
-        return sigmoid(self.predict_logits(catalogue, pairs, batch_size))
-
     def predict_logits(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = 65536) -> np.ndarray:
-        """(M,) float32 logits; see :meth:`predict_proba`."""
+        """(M,) float32 logits, the same for (a, b) and (b, a)."""
         self._check_fitted()
         self._check_catalogue(catalogue)
         features = torch.from_numpy(catalogue.item_features([n for n, _ in self.modalities_]))
-        return score_logits(self.network_, features, pairs.left, pairs.right, batch_size)
+        return self._score(self.network_, features, pairs.left, pairs.right, batch_size)
 
     def score_arrays(self, left: dict[str, np.ndarray], right: dict[str, np.ndarray]) -> np.ndarray:
         """Probabilities from raw (unnormalised) embeddings, with no catalogue. Serving and Spark call this.
@@ -128,7 +134,7 @@ class TorchPairModel:
                 modality left out counts as absent for every pair (zeros, presence flag 0).
 
         Returns:
-            (B,) float32 probabilities.
+            (B,) float32 calibrated probabilities.
 
         Raises:
             DataError: on a wrong shape, NaN or inf, or sides of different lengths.
@@ -139,70 +145,47 @@ class TorchPairModel:
             raise DataError(f"left has {len(a)} rows but right has {len(b)}")
         feats = torch.from_numpy(np.concatenate([a, b]))
         n = len(a)
-        return sigmoid(score_logits(self.network_, feats, np.arange(n), np.arange(n, 2 * n)))
+        return self.calibrator(self._score(self.network_, feats, np.arange(n), np.arange(n, 2 * n)))
+
+    def _score(
+        self, net: nn.Module, features: torch.Tensor, left: np.ndarray, right: np.ndarray, batch_size: int = 65536
+    ) -> np.ndarray:
+        """Logits in this model's precision; order-sensitive networks average both orders."""
+        bf16 = self.precision_ == "bf16" and bf16_pays()  # bf16 weights are fp32: any CPU can score fp32
+        out = score_logits(net, features, left, right, batch_size, bf16=bf16)
+        if not self.symmetric:
+            out = 0.5 * (out + score_logits(net, features, right, left, batch_size, bf16=bf16))
+        return out
 
     # ---------------------------------------------------------------------------------- persistence
 
-    def save(self, run_dir: str | Path, extra: dict | None = None) -> Path:
-        """Write ``model.safetensors`` then ``config.json`` (last: a run with a config is complete)."""
-        self._check_fitted()
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+    def _save_weights(self, run_dir: Path) -> dict:
         state = {k: v.detach().contiguous() for k, v in self.network_.state_dict().items()}
         with atomic_path(run_dir / WEIGHTS_FILE) as tmp:
             save_file(state, str(tmp))
-        config = {
-            "format_version": FORMAT_VERSION,
-            "model": {"name": self.name, "params": asdict(self.params)},
-            "modalities": [{"name": n, "dim": d} for n, d in self.modalities_],
-            "item_features": "modalities in order, then one presence flag per modality",
-            "normalisation": {"method": "l2", "eps": NORM_EPS},
-            "threshold": self.threshold,
+        return {
             "weights": WEIGHTS_FILE,
-            **(extra or {}),
+            "item_features": "modalities in order, then one presence flag per modality",
+            "precision": self.precision_,
         }
-        write_json(config, run_dir / CONFIG_FILE)
-        return run_dir
 
-    @classmethod
-    def load(cls, run_dir: str | Path) -> TorchPairModel:
-        """Rebuild a saved model from ``config.json`` and its safetensors weights (no pickle)."""
-        run_dir = Path(run_dir)
-        config = json.loads((run_dir / CONFIG_FILE).read_text())
-        model = cls(**config["model"]["params"])
-        model.modalities_ = [(m["name"], int(m["dim"])) for m in config["modalities"]]
-        model.threshold = float(config.get("threshold", 0.5))
-        model.network_ = model._build()
+    def _load_weights(self, run_dir: Path, config: dict) -> None:
+        self.precision_ = config.get("precision", "fp32")
+        self.network_ = self._build()
         weights = run_dir / config.get("weights", WEIGHTS_FILE)
         if not weights.exists():
             raise ModelError(f"{weights} is missing: the run directory {run_dir} is incomplete; train it again")
-        model.network_.load_state_dict(load_file(str(weights)))
-        model.network_.eval()
-        return model
+        self.network_.load_state_dict(load_file(str(weights)))
+        self.network_.eval()
 
     # -------------------------------------------------------------------------------------- helpers
 
-    @property
-    def item_dim(self) -> int:
-        return sum(d for _, d in self.modalities_) + len(self.modalities_)
-
     def _build(self) -> nn.Module:
-        return self.network_class(self.item_dim, self.params)
+        return self.network_class(self.modalities_, self.params)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "network_"):
             raise ModelError(f"this {self.name} model is not fitted; call fit() or load a run directory")
-
-    def _check_catalogue(self, catalogue: Catalogue) -> None:
-        for name, dim in self.modalities_:
-            m = catalogue.modalities.get(name)
-            if m is None:
-                raise DataError(
-                    f"the model was trained on modality {name!r}, which this data lacks "
-                    f"(it has {sorted(catalogue.modalities)}); point --data at the same layout"
-                )
-            if m.dim != dim:
-                raise DataError(f"modality {name!r} is {m.dim}-d in {m.source}, but the model expects {dim}-d")
 
     def _features_from_arrays(self, arrays: dict[str, np.ndarray], side: str) -> np.ndarray:
         unknown = sorted(set(arrays) - {n for n, _ in self.modalities_})

@@ -1,0 +1,152 @@
+"""Probability calibration and decision thresholds, both chosen on validation pairs and saved with a model.
+
+A model's raw score (a logit, or a GBDT margin) ranks pairs; calibration maps it to a probability that
+means what it says, and the threshold turns probabilities into labels. Both are fitted on validation
+data, never on the pairs the model trained on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import precision_recall_curve
+
+from prodmatch.errors import ConfigError
+
+__all__ = ["CALIBRATION_METHODS", "Calibrator", "ThresholdChoice", "choose_threshold"]
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_METHODS = ("platt", "isotonic", "none")
+
+
+@dataclass
+class Calibrator:
+    """A monotone map from raw scores to probabilities.
+
+    ``platt`` fits ``sigmoid(a * score + b)`` (strictly increasing, so rankings are unchanged);
+    ``isotonic`` fits a non-decreasing step function, interpolated linearly between its knots (it can tie
+    scores that the model ranked apart); ``none`` is the plain sigmoid.
+    """
+
+    method: str = "none"
+    a: float = 1.0
+    b: float = 0.0
+    knots_x: np.ndarray | None = None
+    knots_y: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in CALIBRATION_METHODS:
+            raise ConfigError(f"unknown calibration {self.method!r}; use one of {list(CALIBRATION_METHODS)}")
+
+    @classmethod
+    def fit(cls, method: str, scores: np.ndarray, y: np.ndarray) -> Calibrator:
+        """Fit ``method`` on raw validation scores and their labels."""
+        scores = np.asarray(scores, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if method == "none":
+            return cls("none")
+        if method not in CALIBRATION_METHODS:
+            raise ConfigError(f"unknown calibration {method!r}; use one of {list(CALIBRATION_METHODS)}")
+        if len(np.unique(y)) < 2:
+            log.warning("calibration needs both labels in the validation pairs; keeping the plain sigmoid")
+            return cls("none")
+        if method == "platt":
+            lr = LogisticRegression(C=1e6, max_iter=1000).fit(scores[:, None], y)
+            a = float(lr.coef_[0, 0])
+            if a <= 0:
+                log.warning("Platt scaling found a non-positive slope (%.3g); keeping the plain sigmoid", a)
+                return cls("none")
+            return cls("platt", a=a, b=float(lr.intercept_[0]))
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, y)
+        return cls("isotonic", knots_x=iso.X_thresholds_.astype(np.float64), knots_y=iso.y_thresholds_)
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        """(M,) float32 probabilities, non-decreasing in ``scores``."""
+        z = np.asarray(scores, dtype=np.float64)
+        if self.method == "isotonic":
+            assert self.knots_x is not None and self.knots_y is not None
+            return np.interp(z, self.knots_x, self.knots_y).astype(np.float32)
+        z = self.a * z + self.b
+        return (1.0 / (1.0 + np.exp(-np.clip(z, -700, 700)))).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        out: dict = {"method": self.method}
+        if self.method == "platt":
+            out |= {"a": self.a, "b": self.b}
+        if self.method == "isotonic":
+            assert self.knots_x is not None and self.knots_y is not None
+            out |= {"knots_x": self.knots_x.tolist(), "knots_y": self.knots_y.tolist()}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Calibrator:
+        if not d:
+            return cls("none")
+        return cls(
+            method=d["method"],
+            a=float(d.get("a", 1.0)),
+            b=float(d.get("b", 0.0)),
+            knots_x=None if "knots_x" not in d else np.asarray(d["knots_x"], dtype=np.float64),
+            knots_y=None if "knots_y" not in d else np.asarray(d["knots_y"], dtype=np.float64),
+        )
+
+
+@dataclass
+class ThresholdChoice:
+    """The chosen threshold and what it gave on the validation pairs."""
+
+    threshold: float
+    rule: str  # "max_f1" or "precision>=0.9"
+    precision: float
+    recall: float
+    f1: float
+    reached: bool = True  # False when no threshold reaches the target precision
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def choose_threshold(y: np.ndarray, prob: np.ndarray, target_precision: float | None = None) -> ThresholdChoice:
+    """Pick a decision threshold on validation probabilities.
+
+    With ``target_precision`` None: the threshold of maximum F1. Otherwise the lowest threshold whose
+    precision reaches the target (the most recall at that precision); if none does, the threshold of the
+    highest precision, with ``reached=False`` and a warning.
+
+    A pair is labelled positive when its probability is ``>=`` the threshold.
+    """
+    if target_precision is not None and not 0.0 < target_precision <= 1.0:
+        raise ConfigError(f"--target-precision must be in (0, 1], got {target_precision}")
+    precision, recall, thresholds = precision_recall_curve(y, prob)
+    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    if target_precision is None:
+        i = int(np.argmax(f1))
+        rule, reached = "max_f1", True
+    else:
+        rule = f"precision>={target_precision:g}"
+        ok = np.flatnonzero(precision >= target_precision)
+        reached = len(ok) > 0
+        if reached:
+            i = int(ok[0])  # thresholds ascend, so the first is the lowest
+        else:
+            i = int(np.argmax(precision))
+            log.warning(
+                "no threshold reaches precision %.3f on validation (best %.3f); using the most precise one",
+                target_precision,
+                precision[i],
+            )
+    return ThresholdChoice(
+        threshold=float(thresholds[i]),
+        rule=rule,
+        precision=float(precision[i]),
+        recall=float(recall[i]),
+        f1=float(f1[i]),
+        reached=reached,
+    )

@@ -1,0 +1,345 @@
+"""Pairwise similarity features, computed vectorised over all pairs: the input of the ``gbdt`` model.
+
+Every feature is a symmetric function of the two items, so a model on them scores (a, b) and (b, a)
+alike. A feature that an item cannot provide (no picture, no attributes) is NaN, which LightGBM treats
+as missing. The groups:
+
+- per embedding modality: cosine, L2 distance, the largest coordinate gap, the spread of the
+  coordinate-wise product, and the cosine after whitening (centre on the catalogue mean, project on the
+  top principal components, scale each to unit variance: "BERT-whitening", Su et al. 2021);
+- extra photos (``pic_embeddings_resnet_v1`` with the main picture): min, mean and max cross cosine;
+- equality of category levels 1 to 4;
+- attributes: Jaccard over keys and over key=value, brand and colour agreement, and the number of keys
+  both items fill with different values;
+- names: token Jaccard, Jaccard of tokens holding digits (model numbers, codes), character 3-gram
+  TF-IDF cosine, and the length ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import HashingVectorizer
+
+from prodmatch.catalogue import Catalogue
+from prodmatch.errors import DataError
+
+__all__ = ["BRAND_KEYS", "COLOUR_KEYS", "PairFeaturizer"]
+
+log = logging.getLogger(__name__)
+
+BRAND_KEYS = ("Бренд", "brand", "Brand", "manufacturer")
+COLOUR_KEYS = ("Цвет товара", "Цвет", "color", "colour", "Color")
+MAX_EXTRA_PICTURES = 8  # per item; more are ignored (counted in the log)
+WHITEN_DIM = 32
+NAME_HASH_FEATURES = 2**18
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass
+class PairFeaturizer:
+    """Learns the few statistics features need (whitening, name IDF) on the training items, then
+    turns pairs into a (M, F) float32 matrix.
+
+    Attributes:
+        modalities: embedding modalities to use.
+        use: side-data groups to use, any of "extra_pictures", "categories", "attributes", "names".
+    """
+
+    modalities: list[str]
+    use: list[str] = field(default_factory=lambda: ["extra_pictures", "categories", "attributes", "names"])
+    whitening: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name -> (mean, W)
+    name_idf: np.ndarray | None = None
+
+    # ----------------------------------------------------------------------------------------- fit
+
+    def fit(self, catalogue: Catalogue, rows: np.ndarray) -> PairFeaturizer:
+        """Fit whitening and the name IDF on the catalogue rows ``rows`` (the training items)."""
+        rows = np.unique(rows)
+        for name in self.modalities:
+            m = catalogue.modalities[name]
+            x = m.matrix[rows[m.present[rows]]].astype(np.float64)
+            if len(x) < 2:
+                continue
+            mean = x.mean(axis=0)
+            cov = np.cov(x - mean, rowvar=False)
+            eigval, eigvec = np.linalg.eigh(cov)  # ascending
+            k = min(WHITEN_DIM, len(eigval))
+            top = np.argsort(eigval)[::-1][:k]
+            w = eigvec[:, top] / np.sqrt(np.maximum(eigval[top], 1e-12))
+            self.whitening[name] = (mean.astype(np.float32), w.astype(np.float32))
+        if "names" in self.use and catalogue.names is not None:
+            counts = _hash_names(catalogue.names[rows])
+            df = np.bincount(counts.indices, minlength=NAME_HASH_FEATURES)
+            self.name_idf = (np.log((1 + len(rows)) / (1 + df)) + 1.0).astype(np.float32)
+        return self
+
+    # ----------------------------------------------------------------------------------- transform
+
+    def feature_names(self, catalogue: Catalogue) -> list[str]:
+        return [n for names, _ in self._groups(catalogue) for n in names]
+
+    def transform(
+        self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray, chunk: int = 65536
+    ) -> tuple[np.ndarray, list[str]]:
+        """(M, F) float32 features of the pairs (left[i], right[i]), and the feature names."""
+        groups = self._groups(catalogue)
+        names = [n for group_names, _ in groups for n in group_names]
+        out = np.full((len(left), len(names)), np.nan, dtype=np.float32)
+        side = _SideData(catalogue, np.union1d(left, right), self, set(names))
+        for start in range(0, len(left), chunk):
+            sl = slice(start, start + chunk)
+            cols: dict[str, np.ndarray] = {}
+            for _, compute in groups:
+                cols |= compute(catalogue, side, left[sl], right[sl])
+            for j, n in enumerate(names):
+                out[sl, j] = cols[n]
+        return out, names
+
+    def _groups(self, catalogue: Catalogue) -> list[tuple[list[str], Callable]]:
+        """(feature names, the function computing them) for every group this catalogue supports."""
+        groups: list[tuple[list[str], Callable]] = []
+        for name in self.modalities:
+            names = [f"{name}.{f}" for f in ("cos", "l2", "maxgap", "prodstd", "wcos")]
+            groups.append((names, _modality_features(name, self.whitening.get(name))))
+        if "extra_pictures" in self.use and catalogue.extra_pictures is not None and self._picture() is not None:
+            groups.append((["pics_min", "pics_mean", "pics_max"], _picture_features))
+        if "categories" in self.use and catalogue.categories is not None:
+            groups.append(([f"category{level}_equal" for level in range(1, 5)], _category_features))
+        if "attributes" in self.use and catalogue.attributes is not None:
+            names = ["attr_key_jaccard", "attr_kv_jaccard", "attr_conflicts", "brand_equal", "colour_equal"]
+            groups.append((names, _attribute_features))
+        if "names" in self.use and catalogue.names is not None and self.name_idf is not None:
+            names = ["name_token_jaccard", "name_code_jaccard", "name_tfidf_cos", "name_len_ratio"]
+            groups.append((names, _name_features))
+        return groups
+
+    def _picture(self) -> str | None:
+        return next((m for m in self.modalities if "pic" in m), None)
+
+    def to_dict(self) -> dict:
+        return {"modalities": self.modalities, "use": self.use}
+
+
+# ------------------------------------------------------------------------------------------ groups
+
+
+def _modality_features(name: str, whitening: tuple[np.ndarray, np.ndarray] | None):
+    def compute(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+        m = cat.modalities[name]
+        a, b = m.matrix[left], m.matrix[right]  # (B, D) normalised
+        both = m.present[left] & m.present[right]
+        prod = a * b
+        diff = a - b
+        out = {
+            f"{name}.cos": prod.sum(1),
+            f"{name}.l2": np.sqrt((diff * diff).sum(1)),
+            f"{name}.maxgap": np.abs(diff).max(1),
+            f"{name}.prodstd": prod.std(1),
+        }
+        if whitening is not None:
+            mean, w = whitening
+            za, zb = (a - mean) @ w, (b - mean) @ w
+            na, nb = np.linalg.norm(za, axis=1), np.linalg.norm(zb, axis=1)
+            out[f"{name}.wcos"] = (za * zb).sum(1) / np.maximum(na * nb, 1e-12)
+        else:
+            out[f"{name}.wcos"] = np.full(len(left), np.nan, dtype=np.float32)
+        return {k: np.where(both, v, np.nan) for k, v in out.items()}
+
+    return compute
+
+
+def _picture_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+    """min, mean, max cosine over every (photo of a, photo of b), main picture included."""
+    ptr, rows, vectors = side.pictures
+    ca, cb = ptr[left + 1] - ptr[left], ptr[right + 1] - ptr[right]
+    n_cross = ca * cb
+    pair = np.repeat(np.arange(len(left)), n_cross)
+    within = np.arange(len(pair)) - np.repeat(np.cumsum(n_cross) - n_cross, n_cross)
+    i, j = within // cb[pair], within % cb[pair]
+    va = vectors[rows[ptr[left[pair]] + i]]
+    vb = vectors[rows[ptr[right[pair]] + j]]
+    dots = np.einsum("ij,ij->i", va, vb)
+    out = {k: np.full(len(left), np.nan, dtype=np.float32) for k in ("pics_min", "pics_mean", "pics_max")}
+    has = n_cross > 0
+    if has.any():
+        starts = (np.cumsum(n_cross) - n_cross)[has]
+        out["pics_min"][has] = np.minimum.reduceat(dots, starts)
+        out["pics_max"][has] = np.maximum.reduceat(dots, starts)
+        out["pics_mean"][has] = np.add.reduceat(dots, starts) / n_cross[has]
+    return out
+
+
+def _category_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+    out = {}
+    for level in range(1, 5):
+        codes = cat.categories[f"category{level}"].cat.codes.to_numpy()
+        a, b = codes[left], codes[right]
+        out[f"category{level}_equal"] = np.where((a < 0) | (b < 0), np.nan, (a == b).astype(np.float32))
+    return out
+
+
+def _attribute_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+    keys, kvs, brand, colour, has = side.attributes
+    la, lb = side.local(left), side.local(right)
+    both = has[la] & has[lb]
+    key_inter = _rowwise_dot(keys, la, lb)
+    kv_inter = _rowwise_dot(kvs, la, lb)
+    nk, nkv = np.asarray(keys.sum(1)).ravel(), np.asarray(kvs.sum(1)).ravel()
+    key_union = nk[la] + nk[lb] - key_inter
+    kv_union = nkv[la] + nkv[lb] - kv_inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = {
+            "attr_key_jaccard": np.where(both, key_inter / np.maximum(key_union, 1), np.nan),
+            "attr_kv_jaccard": np.where(both, kv_inter / np.maximum(kv_union, 1), np.nan),
+            # keys both fill, minus the key=value pairs they share: exact when each key holds one value
+            "attr_conflicts": np.where(both, np.maximum(key_inter - kv_inter, 0), np.nan),
+        }
+    for feature, values in (("brand_equal", brand), ("colour_equal", colour)):
+        a, b = values[la], values[lb]
+        out[feature] = np.where((a < 0) | (b < 0), np.nan, (a == b).astype(np.float32))
+    return out
+
+
+def _name_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+    tokens, codes, tfidf, length, has = side.names
+    la, lb = side.local(left), side.local(right)
+    both = has[la] & has[lb]
+    out = {}
+    for feature, m in (("name_token_jaccard", tokens), ("name_code_jaccard", codes)):
+        inter = _rowwise_dot(m, la, lb)
+        n = np.asarray(m.sum(1)).ravel()
+        union = n[la] + n[lb] - inter
+        out[feature] = np.where(both & (union > 0), inter / np.maximum(union, 1), np.nan)
+    out["name_tfidf_cos"] = np.where(both, _rowwise_dot(tfidf, la, lb), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.minimum(length[la], length[lb]) / np.maximum(np.maximum(length[la], length[lb]), 1)
+    out["name_len_ratio"] = np.where(both, ratio, np.nan)
+    return out
+
+
+# -------------------------------------------------------------------------------------- side data
+
+
+class _SideData:
+    """Per-item side data, parsed once for just the items the pairs touch ("local" rows)."""
+
+    def __init__(self, cat: Catalogue, items: np.ndarray, featurizer: PairFeaturizer, features: set[str]) -> None:
+        self.items = items  # sorted catalogue rows
+        self.pictures = self._pictures(cat, featurizer) if "pics_min" in features else None
+        self.attributes = self._attributes(cat) if "attr_key_jaccard" in features else None
+        self.names = self._names(cat, featurizer.name_idf) if "name_token_jaccard" in features else None
+
+    def local(self, rows: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.items, rows)
+
+    def _pictures(self, cat: Catalogue, featurizer: PairFeaturizer):
+        """CSR over catalogue rows: item i's photos are vectors[rows[ptr[i]:ptr[i+1]]], main picture first."""
+        main = cat.modalities[featurizer._picture()]
+        offsets, extra = cat.extra_pictures
+        n = len(cat)
+        n_extra = np.diff(offsets)
+        capped = np.minimum(n_extra, MAX_EXTRA_PICTURES)
+        if (n_extra > MAX_EXTRA_PICTURES).any():
+            log.info(
+                "%d items have more than %d extra photos; the rest are ignored in picture features",
+                int((n_extra > MAX_EXTRA_PICTURES).sum()),
+                MAX_EXTRA_PICTURES,
+            )
+        has_main = main.present & (np.abs(main.matrix).sum(1) > 0)
+        counts = has_main.astype(np.int64) + capped
+        ptr = np.concatenate([[0], np.cumsum(counts)])
+        rows = np.empty(ptr[-1], dtype=np.int64)
+        rows[ptr[:-1][has_main]] = np.flatnonzero(has_main)  # the main picture: row i of the main matrix
+        first_extra = ptr[:-1] + has_main
+        item = np.repeat(np.arange(n), capped)
+        k = np.arange(len(item)) - np.repeat(np.cumsum(capped) - capped, capped)
+        rows[first_extra[item] + k] = n + offsets[item] + k  # extra photos: after the main matrix
+        vectors = np.concatenate([main.matrix, extra]) if len(extra) else main.matrix
+        return ptr, rows, vectors
+
+    def _attributes(self, cat: Catalogue):
+        raw = cat.attributes[self.items]
+        key_rows, kv_rows, brand, colour = [], [], [], []
+        has = np.zeros(len(raw), dtype=bool)
+        for i, text in enumerate(raw):
+            b = c = None
+            keys: list[str] = []
+            kvs: list[str] = []
+            if text:
+                try:
+                    obj = json.loads(text)
+                    if not isinstance(obj, dict):
+                        raise ValueError("not a JSON object")
+                except ValueError as e:
+                    raise DataError(
+                        f"attributes.parquet: characteristic_attributes_mapping of item {cat.ids[self.items[i]]} "
+                        f"is not a JSON object ({e}): {str(text)[:80]!r}"
+                    ) from e
+                has[i] = True
+                for key, values in obj.items():
+                    vals = values if isinstance(values, list) else [values]
+                    norm = sorted({str(v).strip().lower().replace("ё", "е") for v in vals if v is not None})
+                    keys.append(key)
+                    kvs.extend(f"{key}={v}" for v in norm)
+                    if key in BRAND_KEYS and norm:
+                        b = "|".join(norm)
+                    if key in COLOUR_KEYS and norm:
+                        c = "|".join(norm)
+            key_rows.append(keys)
+            kv_rows.append(kvs)
+            brand.append(b)
+            colour.append(c)
+        return (
+            _binary_matrix(key_rows),
+            _binary_matrix(kv_rows),
+            pd.factorize(pd.Series(brand, dtype=object), use_na_sentinel=True)[0],
+            pd.factorize(pd.Series(colour, dtype=object), use_na_sentinel=True)[0],
+            has,
+        )
+
+    def _names(self, cat: Catalogue, idf: np.ndarray):
+        names = cat.names[self.items]
+        has = np.array([isinstance(n, str) and n.strip() != "" for n in names])
+        text = [n.lower().replace("ё", "е") if h else "" for n, h in zip(names, has, strict=True)]
+        tokens = [_TOKEN.findall(t) for t in text]
+        codes = [[w for w in ws if any(ch.isdigit() for ch in w)] for ws in tokens]
+        tfidf = _hash_names(np.array(text, dtype=object)).multiply(idf[None, :]).tocsr()
+        norms = np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(1)).ravel())
+        tfidf = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ tfidf
+        length = np.array([len(t) for t in text], dtype=np.float32)
+        return _binary_matrix(tokens), _binary_matrix(codes), tfidf.tocsr(), length, has
+
+
+def _hash_names(names: np.ndarray) -> sp.csr_matrix:
+    vec = HashingVectorizer(
+        analyzer="char_wb",
+        ngram_range=(3, 3),
+        n_features=NAME_HASH_FEATURES,
+        alternate_sign=False,
+        norm=None,
+        lowercase=True,
+    )
+    return vec.transform(["" if not isinstance(n, str) else n.replace("ё", "е") for n in names]).tocsr()
+
+
+def _binary_matrix(rows: list[list[str]]) -> sp.csr_matrix:
+    """Items x distinct strings, 1 where the item has the string."""
+    lengths = np.array([len(set(r)) for r in rows], dtype=np.int64)
+    flat = [s for r in rows for s in sorted(set(r))]
+    codes, uniques = pd.factorize(pd.Series(flat, dtype=object))
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    data = np.ones(len(flat), dtype=np.float32)
+    return sp.csr_matrix((data, codes, indptr), shape=(len(rows), max(len(uniques), 1)))
+
+
+def _rowwise_dot(m: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(B,) dot products of rows m[a[i]] and m[b[i]]."""
+    return np.asarray(m[a].multiply(m[b]).sum(1)).ravel().astype(np.float32)

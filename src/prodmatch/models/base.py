@@ -1,0 +1,184 @@
+"""What every pairwise model shares: hyperparameters, calibration, the decision threshold, and the run config.
+
+A model is a scikit-learn-style estimator. ``__init__`` stores hyperparameters only; ``fit`` learns.
+Subclasses implement ``fit``, ``predict_logits`` (a raw score that ranks pairs), ``_save_weights`` and
+``_load_weights``; this class turns scores into calibrated probabilities and labels, and writes
+``config.json`` last, so a run directory with a config is complete.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from prodmatch.calibration import Calibrator, ThresholdChoice, choose_threshold
+from prodmatch.catalogue import NORM_EPS, Catalogue
+from prodmatch.config import DataConfig, TrainConfig
+from prodmatch.errors import ConfigError, DataError, ModelError
+from prodmatch.io import write_json
+from prodmatch.pairs import PairSet
+
+__all__ = ["CONFIG_FILE", "FORMAT_VERSION", "PairModel"]
+
+CONFIG_FILE = "config.json"
+FORMAT_VERSION = 2
+
+
+class PairModel:
+    """Base of every pairwise model.
+
+    Class attributes set by subclasses:
+        name: the registry name.
+        params_class: a frozen dataclass of hyperparameters.
+        symmetric: whether f(a, b) == f(b, a) by construction.
+        needs: side data the model reads beyond embeddings: any of "categories", "names", "attributes",
+            "extra_pictures".
+
+    Fitted attributes: ``modalities_`` [(name, dim)], ``threshold``, ``calibrator``, ``threshold_choice``.
+    """
+
+    name: ClassVar[str]
+    params_class: ClassVar[type]
+    symmetric: ClassVar[bool] = False
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, **params: Any) -> None:
+        known = {f.name for f in fields(self.params_class)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError(f"model {self.name!r} has no parameter(s) {unknown}; it takes {sorted(known)}")
+        self.params = self.params_class(**params)
+        self.threshold: float = 0.5
+        self.calibrator = Calibrator("none")
+        self.threshold_choice: ThresholdChoice | None = None
+
+    # ------------------------------------------------------------------------------- to implement
+
+    def fit(self, catalogue: Catalogue, train: PairSet, valid: PairSet, config: TrainConfig | None = None, **kw):
+        raise NotImplementedError
+
+    def predict_logits(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = 65536) -> np.ndarray:
+        """(M,) float32 raw scores: higher means more likely the same product."""
+        raise NotImplementedError
+
+    def fit_summary(self) -> dict:
+        """What fitting did (best epoch or iteration, seconds...), for metrics.json; ``history_`` holds the curve."""
+        raise NotImplementedError
+
+    def _save_weights(self, run_dir: Path) -> dict:
+        """Write the learned state; return config entries that point at it."""
+        raise NotImplementedError
+
+    def _load_weights(self, run_dir: Path, config: dict) -> None:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------------- scoring
+
+    def predict_proba(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = 65536) -> np.ndarray:
+        """Calibrated probability that each pair is the same product, in the order of ``pairs``.
+
+        Returns:
+            (M,) float32 in [0, 1].
+        """
+        return self.calibrator(self.predict_logits(catalogue, pairs, batch_size))
+
+    def predict_labels(self, probabilities: np.ndarray) -> np.ndarray:
+        """(M,) int8: 1 where the probability reaches the saved threshold."""
+        return (np.asarray(probabilities) >= self.threshold).astype(np.int8)
+
+    def calibrate(
+        self,
+        scores: np.ndarray,
+        y: np.ndarray,
+        *,
+        method: str = "platt",
+        target_precision: float | None = None,
+    ) -> ThresholdChoice:
+        """Fit the calibration and choose the threshold on validation scores (never on training pairs).
+
+        Args:
+            scores: (M,) raw validation scores from :meth:`predict_logits`.
+            y: (M,) validation labels.
+            method: ``platt``, ``isotonic`` or ``none``.
+            target_precision: pick the lowest threshold reaching this precision; max F1 when None.
+
+        Returns:
+            The threshold choice (also kept on the model and saved with it).
+        """
+        self.calibrator = Calibrator.fit(method, scores, y)
+        self.threshold_choice = choose_threshold(y, self.calibrator(scores), target_precision)
+        self.threshold = self.threshold_choice.threshold
+        return self.threshold_choice
+
+    def data_config(self) -> DataConfig:
+        """How to read a data directory for this fitted model: its modalities and the side data it needs."""
+        self._check_fitted()
+        return self.data_config_for(DataConfig(modalities=tuple(n for n, _ in self.modalities_)))
+
+    @classmethod
+    def data_config_for(cls, base: DataConfig | None) -> DataConfig:
+        """``base`` with the side data this model class needs switched on."""
+        base = base or DataConfig()
+        return replace(
+            base,
+            load_names=base.load_names or "names" in cls.needs,
+            load_attributes=base.load_attributes or "attributes" in cls.needs,
+            load_extra_pictures=base.load_extra_pictures or "extra_pictures" in cls.needs,
+        )
+
+    # ------------------------------------------------------------------------------ persistence
+
+    def save(self, run_dir: str | Path, extra: dict | None = None) -> Path:
+        """Write the model's state, then ``config.json`` (last: a run with a config is complete)."""
+        self._check_fitted()
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        weights = self._save_weights(run_dir)
+        config = {
+            "format_version": FORMAT_VERSION,
+            "model": {"name": self.name, "params": asdict(self.params), "symmetric": self.symmetric},
+            "modalities": [{"name": n, "dim": d} for n, d in self.modalities_],
+            "normalisation": {"method": "l2", "eps": NORM_EPS},
+            "threshold": self.threshold,
+            "threshold_choice": None if self.threshold_choice is None else self.threshold_choice.to_dict(),
+            "calibration": self.calibrator.to_dict(),
+            **weights,
+            **(extra or {}),
+        }
+        write_json(config, run_dir / CONFIG_FILE)
+        return run_dir
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> PairModel:
+        """Rebuild a saved model from ``config.json`` and its weights (no pickle)."""
+        run_dir = Path(run_dir)
+        config = json.loads((run_dir / CONFIG_FILE).read_text())
+        model = cls(**config["model"]["params"])
+        model.modalities_ = [(m["name"], int(m["dim"])) for m in config["modalities"]]
+        model.threshold = float(config.get("threshold", 0.5))
+        model.calibrator = Calibrator.from_dict(config.get("calibration"))
+        choice = config.get("threshold_choice")
+        model.threshold_choice = ThresholdChoice(**choice) if choice else None
+        model._load_weights(run_dir, config)
+        return model
+
+    # --------------------------------------------------------------------------------- helpers
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "modalities_"):
+            raise ModelError(f"this {self.name} model is not fitted; call fit() or load a run directory")
+
+    def _check_catalogue(self, catalogue: Catalogue) -> None:
+        for name, dim in self.modalities_:
+            m = catalogue.modalities.get(name)
+            if m is None:
+                raise DataError(
+                    f"the model was trained on modality {name!r}, which this data lacks "
+                    f"(it has {sorted(catalogue.modalities)}); point --data at the same layout"
+                )
+            if m.dim != dim:
+                raise DataError(f"modality {name!r} is {m.dim}-d in {m.source}, but the model expects {dim}-d")

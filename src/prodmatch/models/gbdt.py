@@ -1,0 +1,287 @@
+"""``gbdt``: LightGBM over pairwise similarity features (see :mod:`prodmatch.features`), stacked on a network.
+
+The approach of the top E-CUP 2024 solutions: similarities of embeddings, photos, categories,
+attributes and names, fed to gradient boosting. Every feature is symmetric, so the model is too.
+Boosting stops early on the validation pairs, as the networks' epochs do.
+
+Fixed similarities cannot find the few directions of an embedding that carry the product, which a
+network learns. So by default one more feature is the score of a ``siamese`` network, *cross-fitted*:
+the training pairs are cut into folds along connected components, a network is trained on all folds but
+one and scores that one, so every training pair gets a score from a network that never saw it. New pairs
+get the mean score of the fold networks. ``-p stack=`` turns this off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+
+from prodmatch.catalogue import Catalogue
+from prodmatch.config import TrainConfig
+from prodmatch.errors import ModelError
+from prodmatch.features import PairFeaturizer
+from prodmatch.io import atomic_path
+from prodmatch.models.base import PairModel
+from prodmatch.pairs import PairSet, group_folds
+from prodmatch.training import TrainCallback, default_threads
+
+__all__ = ["GBDTModel", "GBDTParams"]
+
+log = logging.getLogger(__name__)
+
+BOOSTER_FILE = "model.lgb.txt"
+IDF_FILE = "name_idf.npy"
+WHITENING_FILE = "whitening.npz"
+STACK_DIR = "stack"  # the cross-fitted networks, one run directory per fold
+
+
+@dataclass(frozen=True)
+class GBDTParams:
+    """LightGBM hyperparameters and which side data the features use."""
+
+    num_leaves: int = 63
+    learning_rate: float = 0.05
+    n_estimators: int = 2000  # upper bound; early stopping on validation picks the number
+    early_stopping: int = 100  # rounds without validation improvement
+    min_child_samples: int = 20
+    feature_fraction: float = 0.9
+    bagging_fraction: float = 0.9
+    lambda_l2: float = 1.0
+    use: str = "extra_pictures,categories,attributes,names"  # side-data feature groups, comma-separated
+    stack: str = "siamese"  # a network whose out-of-fold score becomes one more feature; "" for none
+    stack_folds: int = 2
+
+
+class GBDTModel(PairModel):
+    """Gradient-boosted trees on pair features. Symmetric by construction."""
+
+    name = "gbdt"
+    params_class = GBDTParams
+    symmetric = True
+    needs = frozenset({"categories", "names", "attributes", "extra_pictures"})
+
+    def fit(
+        self,
+        catalogue: Catalogue,
+        train: PairSet,
+        valid: PairSet,
+        config: TrainConfig | None = None,
+        *,
+        modalities: list[str] | None = None,
+        callback: TrainCallback | None = None,
+        **_: object,
+    ) -> GBDTModel:
+        """Compute features of both sets, boost on ``train``, stop early on ``valid``."""
+        config = config or TrainConfig()
+        names = list(modalities or catalogue.modalities)
+        self.modalities_ = [(n, catalogue.modalities[n].dim) for n in names]
+        use = [u.strip() for u in self.params.use.split(",") if u.strip()]
+        t0 = time.perf_counter()
+        self.featurizer_ = PairFeaturizer(names, use).fit(catalogue, np.concatenate([train.left, train.right]))
+        x_train, feature_names = self.featurizer_.transform(catalogue, train.left, train.right)
+        x_valid, _ = self.featurizer_.transform(catalogue, valid.left, valid.right)
+        self.stack_models_: list[PairModel] = []
+        if self.params.stack:
+            oof = self._fit_stack(catalogue, train, valid, config, names, callback)
+            x_train = np.column_stack([x_train, oof])
+            x_valid = np.column_stack([x_valid, self._stack_scores(catalogue, valid)])
+            feature_names = [*feature_names, f"stack_{self.params.stack}"]
+        self.feature_names_ = feature_names
+        log.info(
+            "gbdt: %d features of %d + %d pairs in %.1fs",
+            len(feature_names),
+            len(train),
+            len(valid),
+            time.perf_counter() - t0,
+        )
+
+        params = {
+            "objective": "binary",
+            "num_leaves": self.params.num_leaves,
+            "learning_rate": self.params.learning_rate,
+            "min_child_samples": self.params.min_child_samples,
+            "feature_fraction": self.params.feature_fraction,
+            "bagging_fraction": self.params.bagging_fraction,
+            "bagging_freq": 1,
+            "lambda_l2": self.params.lambda_l2,
+            "num_threads": config.threads or default_threads(),
+            "seed": config.seed,
+            "deterministic": True,
+            "verbosity": -1,
+        }
+        dtrain = lgb.Dataset(x_train, train.target, feature_name=feature_names, free_raw_data=True)
+        dvalid = lgb.Dataset(x_valid, valid.target, reference=dtrain)
+        evals: dict = {}
+        callbacks = [
+            lgb.early_stopping(self.params.early_stopping, verbose=False),
+            lgb.record_evaluation(evals),
+        ]
+        if callback is not None:
+            callbacks.append(_ProgressCallback(callback, self.params.n_estimators))
+        t1 = time.perf_counter()
+        self.booster_ = lgb.train(
+            {**params, "metric": ["binary_logloss", "average_precision"]},
+            dtrain,
+            num_boost_round=self.params.n_estimators,
+            valid_sets=[dvalid],
+            valid_names=["valid"],
+            callbacks=callbacks,
+        )
+        self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
+        self.fit_seconds_ = time.perf_counter() - t0
+        log.info(
+            "gbdt: %d trees (best of %d) in %.1fs; validation average precision %.4f",
+            self.best_iteration_,
+            self.booster_.current_iteration(),
+            time.perf_counter() - t1,
+            evals["valid"]["average_precision"][self.best_iteration_ - 1],
+        )
+        self.history_ = [
+            {"iteration": i + 1, "valid_loss": loss, "valid_average_precision": ap}
+            for i, (loss, ap) in enumerate(
+                zip(evals["valid"]["binary_logloss"], evals["valid"]["average_precision"], strict=True)
+            )
+        ]
+        return self
+
+    def _fit_stack(
+        self,
+        catalogue: Catalogue,
+        train: PairSet,
+        valid: PairSet,
+        config: TrainConfig,
+        modalities: list[str],
+        callback: TrainCallback | None,
+    ) -> np.ndarray:
+        """Cross-fit the stacked network; return its out-of-fold logits for the training pairs."""
+        from prodmatch.models import create_model
+
+        folds = group_folds(train, self.params.stack_folds, seed=config.seed)
+        oof = np.empty(len(train), dtype=np.float32)
+        for k in range(self.params.stack_folds):
+            inside, outside = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+            log.info(
+                "gbdt: stacked %s, fold %d/%d: %d training pairs",
+                self.params.stack,
+                k + 1,
+                len(set(folds)),
+                len(inside),
+            )
+            net = create_model(self.params.stack)
+            net.fit(catalogue, train.subset(inside), valid, config, modalities=modalities, callback=callback)
+            oof[outside] = net.predict_logits(catalogue, train.subset(outside))
+            self.stack_models_.append(net)
+        return oof
+
+    def _stack_scores(self, catalogue: Catalogue, pairs: PairSet) -> np.ndarray:
+        """Mean logit of the fold networks."""
+        return np.mean([m.predict_logits(catalogue, pairs) for m in self.stack_models_], axis=0)
+
+    def predict_logits(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = 262144) -> np.ndarray:
+        """(M,) float32 raw margins (log-odds before calibration)."""
+        self._check_fitted()
+        self._check_catalogue(catalogue)
+        out = np.empty(len(pairs), dtype=np.float32)
+        for start in range(0, len(pairs), batch_size):
+            sl = np.arange(start, min(start + batch_size, len(pairs)))
+            x, _ = self.featurizer_.transform(catalogue, pairs.left[sl], pairs.right[sl])
+            if self.stack_models_:
+                x = np.column_stack([x, self._stack_scores(catalogue, pairs.subset(sl))])
+            out[sl] = self.booster_.predict(x, num_iteration=self.best_iteration_, raw_score=True)
+        return out
+
+    def fit_summary(self) -> dict:
+        return {
+            "best_iteration": self.best_iteration_,
+            "trees_grown": len(self.history_),
+            "stopped_early": self.best_iteration_ < self.params.n_estimators,
+            "train_seconds": self.fit_seconds_,
+            "feature_importance": self.feature_importance(),
+        }
+
+    def feature_importance(self) -> dict[str, float]:
+        """Total gain of each feature, as a share of all gain, largest first."""
+        self._check_fitted()
+        gain = self.booster_.feature_importance("gain", iteration=self.best_iteration_)
+        share = gain / max(gain.sum(), 1e-12)
+        order = np.argsort(-share)
+        return {self.feature_names_[i]: float(share[i]) for i in order}
+
+    # ------------------------------------------------------------------------------ persistence
+
+    def _save_weights(self, run_dir: Path) -> dict:
+        with atomic_path(run_dir / BOOSTER_FILE) as tmp:
+            self.booster_.save_model(str(tmp), num_iteration=self.best_iteration_)
+        files = {"booster": BOOSTER_FILE}
+        if self.featurizer_.name_idf is not None:
+            with atomic_path(run_dir / IDF_FILE) as tmp, open(tmp, "wb") as f:
+                np.save(f, self.featurizer_.name_idf)
+            files["name_idf"] = IDF_FILE
+        arrays = {}
+        for name, (mean, w) in self.featurizer_.whitening.items():
+            arrays[f"{name}.mean"], arrays[f"{name}.w"] = mean, w
+        with atomic_path(run_dir / WHITENING_FILE) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        files["whitening"] = WHITENING_FILE
+        stack = []
+        for k, net in enumerate(self.stack_models_):
+            sub = Path(STACK_DIR) / f"fold{k}"
+            net.save(run_dir / sub)
+            stack.append(str(sub))
+        return {
+            "weights": files,
+            "features": {**self.featurizer_.to_dict(), "names": self.feature_names_},
+            "best_iteration": self.best_iteration_,
+            "stack": stack,
+        }
+
+    def _load_weights(self, run_dir: Path, config: dict) -> None:
+        files = config["weights"]
+        for f in files.values():
+            if not (run_dir / f).exists():
+                raise ModelError(f"{run_dir / f} is missing: the run directory {run_dir} is incomplete; train it again")
+        self.booster_ = lgb.Booster(model_file=str(run_dir / files["booster"]))
+        self.best_iteration_ = int(config.get("best_iteration", self.booster_.current_iteration()))
+        feats = config["features"]
+        self.featurizer_ = PairFeaturizer(list(feats["modalities"]), list(feats["use"]))
+        if "name_idf" in files:
+            self.featurizer_.name_idf = np.load(run_dir / files["name_idf"])
+        with np.load(run_dir / files["whitening"]) as z:
+            for name in self.featurizer_.modalities:
+                if f"{name}.mean" in z:
+                    self.featurizer_.whitening[name] = (z[f"{name}.mean"], z[f"{name}.w"])
+        self.feature_names_ = list(feats["names"])
+        from prodmatch.models import load_model
+
+        self.stack_models_ = [load_model(run_dir / sub) for sub in config.get("stack", [])]
+
+    def _check_catalogue(self, catalogue: Catalogue) -> None:
+        super()._check_catalogue(catalogue)
+        have = self.featurizer_.feature_names(catalogue) + [f"stack_{self.params.stack}"] * bool(self.stack_models_)
+        if have != self.feature_names_:
+            missing = sorted(set(self.feature_names_) - set(have))
+            raise ModelError(
+                f"this gbdt model was trained with features {missing} that this data cannot provide "
+                "(missing names, attributes, categories or extra photos); score data with the same files"
+            )
+
+
+class _ProgressCallback:
+    """Forwards boosting rounds to the training progress hooks."""
+
+    def __init__(self, callback: TrainCallback, rounds: int) -> None:
+        self.callback = callback
+        self.rounds = rounds
+        self.started = False
+
+    def __call__(self, env: lgb.callback.CallbackEnv) -> None:
+        if not self.started:
+            self.callback.on_epoch_start(1, 1, self.rounds)
+            self.started = True
+        loss = next((r[2] for r in env.evaluation_result_list if r[1] == "binary_logloss"), float("nan"))
+        self.callback.on_batch_end(float(loss))
