@@ -60,12 +60,12 @@ def main() -> None:
     compute = []
     ours = []
     for _ in range(args.repeat):
-        net = ConcatMLP(features.shape[1], params)
+        net = ConcatMLP(int(features.shape[1]), params)
         t0 = time.perf_counter()
         _steps(net, batches)
         compute.append(m / (time.perf_counter() - t0))
         # prodmatch: one epoch of the real loop; its pairs/s excludes the validation pass
-        net = ConcatMLP(features.shape[1], params)
+        net = ConcatMLP(int(features.shape[1]), params)
         valid = pairs.subset(np.arange(bs))
         result = train_network(
             net, features, pairs, valid, TrainConfig(epochs=1, batch_size=bs, patience=None), lr=0.01

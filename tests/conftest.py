@@ -13,6 +13,13 @@ import pytest
 from prodmatch.synth import SynthConfig, generate
 
 SMALL_NET = {"hidden": 32, "nlayers": 2}
+# Small, fast hyperparameters of every registered model.
+SMALL = {
+    "concat-mlp": SMALL_NET,
+    "item-mlp": SMALL_NET,
+    "siamese": {"projection": 32, "item_dim": 32, "hidden": 32},
+    "gbdt": {"n_estimators": 40, "stack_epochs": 1},
+}
 
 
 @pytest.fixture(scope="session")

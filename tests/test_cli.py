@@ -31,6 +31,8 @@ def run(tmp_path_factory):
         data,
         "--out",
         run_dir,
+        "--model",
+        "concat-mlp",
         "--epochs",
         3,
         "--batch-size",

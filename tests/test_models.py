@@ -5,19 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import SMALL_NET
+from conftest import SMALL
 from prodmatch import ConfigError, DataError, ModelError, TrainConfig, load_pairs, read_catalogue, split_pairs
-from prodmatch.models import MODELS, create_model, load_model
+from prodmatch.models import MODELS, GBDTModel, TorchPairModel, create_model, load_model
 
 FAST = TrainConfig(epochs=1, batch_size=256, seed=0)
+NETWORKS = sorted(name for name, cls in MODELS.items() if issubclass(cls, TorchPairModel))
 
 
 @pytest.fixture(scope="module")
 def fitted(synth_dir):
-    cat = read_catalogue(synth_dir)
+    cat = read_catalogue(synth_dir, GBDTModel.data_config_for(None))  # with the side data gbdt reads
     pairs = load_pairs(synth_dir / "train.parquet", cat, require_target=True)
     train, valid, _ = split_pairs(pairs, seed=0)
-    return cat, valid, {name: create_model(name, **SMALL_NET).fit(cat, train, valid, FAST) for name in MODELS}
+    return cat, valid, {name: create_model(name, **SMALL[name]).fit(cat, train, valid, FAST) for name in MODELS}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -29,7 +30,7 @@ def test_save_load_roundtrip(fitted, tmp_path, name):
     np.testing.assert_array_equal(loaded.predict_proba(cat, valid), models[name].predict_proba(cat, valid))
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", NETWORKS)
 def test_score_arrays_matches_catalogue_scoring(fitted, synth_dir, name):
     import pyarrow.parquet as pq
 
@@ -86,3 +87,43 @@ def test_model_rejects_data_of_other_dimensions(fitted, tmp_path):
     d = write_items(tmp_path / "d", [1, 2], [[1.0] * 32, [0.5] * 32], [[1.0] * 128, [1.0] * 128])
     with pytest.raises(DataError, match=r"is 32-d in .* but the model expects 64-d"):
         models["concat-mlp"].predict_proba(read_catalogue(d), valid)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_scores_do_not_depend_on_pair_order(fitted, name):
+    """siamese and gbdt are symmetric by construction; order-sensitive networks average both orders."""
+    cat, valid, models = fitted
+    model = models[name]
+    np.testing.assert_allclose(
+        model.predict_logits(cat, valid.swapped()), model.predict_logits(cat, valid), rtol=0, atol=1e-5
+    )
+
+
+def test_siamese_is_exactly_symmetric_and_splits_into_tower_and_head(fitted):
+    import torch
+
+    cat, valid, models = fitted
+    net = models["siamese"].network_
+    features = torch.from_numpy(cat.item_features([n for n, _ in models["siamese"].modalities_]))
+    a = features[torch.from_numpy(valid.left.astype(np.int64))]
+    b = features[torch.from_numpy(valid.right.astype(np.int64))]
+    with torch.inference_mode():
+        ab, ba = net(a, b), net(b, a)
+        assert torch.equal(ab, ba)  # bit for bit, not just close
+        u, v = net.tower(a), net.tower(b)  # item vectors, computable once per item
+        assert torch.equal(net.head(u, v, a, b), ab)
+
+
+def test_gbdt_reports_feature_importances(fitted):
+    _, _, models = fitted
+    importance = models["gbdt"].feature_importance()
+    assert set(importance) == set(models["gbdt"].feature_names_)
+    assert abs(sum(importance.values()) - 1.0) < 1e-6
+    assert "stack_siamese" in importance and "attr_kv_jaccard" in importance
+
+
+def test_gbdt_cannot_score_without_the_side_data_it_learned_from(fitted, synth_dir):
+    _, valid, models = fitted
+    bare = read_catalogue(synth_dir)  # no names, attributes or extra photos
+    with pytest.raises(ModelError, match="cannot provide"):
+        models["gbdt"].predict_proba(bare, valid)

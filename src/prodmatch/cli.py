@@ -219,6 +219,110 @@ def train(
         stdout.print("plots: " + ", ".join(str(p) for p in report.plots))
 
 
+# ----------------------------------------------------------------------------------------- compare
+
+
+@app.command()
+def compare(
+    data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-CUP layout.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the leaderboard and the runs.")],
+    models: Annotated[
+        str, typer.Option(help="Comma-separated models; the first is the baseline for 'time to reach'.")
+    ] = "concat-mlp,item-mlp,siamese,gbdt",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (networks).")] = 10,
+    split: Annotated[str, typer.Option(help="group (default) or random.")] = "group",
+    seed: Annotated[int, typer.Option(help="Seed for the split and every model.")] = 42,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs per step; default: automatic.")] = None,
+    precision: Annotated[str, typer.Option(help="Network arithmetic: auto, fp32 or bf16.")] = "auto",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="MODEL.KEY=VALUE, repeatable (e.g. -p gbdt.num_leaves=31)."),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads; default: every core.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing comparison.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train several models on the same split and print a leaderboard.
+
+    Ranks on DATA_DIR/test.parquet when it has targets (else on validation): PR-AUC, E-CUP macro PR-AUC,
+    ROC-AUC, F1 at the best threshold, accuracy at 0.5, training seconds, seconds to reach the first
+    model's validation PR-AUC, and scoring pairs/s. Synthetic data adds its Bayes-optimal oracle as the
+    ceiling. Writes OUT/leaderboard.json, OUT/pr_curves.png and a run directory per model in OUT/models.
+    """
+    from prodmatch.compare import compare as run_compare
+    from prodmatch.config import TrainConfig
+    from prodmatch.errors import ConfigError
+    from prodmatch.models import MODELS
+
+    with _errors():
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        per_model: dict[str, list[str]] = {}
+        for item in param or []:
+            name, dot, rest = item.partition(".")
+            if not dot or name not in names:
+                raise ConfigError(f"--param {item!r}: expected MODEL.KEY=VALUE with MODEL one of {names}")
+            per_model.setdefault(name, []).append(rest)
+        params = {name: _parse_params(items, MODELS.get(name)) for name, items in per_model.items()}
+        cfg = TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            split=split,  # type: ignore[arg-type]
+            precision=precision,  # type: ignore[arg-type]
+            threads=threads,
+        )
+        bars = _TrainBars() if progress and console.is_terminal else None
+        with bars or contextlib.nullcontext():
+            board = run_compare(data_dir, out, names, config=cfg, params=params, overwrite=overwrite, callback=bars)
+        stdout.print(_leaderboard_table(board))
+        stdout.print(f"leaderboard: {out / 'leaderboard.json'}; PR curves: {out / 'pr_curves.png'}")
+
+
+def _leaderboard_table(board: Any) -> Table:
+    oracle = board.oracle
+    table = Table(title=f"leaderboard on {board.evaluated_on} pairs ({board.rows[0]['model']} first)")
+    columns = ["model", "PR-AUC", "macro PR-AUC", "ROC-AUC", "best F1", "acc@0.5", "train s", "to baseline s"]
+    columns += ["score pairs/s"] + (["of oracle"] if oracle else [])
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right")
+
+    def f4(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    for r in board.rows:
+        to_base = r.get("seconds_to_baseline")
+        to_base_s = "-" if to_base is None else f"{to_base:.1f}"
+        cells = [
+            r["model"],
+            f4(r["pr_auc"]),
+            f4(r["ecup_macro_pr_auc"]),
+            f4(r["roc_auc"]),
+            f4(r["best_f1"]),
+            f4(r["accuracy_at_0.5"]),
+            f"{r['train_seconds']:.1f}",
+            to_base_s,
+            f"{r['scoring_pairs_per_second']:,.0f}",
+        ]
+        if oracle:
+            cells.append(f"{r['pr_auc'] / oracle['pr_auc']:.1%}")
+        table.add_row(*cells)
+    if oracle:
+        o = oracle
+        table.add_row(
+            "[italic]oracle (Bayes-optimal)[/italic]",
+            f4(o["pr_auc"]),
+            f4(o["ecup_macro_pr_auc"]),
+            f4(o["roc_auc"]),
+            f4(o["best_f1"]),
+            f4(o["accuracy_at_0.5"]),
+            "-",
+            "-",
+            "-",
+            "100.0%",
+        )
+    return table
+
+
 # ---------------------------------------------------------------------------------------- evaluate
 
 
@@ -360,6 +464,9 @@ class _TrainBars:
         return False
 
     def on_epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        if self.epochs is not None and epoch == 1:  # a new training (compare, stacked folds): fresh bars
+            self.progress.remove_task(self.epochs)
+            self.epochs = None
         if self.epochs is None:
             self.epochs = self.progress.add_task("epochs", total=epochs, completed=epoch - 1, info="")
         if self.batches is not None:

@@ -10,7 +10,7 @@ from prodmatch.errors import ConfigError
 __all__ = ["DEFAULT_MODEL", "DataConfig", "TrainConfig", "auto_batch_size"]
 
 # The model `prodmatch train` fits unless told otherwise: the leaderboard's winner (see the README).
-DEFAULT_MODEL = "concat-mlp"
+DEFAULT_MODEL = "gbdt"
 
 
 @dataclass(frozen=True)

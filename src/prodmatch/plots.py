@@ -65,7 +65,7 @@ def plot_history(history: list[dict], path: str | Path, best_epoch: int | None =
 
 
 def plot_boosting(history: list[dict], path: str | Path, best_iteration: int | None = None) -> Path:
-    """Validation loss and average precision per boosting round."""
+    """Validation loss and PR-AUC per boosting round."""
     rounds = [h["iteration"] for h in history]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     ax.plot(rounds, [h["valid_loss"] for h in history], label="validation loss")
@@ -73,8 +73,8 @@ def plot_boosting(history: list[dict], path: str | Path, best_iteration: int | N
     ax.set_ylabel("log loss")
     ax.grid(alpha=0.3)
     ax2 = ax.twinx()
-    ax2.plot(rounds, [h["valid_average_precision"] for h in history], "--", color="tab:green", label="validation AP")
-    ax2.set_ylabel("average precision")
+    ax2.plot(rounds, [h["valid_pr_auc"] for h in history], "--", color="tab:green", label="validation PR-AUC")
+    ax2.set_ylabel("PR-AUC")
     if best_iteration is not None:
         ax.axvline(best_iteration, color="grey", ls=":", label=f"best round ({best_iteration})")
     lines, lines2 = ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightgbm as lgb
@@ -24,6 +24,7 @@ import numpy as np
 from prodmatch.catalogue import Catalogue
 from prodmatch.config import TrainConfig
 from prodmatch.errors import ModelError
+from prodmatch.evaluation import pr_auc
 from prodmatch.features import PairFeaturizer
 from prodmatch.io import atomic_path
 from prodmatch.models.base import PairModel
@@ -55,6 +56,7 @@ class GBDTParams:
     use: str = "extra_pictures,categories,attributes,names"  # side-data feature groups, comma-separated
     stack: str = "siamese"  # a network whose out-of-fold score becomes one more feature; "" for none
     stack_folds: int = 2
+    stack_epochs: int = 5  # at most this many epochs per fold network (fewer if --epochs is lower)
 
 
 class GBDTModel(PairModel):
@@ -117,34 +119,39 @@ class GBDTModel(PairModel):
         dtrain = lgb.Dataset(x_train, train.target, feature_name=feature_names, free_raw_data=True)
         dvalid = lgb.Dataset(x_valid, valid.target, reference=dtrain)
         evals: dict = {}
+        clock = _Clock(t0)
         callbacks = [
-            lgb.early_stopping(self.params.early_stopping, verbose=False),
+            lgb.early_stopping(self.params.early_stopping, first_metric_only=True, verbose=False),
             lgb.record_evaluation(evals),
+            clock,
         ]
         if callback is not None:
             callbacks.append(_ProgressCallback(callback, self.params.n_estimators))
         t1 = time.perf_counter()
         self.booster_ = lgb.train(
-            {**params, "metric": ["binary_logloss", "average_precision"]},
+            {**params, "metric": "binary_logloss"},
             dtrain,
             num_boost_round=self.params.n_estimators,
             valid_sets=[dvalid],
             valid_names=["valid"],
+            feval=_pr_auc_eval,  # the networks' metric, so every model's history compares
             callbacks=callbacks,
         )
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
         self.fit_seconds_ = time.perf_counter() - t0
         log.info(
-            "gbdt: %d trees (best of %d) in %.1fs; validation average precision %.4f",
+            "gbdt: %d trees (best of %d) in %.1fs; validation PR-AUC %.4f",
             self.best_iteration_,
             self.booster_.current_iteration(),
             time.perf_counter() - t1,
-            evals["valid"]["average_precision"][self.best_iteration_ - 1],
+            evals["valid"]["pr_auc"][self.best_iteration_ - 1],
         )
+        # Per round: seconds since the previous round (the first includes features and the stacked network).
+        seconds = np.diff(np.concatenate([[0.0], clock.elapsed]))
         self.history_ = [
-            {"iteration": i + 1, "valid_loss": loss, "valid_average_precision": ap}
-            for i, (loss, ap) in enumerate(
-                zip(evals["valid"]["binary_logloss"], evals["valid"]["average_precision"], strict=True)
+            {"iteration": i + 1, "valid_loss": loss, "valid_pr_auc": pr, "seconds": float(sec)}
+            for i, (loss, pr, sec) in enumerate(
+                zip(evals["valid"]["binary_logloss"], evals["valid"]["pr_auc"], seconds, strict=True)
             )
         ]
         return self
@@ -162,15 +169,17 @@ class GBDTModel(PairModel):
         from prodmatch.models import create_model
 
         folds = group_folds(train, self.params.stack_folds, seed=config.seed)
+        config = replace(config, epochs=min(config.epochs, self.params.stack_epochs))
         oof = np.empty(len(train), dtype=np.float32)
         for k in range(self.params.stack_folds):
             inside, outside = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
             log.info(
-                "gbdt: stacked %s, fold %d/%d: %d training pairs",
+                "gbdt: stacked %s, fold %d/%d: trained on %d pairs, scores %d",
                 self.params.stack,
                 k + 1,
-                len(set(folds)),
+                self.params.stack_folds,
                 len(inside),
+                len(outside),
             )
             net = create_model(self.params.stack)
             net.fit(catalogue, train.subset(inside), valid, config, modalities=modalities, callback=callback)
@@ -269,6 +278,24 @@ class GBDTModel(PairModel):
                 f"this gbdt model was trained with features {missing} that this data cannot provide "
                 "(missing names, attributes, categories or extra photos); score data with the same files"
             )
+
+
+def _pr_auc_eval(preds: np.ndarray, data: lgb.Dataset) -> tuple[str, float, bool]:
+    """LightGBM custom metric: PR-AUC the notebook's way (raw margins rank like probabilities)."""
+    return "pr_auc", pr_auc(data.get_label(), preds), True
+
+
+class _Clock:
+    """Records the seconds since ``t0`` at the end of every boosting round."""
+
+    order = 30  # after the evaluation callbacks
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.elapsed: list[float] = []
+
+    def __call__(self, env: lgb.callback.CallbackEnv) -> None:
+        self.elapsed.append(time.perf_counter() - self.t0)
 
 
 class _ProgressCallback:
