@@ -142,7 +142,7 @@ def test_info(run):
     assert "name_bert_64" in r.output and "reversed duplicates" in r.output
 
 
-@pytest.mark.parametrize("command", ["synth", "train", "evaluate", "predict", "info", "models"])
+@pytest.mark.parametrize("command", ["synth", "train", "compare", "evaluate", "predict", "info", "models"])
 def test_help(command):
     r = invoke(command, "--help")
     assert r.exit_code == 0
@@ -154,3 +154,47 @@ def test_bad_flag_values_are_clear(tmp_path):
     assert r.exit_code == 2 and "--items must be at least 100" in r.output
     r = invoke("train", tmp_path, "--out", tmp_path / "r", "--split", "sideways")
     assert r.exit_code == 2 and "split must be 'group' or 'random'" in r.output
+
+
+def test_default_model_with_target_precision_and_labels(run, tmp_path):
+    """The default model (gbdt), a threshold for a target precision, and predict --labels using it."""
+    data, _, _ = run
+    out = tmp_path / "gbdt"
+    args = ["-p", "n_estimators=60", "-p", "stack_epochs=2", "--calibration", "isotonic"]
+    r = invoke(
+        "train", data, "--out", out, "--target-precision", 0.9, "--augment", "transitive", *args, "--no-progress"
+    )
+    assert r.exit_code == 0, r.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["name"] == "gbdt" and config["calibration"]["method"] == "isotonic"
+    assert config["threshold_choice"]["rule"] == "precision>=0.9"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["valid"]["precision"] >= 0.9 or not config["threshold_choice"]["reached"]
+    assert metrics["hygiene"]["cleaning"]["conflict_policy"] == "drop"
+    assert "positives_added" in metrics["hygiene"]["augmentation"]
+    assert (out / "plots" / "feature_importance.png").exists() and (out / "stack" / "fold0" / "config.json").exists()
+    sub = tmp_path / "sub.parquet"
+    r = invoke("predict", out, "--data", data, "--pairs", data / "test.parquet", "--out", sub, "--labels")
+    assert r.exit_code == 0, r.output
+    frame = pd.read_parquet(sub)
+    np.testing.assert_array_equal(frame["label"], (frame["target"] >= config["threshold"]).astype(int))
+
+
+def test_compare_writes_a_leaderboard_with_the_oracle(run, tmp_path):
+    data, _, _ = run
+    out = tmp_path / "cmp"
+    small = ["-p", "siamese.item_dim=32", "-p", "gbdt.n_estimators=40", "-p", "gbdt.stack_epochs=1"]
+    r = invoke("compare", data, "--out", out, "--models", "siamese,gbdt", "--epochs", 2, *small, "--no-progress")
+    assert r.exit_code == 0, r.output
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert {m["model"] for m in board["models"]} == {"siamese", "gbdt"}
+    assert board["evaluated_on"] == "test" and board["oracle"]["pr_auc"] > 0.5
+    pr = [m["pr_auc"] for m in board["models"]]
+    assert pr == sorted(pr, reverse=True)
+    for m in board["models"]:
+        assert m["scoring_pairs_per_second"] > 0 and m["train_seconds"] > 0
+        assert (out / "models" / m["model"] / "config.json").exists()
+    assert (out / "pr_curves.png").exists()
+    assert "oracle (Bayes-optimal)" in r.output and "of oracle" in r.output
+    r = invoke("compare", data, "--out", out, "--models", "siamese,nope")
+    assert r.exit_code == 2 and "unknown model(s) ['nope']" in r.output

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 from sklearn.model_selection import train_test_split
 
-from prodmatch import load_pairs, pair_hygiene, read_catalogue, split_pairs
-from prodmatch.pairs import PairSet
+from prodmatch import DataError, load_pairs, pair_hygiene, read_catalogue, split_pairs
+from prodmatch.pairs import PairSet, augment_transitive, both_orders, clean_pairs, group_folds
 
 
 def _pairs(left, right, target=None):
@@ -76,3 +77,76 @@ def test_category_from_pairs_column_wins(tmp_path, synth_dir):
     assert set(pairs.category) == {"custom"}
     truth = pd.read_parquet(synth_dir / "truth.parquet")
     assert truth["category2"].nunique() > 1
+
+
+def _labelled(left, right, target):
+    left, right = np.asarray(left, dtype=np.int32), np.asarray(right, dtype=np.int32)
+    return PairSet(
+        left=left,
+        right=right,
+        target=np.asarray(target, dtype=np.float32),
+        source_rows=np.arange(len(left)),
+        ids1=left.astype(np.int64) + 100,
+        ids2=right.astype(np.int64) + 100,
+        category=np.array(["c"] * len(left), dtype=object),
+    )
+
+
+# rows: (0,1)+ (1,0)+ reversed duplicate; (2,3)+ (3,2)- conflict; (4,5)- (4,5)- exact duplicate; (6,7)+
+HYGIENE = _labelled([0, 1, 2, 3, 4, 4, 6], [1, 0, 3, 2, 5, 5, 7], [1, 1, 1, 0, 0, 0, 1])
+
+
+@pytest.mark.parametrize(
+    ("policy", "kept", "labels"),
+    [
+        ("drop", [(0, 1), (4, 5), (6, 7)], [1, 0, 1]),
+        ("first", [(0, 1), (2, 3), (4, 5), (6, 7)], [1, 1, 0, 1]),
+        ("positive", [(0, 1), (2, 3), (4, 5), (6, 7)], [1, 1, 0, 1]),
+        ("negative", [(0, 1), (2, 3), (4, 5), (6, 7)], [1, 0, 0, 1]),
+    ],
+)
+def test_clean_pairs_policies_and_counts(policy, kept, labels):
+    out, report = clean_pairs(HYGIENE, policy)
+    assert list(zip(out.left.tolist(), out.right.tolist(), strict=True)) == kept
+    assert out.target.tolist() == labels
+    assert report["duplicate_rows_dropped"] == 3  # one reversed, one conflicting reverse, one exact
+    assert report["conflicting_pairs"] == 1
+    assert report["conflicting_pairs_dropped"] == (1 if policy == "drop" else 0)
+    assert report["output_pairs"] == len(kept)
+
+
+def test_clean_pairs_rejects_unknown_policy():
+    with pytest.raises(DataError, match="unknown conflict policy"):
+        clean_pairs(HYGIENE, "vote")
+
+
+def test_transitive_augmentation_counts():
+    # chain 0-1-2-3 (positives) implies 3 new pairs, but (0,3) is labelled negative: 2 added, 1 contradicted.
+    # a big star 10-11..10-15 (6 items) exceeds max_component=5 and is left alone.
+    pairs = _labelled([0, 1, 2, 0, 10, 10, 10, 10, 10], [1, 2, 3, 3, 11, 12, 13, 14, 15], [1, 1, 1, 0, 1, 1, 1, 1, 1])
+    out, report = augment_transitive(pairs, n_items=16, max_component=5)
+    added = {
+        tuple(sorted(p)) for p in zip(out.left[len(pairs) :].tolist(), out.right[len(pairs) :].tolist(), strict=True)
+    }
+    assert added == {(0, 2), (1, 3)}
+    assert report == {
+        "components_expanded": 1,
+        "components_too_large": 1,
+        "positives_added": 2,
+        "contradicted_by_negative_labels": 1,
+    }
+    assert (out.target[len(pairs) :] == 1).all() and (out.source_rows[len(pairs) :] == -1).all()
+    assert out.ids1[len(pairs) :].tolist() == [100, 101]  # ids of the rows, for output files
+
+
+def test_both_orders():
+    out = both_orders(HYGIENE.subset(np.arange(2)))
+    assert out.left.tolist() == [0, 1, 1, 0] and out.right.tolist() == [1, 0, 0, 1]
+    assert out.target.tolist() == [1, 1, 1, 1]
+
+
+def test_group_folds_keep_components_whole():
+    pairs = _labelled([0, 1, 5, 7, 9], [1, 2, 6, 8, 10], [1, 1, 1, 0, 1])
+    folds = group_folds(pairs, 2, seed=0)
+    assert folds[0] == folds[1]  # 0-1 and 1-2 share item 1
+    assert set(folds.tolist()) <= {0, 1}

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from prodmatch import pair_hygiene, read_catalogue
+from prodmatch.evaluation import pr_auc
 from prodmatch.pairs import load_pairs
 from prodmatch.synth import SynthConfig, generate
 
@@ -21,6 +24,7 @@ def test_layout_and_ground_truth(synth_dir):
         "train.parquet",
         "test.parquet",
         "truth.parquet",
+        "oracle.parquet",
         "synth.json",
     ):
         assert (synth_dir / f).exists(), f
@@ -72,3 +76,29 @@ def test_same_seed_same_files(tmp_path):
     generate(tmp_path / "b", cfg)
     for f in ("train.parquet", "text_and_bert.parquet"):
         assert pq.read_table(tmp_path / "a" / f).equals(pq.read_table(tmp_path / "b" / f))
+
+
+def test_oracle_scores_every_pair_and_beats_plain_similarity(synth_dir):
+    oracle = pd.read_parquet(synth_dir / "oracle.parquet")
+    for split, fname in (("train", "train.parquet"), ("test", "test.parquet")):
+        part = oracle[oracle["split"] == split].reset_index(drop=True)
+        pairs = pd.read_parquet(synth_dir / fname)
+        assert part[["variantid1", "variantid2"]].equals(pairs[["variantid1", "variantid2"]])  # row for row
+    test = oracle[oracle["split"] == "test"]
+    cat = read_catalogue(synth_dir)
+    text = cat.modalities["name_bert_64"].matrix
+    cosine = (text[cat.rows(test["variantid1"])] * text[cat.rows(test["variantid2"])]).sum(1)
+    assert pr_auc(test["target"], test["score"]) > pr_auc(test["target"], cosine) + 0.05
+    summary = json.loads((synth_dir / "synth.json").read_text())
+    assert summary["oracle_pr_auc"]["test"] == pytest.approx(pr_auc(test["target"], test["score"]))
+
+
+def test_oracle_is_calibrated_against_the_true_products(synth_dir):
+    """The oracle's log-odds are posterior probabilities of one product (before label noise)."""
+    oracle = pd.read_parquet(synth_dir / "oracle.parquet")
+    truth = pd.read_parquet(synth_dir / "truth.parquet").set_index("variantid")["product_id"]
+    same = truth.loc[oracle["variantid1"]].to_numpy() == truth.loc[oracle["variantid2"]].to_numpy()
+    p = 1 / (1 + np.exp(-oracle["score"].clip(-50, 50).to_numpy()))
+    assert pr_auc(same, oracle["score"]) > 0.99
+    confident = (p > 0.99) | (p < 0.01)
+    assert (same[confident] == (p[confident] > 0.5)).mean() > 0.99

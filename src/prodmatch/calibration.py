@@ -66,13 +66,14 @@ class Calibrator:
         return cls("isotonic", knots_x=iso.X_thresholds_.astype(np.float64), knots_y=iso.y_thresholds_)
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
-        """(M,) float32 probabilities, non-decreasing in ``scores``."""
+        """(M,) float64 probabilities, non-decreasing in ``scores`` (float64, so that confident scores do not
+        round to a tie at 1.0)."""
         z = np.asarray(scores, dtype=np.float64)
         if self.method == "isotonic":
             assert self.knots_x is not None and self.knots_y is not None
-            return np.interp(z, self.knots_x, self.knots_y).astype(np.float32)
+            return np.interp(z, self.knots_x, self.knots_y)
         z = self.a * z + self.b
-        return (1.0 / (1.0 + np.exp(-np.clip(z, -700, 700)))).astype(np.float32)
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -700, 700)))
 
     def to_dict(self) -> dict:
         out: dict = {"method": self.method}

@@ -274,7 +274,8 @@ def compare(
         bars = _TrainBars() if progress and console.is_terminal else None
         with bars or contextlib.nullcontext():
             board = run_compare(data_dir, out, names, config=cfg, params=params, overwrite=overwrite, callback=bars)
-        stdout.print(_leaderboard_table(board))
+        wide = Console(width=max(stdout.width, 150), file=stdout.file)  # one line per model, even when piped
+        wide.print(_leaderboard_table(board))
         stdout.print(f"leaderboard: {out / 'leaderboard.json'}; PR curves: {out / 'pr_curves.png'}")
 
 

@@ -82,7 +82,7 @@ class PairModel:
         """Calibrated probability that each pair is the same product, in the order of ``pairs``.
 
         Returns:
-            (M,) float32 in [0, 1].
+            (M,) float64 in [0, 1].
         """
         return self.calibrator(self.predict_logits(catalogue, pairs, batch_size))
 

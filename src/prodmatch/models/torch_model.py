@@ -134,7 +134,7 @@ class TorchPairModel(PairModel):
                 modality left out counts as absent for every pair (zeros, presence flag 0).
 
         Returns:
-            (B,) float32 calibrated probabilities.
+            (B,) float64 calibrated probabilities.
 
         Raises:
             DataError: on a wrong shape, NaN or inf, or sides of different lengths.
