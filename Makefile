@@ -22,9 +22,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/prodmatch synth $(DEMO_DATA) --seed 0
-	$(BIN)/prodmatch train $(DEMO_DATA) --out $(DEMO_RUN) --overwrite --batch-size 1024
+	$(BIN)/prodmatch train $(DEMO_DATA) --out $(DEMO_RUN) --overwrite
 	@echo
-	@echo "Model, metrics and plots: $(DEMO_RUN)/  (config.json, model.safetensors, metrics.json, plots/)"
+	@echo "Model, metrics and plots: $(DEMO_RUN)/  (config.json, metrics.json, plots/)"
+	@echo "Every model on the same split: $(BIN)/prodmatch compare $(DEMO_DATA) --out runs/compare"
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
@@ -37,6 +38,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_data_prep.py
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_scoring.py
+	$(BIN)/python bench/bench_precision.py
 
 clean:
 	rm -rf $(VENV) data runs bench/out
