@@ -51,15 +51,7 @@ def plot_history(history: list[dict], path: str | Path, best_epoch: int | None =
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("BCE loss")
-    ax.grid(alpha=0.3)
-    ax2 = ax.twinx()
-    ax2.plot(epochs, [h["valid_pr_auc"] for h in history], "^--", color="tab:green", label="validation PR-AUC")
-    ax2.set_ylabel("PR-AUC")
-    if best_epoch is not None:
-        ax.axvline(best_epoch, color="grey", ls=":", label=f"best epoch ({best_epoch})")
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="center right")
+    _pr_auc_axis(ax, epochs, history, best_epoch, "best epoch", "^--")
     ax.set_title("Training curves")
     return _save(fig, path)
 
@@ -71,16 +63,21 @@ def plot_boosting(history: list[dict], path: str | Path, best_iteration: int | N
     ax.plot(rounds, [h["valid_loss"] for h in history], label="validation loss")
     ax.set_xlabel("boosting round")
     ax.set_ylabel("log loss")
-    ax.grid(alpha=0.3)
-    ax2 = ax.twinx()
-    ax2.plot(rounds, [h["valid_pr_auc"] for h in history], "--", color="tab:green", label="validation PR-AUC")
-    ax2.set_ylabel("PR-AUC")
-    if best_iteration is not None:
-        ax.axvline(best_iteration, color="grey", ls=":", label=f"best round ({best_iteration})")
-    lines, lines2 = ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="center right")
+    _pr_auc_axis(ax, rounds, history, best_iteration, "best round", "--")
     ax.set_title("Boosting curves")
     return _save(fig, path)
+
+
+def _pr_auc_axis(ax: plt.Axes, x: list[int], history: list[dict], best: int | None, what: str, style: str) -> None:
+    """Validation PR-AUC on a right-hand axis, the best step marked, one legend for both axes."""
+    ax.grid(alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(x, [h["valid_pr_auc"] for h in history], style, color="tab:green", label="validation PR-AUC")
+    ax2.set_ylabel("PR-AUC")
+    if best is not None:
+        ax.axvline(best, color="grey", ls=":", label=f"{what} ({best})")
+    lines, lines2 = ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="center right")
 
 
 def plot_feature_importance(importance: dict[str, float], path: str | Path, top: int = 25) -> Path:

@@ -14,8 +14,13 @@ So the match signal lives in a low-dimensional subspace that a model has to find
 listings of one product) overlap with sibling negatives. Pairs are positives, sibling negatives, same
 category negatives and random negatives; a few reversed duplicates (some with conflicting labels) and a
 little label noise are added, as in the real data. Some items have no picture, a few have zero vectors.
+Extra photos are the product's picture with fresh listing noise, so they add evidence. Names and
+attributes carry the brand and model number (per family) and, often, the colour (per product).
 
-The ground-truth product of every item is written to ``truth.parquet`` for scoring later stages.
+The ground-truth product of every item is written to ``truth.parquet`` for scoring later stages, and the
+Bayes-optimal score of every labelled pair to ``oracle.parquet``: the generator knows its own latent
+model, so it can compute the posterior log-odds of "same product" from everything a model can observe
+(see ``_oracle_log_odds``). Its PR-AUC is the ceiling the leaderboard compares models with.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class GBDTParams:
     use: str = "extra_pictures,categories,attributes,names"  # side-data feature groups, comma-separated
     stack: str = "siamese"  # a network whose out-of-fold score becomes one more feature; "" for none
     stack_folds: int = 2
-    stack_epochs: int = 5  # at most this many epochs per fold network (fewer if --epochs is lower)
+    stack_epochs: int = 3  # at most this many epochs per fold network (fewer if --epochs is lower)
 
 
 class GBDTModel(PairModel):
@@ -87,6 +87,7 @@ class GBDTModel(PairModel):
         self.featurizer_ = PairFeaturizer(names, use).fit(catalogue, np.concatenate([train.left, train.right]))
         x_train, feature_names = self.featurizer_.transform(catalogue, train.left, train.right)
         x_valid, _ = self.featurizer_.transform(catalogue, valid.left, valid.right)
+        self.featurizer_._hashed = None  # only the training transform reuses it; do not keep the catalogue alive
         self.stack_models_: list[PairModel] = []
         if self.params.stack:
             oof = self._fit_stack(catalogue, train, valid, config, names, callback)
