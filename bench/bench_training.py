@@ -68,7 +68,7 @@ def main() -> None:
         net = ConcatMLP(int(features.shape[1]), params)
         valid = pairs.subset(np.arange(bs))
         result = train_network(
-            net, features, pairs, valid, TrainConfig(epochs=1, batch_size=bs, patience=None), lr=0.01
+            net, features, pairs, valid, TrainConfig(epochs=1, batch_size=bs, patience=None, precision="fp32"), lr=0.01
         )
         ours.append(result.history[0].pairs_per_second)
 
