@@ -30,9 +30,10 @@ def test_layout_and_ground_truth(synth_dir):
         assert (synth_dir / f).exists(), f
     text = pq.read_table(synth_dir / "text_and_bert.parquet")
     assert {"variantid", "name", "description", "name_bert_64"} <= set(text.column_names)
+    assert text.schema.field("name_bert_64").type == pa.list_(pa.float32())  # float32, like the real files
     pics = pq.read_table(synth_dir / "images_embed.parquet")
     main = pics.schema.field("main_pic_embeddings_resnet_v1").type
-    assert pa.types.is_list(main) and pa.types.is_list(main.value_type)  # a list holding one vector
+    assert main == pa.list_(pa.list_(pa.float32()))  # a list holding one vector
     attrs = pq.read_table(synth_dir / "attributes.parquet").to_pandas()
     cats = json.loads(attrs["categories"].iloc[0])
     assert set(cats) == {"1", "2", "3", "4"}

@@ -154,11 +154,13 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
     quality = np.exp(rng.normal(0.0, cfg.quality_sigma, size=n)).astype(np.float32)  # (N,) noise factor
 
     # Embeddings -------------------------------------------------------------------------------------
-    def embed(dim: int, rank: int, s_item: float) -> np.ndarray:
-        return _embed(rng, dim, rank, s_item, cfg, cat2, fam, product_of_item, quality, n_cat2, n_families, n_products)
+    def embed(dim: int, rank: int, s_item: float, keep_clean: bool = False) -> _Embedded:
+        return _embed(
+            rng, dim, rank, s_item, cfg, cat2, fam, product_of_item, quality, n_cat2, n_families, n_products, keep_clean
+        )
 
     text_e = embed(cfg.text_dim, cfg.text_rank, cfg.s_item_text)
-    pic_e = embed(cfg.pic_dim, cfg.pic_rank, cfg.s_item_pic)
+    pic_e = embed(cfg.pic_dim, cfg.pic_rank, cfg.s_item_pic, keep_clean=True)
     text, pic = text_e.x, pic_e.x
     zero_text = rng.random(n) < cfg.zero_vectors / 2
     zero_pic = rng.random(n) < cfg.zero_vectors / 2
@@ -195,6 +197,7 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
     )
     pic_rows = rows[has_pic[rows]]
     extra, extra_sum, extra_count = _extra_pictures(rng, pic_e, pic_rows, quality, cfg)
+    pic_e.clean = None  # over a gigabyte at E-CUP size, and nothing needs it any more
     write_parquet(
         pa.table(
             {
@@ -297,6 +300,7 @@ def _embed(
     n_cat2: int,
     n_families: int,
     n_products: int,
+    keep_clean: bool = False,
 ) -> _Embedded:
     """(N, dim) float32 raw embeddings of one modality, plus what the oracle and the extra pictures need."""
     cat_c = rng.normal(0.0, cfg.s_cat, size=(n_cat2, rank)).astype(np.float32)
@@ -304,19 +308,25 @@ def _embed(
     prod_c = rng.normal(0.0, cfg.s_sib, size=(n_products, rank)).astype(np.float32)
     basis = np.linalg.qr(rng.normal(size=(dim, rank)))[0].T.astype(np.float32)  # (rank, dim) orthonormal rows
     latent = cat_c[cat2] + fam_c[fam] + prod_c[product]  # (N, rank)
-    offset = rng.normal(0.0, 1.0, size=dim).astype(np.float32) * (0.8 / np.sqrt(dim))  # shared, as real encoders
+    offset = (rng.normal(0.0, 1.0, size=dim) * (0.8 / np.sqrt(dim))).astype(np.float32)  # shared, as real encoders
     clean = latent @ basis + offset  # (N, dim)
-    noise = rng.standard_normal(size=clean.shape, dtype=np.float32) * (s_item * quality)[:, None]
+    # In place from here on: at E-CUP size each (N, dim) array is over a gigabyte.
+    noise = rng.standard_normal(size=clean.shape, dtype=np.float32)
+    noise *= (s_item * quality)[:, None]
     scale = np.exp(rng.normal(0.0, 0.2, size=(len(clean), 1))).astype(np.float32)  # raw norms vary
-    x = (clean + noise) * scale
     observed = latent + noise @ basis.T  # (N, rank): what the listing reveals about its product's latent
-    return _Embedded(x=x, clean=clean, observed=observed, basis=basis, offset=offset, category_centres=cat_c)
+    x = noise
+    x += clean
+    x *= scale
+    return _Embedded(
+        x=x, clean=clean if keep_clean else None, observed=observed, basis=basis, offset=offset, category_centres=cat_c
+    )
 
 
 @dataclass
 class _Embedded:
     x: np.ndarray  # (N, dim) the raw embedding written to the file
-    clean: np.ndarray  # (N, dim) before listing noise and norm scaling (extra pictures are drawn from it)
+    clean: np.ndarray | None  # (N, dim) before listing noise and norm scaling (extra pictures come from it)
     observed: np.ndarray  # (N, rank) latent plus the listing noise projected onto the signal subspace
     basis: np.ndarray  # (rank, dim)
     offset: np.ndarray  # (dim,) the shared direction
@@ -585,13 +595,19 @@ def _extra_pictures(
     """
     counts = rng.poisson(cfg.extra_pictures, size=len(rows))
     owner = np.repeat(rows, counts)  # catalogue row of each extra photo
+    assert pic.clean is not None
     noise = rng.standard_normal(size=(len(owner), pic.clean.shape[1]), dtype=np.float32)
     noise *= (cfg.s_item_pic * quality[owner])[:, None]
     scale = np.exp(rng.normal(0.0, 0.2, size=(len(owner), 1))).astype(np.float32)
-    vecs = (pic.clean[owner] + noise) * scale
     n = len(quality)
     obs_sum = np.zeros((n, pic.basis.shape[0]), dtype=np.float64)
-    np.add.at(obs_sum, owner, (pic.clean[owner] - pic.offset + noise) @ pic.basis.T)  # latent + projected noise
-    inner = _list_array(vecs.astype(np.float32))
+    for start in range(0, len(owner), 262_144):  # in chunks, turning ``noise`` into the photos in place
+        sl = slice(start, start + 262_144)
+        clean = pic.clean[owner[sl]]
+        np.add.at(obs_sum, owner[sl], (clean - pic.offset + noise[sl]) @ pic.basis.T)  # latent + projected noise
+        clean += noise[sl]
+        clean *= scale[sl]
+        noise[sl] = clean
+    inner = _list_array(noise)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), inner), obs_sum, np.bincount(owner, minlength=n)
