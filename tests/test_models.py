@@ -75,6 +75,12 @@ def test_unknown_model_and_param():
         create_model("concat-mlp", width=3)
 
 
+def test_gbdt_stack_must_be_a_network():
+    with pytest.raises(ConfigError, match="stack='gbdt' is not a network"):
+        create_model("gbdt", stack="gbdt")
+    assert create_model("gbdt", stack="").params.stack == ""
+
+
 def test_load_incomplete_run_dir(tmp_path):
     with pytest.raises(ModelError, match="not a complete run directory"):
         load_model(tmp_path)

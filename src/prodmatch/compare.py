@@ -7,6 +7,7 @@ throughput of each and, for synthetic data, the Bayes-optimal oracle as the ceil
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +90,6 @@ def compare(
             raise ConfigError(f"{out_dir} is not empty; pass --overwrite to replace it or choose another --out")
         if not (out_dir / LEADERBOARD_FILE).exists() and not (out_dir / "models").exists():
             raise ConfigError(f"{out_dir} holds files that are not a prodmatch comparison; refusing to delete them")
-        import shutil
-
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from prodmatch.catalogue import Catalogue
 from prodmatch.config import TrainConfig
-from prodmatch.errors import ModelError
+from prodmatch.errors import ConfigError, ModelError
 from prodmatch.evaluation import pr_auc
 from prodmatch.features import PairFeaturizer
 from prodmatch.io import atomic_path
@@ -66,6 +66,17 @@ class GBDTModel(PairModel):
     params_class = GBDTParams
     symmetric = True
     needs = frozenset({"categories", "names", "attributes", "extra_pictures"})
+
+    def __init__(self, **params: object) -> None:
+        super().__init__(**params)
+        from prodmatch.models import MODELS, TorchPairModel
+
+        stack = self.params.stack
+        if stack and not (stack in MODELS and issubclass(MODELS[stack], TorchPairModel)):
+            networks = sorted(n for n, c in MODELS.items() if issubclass(c, TorchPairModel))
+            raise ConfigError(f"gbdt: stack={stack!r} is not a network; use one of {networks}, or stack= for none")
+        if self.params.stack_folds < 2:
+            raise ConfigError(f"gbdt: stack_folds must be at least 2, got {self.params.stack_folds}")
 
     def fit(
         self,
