@@ -128,6 +128,12 @@ def test_gbdt_reports_feature_importances(fitted):
     assert "stack_siamese" in importance and "attr_kv_jaccard" in importance
 
 
+def test_gbdt_has_no_embeddings_only_scoring(fitted):
+    _, _, models = fitted
+    with pytest.raises(ModelError, match="gbdt cannot score raw embeddings alone"):
+        models["gbdt"].score_arrays({"name_bert_64": np.ones((1, 64))}, {"name_bert_64": np.ones((1, 64))})
+
+
 def test_gbdt_cannot_score_without_the_side_data_it_learned_from(fitted, synth_dir):
     _, valid, models = fitted
     bare = read_catalogue(synth_dir)  # no names, attributes or extra photos

@@ -4,7 +4,8 @@ The public API::
 
     import prodmatch as pm
     pm.synth.generate("data/demo")
-    report = pm.train("data/demo", "runs/demo", model="concat-mlp")
+    report = pm.train("data/demo", "runs/demo")                  # the default model, gbdt
+    board = pm.compare("data/demo", "runs/compare", ["concat-mlp", "siamese", "gbdt"])
     metrics = pm.evaluate("runs/demo", "data/demo", "data/demo/test.parquet")
     frame = pm.predict("runs/demo", "data/demo", "data/demo/test.parquet", "submission.parquet")
 """
@@ -12,12 +13,21 @@ The public API::
 from prodmatch import synth
 from prodmatch.api import TrainReport, evaluate, predict, score_pairs, train
 from prodmatch.catalogue import Catalogue, Modality, l2_normalize
+from prodmatch.compare import Leaderboard, compare
 from prodmatch.config import DataConfig, TrainConfig
 from prodmatch.errors import ConfigError, DataError, ModelError, ProdmatchError, UnknownIdsError
 from prodmatch.evaluation import binary_metrics, ecup_macro_pr_auc, pr_auc
 from prodmatch.io import read_catalogue
 from prodmatch.models import MODELS, create_model, load_model
-from prodmatch.pairs import PairSet, load_pairs, make_pairs, pair_hygiene, split_pairs
+from prodmatch.pairs import (
+    PairSet,
+    augment_transitive,
+    clean_pairs,
+    load_pairs,
+    make_pairs,
+    pair_hygiene,
+    split_pairs,
+)
 
 __version__ = "0.1.0"
 
@@ -27,6 +37,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DataError",
+    "Leaderboard",
     "Modality",
     "ModelError",
     "PairSet",
@@ -34,7 +45,10 @@ __all__ = [
     "TrainConfig",
     "TrainReport",
     "UnknownIdsError",
+    "augment_transitive",
     "binary_metrics",
+    "clean_pairs",
+    "compare",
     "create_model",
     "ecup_macro_pr_auc",
     "evaluate",

@@ -86,6 +86,13 @@ class PairModel:
         """
         return self.calibrator(self.predict_logits(catalogue, pairs, batch_size))
 
+    def score_arrays(self, left: dict[str, np.ndarray], right: dict[str, np.ndarray]) -> np.ndarray:
+        """Probabilities from raw embeddings alone; only models that need nothing but embeddings have it."""
+        raise ModelError(
+            f"{self.name} cannot score raw embeddings alone: its features need the items' side data "
+            f"({', '.join(sorted(self.needs))}); score catalogue items with predict_proba instead"
+        )
+
     def predict_labels(self, probabilities: np.ndarray) -> np.ndarray:
         """(M,) int8: 1 where the probability reaches the saved threshold."""
         return (np.asarray(probabilities) >= self.threshold).astype(np.int8)
