@@ -5,7 +5,7 @@ alike. A feature that an item cannot provide (no picture, no attributes) is NaN,
 as missing. The groups:
 
 - per embedding modality: cosine, L2 distance, the largest coordinate gap, the spread of the
-  coordinate-wise product, and the cosine after whitening (centre on the catalogue mean, project on the
+  coordinate-wise product, and the cosine after whitening (centre on the training items' mean, project on the
   top principal components, scale each to unit variance: "BERT-whitening", Su et al. 2021);
 - extra photos (``pic_embeddings_resnet_v1`` with the main picture): min, mean and max cross cosine;
 - equality of category levels 1 to 4;
