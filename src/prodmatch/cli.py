@@ -324,6 +324,70 @@ def _leaderboard_table(board: Any) -> Table:
     return table
 
 
+# ------------------------------------------------------------------------------------------- match
+
+
+@app.command()
+def match(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="The catalogue to match (E-CUP layout).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
+    k: Annotated[int, typer.Option(help="Nearest neighbours searched per item.")] = 20,
+    threshold: Annotated[
+        float | None, typer.Option(help="Match probability threshold; default: the model's saved one.")
+    ] = None,
+    block_by: Annotated[str | None, typer.Option(help="'category': search only within each level-2 category.")] = None,
+    index: Annotated[
+        str, typer.Option(help="auto (exact up to 20,000 items, then HNSW), flat (exact) or hnsw.")
+    ] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Group a whole catalogue into products: candidate search, scoring, clustering.
+
+    Finds every item's top-k neighbours with faiss, scores each candidate pair with the model, keeps pairs
+    at or above the threshold, and clusters items: connected components, each re-cut by average linkage so
+    that one weak link cannot chain two groups together. Writes OUT/matches.parquet (variantid1,
+    variantid2, score), OUT/clusters.parquet (variantid, cluster_id) and OUT/summary.json (counts, timings
+    and peak memory per stage, parameters, and quality against truth.parquet when the data has it).
+    """
+    from prodmatch.matching import MatchConfig, match_catalogue
+
+    with _errors():
+        cfg = MatchConfig(k=k, threshold=threshold, block_by=block_by, index=index)
+        bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not (progress and console.is_terminal),
+        )
+
+        def stage(name: str, total: int):
+            task = bars.add_task(name, total=total)
+            return lambda n: bars.update(task, advance=n)
+
+        with bars:
+            summary = match_catalogue(run_dir, data, out, cfg, overwrite=overwrite, progress=stage)
+        table = Table(title=f"{summary['items']:,} items -> {summary['clustering']['clusters']:,} clusters")
+        table.add_column("stage")
+        table.add_column("seconds", justify="right")
+        table.add_column("peak memory MB", justify="right")
+        for name, st in summary["stages"].items():
+            table.add_row(name, f"{st['seconds']:.1f}", f"{st['peak_rss_mb']:,.0f}")
+        stdout.print(table)
+        stdout.print(
+            f"{summary['candidates']:,} candidate pairs ({summary['item_vectors']}, {', '.join(summary['search']['index'])}), "
+            f"{summary['matches']:,} matches at threshold {summary['parameters']['threshold']:.3f}"
+        )
+        for key, value in summary["quality"].items():
+            stdout.print(f"{key}: {value:.4f}" if value is not None else f"{key}: -")
+        stdout.print(f"outputs: {out}/matches.parquet, clusters.parquet, summary.json")
+
+
 # ---------------------------------------------------------------------------------------- evaluate
 
 
