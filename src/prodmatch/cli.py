@@ -54,6 +54,7 @@ def _setup(
         force=True,
         handlers=[RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)],
     )
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU build it tries
 
 
 # ------------------------------------------------------------------------------------------- synth

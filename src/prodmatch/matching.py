@@ -64,9 +64,9 @@ class MatchConfig:
     block_by: str | None = None
     index: str = "auto"
     exact_max_items: int = 20_000
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 128
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 64
+    hnsw_ef_search: int = 96
     linkage_max: int = 5000
 
     def __post_init__(self) -> None:
@@ -169,12 +169,14 @@ def candidate_pairs(
         progress: called with the number of items searched after each batch.
 
     Returns:
-        (left, right, facts): int64 rows with left < right, and what was searched how.
+        (left, right, facts): int64 rows with left < right, and what was searched how; ``facts["index_object"]``
+        is the faiss index when there was one block (for measuring its recall), else None.
     """
     n = len(vectors)
     blocks = [np.arange(n)] if groups is None else [np.flatnonzero(groups == g) for g in np.unique(groups)]
     lefts, rights = [], []
     kinds = set()
+    index = None
     for rows in blocks:
         if len(rows) < 2:
             if progress:
@@ -193,18 +195,21 @@ def candidate_pairs(
     left = np.concatenate(lefts) if lefts else np.zeros(0, dtype=np.int64)
     right = np.concatenate(rights) if rights else np.zeros(0, dtype=np.int64)
     key = np.unique(left * n + right)
-    return key // n, key % n, {"blocks": len(blocks), "index": sorted(kinds)}
+    facts = {"blocks": len(blocks), "index": sorted(kinds), "index_object": index if len(blocks) == 1 else None}
+    return key // n, key % n, facts
 
 
-def ann_recall(vectors: np.ndarray, config: MatchConfig, sample: int = 2000, seed: int = 0) -> float | None:
-    """Share of the exact top-k neighbours that the HNSW index also returns, on a sample of queries."""
-    if len(vectors) < 2:
-        return None
+def ann_recall(vectors: np.ndarray, index, k: int, sample: int = 2000, seed: int = 0) -> float:
+    """Share of the exact top-k neighbours that ``index`` also returns, on a sample of query items."""
+    import faiss
+
     rng = np.random.default_rng(seed)
     queries = rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)
-    k = min(config.k + 1, len(vectors))
-    exact = search(build_index(vectors, "flat", config), vectors[queries], k)
-    approx = search(build_index(vectors, "hnsw", config), vectors[queries], k)
+    k = min(k + 1, len(vectors))
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(np.ascontiguousarray(vectors))
+    exact = search(flat, vectors[queries], k)
+    approx = search(index, vectors[queries], k)
     hits = sum(len(np.intersect1d(e, a)) for e, a in zip(exact, approx, strict=True))
     return hits / exact.size
 
@@ -467,8 +472,8 @@ def match_catalogue(
                     f"candidate_recall_at_{config.k}": candidate_recall(left, right, product),
                     **cluster_quality(labels, product),
                 }
-                if search_facts["index"] == ["hnsw"] or config.index_kind(n) == "hnsw":
-                    quality["ann_recall_vs_exact"] = ann_recall(vectors, config)
+                if search_facts["index"] == ["hnsw"] and search_facts["index_object"] is not None:
+                    quality["ann_recall_vs_exact"] = ann_recall(vectors, search_facts["index_object"], config.k)
             else:
                 log.warning("%s does not cover every item; quality is not computed", truth_path)
 
@@ -489,7 +494,7 @@ def match_catalogue(
                 "items": n,
                 "parameters": {**config.to_dict(), "threshold": threshold},
                 "item_vectors": vector_kind,
-                "search": search_facts,
+                "search": {k: v for k, v in search_facts.items() if k != "index_object"},
                 "candidates": len(left),
                 "matches": int(kept.sum()),
                 "clustering": asdict(cluster_report),

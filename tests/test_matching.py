@@ -1,0 +1,135 @@
+"""Catalogue matching: candidates, the chaining guard, quality measures, and the match command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import SMALL
+from prodmatch.cli import app
+from prodmatch.matching import MatchConfig, candidate_pairs, candidate_recall, cluster_items, cluster_quality
+
+
+def test_guard_breaks_a_weak_bridge_between_two_groups():
+    # two triangles {0,1,2} and {3,4,5}, one link 2-3 just above the threshold; item 6 alone
+    left, right = np.array([0, 0, 1, 3, 3, 4, 2]), np.array([1, 2, 2, 4, 5, 5, 3])
+    score = np.array([0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.6])
+    labels, report = cluster_items(7, left, right, score, threshold=0.5)
+    assert labels[0] == labels[1] == labels[2] != labels[3] == labels[4] == labels[5] != labels[6]
+    assert report.components == 1 and report.components_split == 1 and report.clusters == 3
+
+
+def test_guard_cuts_a_chain_whose_ends_never_matched():
+    labels, _ = cluster_items(4, np.array([0, 1, 2]), np.array([1, 2, 3]), np.array([0.8, 0.8, 0.8]), 0.5)
+    assert labels[0] != labels[3]  # plain connected components would give one cluster of four
+
+
+def test_a_complete_group_stays_whole():
+    left, right = np.array([0, 0, 1]), np.array([1, 2, 2])
+    labels, report = cluster_items(3, left, right, np.array([0.7, 0.6, 0.9]), 0.5)
+    assert len(set(labels.tolist())) == 1 and report.components_split == 0
+
+
+def test_components_too_large_for_linkage_are_cut_by_a_higher_threshold():
+    left, right = np.array([0, 0, 1, 3, 3, 4, 2]), np.array([1, 2, 2, 4, 5, 5, 3])
+    score = np.array([0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.6])
+    labels, report = cluster_items(6, left, right, score, threshold=0.5, linkage_max=4)
+    assert report.components_too_large == 1
+    assert labels[0] == labels[2] != labels[3] == labels[5]
+
+
+def test_exact_candidates_find_the_true_pairs_on_tiny_data():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(20, 8))
+    product = np.repeat(np.arange(20), 3)  # 20 products, 3 listings each
+    vectors = centres[product] + rng.normal(scale=0.05, size=(60, 8))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    left, right, facts = candidate_pairs(vectors, MatchConfig(k=2, index="flat"))
+    assert facts["index"] == ["flat"]
+    assert (left < right).all() and len(np.unique(left * 60 + right)) == len(left)  # each pair once
+    assert candidate_recall(left, right, product) == 1.0
+
+
+def test_cluster_quality_by_hand():
+    labels = np.array([0, 0, 0, 1, 1])
+    product = np.array([7, 7, 8, 8, 8])
+    q = cluster_quality(labels, product)
+    # predicted pairs: 3 + 1 = 4, of which (0,1) and (3,4) are true; true pairs: 1 + 3 = 4
+    assert q["pairwise_precision"] == pytest.approx(2 / 4) and q["pairwise_recall"] == pytest.approx(2 / 4)
+    # B-cubed precision: items 0,1: 2/3, item 2: 1/3, items 3,4: 2/2
+    assert q["bcubed_precision"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 3 + 1 + 1) / 5)
+
+
+def test_match_command_writes_complete_outputs(synth_dir, tmp_path):
+    runner = CliRunner()
+    run_dir, out = tmp_path / "run", tmp_path / "match"
+    params = [x for k, v in SMALL["siamese"].items() for x in ("-p", f"{k}={v}")]
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            str(synth_dir),
+            "--out",
+            str(run_dir),
+            "--model",
+            "siamese",
+            "--epochs",
+            "2",
+            *params,
+            "--no-progress",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app, ["match", str(run_dir), "--data", str(synth_dir), "--out", str(out), "--k", "10", "--no-progress"]
+    )
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["clusters.parquet", "matches.parquet", "summary.json"]
+    clusters = pd.read_parquet(out / "clusters.parquet")
+    assert clusters["variantid"].is_unique and len(clusters) == 3000
+    matches = pd.read_parquet(out / "matches.parquet")
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(matches) == summary["matches"] and (matches["score"] >= summary["parameters"]["threshold"]).all()
+    assert {"candidates", "scoring", "clustering"} <= set(summary["stages"])
+    assert 0.0 <= summary["quality"]["candidate_recall_at_10"] <= 1.0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".match.")]  # no temporary directory left
+    r = runner.invoke(app, ["match", str(run_dir), "--data", str(synth_dir), "--out", str(out)])
+    assert r.exit_code == 2 and "--overwrite" in r.output
+
+
+def test_interrupted_match_leaves_nothing(synth_dir, tmp_path, monkeypatch):
+    import prodmatch.matching as matching
+
+    runner = CliRunner()
+    run_dir, out = tmp_path / "run", tmp_path / "match"
+    params = [x for k, v in SMALL["siamese"].items() for x in ("-p", f"{k}={v}")]
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            str(synth_dir),
+            "--out",
+            str(run_dir),
+            "--model",
+            "siamese",
+            "--epochs",
+            "1",
+            *params,
+            "--no-progress",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    import prodmatch.io
+
+    monkeypatch.setattr(prodmatch.io, "write_json", crash)  # dies after both parquet files are written
+    with pytest.raises(KeyboardInterrupt):
+        matching.match_catalogue(run_dir, synth_dir, out, MatchConfig(k=5))
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".match.")]
