@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
+import sys
 import time
 
 from common import OUT, console, dataset, table
@@ -25,12 +27,18 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=100_000)
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--index", default="auto")
+    ap.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    data = dataset(args.items, args.pairs)
     run_dir = OUT / f"siamese_{args.items}_{args.pairs}"
-    if not (run_dir / "config.json").exists():
+    if args.prepare_only:
+        data = dataset(args.items, args.pairs)
         with console.status("training a siamese model on the catalogue's labelled pairs"):
             train(data, run_dir, model="siamese", config=TrainConfig(epochs=5), overwrite=True)
+        return
+    if not (run_dir / "config.json").exists():
+        # In a child process, so that generating and training do not count in this process's peak memory.
+        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--prepare-only"], check=True)
+    data = dataset(args.items, args.pairs)
     t0 = time.perf_counter()
     summary = match_catalogue(
         run_dir, data, OUT / f"match_{args.items}", MatchConfig(k=args.k, index=args.index), overwrite=True

@@ -341,6 +341,16 @@ def match(
     index: Annotated[
         str, typer.Option(help="auto (exact up to 20,000 items, then HNSW), flat (exact) or hnsw.")
     ] = "auto",
+    new: Annotated[
+        Path | None,
+        typer.Option(help="Incremental: a data directory of newly listed items to match against --index-dir."),
+    ] = None,
+    index_dir: Annotated[
+        Path | None, typer.Option(help="Incremental: the catalogue's saved index (`prodmatch index`).")
+    ] = None,
+    clusters: Annotated[
+        Path | None, typer.Option(help="Incremental: the catalogue's clusters.parquet from a full match.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -352,10 +362,21 @@ def match(
     variantid2, score), OUT/clusters.parquet (variantid, cluster_id) and OUT/summary.json (counts, timings
     and peak memory per stage, parameters, and quality against truth.parquet when the data has it).
     """
-    from prodmatch.matching import MatchConfig, match_catalogue
+    from prodmatch.errors import ConfigError
+    from prodmatch.matching import MatchConfig, match_catalogue, match_new_items
 
     with _errors():
         cfg = MatchConfig(k=k, threshold=threshold, block_by=block_by, index=index)
+        if new is not None or index_dir is not None or clusters is not None:
+            if new is None or index_dir is None or clusters is None:
+                raise ConfigError("incremental matching needs --new, --index-dir and --clusters together")
+            summary = match_new_items(run_dir, data, index_dir, new, clusters, out, cfg, overwrite=overwrite)
+            stdout.print(
+                f"{summary['new_items']:,} new items: {summary['joined_existing_clusters']:,} joined existing clusters, "
+                f"{summary['new_clusters']:,} new clusters; {summary['matches']:,} matches "
+                f"({summary['seconds']:.1f}s). outputs: {out}/matches.parquet, clusters.parquet, summary.json"
+            )
+            return
         bars = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -387,6 +408,26 @@ def match(
         for key, value in summary["quality"].items():
             stdout.print(f"{key}: {value:.4f}" if value is not None else f"{key}: -")
         stdout.print(f"outputs: {out}/matches.parquet, clusters.parquet, summary.json")
+
+
+@app.command("index")
+def index_command(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="The catalogue to index (E-CUP layout).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the index.")],
+    index: Annotated[str, typer.Option(help="auto, flat (exact) or hnsw.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing index directory.")] = False,
+) -> None:
+    """Save a catalogue's item vectors and nearest-neighbour index, so that newly listed items can be
+    matched against it later (`prodmatch match ... --new NEW --index-dir OUT --clusters CLUSTERS`)
+    without rebuilding it."""
+    from prodmatch.matching import MatchConfig, build_catalogue_index
+
+    with _errors():
+        meta = build_catalogue_index(run_dir, data, out, MatchConfig(index=index), overwrite=overwrite)
+        stdout.print(
+            f"indexed {meta['items']:,} items ({meta['item_vectors']}, {meta['index']}) in {meta['seconds']:.1f}s -> {out}"
+        )
 
 
 # ---------------------------------------------------------------------------------------- evaluate
