@@ -441,23 +441,15 @@ def match_catalogue(
     log.info("%d candidate pairs from %d items (k=%d, %s)", len(left), n, config.k, ", ".join(search_facts["index"]))
 
     with timed(stages, "scoring"):
+        # One call: a tower-and-head model computes each item's vector once for all pairs (in chunks it
+        # would recompute most items' vectors once per chunk).
         ids = cat.ids.to_numpy()
-        score = np.empty(len(left), dtype=np.float64)
-        advance = progress("scoring", len(left)) if progress else None
-        chunk = 1_000_000
-        for start in range(0, len(left), chunk):
-            sl = slice(start, start + chunk)
-            pairs = PairSet(
-                left[sl].astype(np.int32),
-                right[sl].astype(np.int32),
-                None,
-                np.arange(len(left[sl])),
-                ids[left[sl]],
-                ids[right[sl]],
-            )
-            score[sl] = model.predict_proba(cat, pairs)
-            if advance:
-                advance(len(pairs))
+        pairs = PairSet(
+            left.astype(np.int32), right.astype(np.int32), None, np.arange(len(left)), ids[left], ids[right]
+        )
+        score = model.predict_proba(cat, pairs)
+        if progress:
+            progress("scoring", len(left))(len(left))
     with timed(stages, "clustering"):
         labels, cluster_report = cluster_items(n, left, right, score, threshold, config.linkage_max)
 
