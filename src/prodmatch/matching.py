@@ -65,8 +65,8 @@ class MatchConfig:
     index: str = "auto"
     exact_max_items: int = 20_000
     hnsw_m: int = 16
-    hnsw_ef_construction: int = 64
-    hnsw_ef_search: int = 96
+    hnsw_ef_construction: int = 40
+    hnsw_ef_search: int = 64
     linkage_max: int = 5000
 
     def __post_init__(self) -> None:
@@ -285,14 +285,17 @@ def _cluster_into(
     comp_of[nodes] = comp
     ca, cb = comp_of[left[pairs]], comp_of[right[pairs]]
     inside = (ca >= 0) & (ca == cb)
-    frame = pd.DataFrame({"c": ca[inside], "p": pairs[inside]})
-    for c, part in frame.groupby("c", sort=False):
-        size = sizes[c]
-        if size < 3:
-            continue
-        members = nodes[comp == c]
-        inner = part["p"].to_numpy()
-        if size > linkage_max:
+    # Members and inner pairs of every component, by sorting once (no per-component scans).
+    node_order = np.argsort(comp, kind="stable")
+    node_starts = np.searchsorted(comp[node_order], np.arange(n_comp + 1))
+    pair_comp, inner_pairs = ca[inside], pairs[inside]
+    order = np.argsort(pair_comp, kind="stable")
+    pair_comp, inner_pairs = pair_comp[order], inner_pairs[order]
+    pair_starts = np.searchsorted(pair_comp, np.arange(n_comp + 1))
+    for c in np.flatnonzero(sizes >= 3):
+        members = nodes[node_order[node_starts[c] : node_starts[c + 1]]]  # ascending
+        inner = inner_pairs[pair_starts[c] : pair_starts[c + 1]]
+        if len(members) > linkage_max:
             report.components_too_large += 1
             higher = threshold + (1.0 - threshold) * 0.25
             if higher - threshold < 1e-6:
@@ -301,9 +304,8 @@ def _cluster_into(
             _cluster_into(labels, inner, left, right, score, higher, linkage_max, report)
             continue
         report.components_relinked += 1
-        pos = pd.Index(members)
         sim = np.zeros((len(members), len(members)))
-        ia, ib = pos.get_indexer(left[inner]), pos.get_indexer(right[inner])
+        ia, ib = np.searchsorted(members, left[inner]), np.searchsorted(members, right[inner])
         sim[ia, ib] = sim[ib, ia] = score[inner]
         dist = 1.0 - sim
         np.fill_diagonal(dist, 0.0)
@@ -311,9 +313,8 @@ def _cluster_into(
         sub = fcluster(tree, t=1.0 - threshold, criterion="distance")  # 1..K
         if sub.max() > 1:
             report.components_split += 1
-            # each sub-cluster is labelled by its first member
-            rep = pd.Series(members).groupby(sub).transform("first").to_numpy()
-            labels[members] = rep
+            uniq, first = np.unique(sub, return_index=True)
+            labels[members] = members[first][np.searchsorted(uniq, sub)]  # each labelled by its first member
 
 
 # ------------------------------------------------------------------------------------------ quality
