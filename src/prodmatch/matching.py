@@ -65,8 +65,8 @@ class MatchConfig:
     index: str = "auto"
     exact_max_items: int = 20_000
     hnsw_m: int = 16
-    hnsw_ef_construction: int = 40
-    hnsw_ef_search: int = 64
+    hnsw_ef_construction: int = 64
+    hnsw_ef_search: int = 96
     linkage_max: int = 5000
 
     def __post_init__(self) -> None:
