@@ -54,6 +54,16 @@ def test_exact_candidates_find_the_true_pairs_on_tiny_data():
     assert candidate_recall(left, right, product) == 1.0
 
 
+def test_blocking_keeps_candidates_within_their_block():
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(40, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    groups = np.repeat([0, 1, 2, 3], 10)
+    left, right, facts = candidate_pairs(vectors, MatchConfig(k=5, index="flat"), groups)
+    assert facts["blocks"] == 4 and (groups[left] == groups[right]).all()
+    assert len(left) >= 4 * 10 * 5 // 2  # every item found 5 neighbours in its block
+
+
 def test_cluster_quality_by_hand():
     labels = np.array([0, 0, 0, 1, 1])
     product = np.array([7, 7, 8, 8, 8])

@@ -429,8 +429,13 @@ def match_catalogue(
     threshold = model.threshold if config.threshold is None else config.threshold
     n = len(cat)
 
+    def whole(stage: str):  # a one-step bar for stages without finer progress
+        return progress(stage, 1) if progress else (lambda _n: None)
+
     with timed(stages, "vectors"):
+        done = whole("item vectors")
         vectors, vector_kind = item_vectors(model, cat)
+        done(1)
     groups = None
     if config.block_by == "category":
         if cat.categories is None:
@@ -448,16 +453,20 @@ def match_catalogue(
         pairs = PairSet(
             left.astype(np.int32), right.astype(np.int32), None, np.arange(len(left)), ids[left], ids[right]
         )
+        done = progress("scoring", len(left)) if progress else None
         score = model.predict_proba(cat, pairs)
-        if progress:
-            progress("scoring", len(left))(len(left))
+        if done:
+            done(len(left))
     with timed(stages, "clustering"):
+        done = whole("clustering")
         labels, cluster_report = cluster_items(n, left, right, score, threshold, config.linkage_max)
+        done(1)
 
     quality: dict = {}
     truth_path = Path(data_dir) / TRUTH_FILE
     if truth_path.exists():
         with timed(stages, "quality"):
+            done = whole("quality")
             truth = pd.read_parquet(truth_path, columns=["variantid", "product_id"])
             product = truth.set_index("variantid")["product_id"].reindex(cat.ids).to_numpy()
             if not pd.isna(product).any():
@@ -469,6 +478,7 @@ def match_catalogue(
                     quality["ann_recall_vs_exact"] = ann_recall(vectors, search_facts["index_object"], config.k)
             else:
                 log.warning("%s does not cover every item; quality is not computed", truth_path)
+            done(1)
 
     with timed(stages, "writing"):
         out_dir.parent.mkdir(parents=True, exist_ok=True)
