@@ -39,6 +39,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_scoring.py
 	$(BIN)/python bench/bench_precision.py
+	$(BIN)/python bench/bench_matching.py
 
 clean:
 	rm -rf $(VENV) data runs bench/out

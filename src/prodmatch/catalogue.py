@@ -168,6 +168,65 @@ class Catalogue:
         self._features_cache = {key: out}  # keep one: these can be gigabytes
         return out
 
+    def concat(self, other: Catalogue) -> Catalogue:
+        """This catalogue's items followed by ``other``'s (for matching new listings against a catalogue).
+
+        Both must hold the same modalities with the same dimensions, and no id may be in both. Side data
+        that only one of them has is dropped.
+
+        Raises:
+            DataError: on different modalities or dimensions, or shared ids.
+        """
+        if [(n, m.dim) for n, m in self.modalities.items()] != [(n, m.dim) for n, m in other.modalities.items()]:
+            raise DataError(
+                "the new items' modalities differ from the catalogue's: "
+                f"{[(n, m.dim) for n, m in other.modalities.items()]} against "
+                f"{[(n, m.dim) for n, m in self.modalities.items()]}"
+            )
+        shared = self.ids.intersection(other.ids)
+        if len(shared):
+            raise DataError(
+                f"{len(shared)} new ids are already in the catalogue, e.g. {shared[:5].tolist()}; "
+                "new items must be new (remove them, or rebuild the index with them)"
+            )
+        modalities = {
+            name: Modality(
+                name,
+                np.ascontiguousarray(np.concatenate([m.matrix, other.modalities[name].matrix])),
+                np.concatenate([m.present, other.modalities[name].present]),
+                m.source,
+            )
+            for name, m in self.modalities.items()
+        }
+        categories = None
+        if self.categories is not None and other.categories is not None:
+            categories = pd.DataFrame(
+                {
+                    c: pd.Categorical(
+                        pd.concat([self.categories[c].astype(object), other.categories[c].astype(object)]),
+                    )
+                    for c in self.categories.columns
+                }
+            ).reset_index(drop=True)
+
+        def join(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None or b is None else np.concatenate([a, b])
+
+        extra = None
+        if self.extra_pictures is not None and other.extra_pictures is not None:
+            (oa, va), (ob, vb) = self.extra_pictures, other.extra_pictures
+            if va.shape[1:] == vb.shape[1:] or len(vb) == 0 or len(va) == 0:
+                vectors = np.concatenate([va, vb]) if len(va) and len(vb) else (va if len(va) else vb)
+                extra = (np.concatenate([oa, ob[1:] + oa[-1]]), vectors)
+        return Catalogue(
+            ids=self.ids.append(other.ids),
+            modalities=modalities,
+            categories=categories,
+            names=join(self.names, other.names),
+            attributes=join(self.attributes, other.attributes),
+            extra_pictures=extra,
+        )
+
     def describe(self) -> dict:
         """Counts for logs and reports: items, and per modality its dimension and coverage."""
         return {

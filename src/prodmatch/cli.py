@@ -54,6 +54,7 @@ def _setup(
         force=True,
         handlers=[RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)],
     )
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU build it tries
 
 
 # ------------------------------------------------------------------------------------------- synth
@@ -322,6 +323,111 @@ def _leaderboard_table(board: Any) -> Table:
             "100.0%",
         )
     return table
+
+
+# ------------------------------------------------------------------------------------------- match
+
+
+@app.command()
+def match(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="The catalogue to match (E-CUP layout).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
+    k: Annotated[int, typer.Option(help="Nearest neighbours searched per item.")] = 20,
+    threshold: Annotated[
+        float | None, typer.Option(help="Match probability threshold; default: the model's saved one.")
+    ] = None,
+    block_by: Annotated[str | None, typer.Option(help="'category': search only within each level-2 category.")] = None,
+    index: Annotated[
+        str, typer.Option(help="auto (exact up to 20,000 items, then HNSW), flat (exact) or hnsw.")
+    ] = "auto",
+    new: Annotated[
+        Path | None,
+        typer.Option(help="Incremental: a data directory of newly listed items to match against --index-dir."),
+    ] = None,
+    index_dir: Annotated[
+        Path | None, typer.Option(help="Incremental: the catalogue's saved index (`prodmatch index`).")
+    ] = None,
+    clusters: Annotated[
+        Path | None, typer.Option(help="Incremental: the catalogue's clusters.parquet from a full match.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Group a whole catalogue into products: candidate search, scoring, clustering.
+
+    Finds every item's top-k neighbours with faiss, scores each candidate pair with the model, keeps pairs
+    at or above the threshold, and clusters items: connected components, each re-cut by average linkage so
+    that one weak link cannot chain two groups together. Writes OUT/matches.parquet (variantid1,
+    variantid2, score), OUT/clusters.parquet (variantid, cluster_id) and OUT/summary.json (counts, timings
+    and peak memory per stage, parameters, and quality against truth.parquet when the data has it).
+    """
+    from prodmatch.errors import ConfigError
+    from prodmatch.matching import MatchConfig, match_catalogue, match_new_items
+
+    with _errors():
+        cfg = MatchConfig(k=k, threshold=threshold, block_by=block_by, index=index)
+        if new is not None or index_dir is not None or clusters is not None:
+            if new is None or index_dir is None or clusters is None:
+                raise ConfigError("incremental matching needs --new, --index-dir and --clusters together")
+            summary = match_new_items(run_dir, data, index_dir, new, clusters, out, cfg, overwrite=overwrite)
+            stdout.print(
+                f"{summary['new_items']:,} new items: {summary['joined_existing_clusters']:,} joined existing clusters, "
+                f"{summary['new_clusters']:,} new clusters; {summary['matches']:,} matches "
+                f"({summary['seconds']:.1f}s). outputs: {out}/matches.parquet, clusters.parquet, summary.json"
+            )
+            return
+        bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not (progress and console.is_terminal),
+        )
+
+        def stage(name: str, total: int):
+            task = bars.add_task(name, total=total)
+            return lambda n: bars.update(task, advance=n)
+
+        with bars:
+            summary = match_catalogue(run_dir, data, out, cfg, overwrite=overwrite, progress=stage)
+        table = Table(title=f"{summary['items']:,} items -> {summary['clustering']['clusters']:,} clusters")
+        table.add_column("stage")
+        table.add_column("seconds", justify="right")
+        table.add_column("peak memory MB", justify="right")
+        for name, st in summary["stages"].items():
+            table.add_row(name, f"{st['seconds']:.1f}", f"{st['peak_rss_mb']:,.0f}")
+        stdout.print(table)
+        stdout.print(
+            f"{summary['candidates']:,} candidate pairs ({summary['item_vectors']}, {', '.join(summary['search']['index'])}), "
+            f"{summary['matches']:,} matches at threshold {summary['parameters']['threshold']:.3f}"
+        )
+        for key, value in summary["quality"].items():
+            stdout.print(f"{key}: {value:.4f}" if value is not None else f"{key}: -")
+        stdout.print(f"outputs: {out}/matches.parquet, clusters.parquet, summary.json")
+
+
+@app.command("index")
+def index_command(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="The catalogue to index (E-CUP layout).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the index.")],
+    index: Annotated[str, typer.Option(help="auto, flat (exact) or hnsw.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing index directory.")] = False,
+) -> None:
+    """Save a catalogue's item vectors and nearest-neighbour index, so that newly listed items can be
+    matched against it later (`prodmatch match ... --new NEW --index-dir OUT --clusters CLUSTERS`)
+    without rebuilding it."""
+    from prodmatch.matching import MatchConfig, build_catalogue_index
+
+    with _errors():
+        meta = build_catalogue_index(run_dir, data, out, MatchConfig(index=index), overwrite=overwrite)
+        stdout.print(
+            f"indexed {meta['items']:,} items ({meta['item_vectors']}, {meta['index']}) in {meta['seconds']:.1f}s -> {out}"
+        )
 
 
 # ---------------------------------------------------------------------------------------- evaluate

@@ -151,7 +151,9 @@ class TorchPairModel(PairModel):
         self, net: nn.Module, features: torch.Tensor, left: np.ndarray, right: np.ndarray, batch_size: int = 65536
     ) -> np.ndarray:
         """Logits in this model's precision; order-sensitive networks average both orders."""
-        bf16 = self.precision_ == "bf16" and bf16_pays()  # bf16 weights are fp32: any CPU can score fp32
+        bf16 = self.precision_ == "bf16" and bf16_pays()  # weights stay fp32: any CPU can score in fp32
+        if hasattr(net, "tower") and hasattr(net, "head"):
+            return _score_by_items(net, features, left, right, batch_size, bf16)
         out = score_logits(net, features, left, right, batch_size, bf16=bf16)
         if not self.symmetric:
             out = 0.5 * (out + score_logits(net, features, right, left, batch_size, bf16=bf16))
@@ -212,3 +214,30 @@ class TorchPairModel(PairModel):
             blocks.append(l2_normalize(x))
             flags.append(np.ones((n, 1), dtype=np.float32))
         return np.ascontiguousarray(np.concatenate(blocks + flags, axis=1))
+
+
+def _score_by_items(
+    net: nn.Module, features: torch.Tensor, left: np.ndarray, right: np.ndarray, batch_size: int, bf16: bool
+) -> np.ndarray:
+    """Logits of a tower-and-head network: each item's vector once, then only the head per pair."""
+    rows = np.unique(np.concatenate([left, right]))
+    net.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        item_rows = torch.from_numpy(rows.astype(np.int64))
+        vectors = torch.cat(
+            [
+                net.tower(features.index_select(0, item_rows[s : s + batch_size])).float()
+                for s in range(0, len(rows), batch_size)
+            ]
+        )
+        la = torch.from_numpy(np.searchsorted(rows, left).astype(np.int64))
+        lb = torch.from_numpy(np.searchsorted(rows, right).astype(np.int64))
+        out = np.empty(len(left), dtype=np.float32)
+        for s in range(0, len(left), batch_size):
+            a, b = la[s : s + batch_size], lb[s : s + batch_size]
+            fa = features.index_select(0, item_rows.index_select(0, a))
+            fb = features.index_select(0, item_rows.index_select(0, b))
+            out[s : s + batch_size] = (
+                net.head(vectors.index_select(0, a), vectors.index_select(0, b), fa, fb).float().numpy()
+            )
+    return out

@@ -1,0 +1,719 @@
+"""Catalogue matching: candidate search, scoring and clustering of a whole catalogue into products.
+
+1. **Candidates.** Every item's top-k nearest items by inner product of normalised item vectors, with
+   faiss: exact (``flat``) for small catalogues, HNSW for large ones (``auto`` picks by size). Item
+   vectors are the siamese tower's when the model has one (``siamese``, or the networks stacked in
+   ``gbdt``), else the normalised concatenated modalities. Optional blocking by level-2 category.
+   Each unordered pair appears once.
+2. **Scoring** of every candidate pair with the model, in large vectorised batches.
+3. **Clustering.** Pairs at or above the threshold are edges; connected components are the first cut.
+   Guard against chaining: inside every component of three or more items, average-linkage clustering on
+   the scores (a pair that was not scored counts as 0) cut at the same threshold. A chain a-b-c whose ends
+   were never matched has an average a-c link of at most (s_ab + 0) / 2, so one weak link cannot merge two
+   groups: a group joins another only if it matches it on average.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial.distance import squareform
+
+from prodmatch.catalogue import Catalogue, l2_normalize
+from prodmatch.errors import ConfigError
+
+__all__ = [
+    "INDEX_KINDS",
+    "MatchConfig",
+    "build_index",
+    "candidate_pairs",
+    "cluster_items",
+    "cluster_quality",
+    "item_vectors",
+]
+
+log = logging.getLogger(__name__)
+
+INDEX_KINDS = ("auto", "flat", "hnsw")
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """How to match a catalogue.
+
+    Attributes:
+        k: neighbours searched per item.
+        threshold: a pair at or above this probability is a match; None: the model's saved threshold.
+        block_by: ``"category"`` searches only within each level-2 category; None searches everything.
+        index: ``flat`` (exact), ``hnsw`` (approximate), or ``auto``: flat up to ``exact_max_items`` items.
+        exact_max_items: the size up to which ``auto`` searches exactly.
+        hnsw_m, hnsw_ef_construction, hnsw_ef_search: HNSW graph degree and search breadth.
+        linkage_max: components larger than this are not re-clustered (counted), to bound memory.
+    """
+
+    k: int = 20
+    threshold: float | None = None
+    block_by: str | None = None
+    index: str = "auto"
+    exact_max_items: int = 20_000
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 64
+    hnsw_ef_search: int = 96
+    linkage_max: int = 5000
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"--k must be at least 1, got {self.k}")
+        if self.index not in INDEX_KINDS:
+            raise ConfigError(f"--index must be one of {list(INDEX_KINDS)}, got {self.index!r}")
+        if self.block_by not in (None, "category"):
+            raise ConfigError(f"--block-by must be 'category' or left out, got {self.block_by!r}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"--threshold must be in [0, 1], got {self.threshold}")
+
+    def index_kind(self, n_items: int) -> str:
+        if self.index != "auto":
+            return self.index
+        return "flat" if n_items <= self.exact_max_items else "hnsw"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------ vectors
+
+
+def item_vectors(model, catalogue: Catalogue, batch_size: int = 65536) -> tuple[np.ndarray, str]:
+    """(N, d) float32 unit item vectors for candidate search, and what they are.
+
+    The siamese tower's vectors when the model has a siamese network (itself, or stacked in gbdt): the
+    space its head compares items in. Otherwise the normalised modalities side by side, each weighted
+    equally, renormalised.
+    """
+    import torch
+
+    from prodmatch.models.siamese import SiameseNet
+
+    network = getattr(model, "network_", None)
+    if not isinstance(network, SiameseNet):
+        stacked = [
+            m for m in getattr(model, "stack_models_", []) if isinstance(getattr(m, "network_", None), SiameseNet)
+        ]
+        network = stacked[0].network_ if stacked else None
+    names = [n for n, _ in model.modalities_]
+    features = catalogue.item_features(names)
+    if network is not None:
+        out = np.empty((len(catalogue), network.fuse[0].out_features), dtype=np.float32)
+        network.eval()
+        with torch.inference_mode():
+            for start in range(0, len(catalogue), batch_size):
+                sl = slice(start, start + batch_size)
+                out[sl] = network.tower(torch.from_numpy(features[sl])).float().numpy()
+        return l2_normalize(out, eps=0.0), "siamese tower"
+    width = sum(d for _, d in model.modalities_)
+    out = np.ascontiguousarray(features[:, :width]) / np.sqrt(len(names))
+    return l2_normalize(out.astype(np.float32), eps=0.0), "normalised modalities"
+
+
+# ------------------------------------------------------------------------------------------ search
+
+
+def build_index(vectors: np.ndarray, kind: str, config: MatchConfig):
+    """A faiss inner-product index over ``vectors`` (flat: exact; hnsw: approximate)."""
+    import faiss
+
+    d = vectors.shape[1]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.hnsw_ef_construction
+        index.hnsw.efSearch = config.hnsw_ef_search
+    else:
+        raise ConfigError(f"unknown index kind {kind!r}")
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def search(index, vectors: np.ndarray, k: int, batch: int = 65536, progress: Callable[[int], None] | None = None):
+    """(M, k) neighbour rows (-1 where fewer exist) of each query vector."""
+    out = np.empty((len(vectors), k), dtype=np.int64)
+    for start in range(0, len(vectors), batch):
+        _, idx = index.search(np.ascontiguousarray(vectors[start : start + batch]), k)
+        out[start : start + batch] = idx
+        if progress:
+            progress(min(batch, len(vectors) - start))
+    return out
+
+
+def candidate_pairs(
+    vectors: np.ndarray,
+    config: MatchConfig,
+    groups: np.ndarray | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Every item's top-k neighbours as unique unordered pairs (left < right).
+
+    Args:
+        vectors: (N, d) unit item vectors.
+        config: k, index kind, HNSW settings.
+        groups: (N,) block of each item (-1: no block, searched among themselves); None: one block.
+        progress: called with the number of items searched after each batch.
+
+    Returns:
+        (left, right, facts): int64 rows with left < right, and what was searched how; ``facts["index_object"]``
+        is the faiss index when there was one block (for measuring its recall), else None.
+    """
+    n = len(vectors)
+    blocks = [np.arange(n)] if groups is None else [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    lefts, rights = [], []
+    kinds = set()
+    index = None
+    for rows in blocks:
+        if len(rows) < 2:
+            if progress:
+                progress(len(rows))
+            continue
+        kind = config.index_kind(len(rows))
+        kinds.add(kind)
+        index = build_index(vectors[rows], kind, config)
+        k = min(config.k + 1, len(rows))  # +1: an item finds itself
+        nbrs = search(index, vectors[rows], k, progress=progress)
+        q = np.repeat(np.arange(len(rows)), k)
+        r = nbrs.ravel()
+        ok = (r >= 0) & (r != q)
+        lefts.append(rows[np.minimum(q[ok], r[ok])])
+        rights.append(rows[np.maximum(q[ok], r[ok])])
+    left = np.concatenate(lefts) if lefts else np.zeros(0, dtype=np.int64)
+    right = np.concatenate(rights) if rights else np.zeros(0, dtype=np.int64)
+    key = np.unique(left * n + right)
+    facts = {"blocks": len(blocks), "index": sorted(kinds), "index_object": index if len(blocks) == 1 else None}
+    return key // n, key % n, facts
+
+
+def ann_recall(vectors: np.ndarray, index, k: int, sample: int = 2000, seed: int = 0) -> float:
+    """Share of the exact top-k neighbours that ``index`` also returns, on a sample of query items."""
+    import faiss
+
+    rng = np.random.default_rng(seed)
+    queries = rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)
+    k = min(k + 1, len(vectors))
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(np.ascontiguousarray(vectors))
+    exact = search(flat, vectors[queries], k)
+    approx = search(index, vectors[queries], k)
+    hits = sum(len(np.intersect1d(e, a)) for e, a in zip(exact, approx, strict=True))
+    return hits / exact.size
+
+
+# ------------------------------------------------------------------------------------------ clusters
+
+
+@dataclass
+class ClusterReport:
+    """What clustering did, for summary.json."""
+
+    edges: int = 0
+    components: int = 0
+    components_relinked: int = 0  # components of 3+ items that average linkage re-clustered
+    components_split: int = 0  # of those, the ones it cut into more than one cluster
+    components_too_large: int = 0  # over linkage_max: kept whole
+    clusters: int = 0
+    items_in_multi_item_clusters: int = 0
+    largest_cluster: int = 0
+    sizes: dict = field(default_factory=dict)
+
+
+def cluster_items(
+    n_items: int, left: np.ndarray, right: np.ndarray, score: np.ndarray, threshold: float, linkage_max: int = 5000
+) -> tuple[np.ndarray, ClusterReport]:
+    """(N,) cluster label of every item (0..C-1), and counts. See the module docstring for the rule.
+
+    A component larger than ``linkage_max`` (too big for a dense linkage) is first cut by raising the
+    threshold inside it, step by step, until every piece fits; each piece is then re-clustered the same way.
+    """
+    report = ClusterReport(edges=int((score >= threshold).sum()))
+    labels = np.arange(n_items, dtype=np.int64)  # every item alone until an edge joins it
+    _cluster_into(labels, np.arange(len(left)), left, right, score, threshold, linkage_max, report, top=True)
+    _, labels = np.unique(labels, return_inverse=True)
+    counts = np.bincount(labels)
+    report.clusters = len(counts)
+    report.items_in_multi_item_clusters = int(counts[counts > 1].sum())
+    report.largest_cluster = int(counts.max()) if len(counts) else 0
+    size_hist = pd.Series(counts).value_counts().sort_index()
+    report.sizes = {str(k): int(v) for k, v in size_hist.items() if k <= 10}
+    report.sizes[">10"] = int(size_hist[size_hist.index > 10].sum())
+    return labels, report
+
+
+def _cluster_into(
+    labels: np.ndarray,
+    pairs: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    linkage_max: int,
+    report: ClusterReport,
+    *,
+    top: bool = False,
+) -> None:
+    """Label the items joined by ``pairs`` (indices into left/right/score) at ``threshold``, in place."""
+    kept = pairs[score[pairs] >= threshold]
+    if len(kept) == 0:
+        return
+    nodes, inverse = np.unique(np.concatenate([left[kept], right[kept]]), return_inverse=True)
+    a, b = inverse[: len(kept)], inverse[len(kept) :]
+    graph = sp.coo_matrix((np.ones(len(kept)), (a, b)), shape=(len(nodes), len(nodes)))
+    n_comp, comp = connected_components(graph, directed=False)
+    if top:
+        report.components = int(n_comp)
+    sizes = np.bincount(comp, minlength=n_comp)
+    first = np.full(n_comp, -1, dtype=np.int64)
+    first[comp[::-1]] = nodes[::-1]  # a representative item of each component
+    labels[nodes] = first[comp]
+    # Every scored pair inside a component of 3+ items, kept or not, informs the linkage.
+    comp_of = np.full(len(labels), -1, dtype=np.int64)
+    comp_of[nodes] = comp
+    ca, cb = comp_of[left[pairs]], comp_of[right[pairs]]
+    inside = (ca >= 0) & (ca == cb)
+    # Members and inner pairs of every component, by sorting once (no per-component scans).
+    node_order = np.argsort(comp, kind="stable")
+    node_starts = np.searchsorted(comp[node_order], np.arange(n_comp + 1))
+    pair_comp, inner_pairs = ca[inside], pairs[inside]
+    order = np.argsort(pair_comp, kind="stable")
+    pair_comp, inner_pairs = pair_comp[order], inner_pairs[order]
+    pair_starts = np.searchsorted(pair_comp, np.arange(n_comp + 1))
+    for c in np.flatnonzero(sizes >= 3):
+        members = nodes[node_order[node_starts[c] : node_starts[c + 1]]]  # ascending
+        inner = inner_pairs[pair_starts[c] : pair_starts[c + 1]]
+        if len(members) > linkage_max:
+            report.components_too_large += 1
+            higher = threshold + (1.0 - threshold) * 0.25
+            if higher - threshold < 1e-6:
+                continue  # cannot cut further: keep it whole
+            labels[members] = members  # undo, then cut at a higher threshold
+            _cluster_into(labels, inner, left, right, score, higher, linkage_max, report)
+            continue
+        report.components_relinked += 1
+        sim = np.zeros((len(members), len(members)))
+        ia, ib = np.searchsorted(members, left[inner]), np.searchsorted(members, right[inner])
+        sim[ia, ib] = sim[ib, ia] = score[inner]
+        dist = 1.0 - sim
+        np.fill_diagonal(dist, 0.0)
+        tree = linkage(squareform(dist, checks=False), method="average")
+        sub = fcluster(tree, t=1.0 - threshold, criterion="distance")  # 1..K
+        if sub.max() > 1:
+            report.components_split += 1
+            uniq, first = np.unique(sub, return_index=True)
+            labels[members] = members[first][np.searchsorted(uniq, sub)]  # each labelled by its first member
+
+
+# ------------------------------------------------------------------------------------------ quality
+
+
+def pairs_of_groups(labels: np.ndarray) -> int:
+    counts = np.bincount(labels)
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def candidate_recall(left: np.ndarray, right: np.ndarray, product: np.ndarray) -> float | None:
+    """Share of the true same-product pairs that are among the candidates."""
+    _, prod = np.unique(product, return_inverse=True)
+    true_pairs = pairs_of_groups(prod)
+    if true_pairs == 0:
+        return None
+    return float((prod[left] == prod[right]).sum() / true_pairs)
+
+
+def cluster_quality(labels: np.ndarray, product: np.ndarray) -> dict[str, float]:
+    """Pairwise precision, recall and F1 of the clusters against true products, and B-cubed precision and recall."""
+    _, prod = np.unique(product, return_inverse=True)
+    both = pd.DataFrame({"c": labels, "p": prod}).value_counts().to_numpy()  # sizes of cluster ∩ product
+    tp = float((both * (both - 1) / 2).sum())
+    predicted, true = pairs_of_groups(labels), pairs_of_groups(prod)
+    precision = tp / predicted if predicted else 1.0
+    recall = tp / true if true else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    frame = pd.DataFrame({"c": labels, "p": prod})
+    inter = frame.groupby(["c", "p"])["c"].transform("size").to_numpy()
+    c_size = frame.groupby("c")["c"].transform("size").to_numpy()
+    p_size = frame.groupby("p")["p"].transform("size").to_numpy()
+    return {
+        "pairwise_precision": precision,
+        "pairwise_recall": recall,
+        "pairwise_f1": f1,
+        "bcubed_precision": float((inter / c_size).mean()),
+        "bcubed_recall": float((inter / p_size).mean()),
+    }
+
+
+def timed(stages: dict, name: str):
+    """Context manager recording a stage's wall seconds and peak RSS into ``stages``."""
+    import contextlib
+    import resource
+
+    @contextlib.contextmanager
+    def run():
+        t0 = time.perf_counter()
+        yield
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        stages[name] = {"seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(peak_mb, 1)}
+        log.info("%s: %.1fs (peak memory so far %.0f MB)", name, stages[name]["seconds"], peak_mb)
+
+    return run()
+
+
+# ------------------------------------------------------------------------------------------ the job
+
+MATCHES_FILE = "matches.parquet"
+CLUSTERS_FILE = "clusters.parquet"
+SUMMARY_FILE = "summary.json"
+
+
+def match_catalogue(
+    run_dir,
+    data_dir,
+    out_dir,
+    config: MatchConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress=None,
+) -> dict:
+    """Find every group of listings that are one product in ``data_dir``; write matches, clusters, summary.
+
+    The outputs are written into a temporary directory beside ``out_dir`` and moved into place at the end,
+    so an interrupted run leaves no partial output. When ``data_dir`` holds ``truth.parquet`` (synthetic
+    data), candidate recall, ANN recall against exact search, and pairwise and B-cubed cluster quality are
+    computed too.
+
+    Args:
+        run_dir: a trained run directory.
+        data_dir: the catalogue (E-CUP layout; no pairs needed).
+        out_dir: where matches.parquet, clusters.parquet and summary.json go.
+        config: k, threshold, blocking, index.
+        overwrite: replace an existing output directory.
+        progress: ``progress(stage, total)`` returning a callable that advances by n, or None.
+
+    Returns:
+        The summary dict (also in summary.json).
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from prodmatch.api import _model_and_catalogue
+    from prodmatch.io import write_json, write_parquet
+    from prodmatch.pairs import PairSet
+    from prodmatch.synth import TRUTH_FILE
+
+    config = config or MatchConfig()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{out_dir} is not empty; pass --overwrite to replace it or choose another --out")
+        if not (out_dir / SUMMARY_FILE).exists():
+            raise ConfigError(f"{out_dir} holds files that are not prodmatch match output; refusing to delete them")
+    stages: dict[str, dict] = {}
+    t_start = time.perf_counter()
+    with timed(stages, "load"):
+        model, cat = _model_and_catalogue(run_dir, data_dir, None)
+    threshold = model.threshold if config.threshold is None else config.threshold
+    n = len(cat)
+
+    def whole(stage: str):  # a one-step bar for stages without finer progress
+        return progress(stage, 1) if progress else (lambda _n: None)
+
+    with timed(stages, "vectors"):
+        done = whole("item vectors")
+        vectors, vector_kind = item_vectors(model, cat)
+        done(1)
+    groups = None
+    if config.block_by == "category":
+        if cat.categories is None:
+            raise ConfigError(f"--block-by category: {data_dir} has no attributes.parquet with categories")
+        groups = cat.categories["category2"].cat.codes.to_numpy()
+    with timed(stages, "candidates"):
+        advance = progress("candidates", n) if progress else None
+        left, right, search_facts = candidate_pairs(vectors, config, groups, advance)
+    log.info("%d candidate pairs from %d items (k=%d, %s)", len(left), n, config.k, ", ".join(search_facts["index"]))
+
+    with timed(stages, "scoring"):
+        # One call: a tower-and-head model computes each item's vector once for all pairs (in chunks it
+        # would recompute most items' vectors once per chunk).
+        ids = cat.ids.to_numpy()
+        pairs = PairSet(
+            left.astype(np.int32), right.astype(np.int32), None, np.arange(len(left)), ids[left], ids[right]
+        )
+        done = progress("scoring", len(left)) if progress else None
+        score = model.predict_proba(cat, pairs)
+        if done:
+            done(len(left))
+    with timed(stages, "clustering"):
+        done = whole("clustering")
+        labels, cluster_report = cluster_items(n, left, right, score, threshold, config.linkage_max)
+        done(1)
+
+    quality: dict = {}
+    truth_path = Path(data_dir) / TRUTH_FILE
+    if truth_path.exists():
+        with timed(stages, "quality"):
+            done = whole("quality")
+            truth = pd.read_parquet(truth_path, columns=["variantid", "product_id"])
+            product = truth.set_index("variantid")["product_id"].reindex(cat.ids).to_numpy()
+            if not pd.isna(product).any():
+                quality = {
+                    f"candidate_recall_at_{config.k}": candidate_recall(left, right, product),
+                    **cluster_quality(labels, product),
+                }
+                if search_facts["index"] == ["hnsw"] and search_facts["index_object"] is not None:
+                    quality["ann_recall_vs_exact"] = ann_recall(vectors, search_facts["index_object"], config.k)
+            else:
+                log.warning("%s does not cover every item; quality is not computed", truth_path)
+            done(1)
+
+    with timed(stages, "writing"):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        try:
+            kept = score >= threshold
+            write_parquet(
+                pd.DataFrame({"variantid1": ids[left[kept]], "variantid2": ids[right[kept]], "score": score[kept]}),
+                tmp / MATCHES_FILE,
+            )
+            write_parquet(pd.DataFrame({"variantid": ids, "cluster_id": labels}), tmp / CLUSTERS_FILE)
+            summary = {
+                "model": model.name,
+                "run_dir": str(run_dir),
+                "data": str(data_dir),
+                "items": n,
+                "parameters": {**config.to_dict(), "threshold": threshold},
+                "item_vectors": vector_kind,
+                "search": {k: v for k, v in search_facts.items() if k != "index_object"},
+                "candidates": len(left),
+                "matches": int(kept.sum()),
+                "clustering": asdict(cluster_report),
+                "quality": quality,
+                "stages": stages,
+                "seconds": round(time.perf_counter() - t_start, 3),
+            }
+            write_json(summary, tmp / SUMMARY_FILE)
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            tmp.rename(out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    summary["stages"] = stages
+    return summary
+
+
+# ------------------------------------------------------------------------------------ incremental
+
+INDEX_FILE = "index.faiss"
+VECTORS_FILE = "vectors.npy"
+IDS_FILE = "ids.parquet"
+INDEX_META_FILE = "index.json"
+
+
+def _staged_output(out_dir, overwrite: bool, marker: str):
+    """A context manager yielding a temporary directory that replaces ``out_dir`` on success only."""
+    import contextlib
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{out_dir} is not empty; pass --overwrite to replace it or choose another --out")
+        if not (out_dir / marker).exists():
+            raise ConfigError(f"{out_dir} holds files that prodmatch did not write; refusing to delete them")
+
+    @contextlib.contextmanager
+    def staged():
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        try:
+            yield tmp
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            tmp.rename(out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    return staged()
+
+
+def build_catalogue_index(
+    run_dir, data_dir, out_dir, config: MatchConfig | None = None, *, overwrite: bool = False
+) -> dict:
+    """Save the catalogue's item vectors and their nearest-neighbour index, for matching new items later."""
+    import faiss
+
+    from prodmatch.api import _model_and_catalogue
+    from prodmatch.io import write_json, write_parquet
+
+    config = config or MatchConfig()
+    with _staged_output(out_dir, overwrite, INDEX_META_FILE) as tmp:
+        t0 = time.perf_counter()
+        model, cat = _model_and_catalogue(run_dir, data_dir, None)
+        vectors, vector_kind = item_vectors(model, cat)
+        kind = config.index_kind(len(cat))
+        index = build_index(vectors, kind, config)
+        faiss.write_index(index, str(tmp / INDEX_FILE))
+        with open(tmp / VECTORS_FILE, "wb") as f:
+            np.save(f, vectors)
+        write_parquet(pd.DataFrame({"variantid": cat.ids.to_numpy()}), tmp / IDS_FILE)
+        meta = {
+            "run_dir": str(run_dir),
+            "data": str(data_dir),
+            "items": len(cat),
+            "item_vectors": vector_kind,
+            "index": kind,
+            "parameters": config.to_dict(),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        write_json(meta, tmp / INDEX_META_FILE)
+    return meta
+
+
+def match_new_items(
+    run_dir,
+    data_dir,
+    index_dir,
+    new_dir,
+    clusters_path,
+    out_dir,
+    config: MatchConfig | None = None,
+    *,
+    overwrite: bool = False,
+) -> dict:
+    """Match newly listed items against a saved index and assign them to existing clusters or new ones.
+
+    Candidates of a new item: its top-k among the indexed catalogue (the saved index, not rebuilt) and its
+    top-k among the other new items. Scored pairs at or above the threshold are clustered with the same
+    guard as a full run, over the new items and the catalogue items they match. A resulting group that
+    can join the existing cluster it matches best on average over all that cluster's members (pairs never
+    scored count as 0), if that average reaches the threshold, the rule average linkage applies in a full
+    run; otherwise it becomes a new cluster. Existing clusters are never merged or split: that is where
+    the result can differ from a full rebuild, which may re-cut old clusters once new items link them.
+
+    Writes ``matches.parquet`` (new pairs), ``clusters.parquet`` (variantid, cluster_id, is_new_cluster for
+    the new items) and ``summary.json``.
+    """
+    import json as _json
+    from pathlib import Path
+
+    import faiss
+
+    from prodmatch.api import _model_and_catalogue
+    from prodmatch.io import read_catalogue, write_json, write_parquet
+    from prodmatch.pairs import PairSet
+
+    config = config or MatchConfig()
+    index_dir = Path(index_dir)
+    meta = _json.loads((index_dir / INDEX_META_FILE).read_text())
+    t0 = time.perf_counter()
+    model, cat = _model_and_catalogue(run_dir, data_dir, None)
+    saved_ids = pd.read_parquet(index_dir / IDS_FILE)["variantid"].to_numpy()
+    if len(saved_ids) != len(cat) or not np.array_equal(saved_ids, cat.ids.to_numpy()):
+        raise ConfigError(f"{index_dir} indexes other items than {data_dir}; rebuild it with `prodmatch index`")
+    new_cat = read_catalogue(new_dir, model.data_config())
+    combined = cat.concat(new_cat)
+    n_old, n_new = len(cat), len(new_cat)
+    index = faiss.read_index(str(index_dir / INDEX_FILE))
+    if isinstance(index, faiss.IndexHNSWFlat):
+        index.hnsw.efSearch = config.hnsw_ef_search
+    new_vectors, _ = item_vectors(model, new_cat)
+    k = min(config.k, n_old)
+    nbrs = search(index, new_vectors, k)
+    q = np.repeat(np.arange(n_new), k)
+    r = nbrs.ravel()
+    ok = r >= 0
+    left = [r[ok]]  # old rows
+    right = [n_old + q[ok]]
+    if n_new > 1:
+        wl, wr, _ = candidate_pairs(new_vectors, replace_index(config, "flat"))  # new among new: exact
+        left.append(n_old + wl)
+        right.append(n_old + wr)
+    left, right = np.concatenate(left), np.concatenate(right)
+    key = np.unique(left * (n_old + n_new) + right)
+    left, right = key // (n_old + n_new), key % (n_old + n_new)
+    ids = combined.ids.to_numpy()
+    pairs = PairSet(left.astype(np.int32), right.astype(np.int32), None, np.arange(len(left)), ids[left], ids[right])
+    score = model.predict_proba(combined, pairs)
+    threshold = model.threshold if config.threshold is None else config.threshold
+    labels, report = cluster_items(n_old + n_new, left, right, score, threshold, config.linkage_max)
+
+    existing = pd.read_parquet(clusters_path).set_index("variantid")["cluster_id"]
+    old_cluster = existing.reindex(cat.ids).to_numpy()
+    if pd.isna(old_cluster).any():
+        raise ConfigError(f"{clusters_path} lacks some catalogue items; use the clusters of a full `match` run")
+    old_cluster = old_cluster.astype(np.int64)
+    next_id = int(old_cluster.max()) + 1 if len(old_cluster) else 0
+    assigned = np.full(n_new, -1, dtype=np.int64)
+    is_new = np.zeros(n_new, dtype=bool)
+    kept = score >= threshold
+    # A group of new items joins the existing cluster it matches best *on average over all its members*
+    # (unscored pairs count as 0), the rule average linkage applies in a full run; else it is a new cluster.
+    new_old = (left < n_old) & (right >= n_old)
+    frame = pd.DataFrame({"g": labels[right[new_old]], "c": old_cluster[left[new_old]], "s": score[new_old]})
+    total = frame.groupby(["g", "c"])["s"].sum().reset_index()
+    group_size = pd.Series(labels[n_old:]).value_counts()
+    cluster_size = pd.Series(old_cluster).value_counts()
+    total["avg"] = total["s"] / (
+        group_size.reindex(total["g"]).to_numpy() * cluster_size.reindex(total["c"]).to_numpy()
+    )
+    best = (
+        total[total["avg"] >= threshold]
+        .sort_values(["g", "avg"], ascending=[True, False])
+        .drop_duplicates("g")
+        .set_index("g")["c"]
+    )
+    group_of_new = labels[n_old:]
+    joins = best.reindex(group_of_new).to_numpy()
+    has = ~pd.isna(joins)
+    assigned[has] = joins[has].astype(np.int64)
+    fresh_groups, fresh = np.unique(group_of_new[~has], return_inverse=True)
+    assigned[~has] = next_id + fresh
+    is_new[~has] = True
+
+    with _staged_output(out_dir, overwrite, SUMMARY_FILE) as tmp:
+        write_parquet(
+            pd.DataFrame({"variantid1": ids[left[kept]], "variantid2": ids[right[kept]], "score": score[kept]}),
+            tmp / MATCHES_FILE,
+        )
+        write_parquet(
+            pd.DataFrame({"variantid": new_cat.ids.to_numpy(), "cluster_id": assigned, "is_new_cluster": is_new}),
+            tmp / CLUSTERS_FILE,
+        )
+        summary = {
+            "mode": "incremental",
+            "index": meta,
+            "new_items": n_new,
+            "candidates": len(left),
+            "matches": int(kept.sum()),
+            "joined_existing_clusters": int(has.sum()),
+            "new_clusters": len(fresh_groups),
+            "parameters": {**config.to_dict(), "threshold": threshold},
+            "clustering": asdict(report),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        write_json(summary, tmp / SUMMARY_FILE)
+    return summary
+
+
+def replace_index(config: MatchConfig, kind: str) -> MatchConfig:
+    from dataclasses import replace
+
+    return replace(config, index=kind)

@@ -1,0 +1,215 @@
+"""Catalogue matching: candidates, the chaining guard, quality measures, and the match command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import SMALL
+from prodmatch.cli import app
+from prodmatch.matching import MatchConfig, candidate_pairs, candidate_recall, cluster_items, cluster_quality
+
+
+def test_guard_breaks_a_weak_bridge_between_two_groups():
+    # two triangles {0,1,2} and {3,4,5}, one link 2-3 just above the threshold; item 6 alone
+    left, right = np.array([0, 0, 1, 3, 3, 4, 2]), np.array([1, 2, 2, 4, 5, 5, 3])
+    score = np.array([0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.6])
+    labels, report = cluster_items(7, left, right, score, threshold=0.5)
+    assert labels[0] == labels[1] == labels[2] != labels[3] == labels[4] == labels[5] != labels[6]
+    assert report.components == 1 and report.components_split == 1 and report.clusters == 3
+
+
+def test_guard_cuts_a_chain_whose_ends_never_matched():
+    labels, _ = cluster_items(4, np.array([0, 1, 2]), np.array([1, 2, 3]), np.array([0.8, 0.8, 0.8]), 0.5)
+    assert labels[0] != labels[3]  # plain connected components would give one cluster of four
+
+
+def test_a_complete_group_stays_whole():
+    left, right = np.array([0, 0, 1]), np.array([1, 2, 2])
+    labels, report = cluster_items(3, left, right, np.array([0.7, 0.6, 0.9]), 0.5)
+    assert len(set(labels.tolist())) == 1 and report.components_split == 0
+
+
+def test_components_too_large_for_linkage_are_cut_by_a_higher_threshold():
+    left, right = np.array([0, 0, 1, 3, 3, 4, 2]), np.array([1, 2, 2, 4, 5, 5, 3])
+    score = np.array([0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.6])
+    labels, report = cluster_items(6, left, right, score, threshold=0.5, linkage_max=4)
+    assert report.components_too_large == 1
+    assert labels[0] == labels[2] != labels[3] == labels[5]
+
+
+def test_exact_candidates_find_the_true_pairs_on_tiny_data():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(20, 8))
+    product = np.repeat(np.arange(20), 3)  # 20 products, 3 listings each
+    vectors = centres[product] + rng.normal(scale=0.05, size=(60, 8))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    left, right, facts = candidate_pairs(vectors, MatchConfig(k=2, index="flat"))
+    assert facts["index"] == ["flat"]
+    assert (left < right).all() and len(np.unique(left * 60 + right)) == len(left)  # each pair once
+    assert candidate_recall(left, right, product) == 1.0
+
+
+def test_blocking_keeps_candidates_within_their_block():
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(40, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    groups = np.repeat([0, 1, 2, 3], 10)
+    left, right, facts = candidate_pairs(vectors, MatchConfig(k=5, index="flat"), groups)
+    assert facts["blocks"] == 4 and (groups[left] == groups[right]).all()
+    assert len(left) >= 4 * 10 * 5 // 2  # every item found 5 neighbours in its block
+
+
+def test_cluster_quality_by_hand():
+    labels = np.array([0, 0, 0, 1, 1])
+    product = np.array([7, 7, 8, 8, 8])
+    q = cluster_quality(labels, product)
+    # predicted pairs: 3 + 1 = 4, of which (0,1) and (3,4) are true; true pairs: 1 + 3 = 4
+    assert q["pairwise_precision"] == pytest.approx(2 / 4) and q["pairwise_recall"] == pytest.approx(2 / 4)
+    # B-cubed precision: items 0,1: 2/3, item 2: 1/3, items 3,4: 2/2
+    assert q["bcubed_precision"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 3 + 1 + 1) / 5)
+
+
+def test_match_command_writes_complete_outputs(synth_dir, tmp_path):
+    runner = CliRunner()
+    run_dir, out = tmp_path / "run", tmp_path / "match"
+    params = [x for k, v in SMALL["siamese"].items() for x in ("-p", f"{k}={v}")]
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            str(synth_dir),
+            "--out",
+            str(run_dir),
+            "--model",
+            "siamese",
+            "--epochs",
+            "2",
+            *params,
+            "--no-progress",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app, ["match", str(run_dir), "--data", str(synth_dir), "--out", str(out), "--k", "10", "--no-progress"]
+    )
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["clusters.parquet", "matches.parquet", "summary.json"]
+    clusters = pd.read_parquet(out / "clusters.parquet")
+    assert clusters["variantid"].is_unique and len(clusters) == 3000
+    matches = pd.read_parquet(out / "matches.parquet")
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(matches) == summary["matches"] and (matches["score"] >= summary["parameters"]["threshold"]).all()
+    assert {"candidates", "scoring", "clustering"} <= set(summary["stages"])
+    assert 0.0 <= summary["quality"]["candidate_recall_at_10"] <= 1.0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".match.")]  # no temporary directory left
+    r = runner.invoke(app, ["match", str(run_dir), "--data", str(synth_dir), "--out", str(out)])
+    assert r.exit_code == 2 and "--overwrite" in r.output
+
+
+def test_interrupted_match_leaves_nothing(synth_dir, tmp_path, monkeypatch):
+    import prodmatch.matching as matching
+
+    runner = CliRunner()
+    run_dir, out = tmp_path / "run", tmp_path / "match"
+    params = [x for k, v in SMALL["siamese"].items() for x in ("-p", f"{k}={v}")]
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            str(synth_dir),
+            "--out",
+            str(run_dir),
+            "--model",
+            "siamese",
+            "--epochs",
+            "1",
+            *params,
+            "--no-progress",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    import prodmatch.io
+
+    monkeypatch.setattr(prodmatch.io, "write_json", crash)  # dies after both parquet files are written
+    with pytest.raises(KeyboardInterrupt):
+        matching.match_catalogue(run_dir, synth_dir, out, MatchConfig(k=5))
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".match.")]
+
+
+def _split_data(src, old_dir, new_dir, new_ids):
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    for d in (old_dir, new_dir):
+        d.mkdir(parents=True)
+    for f in ("text_and_bert.parquet", "images_embed.parquet", "attributes.parquet"):
+        table = pq.read_table(src / f)
+        is_new = pc.is_in(table["variantid"], value_set=pa_array(new_ids))
+        pq.write_table(table.filter(pc.invert(is_new)), old_dir / f)
+        pq.write_table(table.filter(is_new), new_dir / f)
+
+
+def pa_array(values):
+    import pyarrow as pa
+
+    return pa.array(values)
+
+
+def test_incremental_matching_agrees_with_a_full_rebuild(synth_dir, tmp_path):
+    from prodmatch.matching import build_catalogue_index, match_catalogue, match_new_items
+
+    runner = CliRunner()
+    run_dir = tmp_path / "run"
+    args = ["--model", "siamese", "--epochs", "6", "--batch-size", "64", "-p", "item_dim=64", "--no-progress"]
+    r = runner.invoke(app, ["train", str(synth_dir), "--out", str(run_dir), *args])
+    assert r.exit_code == 0, r.output
+    ids = pd.read_parquet(synth_dir / "truth.parquet")["variantid"].to_numpy()
+    new_ids = np.random.default_rng(0).choice(ids, size=150, replace=False)
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    _split_data(synth_dir, old_dir, new_dir, new_ids)
+    cfg = MatchConfig(k=10)
+
+    full = match_catalogue(run_dir, synth_dir, tmp_path / "full", cfg)
+    match_catalogue(run_dir, old_dir, tmp_path / "old_match", cfg)
+    build_catalogue_index(run_dir, old_dir, tmp_path / "index", cfg)
+    inc = match_new_items(
+        run_dir,
+        old_dir,
+        tmp_path / "index",
+        new_dir,
+        tmp_path / "old_match" / "clusters.parquet",
+        tmp_path / "inc",
+        cfg,
+    )
+    assert inc["new_items"] == 150 and full["items"] == 3000
+
+    full_c = pd.read_parquet(tmp_path / "full" / "clusters.parquet").set_index("variantid")["cluster_id"]
+    old_c = pd.read_parquet(tmp_path / "old_match" / "clusters.parquet").set_index("variantid")["cluster_id"]
+    inc_c = pd.read_parquet(tmp_path / "inc" / "clusters.parquet").set_index("variantid")
+    assert set(inc_c.index) == set(new_ids)
+    everything = pd.concat([old_c, inc_c["cluster_id"]])
+    # For each new item: the other items in its cluster, incrementally and in a full rebuild.
+    agree = old_part_differs = 0
+    for v in new_ids:
+        mates_inc = set(everything.index[everything == everything[v]]) - {v}
+        mates_full = set(full_c.index[full_c == full_c[v]]) - {v}
+        if mates_inc == mates_full:
+            agree += 1
+        elif {m for m in mates_inc if m in old_c.index} != {m for m in mates_full if m in old_c.index}:
+            old_part_differs += 1
+    print(f"incremental agrees with the full rebuild for {agree} of {len(new_ids)} new items")
+    # A regression floor, not a target: on this small, noisy model about two thirds agree exactly.
+    assert agree / len(new_ids) >= 0.6
+    # The documented reason for the rest: a full rebuild re-cuts old clusters around the new items, and
+    # incremental matching never changes an existing cluster.
+    assert old_part_differs >= 0.8 * (len(new_ids) - agree)
+    assert (inc_c["is_new_cluster"] == ~inc_c["cluster_id"].isin(old_c.unique())).all()
