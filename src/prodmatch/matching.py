@@ -406,8 +406,6 @@ def match_catalogue(
     Returns:
         The summary dict (also in summary.json).
     """
-    import shutil
-    import tempfile
     from pathlib import Path
 
     from prodmatch.api import _model_and_catalogue
@@ -417,11 +415,7 @@ def match_catalogue(
 
     config = config or MatchConfig()
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out_dir} is not empty; pass --overwrite to replace it or choose another --out")
-        if not (out_dir / SUMMARY_FILE).exists():
-            raise ConfigError(f"{out_dir} holds files that are not prodmatch match output; refusing to delete them")
+    staging = _staged_output(out_dir, overwrite, SUMMARY_FILE)  # checks out_dir now, before any work
     stages: dict[str, dict] = {}
     t_start = time.perf_counter()
     with timed(stages, "load"):
@@ -480,38 +474,29 @@ def match_catalogue(
                 log.warning("%s does not cover every item; quality is not computed", truth_path)
             done(1)
 
-    with timed(stages, "writing"):
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-        try:
-            kept = score >= threshold
-            write_parquet(
-                pd.DataFrame({"variantid1": ids[left[kept]], "variantid2": ids[right[kept]], "score": score[kept]}),
-                tmp / MATCHES_FILE,
-            )
-            write_parquet(pd.DataFrame({"variantid": ids, "cluster_id": labels}), tmp / CLUSTERS_FILE)
-            summary = {
-                "model": model.name,
-                "run_dir": str(run_dir),
-                "data": str(data_dir),
-                "items": n,
-                "parameters": {**config.to_dict(), "threshold": threshold},
-                "item_vectors": vector_kind,
-                "search": {k: v for k, v in search_facts.items() if k != "index_object"},
-                "candidates": len(left),
-                "matches": int(kept.sum()),
-                "clustering": asdict(cluster_report),
-                "quality": quality,
-                "stages": stages,
-                "seconds": round(time.perf_counter() - t_start, 3),
-            }
-            write_json(summary, tmp / SUMMARY_FILE)
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            tmp.rename(out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    with timed(stages, "writing"), staging as tmp:
+        kept = score >= threshold
+        write_parquet(
+            pd.DataFrame({"variantid1": ids[left[kept]], "variantid2": ids[right[kept]], "score": score[kept]}),
+            tmp / MATCHES_FILE,
+        )
+        write_parquet(pd.DataFrame({"variantid": ids, "cluster_id": labels}), tmp / CLUSTERS_FILE)
+        summary = {
+            "model": model.name,
+            "run_dir": str(run_dir),
+            "data": str(data_dir),
+            "items": n,
+            "parameters": {**config.to_dict(), "threshold": threshold},
+            "item_vectors": vector_kind,
+            "search": {k: v for k, v in search_facts.items() if k != "index_object"},
+            "candidates": len(left),
+            "matches": int(kept.sum()),
+            "clustering": asdict(cluster_report),
+            "quality": quality,
+            "stages": stages,
+            "seconds": round(time.perf_counter() - t_start, 3),
+        }
+        write_json(summary, tmp / SUMMARY_FILE)
     summary["stages"] = stages
     return summary
 
