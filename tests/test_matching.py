@@ -74,26 +74,20 @@ def test_cluster_quality_by_hand():
     assert q["bcubed_precision"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 3 + 1 + 1) / 5)
 
 
-def test_match_command_writes_complete_outputs(synth_dir, tmp_path):
-    runner = CliRunner()
-    run_dir, out = tmp_path / "run", tmp_path / "match"
+@pytest.fixture(scope="module")
+def siamese_run(synth_dir, tmp_path_factory):
+    """A small siamese model trained on synth_dir, shared by the match tests (read-only)."""
+    run_dir = tmp_path_factory.mktemp("siamese") / "run"
     params = [x for k, v in SMALL["siamese"].items() for x in ("-p", f"{k}={v}")]
-    r = runner.invoke(
-        app,
-        [
-            "train",
-            str(synth_dir),
-            "--out",
-            str(run_dir),
-            "--model",
-            "siamese",
-            "--epochs",
-            "2",
-            *params,
-            "--no-progress",
-        ],
-    )
+    args = ["train", str(synth_dir), "--out", str(run_dir), "--model", "siamese", "--epochs", "2", *params]
+    r = CliRunner().invoke(app, [*args, "--no-progress"])
     assert r.exit_code == 0, r.output
+    return run_dir
+
+
+def test_match_command_writes_complete_outputs(synth_dir, siamese_run, tmp_path):
+    runner = CliRunner()
+    run_dir, out = siamese_run, tmp_path / "match"
     r = runner.invoke(
         app, ["match", str(run_dir), "--data", str(synth_dir), "--out", str(out), "--k", "10", "--no-progress"]
     )
@@ -111,28 +105,10 @@ def test_match_command_writes_complete_outputs(synth_dir, tmp_path):
     assert r.exit_code == 2 and "--overwrite" in r.output
 
 
-def test_interrupted_match_leaves_nothing(synth_dir, tmp_path, monkeypatch):
+def test_interrupted_match_leaves_nothing(synth_dir, siamese_run, tmp_path, monkeypatch):
     import prodmatch.matching as matching
 
-    runner = CliRunner()
-    run_dir, out = tmp_path / "run", tmp_path / "match"
-    params = [x for k, v in SMALL["siamese"].items() for x in ("-p", f"{k}={v}")]
-    r = runner.invoke(
-        app,
-        [
-            "train",
-            str(synth_dir),
-            "--out",
-            str(run_dir),
-            "--model",
-            "siamese",
-            "--epochs",
-            "1",
-            *params,
-            "--no-progress",
-        ],
-    )
-    assert r.exit_code == 0, r.output
+    run_dir, out = siamese_run, tmp_path / "match"
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt

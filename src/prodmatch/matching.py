@@ -101,6 +101,7 @@ def item_vectors(model, catalogue: Catalogue, batch_size: int = 65536) -> tuple[
     import torch
 
     from prodmatch.models.siamese import SiameseNet
+    from prodmatch.models.torch_model import tower_vectors
 
     network = getattr(model, "network_", None)
     if not isinstance(network, SiameseNet):
@@ -111,12 +112,8 @@ def item_vectors(model, catalogue: Catalogue, batch_size: int = 65536) -> tuple[
     names = [n for n, _ in model.modalities_]
     features = catalogue.item_features(names)
     if network is not None:
-        out = np.empty((len(catalogue), network.fuse[0].out_features), dtype=np.float32)
-        network.eval()
-        with torch.inference_mode():
-            for start in range(0, len(catalogue), batch_size):
-                sl = slice(start, start + batch_size)
-                out[sl] = network.tower(torch.from_numpy(features[sl])).float().numpy()
+        rows = np.arange(len(catalogue))
+        out = tower_vectors(network, torch.from_numpy(features), rows, batch_size).numpy()
         return l2_normalize(out, eps=0.0), "siamese tower"
     width = sum(d for _, d in model.modalities_)
     out = np.ascontiguousarray(features[:, :width]) / np.sqrt(len(names))

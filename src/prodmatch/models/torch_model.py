@@ -221,15 +221,9 @@ def _score_by_items(
 ) -> np.ndarray:
     """Logits of a tower-and-head network: each item's vector once, then only the head per pair."""
     rows = np.unique(np.concatenate([left, right]))
-    net.eval()
+    vectors = tower_vectors(net, features, rows, batch_size, bf16=bf16)
+    item_rows = torch.from_numpy(rows.astype(np.int64))
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        item_rows = torch.from_numpy(rows.astype(np.int64))
-        vectors = torch.cat(
-            [
-                net.tower(features.index_select(0, item_rows[s : s + batch_size])).float()
-                for s in range(0, len(rows), batch_size)
-            ]
-        )
         la = torch.from_numpy(np.searchsorted(rows, left).astype(np.int64))
         lb = torch.from_numpy(np.searchsorted(rows, right).astype(np.int64))
         out = np.empty(len(left), dtype=np.float32)
@@ -241,3 +235,18 @@ def _score_by_items(
                 net.head(vectors.index_select(0, a), vectors.index_select(0, b), fa, fb).float().numpy()
             )
     return out
+
+
+def tower_vectors(
+    net: nn.Module, features: torch.Tensor, rows: np.ndarray, batch_size: int = 65536, *, bf16: bool = False
+) -> torch.Tensor:
+    """(len(rows), d) float32 item vectors of a tower-and-head network for catalogue ``rows``, in batches."""
+    net.eval()
+    item_rows = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        return torch.cat(
+            [
+                net.tower(features.index_select(0, item_rows[s : s + batch_size])).float()
+                for s in range(0, len(item_rows), batch_size)
+            ]
+        )
