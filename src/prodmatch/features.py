@@ -56,6 +56,7 @@ class PairFeaturizer:
     whitening: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name -> (mean, W)
     name_idf: np.ndarray | None = None
     _hashed: tuple | None = field(default=None, repr=False)
+    _prepared: tuple | None = field(default=None, repr=False)  # (catalogue, its _SideData over all items)
 
     # ----------------------------------------------------------------------------------------- fit
 
@@ -83,6 +84,16 @@ class PairFeaturizer:
 
     # ----------------------------------------------------------------------------------- transform
 
+    def prepare(self, catalogue: Catalogue) -> PairFeaturizer:
+        """Parse the side data of every item of ``catalogue`` once, for many small ``transform`` calls.
+
+        A server scoring a few pairs per request would otherwise re-parse the items of every request.
+        Kept for this catalogue only (the latest one prepared).
+        """
+        names = set(self.feature_names(catalogue))
+        self._prepared = (catalogue, _SideData(catalogue, np.arange(len(catalogue)), self, names))
+        return self
+
     def feature_names(self, catalogue: Catalogue) -> list[str]:
         return [n for names, _ in self._groups(catalogue) for n in names]
 
@@ -93,7 +104,11 @@ class PairFeaturizer:
         groups = self._groups(catalogue)
         names = [n for group_names, _ in groups for n in group_names]
         out = np.full((len(left), len(names)), np.nan, dtype=np.float32)
-        side = _SideData(catalogue, np.union1d(left, right), self, set(names))
+        prepared = self._prepared
+        if prepared is not None and prepared[0] is catalogue:
+            side = prepared[1]
+        else:
+            side = _SideData(catalogue, np.union1d(left, right), self, set(names))
         for start in range(0, len(left), chunk):
             sl = slice(start, start + chunk)
             cols: dict[str, np.ndarray] = {}
@@ -158,15 +173,14 @@ def _modality_features(name: str, whitening: tuple[np.ndarray, np.ndarray] | Non
 
 def _picture_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
     """min, mean, max cosine over every (photo of a, photo of b), main picture included."""
-    ptr, rows, vectors = side.pictures
-    ca, cb = ptr[left + 1] - ptr[left], ptr[right + 1] - ptr[right]
+    ptr, vectors = side.pictures
+    la, lb = side.local(left), side.local(right)
+    ca, cb = ptr[la + 1] - ptr[la], ptr[lb + 1] - ptr[lb]
     n_cross = ca * cb
     pair = np.repeat(np.arange(len(left)), n_cross)
     within = np.arange(len(pair)) - np.repeat(np.cumsum(n_cross) - n_cross, n_cross)
     i, j = within // cb[pair], within % cb[pair]
-    va = vectors[rows[ptr[left[pair]] + i]]
-    vb = vectors[rows[ptr[right[pair]] + j]]
-    dots = np.einsum("ij,ij->i", va, vb)
+    dots = np.einsum("ij,ij->i", vectors[ptr[la[pair]] + i], vectors[ptr[lb[pair]] + j])
     out = {k: np.full(len(left), np.nan, dtype=np.float32) for k in ("pics_min", "pics_mean", "pics_max")}
     has = n_cross > 0
     if has.any():
@@ -192,9 +206,8 @@ def _attribute_features(cat: Catalogue, side: _SideData, left: np.ndarray, right
     both = has[la] & has[lb]
     key_inter = _rowwise_dot(keys, la, lb)
     kv_inter = _rowwise_dot(kvs, la, lb)
-    nk, nkv = np.asarray(keys.sum(1)).ravel(), np.asarray(kvs.sum(1)).ravel()
-    key_union = nk[la] + nk[lb] - key_inter
-    kv_union = nkv[la] + nkv[lb] - kv_inter
+    key_union = _row_nnz(keys, la) + _row_nnz(keys, lb) - key_inter
+    kv_union = _row_nnz(kvs, la) + _row_nnz(kvs, lb) - kv_inter
     with np.errstate(invalid="ignore", divide="ignore"):
         out = {
             "attr_key_jaccard": np.where(both, key_inter / np.maximum(key_union, 1), np.nan),
@@ -203,9 +216,9 @@ def _attribute_features(cat: Catalogue, side: _SideData, left: np.ndarray, right
             "attr_conflicts": np.where(both, np.maximum(key_inter - kv_inter, 0), np.nan),
         }
     for feature, values in (("brand_equal", brand), ("colour_equal", colour)):
-        filled = np.diff(values.indptr) > 0
         shared = _rowwise_dot(values, la, lb) > 0  # 1 when the two items share any value
-        out[feature] = np.where(filled[la] & filled[lb], shared.astype(np.float32), np.nan)
+        filled = (_row_nnz(values, la) > 0) & (_row_nnz(values, lb) > 0)
+        out[feature] = np.where(filled, shared.astype(np.float32), np.nan)
     return out
 
 
@@ -216,8 +229,7 @@ def _name_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.
     out = {}
     for feature, m in (("name_token_jaccard", tokens), ("name_code_jaccard", codes)):
         inter = _rowwise_dot(m, la, lb)
-        n = np.asarray(m.sum(1)).ravel()
-        union = n[la] + n[lb] - inter
+        union = _row_nnz(m, la) + _row_nnz(m, lb) - inter
         out[feature] = np.where(both & (union > 0), inter / np.maximum(union, 1), np.nan)
     out["name_tfidf_cos"] = np.where(both, _rowwise_dot(tfidf, la, lb), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -242,11 +254,11 @@ class _SideData:
         return np.searchsorted(self.items, rows)
 
     def _pictures(self, cat: Catalogue, featurizer: PairFeaturizer):
-        """CSR over catalogue rows: item i's photos are vectors[rows[ptr[i]:ptr[i+1]]], main picture first."""
+        """The local items' photos, main picture first: local item i's are vectors[ptr[i]:ptr[i + 1]]."""
         main = cat.modalities[featurizer._picture()]
         offsets, extra = cat.extra_pictures
-        n = len(cat)
-        n_extra = np.diff(offsets)
+        items = self.items
+        n_extra = offsets[items + 1] - offsets[items]
         capped = np.minimum(n_extra, MAX_EXTRA_PICTURES)
         if (n_extra > MAX_EXTRA_PICTURES).any():
             log.info(
@@ -254,17 +266,14 @@ class _SideData:
                 int((n_extra > MAX_EXTRA_PICTURES).sum()),
                 MAX_EXTRA_PICTURES,
             )
-        has_main = main.present & (np.abs(main.matrix).sum(1) > 0)
-        counts = has_main.astype(np.int64) + capped
-        ptr = np.concatenate([[0], np.cumsum(counts)])
-        rows = np.empty(ptr[-1], dtype=np.int64)
-        rows[ptr[:-1][has_main]] = np.flatnonzero(has_main)  # the main picture: row i of the main matrix
-        first_extra = ptr[:-1] + has_main
-        item = np.repeat(np.arange(n), capped)
+        has_main = main.present[items] & (np.abs(main.matrix[items]).sum(1) > 0)
+        ptr = np.concatenate([[0], np.cumsum(has_main.astype(np.int64) + capped)])
+        vectors = np.empty((ptr[-1], main.dim), dtype=np.float32)
+        vectors[ptr[:-1][has_main]] = main.matrix[items[has_main]]
+        item = np.repeat(np.arange(len(items)), capped)
         k = np.arange(len(item)) - np.repeat(np.cumsum(capped) - capped, capped)
-        rows[first_extra[item] + k] = n + offsets[item] + k  # extra photos: after the main matrix
-        vectors = np.concatenate([main.matrix, extra]) if len(extra) else main.matrix
-        return ptr, rows, vectors
+        vectors[ptr[:-1][item] + has_main[item] + k] = extra[offsets[items[item]] + k]
+        return ptr, vectors
 
     def _attributes(self, cat: Catalogue):
         """Key and key=value indicator matrices, brand and colour codes (-1: none), has-attributes flags."""
@@ -362,6 +371,11 @@ def _count_binary(text: list[str], pattern: str) -> sp.csr_matrix:
         return vec.fit_transform(text).tocsr()
     except ValueError:  # no token at all (empty vocabulary)
         return sp.csr_matrix((len(text), 1), dtype=np.float32)
+
+
+def _row_nnz(m: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+    """Stored entries of each of ``rows``: the row sum of a 0/1 indicator matrix, in O(len(rows))."""
+    return (m.indptr[rows + 1] - m.indptr[rows]).astype(np.float32)
 
 
 def _rowwise_dot(m: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -22,9 +22,10 @@ from prodmatch.errors import ConfigError, DataError, ModelError
 from prodmatch.io import write_json
 from prodmatch.pairs import PairSet
 
-__all__ = ["CONFIG_FILE", "FORMAT_VERSION", "PairModel"]
+__all__ = ["CONFIG_FILE", "FORMAT_VERSION", "RUNTIMES", "PairModel"]
 
 CONFIG_FILE = "config.json"
+RUNTIMES = ("torch", "onnx")
 FORMAT_VERSION = 2
 
 
@@ -38,7 +39,8 @@ class PairModel:
         needs: side data the model reads beyond embeddings: any of "categories", "names", "attributes",
             "extra_pictures".
 
-    Fitted attributes: ``modalities_`` [(name, dim)], ``threshold``, ``calibrator``, ``threshold_choice``.
+    Fitted attributes: ``modalities_`` [(name, dim)], ``threshold``, ``calibrator``, ``threshold_choice``;
+    ``run_dir_`` once loaded from a run directory.
     """
 
     name: ClassVar[str]
@@ -85,6 +87,20 @@ class PairModel:
             (M,) float64 in [0, 1].
         """
         return self.calibrator(self.predict_logits(catalogue, pairs, batch_size))
+
+    def prepare(self, catalogue: Catalogue) -> PairModel:
+        """Precompute per-item inputs once, before many small scoring calls on ``catalogue`` (a server's)."""
+        self._check_fitted()
+        self._check_catalogue(catalogue)
+        return self
+
+    def use_runtime(self, runtime: str, threads: int = 1) -> PairModel:
+        """Score with ``"torch"`` (the default) or ``"onnx"`` (ONNX Runtime over an exported ``model.onnx``)."""
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
+        if runtime == "onnx":
+            raise ModelError(f"{self.name} has no ONNX form: it scores with its own runtime")
+        return self
 
     def score_arrays(self, left: dict[str, np.ndarray], right: dict[str, np.ndarray]) -> np.ndarray:
         """Probabilities from raw embeddings alone; only models that need nothing but embeddings have it."""
@@ -171,6 +187,7 @@ class PairModel:
         choice = config.get("threshold_choice")
         model.threshold_choice = ThresholdChoice(**choice) if choice else None
         model._load_weights(run_dir, config)
+        model.run_dir_ = run_dir
         return model
 
     # --------------------------------------------------------------------------------- helpers

@@ -66,6 +66,7 @@ class GBDTModel(PairModel):
     params_class = GBDTParams
     symmetric = True
     needs = frozenset({"categories", "names", "attributes", "extra_pictures"})
+    predict_threads_: int | None = None  # LightGBM's prediction threads; None: its default (all cores)
 
     def __init__(self, **params: object) -> None:
         super().__init__(**params)
@@ -213,8 +214,24 @@ class GBDTModel(PairModel):
             x, _ = self.featurizer_.transform(catalogue, pairs.left[sl], pairs.right[sl])
             if self.stack_models_:
                 x = np.column_stack([x, self._stack_scores(catalogue, pairs.subset(sl))])
-            out[sl] = self.booster_.predict(x, num_iteration=self.best_iteration_, raw_score=True)
+            threads = {"num_threads": self.predict_threads_} if self.predict_threads_ else {}
+            out[sl] = self.booster_.predict(x, num_iteration=self.best_iteration_, raw_score=True, **threads)
         return out
+
+    def prepare(self, catalogue: Catalogue) -> GBDTModel:
+        """Parse every item's side data once (a server's catalogue), so a request computes only pair features."""
+        super().prepare(catalogue)
+        self.featurizer_.prepare(catalogue)
+        for net in self.stack_models_:
+            net.prepare(catalogue)
+        return self
+
+    def use_runtime(self, runtime: str, threads: int = 1) -> GBDTModel:
+        """The booster is always LightGBM's own; ``runtime`` applies to the stacked networks."""
+        self.predict_threads_ = threads
+        for net in self.stack_models_:
+            net.use_runtime(runtime, threads)
+        return self
 
     def fit_summary(self) -> dict:
         return {

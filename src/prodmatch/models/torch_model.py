@@ -20,7 +20,7 @@ from torch import nn
 
 from prodmatch.catalogue import Catalogue, l2_normalize
 from prodmatch.config import TrainConfig
-from prodmatch.errors import DataError, ModelError
+from prodmatch.errors import ConfigError, DataError, ModelError
 from prodmatch.io import atomic_path
 from prodmatch.models.base import CONFIG_FILE, PairModel
 from prodmatch.pairs import PairSet, both_orders
@@ -49,6 +49,7 @@ class TorchPairModel(PairModel):
 
     network_class: ClassVar[type[nn.Module]]
     precision_: str = "fp32"
+    onnx_ = None  # an OnnxPairScorer once use_runtime("onnx") is called
 
     # ------------------------------------------------------------------------------------------ fit
 
@@ -123,8 +124,39 @@ class TorchPairModel(PairModel):
         """(M,) float32 logits, the same for (a, b) and (b, a)."""
         self._check_fitted()
         self._check_catalogue(catalogue)
-        features = torch.from_numpy(catalogue.item_features([n for n, _ in self.modalities_]))
-        return self._score(self.network_, features, pairs.left, pairs.right, batch_size)
+        features = catalogue.item_features([n for n, _ in self.modalities_])
+        if self.onnx_ is not None:
+            return self.onnx_(features[pairs.left], features[pairs.right], batch_size)
+        return self._score(self.network_, torch.from_numpy(features), pairs.left, pairs.right, batch_size)
+
+    def logits_from_features(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """(B,) float32 logits of pairs of item-feature rows (see ``Catalogue.item_features``), with no catalogue."""
+        self._check_fitted()
+        if self.onnx_ is not None:
+            return self.onnx_(left, right)
+        n = len(left)
+        feats = torch.from_numpy(np.ascontiguousarray(np.concatenate([left, right]), dtype=np.float32))
+        return self._score(self.network_, feats, np.arange(n), np.arange(n, 2 * n))
+
+    def use_runtime(self, runtime: str, threads: int = 1) -> TorchPairModel:
+        """Score with torch, or with ONNX Runtime over the run's exported ``model.onnx`` (``prodmatch export``)."""
+        from prodmatch.models.base import RUNTIMES
+
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
+        self.onnx_ = None
+        if runtime == "onnx":
+            from prodmatch.export import load_onnx_scorer
+
+            if getattr(self, "run_dir_", None) is None:
+                raise ModelError("ONNX scoring needs a model loaded from an exported run directory")
+            self.onnx_ = load_onnx_scorer(self.run_dir_, threads)
+        return self
+
+    def prepare(self, catalogue: Catalogue) -> TorchPairModel:
+        super().prepare(catalogue)
+        catalogue.item_features([n for n, _ in self.modalities_])  # built once and cached
+        return self
 
     def score_arrays(self, left: dict[str, np.ndarray], right: dict[str, np.ndarray]) -> np.ndarray:
         """Probabilities from raw (unnormalised) embeddings, with no catalogue. Serving and Spark call this.
@@ -143,9 +175,7 @@ class TorchPairModel(PairModel):
         a, b = self._features_from_arrays(left, "left"), self._features_from_arrays(right, "right")
         if len(a) != len(b):
             raise DataError(f"left has {len(a)} rows but right has {len(b)}")
-        feats = torch.from_numpy(np.concatenate([a, b]))
-        n = len(a)
-        return self.calibrator(self._score(self.network_, feats, np.arange(n), np.arange(n, 2 * n)))
+        return self.calibrator(self.logits_from_features(a, b))
 
     def _score(
         self, net: nn.Module, features: torch.Tensor, left: np.ndarray, right: np.ndarray, batch_size: int = 65536

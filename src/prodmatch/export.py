@@ -1,0 +1,315 @@
+"""ONNX export of the network models, and the ONNX Runtime scorer that serves them on CPU.
+
+``model.onnx`` computes exactly what :meth:`TorchPairModel.predict_logits` does in fp32: the logits of
+pairs of item-feature rows (each row: the item's normalised modalities side by side, then one presence
+flag per modality). An order-sensitive network is averaged over both orders inside the graph, so the
+exported model is as order-invariant as the trained one. Calibration and the threshold stay in
+``config.json``; they are a few numbers applied to the logits.
+
+The export is checked before it lands: ONNX Runtime and torch score the same random and real inputs,
+and a difference above :data:`PARITY_TOL` fails the export and leaves no file behind. ``onnx.json``
+records the check and the hash of the weights it was made from, so a server never pairs a stale graph
+with new weights.
+
+A ``gbdt`` run is served by LightGBM natively; what it stacks on is a set of networks, each in a run
+directory of its own under ``stack/``, and those are exported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from prodmatch.errors import ConfigError, ModelError
+from prodmatch.io import atomic_path, write_json
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "ONNX_FILE",
+    "ONNX_META_FILE",
+    "PARITY_TOL",
+    "ExportReport",
+    "OnnxPairScorer",
+    "export_onnx",
+]
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+ONNX_META_FILE = "onnx.json"
+DEFAULT_OPSET = 18
+# The largest ONNX-vs-torch difference allowed: absolute on probabilities (what users get), relative on
+# logits (|gap| / max(1, |logit|): float32 GEMMs that sum in another order differ by ~1e-6 of the value).
+PARITY_TOL = 1e-5
+PARITY_SAMPLES = 4096
+
+
+@dataclass
+class ExportReport:
+    """What one export wrote and how closely ONNX Runtime matched torch.
+
+    Attributes:
+        run_dir: the run directory exported.
+        path: the ``model.onnx`` written.
+        bytes: its size.
+        opset: the ONNX opset.
+        parity: input set ("random", "real") -> {"pairs", "max_abs_probability", "max_abs_logit",
+            "max_rel_logit"}.
+        seconds: the time the export and the check took.
+    """
+
+    run_dir: str
+    path: str
+    bytes: int
+    opset: int
+    parity: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _require_onnx() -> None:
+    missing = []
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ConfigError(
+            f"ONNX export needs {', '.join(missing)}, which are not installed; "
+            "install them with: pip install 'prodmatch[onnx]'"
+        )
+
+
+def export_onnx(
+    run_dir: str | Path,
+    *,
+    catalogue=None,
+    opset: int = DEFAULT_OPSET,
+    samples: int = PARITY_SAMPLES,
+    seed: int = 0,
+) -> list[ExportReport]:
+    """Export a trained run's network(s) to ONNX, each checked against torch before it is written.
+
+    Args:
+        run_dir: a run directory of a network model, or of ``gbdt`` (its stacked networks are exported).
+        catalogue: optional real items (read with the model's data config) for the parity check, on top
+            of random inputs.
+        opset: the ONNX opset to target.
+        samples: pairs per parity check.
+        seed: seed of the random inputs and of the real pairs drawn.
+
+    Returns:
+        One report per exported network.
+
+    Raises:
+        ConfigError: ONNX packages are missing.
+        ModelError: the model has no network, or ONNX Runtime and torch differ by more than PARITY_TOL.
+    """
+    from prodmatch.models import load_model
+    from prodmatch.models.torch_model import TorchPairModel
+
+    _require_onnx()
+    run_dir = Path(run_dir)
+    model = load_model(run_dir)
+    if isinstance(model, TorchPairModel):
+        return [_export_network(model, run_dir, catalogue, opset, samples, seed)]
+    stacked = [m for m in getattr(model, "stack_models_", []) if isinstance(m, TorchPairModel)]
+    if not stacked:
+        raise ModelError(
+            f"{run_dir} holds a {model.name} model with no network to export: it is served by LightGBM "
+            "natively (`prodmatch serve` needs no export)"
+        )
+    return [
+        _export_network(m, Path(m.run_dir_), catalogue, opset, samples, seed + k) for k, m in enumerate(stacked)
+    ]
+
+
+def _export_network(model, run_dir: Path, catalogue, opset: int, samples: int, seed: int) -> ExportReport:
+    t0 = time.perf_counter()
+    wrapper = PairLogits(model.network_, model.symmetric).eval()
+    width = sum(d for _, d in model.modalities_) + len(model.modalities_)
+    example = torch.from_numpy(random_item_features(model.modalities_, 4, np.random.default_rng(seed)))
+    batch = torch.export.Dim("batch", min=1)
+    with atomic_path(run_dir / ONNX_FILE) as tmp:
+        with _quiet():
+            program = torch.onnx.export(
+                wrapper,
+                (example, example.flip(0)),
+                None,
+                input_names=["left", "right"],
+                output_names=["logits"],
+                dynamic_shapes={"left": {0: batch}, "right": {0: batch}},
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+            )
+            program.save(str(tmp))
+        scorer = OnnxPairScorer(tmp, threads=1)
+        parity = {"random": _parity(model, wrapper, scorer, *_random_pairs(model, samples, seed))}
+        if catalogue is not None:
+            parity["real"] = _parity(model, wrapper, scorer, *_real_pairs(model, catalogue, samples, seed))
+        for name, p in parity.items():
+            worst = max(p["max_rel_logit"], p["max_abs_probability"])
+            if worst > PARITY_TOL:
+                raise ModelError(
+                    f"ONNX export of {run_dir}: ONNX Runtime differs from torch by {worst:.2e} on {name} inputs "
+                    f"(allowed {PARITY_TOL:.0e}); nothing was written. Try another --opset"
+                )
+        size = tmp.stat().st_size
+    report = ExportReport(str(run_dir), str(run_dir / ONNX_FILE), size, opset, parity, time.perf_counter() - t0)
+    write_json(
+        {
+            **report.to_dict(),
+            "inputs": {"left": ["batch", width], "right": ["batch", width]},
+            "outputs": {"logits": ["batch"]},
+            "item_features": "modalities in order, then one presence flag per modality",
+            "modalities": [{"name": n, "dim": d} for n, d in model.modalities_],
+            "weights_sha256": weights_digest(run_dir),
+            "torch": torch.__version__,
+            "onnxruntime": __import__("onnxruntime").__version__,
+        },
+        run_dir / ONNX_META_FILE,
+    )
+    return report
+
+
+class PairLogits(nn.Module):
+    """What ``model.onnx`` computes: logits of (left, right) item-feature rows, averaged over both orders
+    for an order-sensitive network."""
+
+    def __init__(self, network: nn.Module, symmetric: bool) -> None:
+        super().__init__()
+        self.network = network
+        self.symmetric = symmetric
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        out = self.network(left, right)
+        if not self.symmetric:
+            out = 0.5 * (out + self.network(right, left))
+        return out
+
+
+class OnnxPairScorer:
+    """An ONNX Runtime session over a ``model.onnx``: ``scorer(left, right)`` -> (B,) float32 logits.
+
+    Args:
+        path: the ONNX file.
+        threads: intra-op threads; 1 gives the lowest latency for small requests under concurrency.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, left: np.ndarray, right: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+        out = np.empty(len(left), dtype=np.float32)
+        for s in range(0, len(left), batch_size):
+            feeds = {
+                "left": np.ascontiguousarray(left[s : s + batch_size], dtype=np.float32),
+                "right": np.ascontiguousarray(right[s : s + batch_size], dtype=np.float32),
+            }
+            out[s : s + batch_size] = self.session.run(None, feeds)[0]
+        return out
+
+
+def load_onnx_scorer(run_dir: str | Path, threads: int = 1) -> OnnxPairScorer:
+    """The ONNX scorer of a run directory, after checking it was exported from the current weights."""
+    run_dir = Path(run_dir)
+    path, meta_path = run_dir / ONNX_FILE, run_dir / ONNX_META_FILE
+    if not path.exists() or not meta_path.exists():
+        raise ModelError(f"{run_dir} has no {ONNX_FILE}; run `prodmatch export {run_dir}` first")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("weights_sha256") != weights_digest(run_dir):
+        raise ModelError(
+            f"{path} was exported from other weights than {run_dir}'s current ones; "
+            f"run `prodmatch export {run_dir}` again"
+        )
+    return OnnxPairScorer(path, threads)
+
+
+def weights_digest(run_dir: Path) -> str:
+    from prodmatch.models.torch_model import WEIGHTS_FILE
+
+    return hashlib.sha256((Path(run_dir) / WEIGHTS_FILE).read_bytes()).hexdigest()
+
+
+def random_item_features(modalities: list[tuple[str, int]], n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, F) item features with random unit embeddings; each modality absent (zeros, flag 0) 20 % of the time."""
+    blocks, flags = [], []
+    for _, d in modalities:
+        x = rng.standard_normal((n, d)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        present = rng.random(n) >= 0.2
+        blocks.append(x * present[:, None])
+        flags.append(present[:, None].astype(np.float32))
+    return np.ascontiguousarray(np.concatenate(blocks + flags, axis=1))
+
+
+def _random_pairs(model, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    left = random_item_features(model.modalities_, n, rng)
+    right = random_item_features(model.modalities_, n, rng)
+    near = rng.random(n) < 0.5  # half the pairs: the same item with a little noise, to cover high scores
+    width = sum(d for _, d in model.modalities_)
+    right[near, :width] = left[near, :width] + 0.05 * rng.standard_normal((near.sum(), width)).astype(np.float32)
+    right[near, width:] = left[near, width:]
+    return left, right
+
+
+def _real_pairs(model, catalogue, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    features = catalogue.item_features([m for m, _ in model.modalities_])
+    a = rng.integers(0, len(catalogue), n)
+    b = np.where(rng.random(n) < 0.5, rng.integers(0, len(catalogue), n), a)  # random pairs and identical ones
+    return features[a], features[b]
+
+
+def _parity(model, wrapper, scorer: OnnxPairScorer, left: np.ndarray, right: np.ndarray) -> dict[str, float]:
+    with torch.inference_mode():
+        reference = wrapper(torch.from_numpy(left), torch.from_numpy(right)).numpy()
+    got = scorer(left, right)
+    gap = np.abs(got.astype(np.float64) - reference)
+    return {
+        "pairs": len(left),
+        "max_abs_probability": float(np.abs(model.calibrator(got) - model.calibrator(reference)).max()),
+        "max_abs_logit": float(gap.max()),
+        "max_rel_logit": float((gap / np.maximum(1.0, np.abs(reference))).max()),
+    }
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The torch exporter narrates every step on stdout and warns about optional packages; keep it to the log."""
+    buffer = io.StringIO()
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        log.debug("torch.onnx: %s", buffer.getvalue())
