@@ -65,3 +65,22 @@ def write_pairs(path: Path, v1: list, v2: list, target: list | None = None) -> P
         frame["target"] = np.asarray(target, dtype=np.int8)
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
     return path
+
+
+def train_small(data_dir: Path, run_dir: Path, model: str, *extra: str) -> Path:
+    """Train a small ``model`` through the CLI (the path users take) and return its run directory."""
+    from typer.testing import CliRunner
+
+    from prodmatch.cli import app
+
+    params = [x for k, v in SMALL[model].items() for x in ("-p", f"{k}={v}")]
+    args = ["train", str(data_dir), "--out", str(run_dir), "--model", model, *params, *extra, "--no-progress"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def siamese_run(synth_dir, tmp_path_factory) -> Path:
+    """A small siamese model trained on synth_dir (read-only; copy it before exporting into it)."""
+    return train_small(synth_dir, tmp_path_factory.mktemp("siamese") / "run", "siamese", "--epochs", "2")

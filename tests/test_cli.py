@@ -142,7 +142,10 @@ def test_info(run):
     assert "name_bert_64" in r.output and "reversed duplicates" in r.output
 
 
-@pytest.mark.parametrize("command", ["synth", "train", "compare", "evaluate", "predict", "info", "models"])
+@pytest.mark.parametrize(
+    "command",
+    ["synth", "train", "compare", "evaluate", "predict", "info", "models", "match", "index", "export", "serve"],
+)
 def test_help(command):
     r = invoke(command, "--help")
     assert r.exit_code == 0

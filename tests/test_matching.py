@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import SMALL
 from prodmatch.cli import app
 from prodmatch.matching import MatchConfig, candidate_pairs, candidate_recall, cluster_items, cluster_quality
 
@@ -72,17 +71,6 @@ def test_cluster_quality_by_hand():
     assert q["pairwise_precision"] == pytest.approx(2 / 4) and q["pairwise_recall"] == pytest.approx(2 / 4)
     # B-cubed precision: items 0,1: 2/3, item 2: 1/3, items 3,4: 2/2
     assert q["bcubed_precision"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 3 + 1 + 1) / 5)
-
-
-@pytest.fixture(scope="module")
-def siamese_run(synth_dir, tmp_path_factory):
-    """A small siamese model trained on synth_dir, shared by the match tests (read-only)."""
-    run_dir = tmp_path_factory.mktemp("siamese") / "run"
-    params = [x for k, v in SMALL["siamese"].items() for x in ("-p", f"{k}={v}")]
-    args = ["train", str(synth_dir), "--out", str(run_dir), "--model", "siamese", "--epochs", "2", *params]
-    r = CliRunner().invoke(app, [*args, "--no-progress"])
-    assert r.exit_code == 0, r.output
-    return run_dir
 
 
 def test_match_command_writes_complete_outputs(synth_dir, siamese_run, tmp_path):

@@ -133,9 +133,7 @@ def export_onnx(
             f"{run_dir} holds a {model.name} model with no network to export: it is served by LightGBM "
             "natively (`prodmatch serve` needs no export)"
         )
-    return [
-        _export_network(m, Path(m.run_dir_), catalogue, opset, samples, seed + k) for k, m in enumerate(stacked)
-    ]
+    return [_export_network(m, Path(m.run_dir_), catalogue, opset, samples, seed + k) for k, m in enumerate(stacked)]
 
 
 def _export_network(model, run_dir: Path, catalogue, opset: int, samples: int, seed: int) -> ExportReport:

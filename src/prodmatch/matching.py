@@ -37,6 +37,7 @@ __all__ = [
     "candidate_pairs",
     "cluster_items",
     "cluster_quality",
+    "feature_vectors",
     "item_vectors",
 ]
 
@@ -98,6 +99,11 @@ def item_vectors(model, catalogue: Catalogue, batch_size: int = 65536) -> tuple[
     space its head compares items in. Otherwise the normalised modalities side by side, each weighted
     equally, renormalised.
     """
+    return feature_vectors(model, catalogue.item_features([n for n, _ in model.modalities_]), batch_size)
+
+
+def feature_vectors(model, features: np.ndarray, batch_size: int = 65536) -> tuple[np.ndarray, str]:
+    """:func:`item_vectors` of raw item-feature rows (``Catalogue.item_features`` layout), for new items."""
     import torch
 
     from prodmatch.models.siamese import SiameseNet
@@ -109,14 +115,12 @@ def item_vectors(model, catalogue: Catalogue, batch_size: int = 65536) -> tuple[
             m for m in getattr(model, "stack_models_", []) if isinstance(getattr(m, "network_", None), SiameseNet)
         ]
         network = stacked[0].network_ if stacked else None
-    names = [n for n, _ in model.modalities_]
-    features = catalogue.item_features(names)
     if network is not None:
-        rows = np.arange(len(catalogue))
+        rows = np.arange(len(features))
         out = tower_vectors(network, torch.from_numpy(features), rows, batch_size).numpy()
         return l2_normalize(out, eps=0.0), "siamese tower"
     width = sum(d for _, d in model.modalities_)
-    out = np.ascontiguousarray(features[:, :width]) / np.sqrt(len(names))
+    out = np.ascontiguousarray(features[:, :width]) / np.sqrt(len(model.modalities_))
     return l2_normalize(out.astype(np.float32), eps=0.0), "normalised modalities"
 
 

@@ -1,0 +1,255 @@
+"""The HTTP API: a FastAPI app over :class:`~prodmatch.serving.service.MatchService`.
+
+``create_app(settings)`` builds the app; the model, catalogue and index are loaded once, in the
+lifespan. Routes are thin: they parse, call the service, and shape the answer. Every error answers
+``{"error": {"code", "message", ...}}``; a failure inside the server answers 500 with no detail (the
+log has the traceback).
+"""
+
+import json
+import logging
+import secrets
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from starlette.exceptions import HTTPException
+
+from prodmatch import __version__
+from prodmatch.errors import ProdmatchError, UnknownIdsError
+from prodmatch.serving.schemas import (
+    ErrorResponse,
+    HealthResponse,
+    ModelInfo,
+    ScoreResponse,
+    SimilarItemOut,
+    SimilarResponse,
+    embeddings_dict,
+    request_models,
+)
+from prodmatch.serving.service import MatchService
+from prodmatch.serving.settings import ServeSettings
+
+__all__ = ["API_KEY_HEADER", "create_app"]
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+_ERRORS = {
+    400: {"model": ErrorResponse, "description": "A body that cannot be decoded (not UTF-8)."},
+    401: {"model": ErrorResponse, "description": "Missing or wrong API key."},
+    404: {"model": ErrorResponse, "description": "Unknown variant ids, all listed."},
+    413: {"model": ErrorResponse, "description": "Request body over the size limit."},
+    422: {"model": ErrorResponse, "description": "Invalid request: shape, dimensions, NaN or inf, batch size."},
+    500: {"model": ErrorResponse, "description": "Internal error (details in the server log only)."},
+}
+
+
+def create_app(settings: ServeSettings | None = None, service: MatchService | None = None) -> FastAPI:
+    """The prodmatch HTTP app.
+
+    Args:
+        settings: server settings; read from ``PRODMATCH_*`` environment variables when None.
+        service: an already loaded service (tests, embedding in another process); loaded from
+            ``settings`` in the lifespan when None.
+    """
+    settings = settings or ServeSettings()
+    modalities = (
+        service.modalities if service is not None else _modalities_of(settings.run_dir)
+    )  # the request schema names them
+    ScoreRequest, SimilarRequest = request_models(modalities, settings.max_batch, settings.max_k)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if app.state.service is None:
+            app.state.service = MatchService.load(
+                settings.run_dir,
+                settings.data_dir,
+                index_dir=settings.index_dir,
+                clusters=settings.clusters,
+                runtime=settings.runtime,
+                threads=settings.threads,
+                max_k=settings.max_k,
+            )
+        yield
+
+    app = FastAPI(
+        title="prodmatch",
+        version=__version__,
+        description="Product matching: score pairs of listings and find a listing's matches in the catalogue.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    _add_error_handlers(app)
+
+    def get_service(request: Request) -> MatchService:
+        current = request.app.state.service
+        if current is None:  # only outside a lifespan, e.g. a client that skipped start-up
+            raise HTTPException(503, "the model is not loaded yet")
+        return current
+
+    dependencies = []
+    if settings.api_key is not None:
+        expected = settings.api_key.get_secret_value().encode()
+        header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="The server's API key.")
+
+        def require_key(key: str | None = Security(header)) -> None:
+            if key is None or not secrets.compare_digest(key.encode("utf-8", "surrogateescape"), expected):
+                raise HTTPException(401, f"missing or wrong {API_KEY_HEADER} header", {"WWW-Authenticate": "ApiKey"})
+
+        dependencies.append(Depends(require_key))
+
+    v1 = APIRouter(prefix="/v1", dependencies=dependencies, responses={401: _ERRORS[401], 500: _ERRORS[500]})
+
+    @v1.post("/score", response_model=ScoreResponse, responses={k: _ERRORS[k] for k in (400, 404, 413, 422)})
+    def score(body: ScoreRequest, svc: MatchService = Depends(get_service)) -> ScoreResponse:
+        """Probability that each pair is the same product, in request order.
+
+        A pair is ``{"variantid1", "variantid2"}`` (catalogue items) or ``{"left", "right"}`` (raw
+        embeddings by modality); one request may mix both.
+        """
+        left, right = [], []
+        for pair in body.pairs:
+            if hasattr(pair, "variantid1"):
+                left.append(pair.variantid1)
+                right.append(pair.variantid2)
+            else:
+                left.append(embeddings_dict(pair.left, modalities))
+                right.append(embeddings_dict(pair.right, modalities))
+        probabilities = svc.score(left, right)
+        labels = svc.labels(probabilities)
+        return ScoreResponse(
+            scores=probabilities.tolist(),
+            labels=None if labels is None else labels.tolist(),
+            threshold=svc.model.threshold if labels is not None else None,
+            model=svc.model.name,
+        )
+
+    @v1.post("/similar", response_model=SimilarResponse, responses={k: _ERRORS[k] for k in (400, 404, 413, 422)})
+    def similar(body: SimilarRequest, svc: MatchService = Depends(get_service)) -> SimilarResponse:
+        """The top-k catalogue items for a listing, by variant id or raw embeddings, best score first."""
+        query = body.variantid if body.variantid is not None else embeddings_dict(body.embeddings, modalities)
+        found = svc.similar(query, body.k)
+        return SimilarResponse(
+            query=body.variantid,
+            k=body.k,
+            results=[SimilarItemOut(**item.__dict__) for item in found],
+        )
+
+    @v1.get("/model", response_model=ModelInfo)
+    def model_info(svc: MatchService = Depends(get_service)) -> ModelInfo:
+        """The served model: name, parameters, modalities, threshold, calibration and evaluation metrics."""
+        return ModelInfo(**svc.info())
+
+    @app.get("/health", response_model=HealthResponse, responses={500: _ERRORS[500]})
+    def health(svc: MatchService = Depends(get_service)) -> HealthResponse:
+        """Liveness and readiness: answers once the model is loaded."""
+        import time
+
+        return HealthResponse(
+            status="ok",
+            model=svc.model.name,
+            runtime=svc.runtime,
+            items=len(svc.catalogue),
+            uptime_seconds=round(time.time() - svc.started, 3),
+        )
+
+    app.include_router(v1)
+    return app
+
+
+def _modalities_of(run_dir: Path) -> list[tuple[str, int]]:
+    from prodmatch.errors import ModelError
+    from prodmatch.models.base import CONFIG_FILE
+
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        raise ModelError(f"{path} not found: {run_dir} is not a trained run directory")
+    return [(m["name"], int(m["dim"])) for m in json.loads(path.read_text())["modalities"]]
+
+
+# ----------------------------------------------------------------------------------------- errors
+
+
+def _error(status: int, code: str, message: str, headers: dict | None = None, **extra) -> JSONResponse:
+    body = {"code": code, "message": message, **{k: v for k, v in extra.items() if v is not None}}
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {
+                "loc": ".".join(str(p) for p in e.get("loc", ())),
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+            for e in exc.errors()
+        ]
+        first = details[0] if details else {"loc": "body", "msg": "invalid request"}
+        more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+        return _error(422, "invalid_request", f"{first['loc']}: {first['msg']}{more}", details=details[:10])
+
+    @app.exception_handler(UnknownIdsError)
+    async def unknown_ids(request: Request, exc: UnknownIdsError) -> JSONResponse:
+        return _error(404, "unknown_ids", str(exc), ids=list(exc.ids))
+
+    @app.exception_handler(ProdmatchError)
+    async def invalid_input(request: Request, exc: ProdmatchError) -> JSONResponse:
+        return _error(422, "invalid_input", str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        codes = {
+            400: "bad_request",
+            401: "unauthorized",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "too_large",
+            503: "not_ready",
+        }
+        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(500, "internal", "internal server error; the server log has the details")
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a body over ``max_bytes`` with a JSON 413, by its Content-Length before
+    reading it, or as soon as a streamed body passes the limit.
+
+    (FastAPI's own ``max_body_size`` answers in plain text, not in this API's error format.)
+    """
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            response = _error(413, "too_large", f"request body over {self.max_bytes} bytes; send smaller batches")
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:  # FastAPI passes an HTTPException from the body read through
+                    raise HTTPException(413, f"request body over {self.max_bytes} bytes; send smaller batches")
+            return message
+
+        await self.app(scope, limited, send)

@@ -1,0 +1,417 @@
+"""What a prodmatch server answers from: a loaded model, its catalogue, item vectors and ANN index.
+
+:class:`MatchService` is plain Python (no web framework): the HTTP app is a thin layer over it, and it
+can be used directly, e.g. from a batch job or another web stack. Every method validates its input and
+raises :class:`~prodmatch.errors.DataError` (bad input), :class:`~prodmatch.errors.UnknownIdsError`
+(ids the catalogue lacks) or :class:`~prodmatch.errors.ModelError` (a request the model cannot serve).
+
+An item is given either by its variant id or by its raw embeddings, ``{modality: vector}``: they are
+normalised like the catalogue's, so an item scores the same whichever way it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from prodmatch.catalogue import Catalogue
+from prodmatch.errors import ConfigError, DataError, ModelError, UnknownIdsError
+from prodmatch.models.base import PairModel
+
+__all__ = ["RUNTIME_CHOICES", "MatchService", "SimilarItem"]
+
+log = logging.getLogger(__name__)
+
+RUNTIME_CHOICES = ("auto", "onnx", "torch")
+ItemRef = int | str | Mapping[str, Sequence[float]]  # a variant id, or raw embeddings by modality
+
+
+@dataclass(frozen=True)
+class SimilarItem:
+    """One catalogue item found for a query."""
+
+    variantid: int | str
+    score: float  # calibrated probability that it is the query's product
+    similarity: float  # cosine of the two item vectors: what the search ranked by
+    label: int | None  # 1 when score reaches the model's threshold
+    cluster_id: int | None  # its product cluster, when clusters were loaded
+
+
+class MatchService:
+    """A model with its catalogue, loaded once, answering scoring and similarity queries.
+
+    Build it with :meth:`load`. Thread-safe for concurrent queries: nothing is written after loading.
+    """
+
+    def __init__(
+        self,
+        model: PairModel,
+        catalogue: Catalogue,
+        *,
+        vectors: np.ndarray,
+        vector_kind: str,
+        index,
+        index_kind: str,
+        clusters: np.ndarray | None = None,
+        runtime: str = "torch",
+        metrics: dict | None = None,
+    ) -> None:
+        self.model = model
+        self.catalogue = catalogue
+        self.vectors = vectors
+        self.vector_kind = vector_kind
+        self.index = index
+        self.index_kind = index_kind
+        self.clusters = clusters  # (N,) int64 cluster of each catalogue row, -1 where unknown
+        self.runtime = runtime
+        self.metrics = metrics or {}
+        self.modalities = list(model.modalities_)
+        self.width = sum(d for _, d in self.modalities)
+        self.by_features = hasattr(model, "logits_from_features")  # networks: any item, raw or known
+        self.features = catalogue.item_features([n for n, _ in self.modalities])
+        self.started = time.time()
+
+    # ------------------------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(
+        cls,
+        run_dir: str | Path,
+        data_dir: str | Path,
+        *,
+        index_dir: str | Path | None = None,
+        clusters: str | Path | None = None,
+        runtime: str = "auto",
+        threads: int = 1,
+        max_k: int = 100,
+    ) -> MatchService:
+        """Load a run directory, its catalogue, the item vectors and their index, and optional clusters.
+
+        Args:
+            run_dir: a trained run directory.
+            data_dir: the catalogue to serve (the layout the model was trained on).
+            index_dir: a saved index (``prodmatch index``); built here when None.
+            clusters: ``clusters.parquet`` of a ``prodmatch match`` run, for cluster ids in answers.
+            runtime: ``onnx`` (needs ``prodmatch export``), ``torch``, or ``auto``: onnx when exported.
+            threads: compute threads per request (torch, ONNX Runtime, LightGBM).
+            max_k: the largest k a similarity query may ask (sets the HNSW search breadth).
+        """
+        import faiss
+        import torch
+
+        from prodmatch.io import read_catalogue
+        from prodmatch.matching import INDEX_FILE, INDEX_META_FILE, VECTORS_FILE, MatchConfig, build_index
+        from prodmatch.models import load_model
+
+        if runtime not in RUNTIME_CHOICES:
+            raise ConfigError(f"runtime must be one of {list(RUNTIME_CHOICES)}, got {runtime!r}")
+        t0 = time.perf_counter()
+        torch.set_num_threads(threads)
+        run_dir = Path(run_dir)
+        model = load_model(run_dir)
+        runtime = _choose_runtime(model, run_dir, runtime)
+        model.use_runtime(runtime, threads)
+        catalogue = read_catalogue(data_dir, model.data_config())
+        model.prepare(catalogue)
+        if index_dir is not None:
+            index_dir = Path(index_dir)
+            _check_index_ids(index_dir, catalogue, data_dir)
+            index = faiss.read_index(str(index_dir / INDEX_FILE))
+            vectors = np.load(index_dir / VECTORS_FILE)
+            meta = json.loads((index_dir / INDEX_META_FILE).read_text())
+            vector_kind, index_kind = meta["item_vectors"], meta["index"]
+        else:
+            from prodmatch.matching import item_vectors
+
+            config = MatchConfig()
+            vectors, vector_kind = item_vectors(model, catalogue)
+            index_kind = config.index_kind(len(catalogue))
+            log.info("building a %s index over %d item vectors (%s)", index_kind, len(catalogue), vector_kind)
+            index = build_index(vectors, index_kind, config)
+        if isinstance(index, faiss.IndexHNSWFlat):
+            index.hnsw.efSearch = max(index.hnsw.efSearch, max_k + 1)
+        labels = _read_clusters(Path(clusters), catalogue) if clusters is not None else None
+        metrics_path = run_dir / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        service = cls(
+            model,
+            catalogue,
+            vectors=vectors,
+            vector_kind=vector_kind,
+            index=index,
+            index_kind=index_kind,
+            clusters=labels,
+            runtime=runtime,
+            metrics=metrics,
+        )
+        log.info(
+            "serving %s (%s runtime) over %d items, loaded in %.1f s",
+            model.name,
+            runtime,
+            len(catalogue),
+            time.perf_counter() - t0,
+        )
+        return service
+
+    # ------------------------------------------------------------------------------------ queries
+
+    def score(self, left: Sequence[ItemRef], right: Sequence[ItemRef]) -> np.ndarray:
+        """(B,) float64 calibrated probabilities that ``left[i]`` and ``right[i]`` are the same product.
+
+        Raises:
+            UnknownIdsError: listing every id of the request the catalogue lacks.
+            DataError: malformed embeddings.
+            ModelError: raw embeddings given to a model that needs the items' side data (gbdt).
+        """
+        if len(left) != len(right):
+            raise DataError(f"left has {len(left)} items but right has {len(right)}")
+        if not len(left):
+            return np.empty(0, dtype=np.float64)
+        rows = self._rows([x for pair in zip(left, right, strict=True) for x in pair])  # unknown ids in request order
+        rows_left, rows_right = rows[0::2], rows[1::2]
+        if self.by_features:
+            fa = self._features_of(left, rows_left, "left")
+            fb = self._features_of(right, rows_right, "right")
+            return self.model.calibrator(self.model.logits_from_features(fa, fb))
+        self._require_ids(rows)
+        return self._score_rows(rows_left, rows_right)
+
+    def labels(self, probabilities: np.ndarray) -> np.ndarray | None:
+        """0/1 decisions at the model's saved threshold, or None when the run saved no threshold choice."""
+        return None if self.model.threshold_choice is None else self.model.predict_labels(probabilities)
+
+    def similar(self, query: ItemRef, k: int) -> list[SimilarItem]:
+        """The ``k`` catalogue items nearest the query in item-vector space, scored by the model, best first.
+
+        An id query never returns the item itself.
+        """
+        if k < 1:
+            raise DataError(f"k must be at least 1, got {k}")
+        [row] = self._rows([query])
+        if row >= 0:
+            qfeat = self.features[row : row + 1]
+            qvec = self.vectors[row : row + 1]
+        else:
+            if not self.by_features:
+                self._require_ids(np.array([row]))
+            from prodmatch.matching import feature_vectors
+
+            qfeat = self._embedding_features([query], "query", [0])
+            qvec, _ = feature_vectors(self.model, qfeat)
+        want = int(min(k + int(row >= 0), len(self.catalogue)))
+        sims, nbrs = self.index.search(np.ascontiguousarray(qvec, dtype=np.float32), want)
+        keep = (nbrs[0] >= 0) & (nbrs[0] != row)
+        found, sims = nbrs[0][keep][:k], sims[0][keep][:k]
+        if not len(found):
+            return []
+        if self.by_features:
+            score = self.model.calibrator(
+                self.model.logits_from_features(np.repeat(qfeat, len(found), 0), self.features[found])
+            )
+        else:
+            score = self._score_rows(np.full(len(found), row), found)
+        order = np.argsort(-score, kind="stable")
+        labels = self.labels(score)
+        ids = self.catalogue.ids
+        return [
+            SimilarItem(
+                variantid=_plain(ids[found[i]]),
+                score=float(score[i]),
+                similarity=float(sims[i]),
+                label=None if labels is None else int(labels[i]),
+                cluster_id=None
+                if self.clusters is None or self.clusters[found[i]] < 0
+                else int(self.clusters[found[i]]),
+            )
+            for i in order
+        ]
+
+    def info(self) -> dict:
+        """The model's metadata and evaluation metrics, and what the server holds."""
+        m = self.model
+        choice = m.threshold_choice
+        return {
+            "name": m.name,
+            "params": {k: v for k, v in vars(m.params).items()},
+            "symmetric": m.symmetric,
+            "modalities": [{"name": n, "dim": d} for n, d in self.modalities],
+            "threshold": m.threshold if choice is not None else None,
+            "threshold_rule": None if choice is None else choice.to_dict(),
+            "calibration": m.calibrator.method,
+            "runtime": self.runtime,
+            "accepts_embeddings": self.by_features,
+            "catalogue": {
+                "items": len(self.catalogue),
+                "id_kind": self.catalogue.id_kind,
+                "index": self.index_kind,
+                "item_vectors": self.vector_kind,
+                "vector_dim": int(self.vectors.shape[1]),
+                "clusters": self.clusters is not None,
+            },
+            "metrics": {
+                split: {k: v for k, v in self.metrics[split].items() if isinstance(v, int | float) or v is None}
+                for split in ("valid", "test")
+                if isinstance(self.metrics.get(split), dict)
+            },
+            "train_seconds": self.metrics.get("train_seconds"),
+        }
+
+    # -------------------------------------------------------------------------------------- helpers
+
+    def _rows(self, items: Sequence[ItemRef]) -> np.ndarray:
+        """Catalogue row of each id item (-2 for embedding items); raises listing every unknown id."""
+        rows = np.full(len(items), -2, dtype=np.int64)
+        at = [i for i, it in enumerate(items) if not isinstance(it, Mapping)]
+        if not at:
+            return rows
+        ids = [items[i] for i in at]
+        if self.catalogue.id_kind == "int":
+            query = np.array([_as_int(x) for x in ids], dtype=object)
+            ok = np.array([x is not None for x in query], dtype=bool)
+            found = np.full(len(ids), -1, dtype=np.int64)
+            if ok.any():
+                found[ok] = self.catalogue.rows(query[ok].astype(np.int64))
+        else:
+            found = self.catalogue.rows(np.array([str(x) for x in ids], dtype=object))
+        if (found < 0).any():
+            unknown = list(dict.fromkeys(ids[i] for i in np.flatnonzero(found < 0)))
+            raise UnknownIdsError(
+                f"{len(unknown)} variant id(s) are not in the served catalogue of {len(self.catalogue)} items: "
+                f"{unknown[:20]}{' ...' if len(unknown) > 20 else ''}",
+                unknown,
+            )
+        rows[at] = found
+        return rows
+
+    def _require_ids(self, rows: np.ndarray) -> None:
+        if (rows < 0).any():
+            raise ModelError(
+                f"the {self.model.name} model cannot score raw embeddings: its features need the items' names, "
+                "attributes, categories and photos. Give catalogue variant ids, or serve a network model "
+                "(siamese, item-mlp, concat-mlp)"
+            )
+
+    def _score_rows(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        from prodmatch.pairs import PairSet
+
+        ids = self.catalogue.ids.to_numpy()
+        pairs = PairSet(
+            left.astype(np.int32), right.astype(np.int32), None, np.arange(len(left)), ids[left], ids[right]
+        )
+        return self.model.predict_proba(self.catalogue, pairs)
+
+    def _features_of(self, items: Sequence[ItemRef], rows: np.ndarray, side: str) -> np.ndarray:
+        out = np.empty((len(items), self.features.shape[1]), dtype=np.float32)
+        known = rows >= 0
+        out[known] = self.features[rows[known]]
+        raw = np.flatnonzero(~known)
+        if len(raw):
+            out[raw] = self._embedding_features([items[i] for i in raw], side, raw)
+        return out
+
+    def _embedding_features(self, items: list, side: str, positions) -> np.ndarray:
+        """Item-feature rows of raw embeddings: each modality scaled, L2-normalised, flagged present."""
+        names = {n for n, _ in self.modalities}
+        out = np.zeros((len(items), self.features.shape[1]), dtype=np.float32)
+        for item, pos in zip(items, positions, strict=True):
+            unknown = sorted(set(item) - names)
+            if unknown:
+                raise DataError(f"{side} item {pos}: unknown modalities {unknown}; this model uses {sorted(names)}")
+            if not any(item.get(n) is not None for n in names):
+                raise DataError(f"{side} item {pos}: give at least one of the modalities {sorted(names)}")
+        col = 0
+        for j, (name, dim) in enumerate(self.modalities):
+            at = [i for i, item in enumerate(items) if item.get(name) is not None]
+            if at:
+                for i in at:
+                    if len(items[i][name]) != dim:
+                        raise DataError(
+                            f"{side} item {positions[i]}: {name} has {len(items[i][name])} values; the model expects {dim}"
+                        )
+                x = np.array([items[i][name] for i in at], dtype=np.float64)
+                bad = ~np.isfinite(x).all(axis=1)
+                if bad.any():
+                    raise DataError(
+                        f"{side} item {positions[at[int(np.flatnonzero(bad)[0])]]}: {name} holds NaN or inf"
+                    )
+                x /= np.maximum(np.abs(x).max(axis=1, keepdims=True), np.finfo(np.float64).tiny)  # no overflow
+                x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+                out[at, col : col + dim] = x
+                out[at, self.width + j] = 1.0
+            col += dim
+        return out
+
+
+def _choose_runtime(model: PairModel, run_dir: Path, runtime: str) -> str:
+    from prodmatch.export import ONNX_FILE, ONNX_META_FILE, weights_digest
+
+    if runtime != "auto":
+        return runtime
+    dirs = [Path(m.run_dir_) for m in getattr(model, "stack_models_", [])] or [run_dir]
+    if not hasattr(model, "logits_from_features") and not getattr(model, "stack_models_", []):
+        return "torch"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        log.info("onnxruntime is not installed: scoring with torch (pip install 'prodmatch[serve]')")
+        return "torch"
+    for d in dirs:
+        meta = d / ONNX_META_FILE
+        if not (d / ONNX_FILE).exists() or not meta.exists():
+            log.info(
+                "%s has no %s: scoring with torch (run `prodmatch export %s` for ONNX Runtime)", d, ONNX_FILE, run_dir
+            )
+            return "torch"
+        if json.loads(meta.read_text()).get("weights_sha256") != weights_digest(d):
+            log.warning("%s/%s is stale (other weights): scoring with torch; export again", d, ONNX_FILE)
+            return "torch"
+    return "onnx"
+
+
+def _check_index_ids(index_dir: Path, catalogue: Catalogue, data_dir) -> None:
+    from prodmatch.matching import IDS_FILE
+
+    saved = pd.read_parquet(index_dir / IDS_FILE)["variantid"].to_numpy()
+    if len(saved) != len(catalogue) or not np.array_equal(saved, catalogue.ids.to_numpy()):
+        raise ConfigError(f"{index_dir} indexes other items than {data_dir}; rebuild it with `prodmatch index`")
+
+
+def _read_clusters(path: Path, catalogue: Catalogue) -> np.ndarray:
+    if not path.exists():
+        raise ConfigError(f"--clusters {path} does not exist; give the clusters.parquet of a `prodmatch match` run")
+    frame = pd.read_parquet(path)
+    missing = {"variantid", "cluster_id"} - set(frame.columns)
+    if missing:
+        raise DataError(f"{path} lacks columns {sorted(missing)}; give the clusters.parquet of a `prodmatch match` run")
+    labels = frame.set_index("variantid")["cluster_id"].reindex(catalogue.ids)
+    absent = int(labels.isna().sum())
+    if absent:
+        log.warning(
+            "%s has no cluster for %d of %d catalogue items; they answer cluster_id null", path, absent, len(catalogue)
+        )
+    return labels.fillna(-1).to_numpy(dtype=np.int64)
+
+
+def _as_int(x) -> int | None:
+    """An int id, or a string holding one; None for anything else (an unknown id of an int catalogue)."""
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, int):
+        return x if -(2**63) <= x < 2**63 else None
+    try:
+        value = int(str(x).strip())
+    except ValueError:
+        return None
+    return value if -(2**63) <= value < 2**63 else None
+
+
+def _plain(x):
+    """numpy scalar -> Python int or str, for JSON."""
+    return x.item() if isinstance(x, np.generic) else x
