@@ -34,12 +34,13 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_data_prep.py
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_scoring.py
 	$(BIN)/python bench/bench_precision.py
 	$(BIN)/python bench/bench_matching.py
+	$(BIN)/python bench/bench_serving.py
 
 clean:
 	rm -rf $(VENV) data runs bench/out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from prodmatch.synth import SynthConfig, generate
 
 logging.basicConfig(level=logging.WARNING)
 OUT = Path(__file__).resolve().parent / "out"
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)  # tables stay whole in a log file
 
 
 def dataset(items: int, pairs: int, seed: int = 0) -> Path:
