@@ -10,15 +10,16 @@ as missing. The groups:
 - extra photos (``pic_embeddings_resnet_v1`` with the main picture): min, mean and max cross cosine;
 - equality of category levels 1 to 4;
 - attributes: Jaccard over keys and over key=value, brand and colour agreement, and the number of keys
-  both items fill with different values;
+  both items fill with different values; the price ratio where both items have a price;
 - names: token Jaccard, Jaccard of tokens holding digits (model numbers, codes), character 3-gram
-  TF-IDF cosine, and the length ratio.
+  TF-IDF cosine, the length ratio, and the cosine of word TF-IDF vectors.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +36,8 @@ __all__ = ["BRAND_KEYS", "COLOUR_KEYS", "PairFeaturizer"]
 log = logging.getLogger(__name__)
 
 BRAND_KEYS = ("Бренд", "brand", "Brand", "manufacturer")
+PRICE_KEYS = ("price", "Price", "Цена")
+_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 COLOUR_KEYS = ("Цвет товара", "Цвет", "color", "colour", "Color")
 MAX_EXTRA_PICTURES = 8  # per item; more are ignored (counted in the log)
 WHITEN_DIM = 32
@@ -53,9 +56,12 @@ class PairFeaturizer:
     """
 
     modalities: list[str]
-    use: list[str] = field(default_factory=lambda: ["extra_pictures", "categories", "attributes", "names"])
+    use: list[str] = field(
+        default_factory=lambda: ["extra_pictures", "categories", "attributes", "price", "names", "words"]
+    )
     whitening: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name -> (mean, W)
     name_idf: np.ndarray | None = None
+    word_idf: np.ndarray | None = None  # IDF of hashed name words ("words" group)
     _hashed: tuple | None = field(default=None, repr=False)
     _prepared: tuple | None = field(default=None, repr=False)  # (catalogue, its _SideData over all items)
 
@@ -81,6 +87,9 @@ class PairFeaturizer:
             df = np.bincount(counts.indices, minlength=NAME_HASH_FEATURES)
             self.name_idf = (np.log((1 + len(rows)) / (1 + df)) + 1.0).astype(np.float32)
             self._hashed = (catalogue, rows, counts)  # the training pairs' transform reuses these counts
+        if "words" in self.use and catalogue.names is not None:
+            df = np.bincount(_hash_words(catalogue.names[rows]).indices, minlength=NAME_HASH_FEATURES)
+            self.word_idf = (np.log((1 + len(rows)) / (1 + df)) + 1.0).astype(np.float32)
         return self
 
     # ----------------------------------------------------------------------------------- transform
@@ -132,9 +141,13 @@ class PairFeaturizer:
         if "attributes" in self.use and catalogue.attributes is not None:
             names = ["attr_key_jaccard", "attr_kv_jaccard", "attr_conflicts", "brand_equal", "colour_equal"]
             groups.append((names, _attribute_features))
+        if "price" in self.use and catalogue.attributes is not None:
+            groups.append((["price_ratio"], _price_features))
         if "names" in self.use and catalogue.names is not None and self.name_idf is not None:
             names = ["name_token_jaccard", "name_code_jaccard", "name_tfidf_cos", "name_len_ratio"]
             groups.append((names, _name_features))
+        if "words" in self.use and catalogue.names is not None and self.word_idf is not None:
+            groups.append((["name_word_tfidf_cos"], _word_features))
         return groups
 
     def _picture(self) -> str | None:
@@ -222,6 +235,22 @@ def _attribute_features(cat: Catalogue, side: _SideData, left: np.ndarray, right
     return out
 
 
+def _price_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+    """The lower price over the higher one, where both items have a positive price attribute."""
+    price = side.prices
+    la, lb = side.local(left), side.local(right)
+    a, b = price[la], price[lb]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"price_ratio": (np.minimum(a, b) / np.maximum(a, b)).astype(np.float32)}
+
+
+def _word_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+    """Cosine of the names' word TF-IDF vectors: rare shared words (model numbers, editions) weigh most."""
+    tfidf, has = side.words
+    la, lb = side.local(left), side.local(right)
+    return {"name_word_tfidf_cos": np.where(has[la] & has[lb], _rowwise_dot(tfidf, la, lb), np.nan)}
+
+
 def _name_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
     tokens, codes, tfidf, length, has = side.names
     la, lb = side.local(left), side.local(right)
@@ -249,6 +278,8 @@ class _SideData:
         self.pictures = self._pictures(cat, featurizer) if "pics_min" in features else None
         self.attributes = self._attributes(cat) if "attr_key_jaccard" in features else None
         self.names = self._names(cat, featurizer) if "name_token_jaccard" in features else None
+        self.prices = self._prices(cat) if "price_ratio" in features else None
+        self.words = self._words(cat, featurizer) if "name_word_tfidf_cos" in features else None
         self.categories = (  # every catalogue row's code per level (-1: none)
             [cat.categories[f"category{level}"].cat.codes.to_numpy() for level in range(1, 5)]
             if "category1_equal" in features
@@ -320,6 +351,34 @@ class _SideData:
             m.sum_duplicates()  # canonical: sorted, unique columns per row, as _rowwise_dot needs
         return key_matrix, kv_matrix, value_sets[0], value_sets[1], has
 
+    def _words(self, cat: Catalogue, featurizer: PairFeaturizer):
+        """L2-normalised word TF-IDF rows of the local items' names, and which items have any word."""
+        tfidf = _hash_words(cat.names[self.items]).multiply(featurizer.word_idf[None, :]).tocsr()
+        norms = np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(1)).ravel())
+        tfidf = (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ tfidf).tocsr()
+        tfidf.sum_duplicates()
+        return tfidf, norms > 0
+
+    def _prices(self, cat: Catalogue) -> np.ndarray:
+        """Each local item's price (the first number under a price key), NaN where it has none."""
+        out = np.full(len(self.items), np.nan, dtype=np.float64)
+        for i, text in enumerate(cat.attributes[self.items]):
+            if not text:
+                continue
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                continue  # the attribute features name the item when their group is on
+            for key in PRICE_KEYS:
+                values = obj.get(key) if isinstance(obj, dict) else None
+                value = values[0] if isinstance(values, list) and values else values
+                match = _NUMBER.search(str(value)) if value is not None else None
+                if match:
+                    out[i] = float(match.group().replace(",", ""))
+                    break
+        out[out <= 0] = np.nan
+        return out
+
     def _names(self, cat: Catalogue, featurizer: PairFeaturizer):
         names = pd.Series(cat.names[self.items], dtype=object)
         has = names.map(lambda x: isinstance(x, str)).to_numpy() & (names.fillna("").str.strip() != "").to_numpy()
@@ -365,6 +424,17 @@ def _hash_names(names: np.ndarray) -> sp.csr_matrix:
     out = sp.csr_matrix((data, (item, h)), shape=(len(text), NAME_HASH_FEATURES))
     out.sum_duplicates()
     return out
+
+
+def _hash_words(names: np.ndarray) -> sp.csr_matrix:
+    """(N, NAME_HASH_FEATURES) 0/1: which hashed words (lowercased, ё as е) each name holds."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    text = ["" if not isinstance(n, str) else n.lower().replace("ё", "е") for n in names]
+    vec = HashingVectorizer(
+        n_features=NAME_HASH_FEATURES, token_pattern=r"(?u)\w+", alternate_sign=False, norm=None, binary=True
+    )
+    return vec.transform(text).astype(np.float32).tocsr()
 
 
 def _indicator(rows: np.ndarray, labels: np.ndarray, n_rows: int) -> sp.csr_matrix:
