@@ -445,7 +445,9 @@ def index_command(
 def embed(
     data_dir: Annotated[Path, typer.Argument(help="Data directory whose text_and_bert.parquet has the text.")],
     field: Annotated[str, typer.Option(help="The text column to embed (name, text...).")] = "name",
-    encoder: Annotated[str, typer.Option(help="use (512-d, fast, multilingual) or e5 (384-d, slower, better).")] = "use",
+    encoder: Annotated[
+        str, typer.Option(help="use (512-d, fast, multilingual) or e5 (384-d, slower, better).")
+    ] = "use",
     batch_size: Annotated[int, typer.Option(help="Texts per encoder call.")] = 256,
     overwrite: Annotated[bool, typer.Option(help="Compute the column again if it exists.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -478,7 +480,9 @@ def import_em_command(
     src_dir: Annotated[Path, typer.Argument(help="An EM benchmark folder: records.parquet, train/valid/test.parquet.")],
     out_dir: Annotated[Path, typer.Argument(help="The prodmatch data directory to create.")],
     encoder: Annotated[str, typer.Option(help="Text encoder: use or e5.")] = "use",
-    fields: Annotated[str, typer.Option(help="Texts to embed: name (the title), text (the whole record).")] = "name,text",
+    fields: Annotated[
+        str, typer.Option(help="Texts to embed: name (the title), text (the whole record).")
+    ] = "name,text",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing import.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -499,11 +503,15 @@ def import_em_command(
                 src_dir, out_dir, encoder=encoder, fields=tuple(f.strip() for f in fields.split(",") if f.strip()),
                 overwrite=overwrite, progress=bar,
             )  # fmt: skip
-        splits = ", ".join(f"{k} {v['pairs']:,} ({100 * v['positive_rate']:.1f}% positive)" for k, v in summary["splits"].items())
+        splits = ", ".join(
+            f"{k} {v['pairs']:,} ({100 * v['positive_rate']:.1f}% positive)" for k, v in summary["splits"].items()
+        )
         stdout.print(f"{summary['records']:,} items; pairs: {splits}")
         for column, e in summary["embeddings"].items():
             stdout.print(f"{column}: {e['items_per_second']:,.0f} items/s, {e['empty']} empty")
-        stdout.print(f"-> {out_dir}; train with: prodmatch train {out_dir} --out RUN --valid-pairs {out_dir}/valid.parquet")
+        stdout.print(
+            f"-> {out_dir}; train with: prodmatch train {out_dir} --out RUN --valid-pairs {out_dir}/valid.parquet"
+        )
 
 
 # ------------------------------------------------------------------------------------- export, serve
