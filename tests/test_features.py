@@ -125,6 +125,13 @@ def test_name_similarities(hand_made):
     assert f.loc[1, "name_token_jaccard"] == 0
     assert f.loc[0, "name_tfidf_cos"] > 0.8 > 0.2 > f.loc[1, "name_tfidf_cos"]
     assert f.loc[0, "name_word_tfidf_cos"] > 0.8 and f.loc[1, "name_word_tfidf_cos"] == 0  # no shared word
+    # name 1's words are all in name 2 ("... black" adds one): containment 1 one way, less the other
+    assert f.loc[0, "name_word_containment_max"] == pytest.approx(1.0)
+    assert f.loc[0, "name_word_containment_min"] < 0.95
+    assert f.loc[0, "name_shared_code_idf"] > 0 and f.loc[1, "name_shared_code_idf"] == 0  # "128gb" is shared
+    # numbers {13, 128gb} against {13, 128gb}: no conflict; against {s21}: one on the side with fewer
+    assert f.loc[0, "name_number_conflicts"] == 0 and f.loc[1, "name_number_conflicts"] == 1
+    assert np.isnan(f.loc[3, "name_word_tfidf_cos"])  # item 4 has no name
     assert np.isnan(f.loc[3, "name_token_jaccard"])  # item 4 has no name
 
 

@@ -4,8 +4,9 @@ prodmatch data directory.
 The source folder holds ``records.parquet`` (id, title, text, attrs_json) and ``train``, ``valid`` and
 ``test.parquet`` (left_id, right_id, ..., label). The result is an ordinary prodmatch data directory:
 
-- ``text_and_bert.parquet``: variantid (the record ids, strings), ``name`` (the title), ``text`` (the
-  whole record) and their embeddings (``name_use_512``...), computed by :mod:`prodmatch.embed`;
+- ``text_and_bert.parquet``: variantid (the record ids, strings), ``name`` (the title, led by the
+  manufacturer's first word when the title lacks it), ``text`` (the whole record) and their embeddings
+  (``name_use_512``...), computed by :mod:`prodmatch.embed`;
 - ``attributes.parquet``: every short attribute (brand or manufacturer, price...) as
   ``characteristic_attributes_mapping``; no categories (``{}``);
 - ``train``, ``valid`` and ``test.parquet`` in prodmatch's pair format, the given splits unchanged:
@@ -70,8 +71,9 @@ def import_em(
     summary: dict = {"source": str(src), "records": len(records), "encoder": encoder, "splits": {}}
     with _staged_output(out_dir, overwrite, IMPORT_FILE) as tmp:
         ids = records["id"].astype(str)
+        names = [_name(t, a) for t, a in zip(records["title"], records["attrs_json"], strict=True)]
         write_parquet(
-            pd.DataFrame({"variantid": ids, "name": records["title"].fillna(""), "text": records["text"].fillna("")}),
+            pd.DataFrame({"variantid": ids, "name": names, "text": records["text"].fillna("")}),
             tmp / TEXT_FILE,
         )
         write_parquet(
@@ -123,6 +125,21 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     if missing:
         raise DataError(f"{path} lacks columns {missing}; it has {list(frame.columns)}")
     return frame
+
+
+def _name(title: str | None, raw: str | None) -> str:
+    """The title, led by the manufacturer when the record names one that the title does not mention, as
+    a marketplace shows brand and title together (one source of a benchmark often leaves the brand out
+    of the title and puts it in its own field)."""
+    title = (title or "").strip()
+    try:
+        maker = str(json.loads(raw).get("manufacturer") or "").strip() if raw else ""
+    except (ValueError, AttributeError):
+        maker = ""
+    first = maker.split()[0] if maker else ""
+    if first and first.lower() not in title.lower().split():
+        return f"{first} {title}".strip()
+    return title
 
 
 def _attributes(raw: str | None) -> str | None:

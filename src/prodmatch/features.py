@@ -42,6 +42,8 @@ COLOUR_KEYS = ("Цвет товара", "Цвет", "color", "colour", "Color")
 MAX_EXTRA_PICTURES = 8  # per item; more are ignored (counted in the log)
 WHITEN_DIM = 32
 NAME_HASH_FEATURES = 2**18
+NUMBER_PATTERN = r"(?u)\b\w*\d\w*\b"  # words holding a digit
+CODE_PATTERN = r"(?u)\b(?=\w*\d)\w{4,}\b"  # words of 4+ characters holding a digit: part numbers, SKUs
 SMALL_BATCH = 256  # up to this many pairs, sparse row products skip scipy's per-call overhead
 
 
@@ -147,7 +149,14 @@ class PairFeaturizer:
             names = ["name_token_jaccard", "name_code_jaccard", "name_tfidf_cos", "name_len_ratio"]
             groups.append((names, _name_features))
         if "words" in self.use and catalogue.names is not None and self.word_idf is not None:
-            groups.append((["name_word_tfidf_cos"], _word_features))
+            names = [
+                "name_word_tfidf_cos",
+                "name_word_containment_min",
+                "name_word_containment_max",
+                "name_shared_code_idf",
+                "name_number_conflicts",
+            ]
+            groups.append((names, _word_features))
         return groups
 
     def _picture(self) -> str | None:
@@ -245,10 +254,37 @@ def _price_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np
 
 
 def _word_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
-    """Cosine of the names' word TF-IDF vectors: rare shared words (model numbers, editions) weigh most."""
-    tfidf, has = side.words
+    """Word TF-IDF similarities of the names: rare shared words (model numbers, editions) weigh most.
+
+    - the cosine of the two TF-IDF vectors;
+    - containment: the IDF mass of one name's words that the other name also has, over that name's
+      whole IDF mass, for each side; the smaller and the larger of the two (a short title wholly inside
+      a long one contains 1, which the cosine does not show);
+    - the IDF mass of the long codes both names hold: a shared part number is strong evidence;
+    - number conflicts: words with a digit that each name has and the other lacks, counted on the side
+      with fewer: versions and sizes that disagree ("2007" against "2008") count, a number that only one
+      side spells out does not.
+    """
+    w = side.words
     la, lb = side.local(left), side.local(right)
-    return {"name_word_tfidf_cos": np.where(has[la] & has[lb], _rowwise_dot(tfidf, la, lb), np.nan)}
+    both = w.has[la] & w.has[lb]
+    shared_numbers = _rowwise_dot(w.numbers, la, lb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        in_b = _shared_mass(w.weighted, w.binary, la, lb) / w.mass[la]
+        in_a = _shared_mass(w.weighted, w.binary, lb, la) / w.mass[lb]
+    conflicts = np.minimum(_row_nnz(w.numbers, la), _row_nnz(w.numbers, lb)) - shared_numbers
+    return {
+        "name_word_tfidf_cos": np.where(both, _rowwise_dot(w.tfidf, la, lb), np.nan),
+        "name_word_containment_min": np.where(both, np.minimum(in_a, in_b), np.nan).astype(np.float32),
+        "name_word_containment_max": np.where(both, np.maximum(in_a, in_b), np.nan).astype(np.float32),
+        "name_shared_code_idf": np.where(both, _shared_mass(w.codes, w.code_binary, la, lb), np.nan),
+        "name_number_conflicts": np.where(both, np.maximum(conflicts, 0), np.nan),
+    }
+
+
+def _shared_mass(weighted: sp.csr_matrix, words: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(B,) the IDF mass of a[i]'s words that b[i] also has: weighted[a] . words[b] (words is 0/1)."""
+    return _rowwise_dot_pair(weighted, words, a, b)
 
 
 def _name_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
@@ -268,6 +304,20 @@ def _name_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.
 
 
 # -------------------------------------------------------------------------------------- side data
+
+
+@dataclass
+class _Words:
+    """The local items' names as hashed-word matrices (see :func:`_word_features`)."""
+
+    tfidf: sp.csr_matrix  # L2-normalised TF-IDF
+    weighted: sp.csr_matrix  # 0/1 times IDF
+    binary: sp.csr_matrix  # 0/1
+    codes: sp.csr_matrix  # long codes, 0/1 times IDF
+    code_binary: sp.csr_matrix
+    numbers: sp.csr_matrix  # words holding a digit, 0/1
+    mass: np.ndarray  # each name's total IDF
+    has: np.ndarray  # the name has any word
 
 
 class _SideData:
@@ -351,13 +401,20 @@ class _SideData:
             m.sum_duplicates()  # canonical: sorted, unique columns per row, as _rowwise_dot needs
         return key_matrix, kv_matrix, value_sets[0], value_sets[1], has
 
-    def _words(self, cat: Catalogue, featurizer: PairFeaturizer):
-        """L2-normalised word TF-IDF rows of the local items' names, and which items have any word."""
-        tfidf = _hash_words(cat.names[self.items]).multiply(featurizer.word_idf[None, :]).tocsr()
-        norms = np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(1)).ravel())
-        tfidf = (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ tfidf).tocsr()
-        tfidf.sum_duplicates()
-        return tfidf, norms > 0
+    def _words(self, cat: Catalogue, featurizer: PairFeaturizer) -> _Words:
+        names = cat.names[self.items]
+        idf = featurizer.word_idf[None, :]
+        binary = _hash_words(names)
+        weighted = binary.multiply(idf).tocsr()
+        mass = np.asarray(weighted.sum(1)).ravel()
+        norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(1)).ravel())
+        tfidf = (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ weighted).tocsr()
+        code_binary = _hash_words(names, CODE_PATTERN)
+        codes = code_binary.multiply(idf).tocsr()
+        numbers = _hash_words(names, NUMBER_PATTERN)
+        for m in (binary, weighted, tfidf, code_binary, codes, numbers):
+            m.sum_duplicates()  # canonical: sorted, unique columns per row, as _rowwise_dot needs
+        return _Words(tfidf, weighted, binary, codes, code_binary, numbers, mass, norms > 0)
 
     def _prices(self, cat: Catalogue) -> np.ndarray:
         """Each local item's price (the first number under a price key), NaN where it has none."""
@@ -426,13 +483,13 @@ def _hash_names(names: np.ndarray) -> sp.csr_matrix:
     return out
 
 
-def _hash_words(names: np.ndarray) -> sp.csr_matrix:
+def _hash_words(names: np.ndarray, pattern: str = r"(?u)\w+") -> sp.csr_matrix:
     """(N, NAME_HASH_FEATURES) 0/1: which hashed words (lowercased, ё as е) each name holds."""
     from sklearn.feature_extraction.text import HashingVectorizer
 
     text = ["" if not isinstance(n, str) else n.lower().replace("ё", "е") for n in names]
     vec = HashingVectorizer(
-        n_features=NAME_HASH_FEATURES, token_pattern=r"(?u)\w+", alternate_sign=False, norm=None, binary=True
+        n_features=NAME_HASH_FEATURES, token_pattern=pattern, alternate_sign=False, norm=None, binary=True
     )
     return vec.transform(text).astype(np.float32).tocsr()
 
@@ -453,6 +510,20 @@ def _count_binary(text: list[str], pattern: str) -> sp.csr_matrix:
         return sp.csr_matrix((len(text), 1), dtype=np.float32)
 
 
+def _rowwise_dot_pair(m: sp.csr_matrix, n: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(B,) dot products of rows m[a[i]] and n[b[i]] of two matrices of the same shape."""
+    if len(a) > SMALL_BATCH:
+        return np.asarray(m[a].multiply(n[b]).sum(1)).ravel().astype(np.float32)
+    ka, va = _row_entries(m, a)
+    kb, vb = _row_entries(n, b)
+    if not len(ka) or not len(kb):
+        return np.zeros(len(a), dtype=np.float32)
+    pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
+    hit = kb[pos] == ka
+    products = va[hit].astype(np.float64) * vb[pos[hit]]
+    return np.bincount(ka[hit] // m.shape[1], weights=products, minlength=len(a)).astype(np.float32)
+
+
 def _row_nnz(m: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
     """Stored entries of each of ``rows``: the row sum of a 0/1 indicator matrix, in O(len(rows))."""
     return (m.indptr[rows + 1] - m.indptr[rows]).astype(np.float32)
@@ -465,16 +536,7 @@ def _rowwise_dot(m: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     product cost ~0.1 ms each even for one pair, seven times per request. Many pairs go through scipy,
     which is faster at scale.
     """
-    if len(a) > SMALL_BATCH:
-        return np.asarray(m[a].multiply(m[b]).sum(1)).ravel().astype(np.float32)
-    ka, va = _row_entries(m, a)
-    kb, vb = _row_entries(m, b)  # keys (pair, column) ascending: pairs in order, columns sorted per row
-    if not len(ka) or not len(kb):
-        return np.zeros(len(a), dtype=np.float32)
-    pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
-    hit = kb[pos] == ka
-    products = va[hit].astype(np.float64) * vb[pos[hit]]
-    return np.bincount(ka[hit] // m.shape[1], weights=products, minlength=len(a)).astype(np.float32)
+    return _rowwise_dot_pair(m, m, a, b)
 
 
 def _row_entries(m: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
