@@ -22,7 +22,7 @@ RECORDS = [
     ("b1", "sony dscw120p cyber shot 7.2mp camera pink", "sony", "119.00"),
     ("b2", "canon sd1100 powershot elph 8mp blue", "canon", "189.99"),
     ("b3", "ipod nano 8 gb silver apple", "apple", "145.00"),
-    ("b4", "", "garmin", "99.00"),  # no title: a zero vector, counted
+    ("b4", "", "", "99.00"),  # no title, no manufacturer: a zero vector, counted
 ]
 
 
