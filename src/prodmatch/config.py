@@ -56,6 +56,8 @@ class TrainConfig:
         split: ``group`` keeps connected components of the pair graph on one side; ``random`` is the
             notebook's row split, which lets items leak between train and validation.
         valid_fraction: share of pairs held out for validation.
+        valid_pairs: a labelled pairs file to validate on instead of splitting train.parquet (a
+            benchmark's given split): all of train.parquet trains, these choose the epoch and threshold.
         drop_unknown: drop training pairs naming ids without any data (counted); False makes them an error.
         threads: torch intra-op threads; None uses every core this process may run on.
         eval_batch_size: pairs per forward pass when scoring.
@@ -75,6 +77,7 @@ class TrainConfig:
     seed: int = 42
     split: Literal["group", "random"] = "group"
     valid_fraction: float = 0.2
+    valid_pairs: str | None = None
     drop_unknown: bool = True
     threads: int | None = None
     eval_batch_size: int = 65536

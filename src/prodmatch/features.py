@@ -10,15 +10,16 @@ as missing. The groups:
 - extra photos (``pic_embeddings_resnet_v1`` with the main picture): min, mean and max cross cosine;
 - equality of category levels 1 to 4;
 - attributes: Jaccard over keys and over key=value, brand and colour agreement, and the number of keys
-  both items fill with different values;
+  both items fill with different values; the price ratio where both items have a price;
 - names: token Jaccard, Jaccard of tokens holding digits (model numbers, codes), character 3-gram
-  TF-IDF cosine, and the length ratio.
+  TF-IDF cosine, the length ratio, and the cosine of word TF-IDF vectors.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,10 +36,14 @@ __all__ = ["BRAND_KEYS", "COLOUR_KEYS", "PairFeaturizer"]
 log = logging.getLogger(__name__)
 
 BRAND_KEYS = ("Бренд", "brand", "Brand", "manufacturer")
+PRICE_KEYS = ("price", "Price", "Цена")
+_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 COLOUR_KEYS = ("Цвет товара", "Цвет", "color", "colour", "Color")
 MAX_EXTRA_PICTURES = 8  # per item; more are ignored (counted in the log)
 WHITEN_DIM = 32
 NAME_HASH_FEATURES = 2**18
+NUMBER_PATTERN = r"(?u)\b\w*\d\w*\b"  # words holding a digit
+CODE_PATTERN = r"(?u)\b(?=\w*\d)\w{4,}\b"  # words of 4+ characters holding a digit: part numbers, SKUs
 SMALL_BATCH = 256  # up to this many pairs, sparse row products skip scipy's per-call overhead
 
 
@@ -53,9 +58,12 @@ class PairFeaturizer:
     """
 
     modalities: list[str]
-    use: list[str] = field(default_factory=lambda: ["extra_pictures", "categories", "attributes", "names"])
+    use: list[str] = field(
+        default_factory=lambda: ["extra_pictures", "categories", "attributes", "price", "names", "words"]
+    )
     whitening: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name -> (mean, W)
     name_idf: np.ndarray | None = None
+    word_idf: np.ndarray | None = None  # IDF of hashed name words ("words" group)
     _hashed: tuple | None = field(default=None, repr=False)
     _prepared: tuple | None = field(default=None, repr=False)  # (catalogue, its _SideData over all items)
 
@@ -81,6 +89,9 @@ class PairFeaturizer:
             df = np.bincount(counts.indices, minlength=NAME_HASH_FEATURES)
             self.name_idf = (np.log((1 + len(rows)) / (1 + df)) + 1.0).astype(np.float32)
             self._hashed = (catalogue, rows, counts)  # the training pairs' transform reuses these counts
+        if "words" in self.use and catalogue.names is not None:
+            df = np.bincount(_hash_words(catalogue.names[rows]).indices, minlength=NAME_HASH_FEATURES)
+            self.word_idf = (np.log((1 + len(rows)) / (1 + df)) + 1.0).astype(np.float32)
         return self
 
     # ----------------------------------------------------------------------------------- transform
@@ -132,9 +143,20 @@ class PairFeaturizer:
         if "attributes" in self.use and catalogue.attributes is not None:
             names = ["attr_key_jaccard", "attr_kv_jaccard", "attr_conflicts", "brand_equal", "colour_equal"]
             groups.append((names, _attribute_features))
+        if "price" in self.use and catalogue.attributes is not None:
+            groups.append((["price_ratio"], _price_features))
         if "names" in self.use and catalogue.names is not None and self.name_idf is not None:
             names = ["name_token_jaccard", "name_code_jaccard", "name_tfidf_cos", "name_len_ratio"]
             groups.append((names, _name_features))
+        if "words" in self.use and catalogue.names is not None and self.word_idf is not None:
+            names = [
+                "name_word_tfidf_cos",
+                "name_word_containment_min",
+                "name_word_containment_max",
+                "name_shared_code_idf",
+                "name_number_conflicts",
+            ]
+            groups.append((names, _word_features))
         return groups
 
     def _picture(self) -> str | None:
@@ -222,6 +244,49 @@ def _attribute_features(cat: Catalogue, side: _SideData, left: np.ndarray, right
     return out
 
 
+def _price_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+    """The lower price over the higher one, where both items have a positive price attribute."""
+    price = side.prices
+    la, lb = side.local(left), side.local(right)
+    a, b = price[la], price[lb]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"price_ratio": (np.minimum(a, b) / np.maximum(a, b)).astype(np.float32)}
+
+
+def _word_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+    """Word TF-IDF similarities of the names: rare shared words (model numbers, editions) weigh most.
+
+    - the cosine of the two TF-IDF vectors;
+    - containment: the IDF mass of one name's words that the other name also has, over that name's
+      whole IDF mass, for each side; the smaller and the larger of the two (a short title wholly inside
+      a long one contains 1, which the cosine does not show);
+    - the IDF mass of the long codes both names hold: a shared part number is strong evidence;
+    - number conflicts: words with a digit that each name has and the other lacks, counted on the side
+      with fewer: versions and sizes that disagree ("2007" against "2008") count, a number that only one
+      side spells out does not.
+    """
+    w = side.words
+    la, lb = side.local(left), side.local(right)
+    both = w.has[la] & w.has[lb]
+    shared_numbers = _rowwise_dot(w.numbers, la, lb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        in_b = _shared_mass(w.weighted, w.binary, la, lb) / w.mass[la]
+        in_a = _shared_mass(w.weighted, w.binary, lb, la) / w.mass[lb]
+    conflicts = np.minimum(_row_nnz(w.numbers, la), _row_nnz(w.numbers, lb)) - shared_numbers
+    return {
+        "name_word_tfidf_cos": np.where(both, _rowwise_dot(w.tfidf, la, lb), np.nan),
+        "name_word_containment_min": np.where(both, np.minimum(in_a, in_b), np.nan).astype(np.float32),
+        "name_word_containment_max": np.where(both, np.maximum(in_a, in_b), np.nan).astype(np.float32),
+        "name_shared_code_idf": np.where(both, _shared_mass(w.codes, w.code_binary, la, lb), np.nan),
+        "name_number_conflicts": np.where(both, np.maximum(conflicts, 0), np.nan),
+    }
+
+
+def _shared_mass(weighted: sp.csr_matrix, words: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(B,) the IDF mass of a[i]'s words that b[i] also has: weighted[a] . words[b] (words is 0/1)."""
+    return _rowwise_dot_pair(weighted, words, a, b)
+
+
 def _name_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
     tokens, codes, tfidf, length, has = side.names
     la, lb = side.local(left), side.local(right)
@@ -241,6 +306,20 @@ def _name_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.
 # -------------------------------------------------------------------------------------- side data
 
 
+@dataclass
+class _Words:
+    """The local items' names as hashed-word matrices (see :func:`_word_features`)."""
+
+    tfidf: sp.csr_matrix  # L2-normalised TF-IDF
+    weighted: sp.csr_matrix  # 0/1 times IDF
+    binary: sp.csr_matrix  # 0/1
+    codes: sp.csr_matrix  # long codes, 0/1 times IDF
+    code_binary: sp.csr_matrix
+    numbers: sp.csr_matrix  # words holding a digit, 0/1
+    mass: np.ndarray  # each name's total IDF
+    has: np.ndarray  # the name has any word
+
+
 class _SideData:
     """Per-item side data, parsed once for just the items the pairs touch ("local" rows)."""
 
@@ -249,6 +328,8 @@ class _SideData:
         self.pictures = self._pictures(cat, featurizer) if "pics_min" in features else None
         self.attributes = self._attributes(cat) if "attr_key_jaccard" in features else None
         self.names = self._names(cat, featurizer) if "name_token_jaccard" in features else None
+        self.prices = self._prices(cat) if "price_ratio" in features else None
+        self.words = self._words(cat, featurizer) if "name_word_tfidf_cos" in features else None
         self.categories = (  # every catalogue row's code per level (-1: none)
             [cat.categories[f"category{level}"].cat.codes.to_numpy() for level in range(1, 5)]
             if "category1_equal" in features
@@ -320,6 +401,41 @@ class _SideData:
             m.sum_duplicates()  # canonical: sorted, unique columns per row, as _rowwise_dot needs
         return key_matrix, kv_matrix, value_sets[0], value_sets[1], has
 
+    def _words(self, cat: Catalogue, featurizer: PairFeaturizer) -> _Words:
+        names = cat.names[self.items]
+        idf = featurizer.word_idf[None, :]
+        binary = _hash_words(names)
+        weighted = binary.multiply(idf).tocsr()
+        mass = np.asarray(weighted.sum(1)).ravel()
+        norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(1)).ravel())
+        tfidf = (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ weighted).tocsr()
+        code_binary = _hash_words(names, CODE_PATTERN)
+        codes = code_binary.multiply(idf).tocsr()
+        numbers = _hash_words(names, NUMBER_PATTERN)
+        for m in (binary, weighted, tfidf, code_binary, codes, numbers):
+            m.sum_duplicates()  # canonical: sorted, unique columns per row, as _rowwise_dot needs
+        return _Words(tfidf, weighted, binary, codes, code_binary, numbers, mass, norms > 0)
+
+    def _prices(self, cat: Catalogue) -> np.ndarray:
+        """Each local item's price (the first number under a price key), NaN where it has none."""
+        out = np.full(len(self.items), np.nan, dtype=np.float64)
+        for i, text in enumerate(cat.attributes[self.items]):
+            if not text:
+                continue
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                continue  # the attribute features name the item when their group is on
+            for key in PRICE_KEYS:
+                values = obj.get(key) if isinstance(obj, dict) else None
+                value = values[0] if isinstance(values, list) and values else values
+                match = _NUMBER.search(str(value)) if value is not None else None
+                if match:
+                    out[i] = float(match.group().replace(",", ""))
+                    break
+        out[out <= 0] = np.nan
+        return out
+
     def _names(self, cat: Catalogue, featurizer: PairFeaturizer):
         names = pd.Series(cat.names[self.items], dtype=object)
         has = names.map(lambda x: isinstance(x, str)).to_numpy() & (names.fillna("").str.strip() != "").to_numpy()
@@ -367,6 +483,17 @@ def _hash_names(names: np.ndarray) -> sp.csr_matrix:
     return out
 
 
+def _hash_words(names: np.ndarray, pattern: str = r"(?u)\w+") -> sp.csr_matrix:
+    """(N, NAME_HASH_FEATURES) 0/1: which hashed words (lowercased, ё as е) each name holds."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    text = ["" if not isinstance(n, str) else n.lower().replace("ё", "е") for n in names]
+    vec = HashingVectorizer(
+        n_features=NAME_HASH_FEATURES, token_pattern=pattern, alternate_sign=False, norm=None, binary=True
+    )
+    return vec.transform(text).astype(np.float32).tocsr()
+
+
 def _indicator(rows: np.ndarray, labels: np.ndarray, n_rows: int) -> sp.csr_matrix:
     """n_rows x distinct labels, 1 where (row, label) occurs (pairs must be unique)."""
     codes, uniques = pd.factorize(pd.Series(labels, dtype=object))
@@ -383,6 +510,20 @@ def _count_binary(text: list[str], pattern: str) -> sp.csr_matrix:
         return sp.csr_matrix((len(text), 1), dtype=np.float32)
 
 
+def _rowwise_dot_pair(m: sp.csr_matrix, n: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(B,) dot products of rows m[a[i]] and n[b[i]] of two matrices of the same shape."""
+    if len(a) > SMALL_BATCH:
+        return np.asarray(m[a].multiply(n[b]).sum(1)).ravel().astype(np.float32)
+    ka, va = _row_entries(m, a)
+    kb, vb = _row_entries(n, b)
+    if not len(ka) or not len(kb):
+        return np.zeros(len(a), dtype=np.float32)
+    pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
+    hit = kb[pos] == ka
+    products = va[hit].astype(np.float64) * vb[pos[hit]]
+    return np.bincount(ka[hit] // m.shape[1], weights=products, minlength=len(a)).astype(np.float32)
+
+
 def _row_nnz(m: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
     """Stored entries of each of ``rows``: the row sum of a 0/1 indicator matrix, in O(len(rows))."""
     return (m.indptr[rows + 1] - m.indptr[rows]).astype(np.float32)
@@ -395,16 +536,7 @@ def _rowwise_dot(m: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     product cost ~0.1 ms each even for one pair, seven times per request. Many pairs go through scipy,
     which is faster at scale.
     """
-    if len(a) > SMALL_BATCH:
-        return np.asarray(m[a].multiply(m[b]).sum(1)).ravel().astype(np.float32)
-    ka, va = _row_entries(m, a)
-    kb, vb = _row_entries(m, b)  # keys (pair, column) ascending: pairs in order, columns sorted per row
-    if not len(ka) or not len(kb):
-        return np.zeros(len(a), dtype=np.float32)
-    pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
-    hit = kb[pos] == ka
-    products = va[hit].astype(np.float64) * vb[pos[hit]]
-    return np.bincount(ka[hit] // m.shape[1], weights=products, minlength=len(a)).astype(np.float32)
+    return _rowwise_dot_pair(m, m, a, b)
 
 
 def _row_entries(m: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -264,10 +264,26 @@ def _pair_components(pairs: PairSet) -> tuple[int, np.ndarray]:
 
 
 def group_folds(pairs: PairSet, n_folds: int, seed: int = 0) -> np.ndarray:
-    """(M,) fold of each pair, 0..n_folds-1, keeping connected components whole (no item in two folds)."""
+    """(M,) fold of each pair, 0..n_folds-1, keeping connected components whole (no item in two folds).
+
+    When one component holds so many pairs that some fold would get less than half its share (a dense
+    pair graph, as in the EM benchmarks), whole components cannot make useful folds: pairs are then
+    assigned to folds at random, and a warning says that items may appear in more than one fold.
+    """
     components, comp = _pair_components(pairs)
-    fold_of_comp = np.random.default_rng(seed).permutation(components) % n_folds
-    return fold_of_comp[comp]
+    rng = np.random.default_rng(seed)
+    folds = (rng.permutation(components) % n_folds)[comp]
+    smallest = np.bincount(folds, minlength=n_folds).min()
+    if len(pairs) and smallest < 0.5 * len(pairs) / n_folds:
+        log.warning(
+            "one fold would hold only %d of %d pairs (the largest connected component has %d): folds are "
+            "drawn by pair instead, so some items are in more than one fold",
+            smallest,
+            len(pairs),
+            np.bincount(comp).max(),
+        )
+        folds = rng.permutation(len(pairs)) % n_folds
+    return folds
 
 
 def _unordered_key(left: np.ndarray, right: np.ndarray, n_items: int | None = None) -> np.ndarray:

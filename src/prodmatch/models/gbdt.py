@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 BOOSTER_FILE = "model.lgb.txt"
 IDF_FILE = "name_idf.npy"
+WORD_IDF_FILE = "name_word_idf.npy"
 WHITENING_FILE = "whitening.npz"
 STACK_DIR = "stack"  # the cross-fitted networks, one run directory per fold
 
@@ -53,7 +54,7 @@ class GBDTParams:
     feature_fraction: float = 0.9
     bagging_fraction: float = 0.9
     lambda_l2: float = 1.0
-    use: str = "extra_pictures,categories,attributes,names"  # side-data feature groups, comma-separated
+    use: str = "extra_pictures,categories,attributes,price,names,words"  # side-data feature groups, comma-separated
     stack: str = "siamese"  # a network whose out-of-fold score becomes one more feature; "" for none
     stack_folds: int = 2
     stack_epochs: int = 3  # at most this many epochs per fold network (fewer if --epochs is lower)
@@ -260,6 +261,10 @@ class GBDTModel(PairModel):
             with atomic_path(run_dir / IDF_FILE) as tmp, open(tmp, "wb") as f:
                 np.save(f, self.featurizer_.name_idf)
             files["name_idf"] = IDF_FILE
+        if self.featurizer_.word_idf is not None:
+            with atomic_path(run_dir / WORD_IDF_FILE) as tmp, open(tmp, "wb") as f:
+                np.save(f, self.featurizer_.word_idf)
+            files["word_idf"] = WORD_IDF_FILE
         arrays = {}
         for name, (mean, w) in self.featurizer_.whitening.items():
             arrays[f"{name}.mean"], arrays[f"{name}.w"] = mean, w
@@ -289,6 +294,8 @@ class GBDTModel(PairModel):
         self.featurizer_ = PairFeaturizer(list(feats["modalities"]), list(feats["use"]))
         if "name_idf" in files:
             self.featurizer_.name_idf = np.load(run_dir / files["name_idf"])
+        if "word_idf" in files:
+            self.featurizer_.word_idf = np.load(run_dir / files["word_idf"])
         with np.load(run_dir / files["whitening"]) as z:
             for name in self.featurizer_.modalities:
                 if f"{name}.mean" in z:
