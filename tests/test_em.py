@@ -73,7 +73,7 @@ def test_import_em_writes_a_prodmatch_data_directory(em_dir, tmp_path):
     train = pd.read_parquet(out / "train.parquet")
     assert list(train.columns) == ["variantid1", "variantid2", "target"] and len(train) == 10
     summary = json.loads((out / "import.json").read_text())
-    assert summary["embeddings"]["name_use_512"]["empty"] == 1
+    assert summary["embeddings"]["name_use_512"]["empty"] == 1 and summary["unreadable_attributes"] == 0
 
     # train on the given splits: all of train.parquet trains, valid.parquet picks the threshold
     run = tmp_path / "run"
@@ -96,3 +96,17 @@ def test_import_em_names_missing_ids(em_dir, tmp_path):
     with pytest.raises(DataError, match="zz"):
         import_em(bad, tmp_path / "out", fields=("name",))
     assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_attributes_are_counted(em_dir, tmp_path, caplog):
+    from prodmatch.em import import_em
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in em_dir.iterdir():
+        (src / f.name).write_bytes(f.read_bytes())
+    records = pd.read_parquet(src / "records.parquet")
+    records.loc[0, "attrs_json"] = "{not json"
+    records.to_parquet(src / "records.parquet")
+    summary = import_em(src, tmp_path / "out", fields=("name",))
+    assert summary["unreadable_attributes"] == 1 and "a1" in caplog.text

@@ -76,12 +76,22 @@ def import_em(
             pd.DataFrame({"variantid": ids, "name": names, "text": records["text"].fillna("")}),
             tmp / TEXT_FILE,
         )
+        attributes = [_attributes(a) for a in records["attrs_json"]]
+        unreadable = [rid for rid, a in zip(ids, attributes, strict=True) if a is _UNREADABLE]
+        if unreadable:
+            log.warning(
+                "%s: attrs_json of %d records is not a JSON object (e.g. %s); they get no attributes",
+                src / "records.parquet",
+                len(unreadable),
+                unreadable[:5],
+            )
+        summary["unreadable_attributes"] = len(unreadable)
         write_parquet(
             pd.DataFrame(
                 {
                     "variantid": ids,
                     "categories": "{}",
-                    ATTRIBUTES_COLUMN: [_attributes(a) for a in records["attrs_json"]],
+                    ATTRIBUTES_COLUMN: [None if a is _UNREADABLE else a for a in attributes],
                 }
             ),
             tmp / ATTRIBUTES_FILE,
@@ -142,16 +152,20 @@ def _name(title: str | None, raw: str | None) -> str:
     return title
 
 
-def _attributes(raw: str | None) -> str | None:
-    """attrs_json {"attr": "value"} -> the E-CUP mapping {"attr": ["value"]} of short, non-empty attributes."""
+_UNREADABLE = object()  # attrs_json that is not a JSON object: counted and reported by import_em
+
+
+def _attributes(raw: str | None):
+    """attrs_json {"attr": "value"} -> the E-CUP mapping {"attr": ["value"]} of short, non-empty attributes
+    (None when there are none; _UNREADABLE when it is not a JSON object)."""
     if not raw:
         return None
     try:
         obj = json.loads(raw)
     except ValueError:
-        return None
+        return _UNREADABLE
     if not isinstance(obj, dict):
-        return None
+        return _UNREADABLE
     kept = {
         str(k): [str(v).strip()]
         for k, v in obj.items()
