@@ -385,22 +385,7 @@ def match(
                 f"({summary['seconds']:.1f}s). outputs: {out}/matches.parquet, clusters.parquet, summary.json"
             )
             return
-        bars = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-            disable=not (progress and console.is_terminal),
-        )
-
-        def stage(name: str, total: int):
-            task = bars.add_task(name, total=total)
-            return lambda n: bars.update(task, advance=n)
-
-        with bars:
+        with _stage_bars(progress) as stage:
             summary = match_catalogue(run_dir, data, out, cfg, overwrite=overwrite, progress=stage)
         table = Table(title=f"{summary['items']:,} items -> {summary['clustering']['clusters']:,} clusters")
         table.add_column("stage")
@@ -465,9 +450,14 @@ def embed(
 
         path = data_dir / TEXT_FILE
         total = pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
-        with _bar(f"embedding {field} ({encoder})", total, progress) as advance:
+        with _stage_bars(progress) as stage:
             report = embed_directory(
-                data_dir, field=field, encoder=enc, batch_size=batch_size, overwrite=overwrite, progress=advance
+                data_dir,
+                field=field,
+                encoder=enc,
+                batch_size=batch_size,
+                overwrite=overwrite,
+                progress=stage(f"embedding {field} ({encoder})", total),
             )
         stdout.print(
             f"{report.column}: {report.items:,} items in {report.seconds:.1f}s ({report.items_per_second:,.0f} items/s), "
@@ -492,16 +482,10 @@ def import_em_command(
     from prodmatch.em import import_em
 
     with _errors():
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=True, disable=not (progress and console.is_terminal)) as bars:  # fmt: skip
-
-            def bar(label: str, total: int):
-                task = bars.add_task(label, total=total)
-                return lambda n: bars.update(task, advance=n)
-
+        with _stage_bars(progress) as stage:
             summary = import_em(
                 src_dir, out_dir, encoder=encoder, fields=tuple(f.strip() for f in fields.split(",") if f.strip()),
-                overwrite=overwrite, progress=bar,
+                overwrite=overwrite, progress=stage,
             )  # fmt: skip
         splits = ", ".join(
             f"{k} {v['pairs']:,} ({100 * v['positive_rate']:.1f}% positive)" for k, v in summary["splits"].items()
@@ -739,8 +723,9 @@ class _errors:
 
 
 @contextlib.contextmanager
-def _bar(label: str, total: int, show: bool):
-    """One progress bar; yields a callback that advances it by n."""
+def _stage_bars(show: bool):
+    """Progress bars, one per stage: yields ``stage(label, total)``, which adds a bar and returns a
+    callback advancing it by n."""
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -751,8 +736,12 @@ def _bar(label: str, total: int, show: bool):
         transient=True,
         disable=not (show and console.is_terminal),
     ) as bars:
-        task = bars.add_task(label, total=total)
-        yield lambda n: bars.update(task, advance=n)
+
+        def stage(label: str, total: int):
+            task = bars.add_task(label, total=total)
+            return lambda n: bars.update(task, advance=n)
+
+        yield stage
 
 
 class _TrainBars:
