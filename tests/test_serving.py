@@ -145,6 +145,19 @@ def test_huge_but_finite_values_are_scaled_not_overflowed(client):
     assert r.status_code == 200 and 0.0 <= r.json()["scores"][0] <= 1.0
 
 
+def test_raw_embeddings_follow_the_catalogue_normalisation(served):
+    from prodmatch.catalogue import l2_normalize
+
+    _, service = served
+    raw = np.random.default_rng(0).normal(size=(3, 64))
+    raw[1] *= 1e-5  # norm under 0.001: kept as it is, as the item files are
+    raw[2] *= 1e200  # beyond float32: scaled before normalising
+    features = service._embedding_features([{BERT: r.tolist()} for r in raw], "left", [0, 1, 2])
+    np.testing.assert_allclose(features[:2, :64], l2_normalize(raw[:2].copy()), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(features[2, :64], raw[2] / np.linalg.norm(raw[2] / 1e200) / 1e200, rtol=1e-6)
+    assert (features[:, 64 + 128] == 1).all() and (features[:, 64 + 128 + 1] == 0).all()  # flags: text only
+
+
 def test_malformed_json_and_oversized_bodies(client):
     r = client.post("/v1/score", content=b'{"pairs": [', headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"

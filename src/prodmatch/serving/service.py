@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prodmatch.catalogue import Catalogue
+from prodmatch.catalogue import NORM_EPS, Catalogue
 from prodmatch.errors import ConfigError, DataError, ModelError, UnknownIdsError
 from prodmatch.models.base import PairModel
 
@@ -317,7 +317,7 @@ class MatchService:
         return out
 
     def _embedding_features(self, items: list, side: str, positions) -> np.ndarray:
-        """Item-feature rows of raw embeddings: each modality scaled, L2-normalised, flagged present."""
+        """Item-feature rows of raw embeddings: each modality normalised as the item files are, flagged present."""
         names = {n for n, _ in self.modalities}
         out = np.zeros((len(items), self.features.shape[1]), dtype=np.float32)
         for item, pos in zip(items, positions, strict=True):
@@ -341,8 +341,14 @@ class MatchService:
                     raise DataError(
                         f"{side} item {positions[at[int(np.flatnonzero(bad)[0])]]}: {name} holds NaN or inf"
                     )
-                x /= np.maximum(np.abs(x).max(axis=1, keepdims=True), np.finfo(np.float64).tiny)  # no overflow
-                x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+                # The catalogue's rule (l2_normalize): divide by the norm where it exceeds NORM_EPS, else
+                # keep the vector. Scaled by the largest value first, so huge values cannot overflow.
+                scale = np.abs(x).max(axis=1, keepdims=True)
+                unit = x / np.maximum(scale, np.finfo(np.float64).tiny)
+                unit_norm = np.linalg.norm(unit, axis=1, keepdims=True)
+                with np.errstate(over="ignore"):
+                    normalise = unit_norm * scale > NORM_EPS
+                x = np.where(normalise, unit / np.maximum(unit_norm, 1e-300), x)
                 out[at, col : col + dim] = x
                 out[at, self.width + j] = 1.0
             col += dim
