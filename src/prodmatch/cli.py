@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -581,7 +582,8 @@ def serve(
         from prodmatch.serving.app import create_app
         from prodmatch.serving.settings import ServeSettings
     except ImportError as e:
-        console.print(f"[bold red]error:[/] serving needs {e.name}: pip install 'prodmatch[serve]'")
+        message = f"serving needs {e.name}: pip install 'prodmatch[serve]'"
+        console.print(f"[bold red]error:[/] {escape(message)}")
         raise typer.Exit(2) from e
     from pydantic import ValidationError
 
@@ -714,7 +716,8 @@ class _errors:
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
         if isinstance(exc, ProdmatchError):
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escaped: messages hold brackets (lists of ids, "prodmatch[serve]") that rich would read as markup
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         if isinstance(exc, KeyboardInterrupt):
             console.print("[yellow]interrupted[/]; a training run can continue with --resume")
