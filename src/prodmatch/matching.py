@@ -573,6 +573,15 @@ def build_catalogue_index(
     return meta
 
 
+def check_index_items(index_dir, catalogue: Catalogue, data_dir) -> None:
+    """Raise ConfigError unless the saved index at ``index_dir`` holds exactly ``catalogue``'s items, in order."""
+    from pathlib import Path
+
+    saved = pd.read_parquet(Path(index_dir) / IDS_FILE)["variantid"].to_numpy()
+    if len(saved) != len(catalogue) or not np.array_equal(saved, catalogue.ids.to_numpy()):
+        raise ConfigError(f"{index_dir} indexes other items than {data_dir}; rebuild it with `prodmatch index`")
+
+
 def match_new_items(
     run_dir,
     data_dir,
@@ -611,9 +620,7 @@ def match_new_items(
     meta = _json.loads((index_dir / INDEX_META_FILE).read_text())
     t0 = time.perf_counter()
     model, cat = _model_and_catalogue(run_dir, data_dir, None)
-    saved_ids = pd.read_parquet(index_dir / IDS_FILE)["variantid"].to_numpy()
-    if len(saved_ids) != len(cat) or not np.array_equal(saved_ids, cat.ids.to_numpy()):
-        raise ConfigError(f"{index_dir} indexes other items than {data_dir}; rebuild it with `prodmatch index`")
+    check_index_items(index_dir, cat, data_dir)
     new_cat = read_catalogue(new_dir, model.data_config())
     combined = cat.concat(new_cat)
     n_old, n_new = len(cat), len(new_cat)

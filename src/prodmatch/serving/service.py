@@ -107,7 +107,14 @@ class MatchService:
         import torch
 
         from prodmatch.io import read_catalogue
-        from prodmatch.matching import INDEX_FILE, INDEX_META_FILE, VECTORS_FILE, MatchConfig, build_index
+        from prodmatch.matching import (
+            INDEX_FILE,
+            INDEX_META_FILE,
+            VECTORS_FILE,
+            MatchConfig,
+            build_index,
+            check_index_items,
+        )
         from prodmatch.models import load_model
 
         if runtime not in RUNTIME_CHOICES:
@@ -122,7 +129,7 @@ class MatchService:
         model.prepare(catalogue)
         if index_dir is not None:
             index_dir = Path(index_dir)
-            _check_index_ids(index_dir, catalogue, data_dir)
+            check_index_items(index_dir, catalogue, data_dir)
             index = faiss.read_index(str(index_dir / INDEX_FILE))
             vectors = np.load(index_dir / VECTORS_FILE)
             meta = json.loads((index_dir / INDEX_META_FILE).read_text())
@@ -379,14 +386,6 @@ def _choose_runtime(model: PairModel, run_dir: Path, runtime: str) -> str:
             log.warning("%s/%s is stale (other weights): scoring with torch; export again", d, ONNX_FILE)
             return "torch"
     return "onnx"
-
-
-def _check_index_ids(index_dir: Path, catalogue: Catalogue, data_dir) -> None:
-    from prodmatch.matching import IDS_FILE
-
-    saved = pd.read_parquet(index_dir / IDS_FILE)["variantid"].to_numpy()
-    if len(saved) != len(catalogue) or not np.array_equal(saved, catalogue.ids.to_numpy()):
-        raise ConfigError(f"{index_dir} indexes other items than {data_dir}; rebuild it with `prodmatch index`")
 
 
 def _read_clusters(path: Path, catalogue: Catalogue) -> np.ndarray:
