@@ -123,8 +123,7 @@ class MatchService:
         torch.set_num_threads(threads)
         run_dir = Path(run_dir)
         model = load_model(run_dir)
-        runtime = _choose_runtime(model, run_dir, runtime)
-        model.use_runtime(runtime, threads)
+        runtime = _use_runtime(model, run_dir, runtime, threads)
         catalogue = read_catalogue(data_dir, model.data_config())
         model.prepare(catalogue)
         if index_dir is not None:
@@ -362,30 +361,27 @@ class MatchService:
         return out
 
 
-def _choose_runtime(model: PairModel, run_dir: Path, runtime: str) -> str:
-    from prodmatch.export import ONNX_FILE, ONNX_META_FILE, weights_digest
+def _use_runtime(model: PairModel, run_dir: Path, runtime: str, threads: int) -> str:
+    """Switch ``model`` to ``runtime``; ``auto`` tries ONNX Runtime (the export's own checks decide) and
+    falls back to torch, saying why. Returns the runtime in use."""
+    from prodmatch.export import ONNX_FILE
 
     if runtime != "auto":
+        model.use_runtime(runtime, threads)
         return runtime
-    dirs = [Path(m.run_dir_) for m in getattr(model, "stack_models_", [])] or [run_dir]
-    if not hasattr(model, "logits_from_features") and not getattr(model, "stack_models_", []):
+    networks = [Path(m.run_dir_) for m in getattr(model, "stack_models_", [])]
+    if not networks and not hasattr(model, "logits_from_features"):
+        return "torch"  # nothing a network scores: the runtime does not apply
+    if not any((d / ONNX_FILE).exists() for d in networks or [run_dir]):
+        log.info("%s is not exported: scoring with torch (`prodmatch export %s` for ONNX Runtime)", run_dir, run_dir)
         return "torch"
     try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        log.info("onnxruntime is not installed: scoring with torch (pip install 'prodmatch[serve]')")
+        model.use_runtime("onnx", threads)
+        return "onnx"
+    except (ModelError, ImportError) as e:  # a stale or partial export, or no onnxruntime
+        log.warning("scoring with torch, not ONNX Runtime: %s", e)
+        model.use_runtime("torch", threads)
         return "torch"
-    for d in dirs:
-        meta = d / ONNX_META_FILE
-        if not (d / ONNX_FILE).exists() or not meta.exists():
-            log.info(
-                "%s has no %s: scoring with torch (run `prodmatch export %s` for ONNX Runtime)", d, ONNX_FILE, run_dir
-            )
-            return "torch"
-        if json.loads(meta.read_text()).get("weights_sha256") != weights_digest(d):
-            log.warning("%s/%s is stale (other weights): scoring with torch; export again", d, ONNX_FILE)
-            return "torch"
-    return "onnx"
 
 
 def _read_clusters(path: Path, catalogue: Catalogue) -> np.ndarray:
