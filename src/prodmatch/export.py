@@ -220,11 +220,22 @@ class OnnxPairScorer:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, left: np.ndarray, right: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-        out = np.empty(len(left), dtype=np.float32)
-        for s in range(0, len(left), batch_size):
+        """Logits of the pairs (left[i], right[i]) of item-feature rows."""
+        return self._batched(len(left), lambda sl: (left[sl], right[sl]), batch_size)
+
+    def score_rows(
+        self, features: np.ndarray, left: np.ndarray, right: np.ndarray, batch_size: int = 65536
+    ) -> np.ndarray:
+        """Logits of the pairs of rows (left[i], right[i]) of ``features``, gathered one batch at a time."""
+        return self._batched(len(left), lambda sl: (features[left[sl]], features[right[sl]]), batch_size)
+
+    def _batched(self, n: int, take, batch_size: int) -> np.ndarray:
+        out = np.empty(n, dtype=np.float32)
+        for s in range(0, n, batch_size):
+            a, b = take(slice(s, s + batch_size))
             feeds = {
-                "left": np.ascontiguousarray(left[s : s + batch_size], dtype=np.float32),
-                "right": np.ascontiguousarray(right[s : s + batch_size], dtype=np.float32),
+                "left": np.ascontiguousarray(a, dtype=np.float32),
+                "right": np.ascontiguousarray(b, dtype=np.float32),
             }
             out[s : s + batch_size] = self.session.run(None, feeds)[0]
         return out

@@ -126,7 +126,7 @@ class TorchPairModel(PairModel):
         self._check_catalogue(catalogue)
         features = catalogue.item_features([n for n, _ in self.modalities_])
         if self.onnx_ is not None:
-            return self.onnx_(features[pairs.left], features[pairs.right], batch_size)
+            return self.onnx_.score_rows(features, pairs.left, pairs.right, batch_size)
         return self._score(self.network_, torch.from_numpy(features), pairs.left, pairs.right, batch_size)
 
     def logits_from_features(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
