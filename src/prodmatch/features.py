@@ -326,9 +326,10 @@ class _SideData:
     def __init__(self, cat: Catalogue, items: np.ndarray, featurizer: PairFeaturizer, features: set[str]) -> None:
         self.items = items  # sorted catalogue rows
         self.pictures = self._pictures(cat, featurizer) if "pics_min" in features else None
-        self.attributes = self._attributes(cat) if "attr_key_jaccard" in features else None
+        parsed = self._parse_attributes(cat) if features & {"attr_key_jaccard", "price_ratio"} else None
+        self.attributes = self._attributes(parsed) if "attr_key_jaccard" in features else None
         self.names = self._names(cat, featurizer) if "name_token_jaccard" in features else None
-        self.prices = self._prices(cat) if "price_ratio" in features else None
+        self.prices = self._prices(parsed) if "price_ratio" in features else None
         self.words = self._words(cat, featurizer) if "name_word_tfidf_cos" in features else None
         self.categories = (  # every catalogue row's code per level (-1: none)
             [cat.categories[f"category{level}"].cat.codes.to_numpy() for level in range(1, 5)]
@@ -361,13 +362,12 @@ class _SideData:
         vectors[ptr[:-1][item] + has_main[item] + k] = extra[offsets[items[item]] + k]
         return ptr, vectors
 
-    def _attributes(self, cat: Catalogue):
-        """Key and key=value indicator matrices, brand and colour codes (-1: none), has-attributes flags."""
-        raw = cat.attributes[self.items]
-        item_of, keys, values = [], [], []
-        has = np.zeros(len(raw), dtype=bool)
-        for i, text in enumerate(raw):  # json.loads is the only per-item work
+    def _parse_attributes(self, cat: Catalogue) -> list[dict | None]:
+        """The local items' attribute mappings, parsed once for every group that reads them (None: none)."""
+        parsed: list[dict | None] = []
+        for i, text in enumerate(cat.attributes[self.items]):  # json.loads is the only per-item work
             if not text:
+                parsed.append(None)
                 continue
             try:
                 obj = json.loads(text)
@@ -378,6 +378,16 @@ class _SideData:
                     f"attributes.parquet: characteristic_attributes_mapping of item {cat.ids[self.items[i]]} "
                     f"is not a JSON object ({e}): {str(text)[:80]!r}; fix it or drop the column"
                 ) from e
+            parsed.append(obj)
+        return parsed
+
+    def _attributes(self, parsed: list[dict | None]):
+        """Key and key=value indicator matrices, brand and colour codes (-1: none), has-attributes flags."""
+        item_of, keys, values = [], [], []
+        has = np.zeros(len(parsed), dtype=bool)
+        for i, obj in enumerate(parsed):
+            if obj is None:
+                continue
             has[i] = True
             for key, vals in obj.items():
                 for v in vals if isinstance(vals, list) else [vals]:
@@ -388,7 +398,7 @@ class _SideData:
         long = long[long["value"].notna()]
         long["value"] = long["value"].astype(str).str.strip().str.lower().str.replace("ё", "е", regex=False)
         long = long.drop_duplicates()
-        n = len(raw)
+        n = len(parsed)
         key_pairs = long[["item", "key"]].drop_duplicates()
         key_matrix = _indicator(key_pairs["item"].to_numpy(), key_pairs["key"].to_numpy(), n)
         kv_matrix = _indicator(long["item"].to_numpy(), (long["key"] + "=" + long["value"]).to_numpy(), n)
@@ -416,18 +426,14 @@ class _SideData:
             m.sum_duplicates()  # canonical: sorted, unique columns per row, as _rowwise_dot needs
         return _Words(tfidf, weighted, binary, codes, code_binary, numbers, mass, norms > 0)
 
-    def _prices(self, cat: Catalogue) -> np.ndarray:
+    def _prices(self, parsed: list[dict | None]) -> np.ndarray:
         """Each local item's price (the first number under a price key), NaN where it has none."""
-        out = np.full(len(self.items), np.nan, dtype=np.float64)
-        for i, text in enumerate(cat.attributes[self.items]):
-            if not text:
+        out = np.full(len(parsed), np.nan, dtype=np.float64)
+        for i, obj in enumerate(parsed):
+            if obj is None:
                 continue
-            try:
-                obj = json.loads(text)
-            except ValueError:
-                continue  # the attribute features name the item when their group is on
             for key in PRICE_KEYS:
-                values = obj.get(key) if isinstance(obj, dict) else None
+                values = obj.get(key)
                 value = values[0] if isinstance(values, list) and values else values
                 match = _NUMBER.search(str(value)) if value is not None else None
                 if match:
