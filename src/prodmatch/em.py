@@ -71,13 +71,13 @@ def import_em(
     summary: dict = {"source": str(src), "records": len(records), "encoder": encoder, "splits": {}}
     with _staged_output(out_dir, overwrite, IMPORT_FILE) as tmp:
         ids = records["id"].astype(str)
-        names = [_name(t, a) for t, a in zip(records["title"], records["attrs_json"], strict=True)]
+        parsed = [_parse(a) for a in records["attrs_json"]]  # once, for names and attributes
+        names = [_name(t, obj) for t, obj in zip(records["title"], parsed, strict=True)]
         write_parquet(
             pd.DataFrame({"variantid": ids, "name": names, "text": records["text"].fillna("")}),
             tmp / TEXT_FILE,
         )
-        attributes = [_attributes(a) for a in records["attrs_json"]]
-        unreadable = [rid for rid, a in zip(ids, attributes, strict=True) if a is _UNREADABLE]
+        unreadable = [rid for rid, obj in zip(ids, parsed, strict=True) if obj is _UNREADABLE]
         if unreadable:
             log.warning(
                 "%s: attrs_json of %d records is not a JSON object (e.g. %s); they get no attributes",
@@ -91,7 +91,7 @@ def import_em(
                 {
                     "variantid": ids,
                     "categories": "{}",
-                    ATTRIBUTES_COLUMN: [None if a is _UNREADABLE else a for a in attributes],
+                    ATTRIBUTES_COLUMN: [_attributes(obj) for obj in parsed],
                 }
             ),
             tmp / ATTRIBUTES_FILE,
@@ -137,35 +137,36 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _name(title: str | None, raw: str | None) -> str:
-    """The title, led by the manufacturer when the record names one that the title does not mention, as
-    a marketplace shows brand and title together (one source of a benchmark often leaves the brand out
-    of the title and puts it in its own field)."""
-    title = (title or "").strip()
-    try:
-        maker = str(json.loads(raw).get("manufacturer") or "").strip() if raw else ""
-    except (ValueError, AttributeError):
-        maker = ""
-    first = maker.split()[0] if maker else ""
-    if first and first.lower() not in title.lower().split():
-        return f"{first} {title}".strip()
-    return title
-
-
 _UNREADABLE = object()  # attrs_json that is not a JSON object: counted and reported by import_em
 
 
-def _attributes(raw: str | None):
-    """attrs_json {"attr": "value"} -> the E-CUP mapping {"attr": ["value"]} of short, non-empty attributes
-    (None when there are none; _UNREADABLE when it is not a JSON object)."""
+def _parse(raw: str | None):
+    """attrs_json as a dict; None when empty; _UNREADABLE when it is not a JSON object."""
     if not raw:
         return None
     try:
         obj = json.loads(raw)
     except ValueError:
         return _UNREADABLE
+    return obj if isinstance(obj, dict) else _UNREADABLE
+
+
+def _name(title: str | None, obj) -> str:
+    """The title, led by the manufacturer when the record names one that the title does not mention, as
+    a marketplace shows brand and title together (one source of a benchmark often leaves the brand out
+    of the title and puts it in its own field)."""
+    title = (title or "").strip()
+    maker = str(obj.get("manufacturer") or "").strip() if isinstance(obj, dict) else ""
+    first = maker.split()[0] if maker else ""
+    if first and first.lower() not in title.lower().split():
+        return f"{first} {title}".strip()
+    return title
+
+
+def _attributes(obj) -> str | None:
+    """The E-CUP mapping {"attr": ["value"]} of a record's short, non-empty attributes; None when none."""
     if not isinstance(obj, dict):
-        return _UNREADABLE
+        return None
     kept = {
         str(k): [str(v).strip()]
         for k, v in obj.items()
