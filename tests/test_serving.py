@@ -150,12 +150,13 @@ def test_raw_embeddings_follow_the_catalogue_normalisation(served):
 
     _, service = served
     raw = np.random.default_rng(0).normal(size=(3, 64))
-    raw[1] *= 1e-5  # norm under 0.001: kept as it is, as the item files are
+    raw[1] *= 1e-5  # norm under 0.001: no information, absent, as in the item files
     raw[2] *= 1e200  # beyond float32: scaled before normalising
     features = service._embedding_features([{BERT: r.tolist()} for r in raw], "left", [0, 1, 2])
-    np.testing.assert_allclose(features[:2, :64], l2_normalize(raw[:2].copy()), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(features[0, :64], l2_normalize(raw[:1].copy())[0], rtol=1e-6, atol=1e-12)
+    assert not features[1].any()  # zeros, and presence flag 0
     np.testing.assert_allclose(features[2, :64], raw[2] / np.linalg.norm(raw[2] / 1e200) / 1e200, rtol=1e-6)
-    assert (features[:, 64 + 128] == 1).all() and (features[:, 64 + 128 + 1] == 0).all()  # flags: text only
+    assert features[:, 64 + 128].tolist() == [1, 0, 1] and (features[:, 64 + 128 + 1] == 0).all()  # text only
 
 
 def test_malformed_json_and_oversized_bodies(client):

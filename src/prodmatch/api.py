@@ -96,6 +96,28 @@ def train(
         raise ConfigError(f"unknown model {model!r}; choose one of {sorted(MODELS)}")
     est = create_model(model, **(params or {}))
     _prepare_run_dir(out_dir, overwrite=overwrite, resume=resume)
+    try:
+        return _train_into(est, model, model_class, data_dir, out_dir, config, data_config, resume, callback, catalogue)
+    except BaseException:
+        # A failed run leaves nothing behind but what --resume can use: no empty or half-written run.
+        if not (out_dir / CHECKPOINT_FILE).exists():
+            shutil.rmtree(out_dir, ignore_errors=True)
+            log.info("training failed; removed the unfinished run directory %s", out_dir)
+        raise
+
+
+def _train_into(
+    est: PairModel,
+    model: str,
+    model_class: type[PairModel],
+    data_dir: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    data_config: DataConfig | None,
+    resume: bool,
+    callback: TrainCallback | None,
+    catalogue: Catalogue | None,
+) -> TrainReport:
     t0 = time.perf_counter()
     cat = catalogue or read_catalogue(data_dir, model_class.data_config_for(data_config))
     load_seconds = time.perf_counter() - t0

@@ -42,10 +42,21 @@ stdout = Console()
 log = logging.getLogger("prodmatch")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        stdout.print(f"prodmatch {version('prodmatch')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _setup(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings and errors only.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(
@@ -555,7 +566,7 @@ def serve(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
     data: Annotated[Path, typer.Option("--data", "-d", help="The catalogue to serve (the model's layout).")],
     host: Annotated[str, typer.Option(help="Interface to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port, 1-65535.", min=1, max=65535)] = 8000,
     index_dir: Annotated[
         Path | None, typer.Option(help="A saved `prodmatch index` directory; built at start-up when left out.")
     ] = None,

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from prodmatch.catalogue import Catalogue, Modality, l2_normalize
+from prodmatch.catalogue import NORM_EPS, Catalogue, Modality, l2_normalize
 from prodmatch.config import DataConfig
 from prodmatch.errors import DataError
 
@@ -135,6 +135,11 @@ def read_catalogue(data_dir: str | Path, config: DataConfig | None = None) -> Ca
     """
     config = config or DataConfig()
     data_dir = Path(data_dir)
+    if data_dir.is_file():
+        raise DataError(
+            f"{data_dir} is a file, but a data directory is expected: pass the folder that holds it "
+            f"({data_dir.parent}), with {TEXT_FILE} and the other item files"
+        )
     if not data_dir.is_dir():
         raise DataError(f"data directory {data_dir} does not exist; create it with `prodmatch synth {data_dir}`")
     item_files = _item_files(data_dir)
@@ -365,6 +370,7 @@ def _read_modality(
         present_file, block = _nested_first_vectors(arr, path, name, ids)
     else:
         present_file, block = _flat_vectors(arr, path, name, ids)
+    n_empty = len(present_file) - int(present_file.sum())
     bad = ~np.isfinite(block).all(axis=1)
     if bad.any():
         bad_ids = ids[present_file][bad]
@@ -376,6 +382,24 @@ def _read_modality(
         keep[np.flatnonzero(present_file)[bad]] = False
         present_file = keep
         block = block[~bad]
+    # A vector whose norm is at most NORM_EPS (all zeros, typically) says nothing about the item: the
+    # notebook kept it as a "present" vector, so two unrelated items with zero vectors looked identical.
+    # It counts as missing (presence flag 0) everywhere: training, scoring, matching and serving.
+    blank = np.sqrt(np.einsum("ij,ij->i", block, block)) <= NORM_EPS  # as l2_normalize computes it
+    if blank.any():
+        blank_ids = ids[present_file][blank]
+        log.warning(
+            "%s: %d %s vectors have norm <= %g (e.g. ids %s); they carry no information and count as missing",
+            path.name,
+            int(blank.sum()),
+            name,
+            NORM_EPS,
+            blank_ids[:5].tolist(),
+        )
+        keep = present_file.copy()
+        keep[np.flatnonzero(present_file)[blank]] = False
+        present_file = keep
+        block = block[~blank]
     present = np.zeros(n, dtype=bool)
     target_rows = rows[present_file]
     present[target_rows] = True
@@ -386,9 +410,8 @@ def _read_modality(
         matrix = np.zeros((n, block.shape[1]), dtype=np.float32)
         matrix[target_rows] = block  # ``block`` may be read-only Arrow memory: normalise our own copy
         l2_normalize(matrix)
-    n_missing = len(present_file) - int(present_file.sum())
-    if n_missing:
-        log.info("%s: %d items have no %s (empty or null); they are kept without it", path.name, n_missing, name)
+    if n_empty:
+        log.info("%s: %d items have no %s (empty or null); they are kept without it", path.name, n_empty, name)
     return Modality(name=name, matrix=matrix, present=present, source=str(path))
 
 

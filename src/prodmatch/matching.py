@@ -27,7 +27,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import squareform
 
-from prodmatch.catalogue import Catalogue, l2_normalize
+from prodmatch.catalogue import NORM_EPS, Catalogue, l2_normalize
 from prodmatch.errors import ConfigError
 
 __all__ = [
@@ -38,12 +38,14 @@ __all__ = [
     "cluster_items",
     "cluster_quality",
     "feature_vectors",
+    "informative_items",
     "item_vectors",
 ]
 
 log = logging.getLogger(__name__)
 
 INDEX_KINDS = ("auto", "flat", "hnsw")
+MAX_K = 1000  # neighbours per item: beyond this, items x k candidate pairs outgrow memory on any catalogue
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,11 @@ class MatchConfig:
     linkage_max: int = 5000
 
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ConfigError(f"--k must be at least 1, got {self.k}")
+        if not 1 <= self.k <= MAX_K:
+            raise ConfigError(
+                f"--k must be between 1 and {MAX_K:,}, got {self.k:,}: every item's k nearest neighbours become "
+                "candidate pairs to score (items x k of them); 20 to 100 finds nearly every match"
+            )
         if self.index not in INDEX_KINDS:
             raise ConfigError(f"--index must be one of {list(INDEX_KINDS)}, got {self.index!r}")
         if self.block_by not in (None, "category"):
@@ -115,16 +120,30 @@ def feature_vectors(model, features: np.ndarray, batch_size: int = 65536) -> tup
             m for m in getattr(model, "stack_models_", []) if isinstance(getattr(m, "network_", None), SiameseNet)
         ]
         network = stacked[0].network_ if stacked else None
+    width = sum(d for _, d in model.modalities_)
+    blank = ~features[:, width:].any(axis=1)  # no embedding at all: a zero vector, near nothing
     if network is not None:
         rows = np.arange(len(features))
         out = tower_vectors(network, torch.from_numpy(features), rows, batch_size).numpy()
+        out[blank] = 0.0
         return l2_normalize(out, eps=0.0), "siamese tower"
-    width = sum(d for _, d in model.modalities_)
     out = np.ascontiguousarray(features[:, :width]) / np.sqrt(len(model.modalities_))
     return l2_normalize(out.astype(np.float32), eps=0.0), "normalised modalities"
 
 
 # ------------------------------------------------------------------------------------------ search
+
+
+def informative_items(model, catalogue: Catalogue) -> np.ndarray:
+    """(N,) bool: items with at least one of the model's embeddings present.
+
+    An item with none (every vector missing, or with norm <= NORM_EPS) carries no evidence: a model's score
+    for it is its prior, not a comparison, so catalogue search leaves it out rather than join such items.
+    """
+    present = np.zeros(len(catalogue), dtype=bool)
+    for name, _ in model.modalities_:
+        present |= catalogue.modalities[name].present
+    return present
 
 
 def build_index(vectors: np.ndarray, kind: str, config: MatchConfig):
@@ -160,6 +179,7 @@ def candidate_pairs(
     config: MatchConfig,
     groups: np.ndarray | None = None,
     progress: Callable[[int], None] | None = None,
+    searchable: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Every item's top-k neighbours as unique unordered pairs (left < right).
 
@@ -167,6 +187,7 @@ def candidate_pairs(
         vectors: (N, d) unit item vectors.
         config: k, index kind, HNSW settings.
         groups: (N,) block of each item (-1: no block, searched among themselves); None: one block.
+        searchable: (N,) bool, items that take part (see :func:`informative_items`); None: all.
         progress: called with the number of items searched after each batch.
 
     Returns:
@@ -175,6 +196,10 @@ def candidate_pairs(
     """
     n = len(vectors)
     blocks = [np.arange(n)] if groups is None else [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    if searchable is not None:
+        blocks = [rows[searchable[rows]] for rows in blocks]
+        if progress and not searchable.all():
+            progress(int((~searchable).sum()))
     lefts, rights = [], []
     kinds = set()
     index = None
@@ -438,7 +463,17 @@ def match_catalogue(
         groups = cat.categories["category2"].cat.codes.to_numpy()
     with timed(stages, "candidates"):
         advance = progress("candidates", n) if progress else None
-        left, right, search_facts = candidate_pairs(vectors, config, groups, advance)
+        searchable = informative_items(model, cat)
+        if not searchable.all():
+            log.warning(
+                "%d of %d items have none of the model's embeddings (missing, or norm <= %g): they are not "
+                "matched and stay single-item clusters",
+                int((~searchable).sum()),
+                n,
+                NORM_EPS,
+            )
+        left, right, search_facts = candidate_pairs(vectors, config, groups, advance, searchable)
+        search_facts["items_without_embeddings"] = int((~searchable).sum())
     log.info("%d candidate pairs from %d items (k=%d, %s)", len(left), n, config.k, ", ".join(search_facts["index"]))
 
     with timed(stages, "scoring"):

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from prodmatch.catalogue import Catalogue, l2_normalize
+from prodmatch.catalogue import NORM_EPS, Catalogue, l2_normalize
 from prodmatch.config import TrainConfig
 from prodmatch.errors import ConfigError, DataError, ModelError
 from prodmatch.io import atomic_path
@@ -241,8 +241,10 @@ class TorchPairModel(PairModel):
                 raise DataError(
                     f"{side}.{name}: {bad.sum()} rows hold NaN or inf, e.g. rows {np.flatnonzero(bad)[:5].tolist()}"
                 )
-            blocks.append(l2_normalize(x))
-            flags.append(np.ones((n, 1), dtype=np.float32))
+            # A vector with norm <= NORM_EPS carries no information: absent, as in the item files.
+            informative = np.sqrt(np.einsum("ij,ij->i", x, x)) > NORM_EPS
+            blocks.append(l2_normalize(x) * informative[:, None])
+            flags.append(informative[:, None].astype(np.float32))
         return np.ascontiguousarray(np.concatenate(blocks + flags, axis=1))
 
 

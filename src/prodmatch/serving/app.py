@@ -9,9 +9,11 @@ log has the traceback).
 import gc
 import json
 import logging
+import re
 import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -85,7 +87,11 @@ def create_app(settings: ServeSettings | None = None, service: MatchService | No
         yield
         gc.unfreeze()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from assets shipped in the fastapi-offline wheel, not from a CDN, so /docs
+    # works on a server with no internet access.
+    from fastapi_offline import FastAPIOffline
+
+    app = FastAPIOffline(
         title="prodmatch",
         version=__version__,
         description="Product matching: score pairs of listings and find a listing's matches in the catalogue.",
@@ -193,6 +199,34 @@ def _modalities_of(run_dir: Path) -> list[tuple[str, int]]:
 # ----------------------------------------------------------------------------------------- errors
 
 
+_UNION_LABEL = re.compile(r"^(ids|embeddings|int|str|float|bool|constrained-\w+|\w+\[.*\])$")
+
+
+def _json_path(loc: tuple | list, body: Any) -> str:
+    """A validation error's place in the client's own JSON, e.g. ``pairs[0].left.name_bert_64``.
+
+    Pydantic's location also holds the request part (``body``) and the labels of union members
+    (``ids``, ``embeddings``, ``constrained-int``), which are not in the client's JSON: those are dropped
+    wherever the body does not hold them as a key.
+    """
+    parts = list(loc)
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    out, node = "", body
+    for p in parts:
+        if isinstance(p, int) and isinstance(node, list) and 0 <= p < len(node):
+            out, node = f"{out}[{p}]", node[p]
+        elif isinstance(p, int):
+            out, node = f"{out}[{p}]", None
+        elif isinstance(node, dict) and p in node:
+            out, node = f"{out}.{p}" if out else str(p), node[p]
+        elif _UNION_LABEL.match(str(p)):
+            continue
+        else:
+            out, node = f"{out}.{p}" if out else str(p), None
+    return out or "body"
+
+
 def _error(status: int, code: str, message: str, headers: dict | None = None, **extra) -> JSONResponse:
     body = {"code": code, "message": message, **{k: v for k, v in extra.items() if v is not None}}
     return JSONResponse({"error": body}, status_code=status, headers=headers)
@@ -203,7 +237,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
             {
-                "loc": ".".join(str(p) for p in e.get("loc", ())),
+                "loc": _json_path(e.get("loc", ()), exc.body),
                 "msg": str(e.get("msg", "")),
                 "type": str(e.get("type", "")),
             }

@@ -7,7 +7,18 @@ is refused with 422 before any work is done.
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, FiniteFloat, Tag, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    FiniteFloat,
+    StrictInt,
+    StrictStr,
+    Tag,
+    create_model,
+    model_validator,
+)
 
 __all__ = [
     "ErrorResponse",
@@ -20,7 +31,10 @@ __all__ = [
     "request_models",
 ]
 
-VariantId = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | Annotated[str, Field(min_length=1, max_length=256)]
+# Strict: JSON true is not the id 1, and 1.0 is not an id at all; a string id stays a string.
+VariantId = (
+    Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | Annotated[StrictStr, Field(min_length=1, max_length=256)]
+)
 
 
 class _Strict(BaseModel):

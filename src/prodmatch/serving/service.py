@@ -76,6 +76,9 @@ class MatchService:
         self.width = sum(d for _, d in self.modalities)
         self.by_features = hasattr(model, "logits_from_features")  # networks: any item, raw or known
         self.features = catalogue.item_features([n for n, _ in self.modalities])
+        from prodmatch.matching import informative_items
+
+        self.searchable = informative_items(model, catalogue)  # items with any embedding: similar's answers
         self.started = time.time()
 
     # ------------------------------------------------------------------------------------ loading
@@ -142,7 +145,7 @@ class MatchService:
             log.info("building a %s index over %d item vectors (%s)", index_kind, len(catalogue), vector_kind)
             index = build_index(vectors, index_kind, config)
         if isinstance(index, faiss.IndexHNSWFlat):
-            index.hnsw.efSearch = max(index.hnsw.efSearch, max_k + 1)
+            index.hnsw.efSearch = max(index.hnsw.efSearch, 2 * max_k + 1)  # k, the query, a margin of k
         labels = _read_clusters(Path(clusters), catalogue) if clusters is not None else None
         metrics_path = run_dir / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
@@ -211,9 +214,18 @@ class MatchService:
 
             qfeat = self._embedding_features([query], "query", [0])
             qvec, _ = feature_vectors(self.model, qfeat)
-        want = int(min(k + int(row >= 0), len(self.catalogue)))
+        if not qfeat[0, self.width :].any():
+            raise DataError(
+                f"the query {_plain(query) if row >= 0 else 'item'} has none of the model's embeddings (missing, or "
+                f"every vector of norm <= {NORM_EPS}): there is nothing to compare it by"
+            )
+        # Items without any embedding are never answers; ask for enough extra neighbours to skip them.
+        # Their item vectors are zero (see feature_vectors), so few of them come near any query.
+        margin = min(int((~self.searchable).sum()), k)
+        want = int(min(k + int(row >= 0) + margin, len(self.catalogue)))
         sims, nbrs = self.index.search(np.ascontiguousarray(qvec, dtype=np.float32), want)
         keep = (nbrs[0] >= 0) & (nbrs[0] != row)
+        keep[keep] &= self.searchable[nbrs[0][keep]]
         found, sims = nbrs[0][keep][:k], sims[0][keep][:k]
         if not len(found):
             return []
@@ -347,16 +359,17 @@ class MatchService:
                     raise DataError(
                         f"{side} item {positions[at[int(np.flatnonzero(bad)[0])]]}: {name} holds NaN or inf"
                     )
-                # The catalogue's rule (l2_normalize): divide by the norm where it exceeds NORM_EPS, else
-                # keep the vector. Scaled by the largest value first, so huge values cannot overflow.
+                # The catalogue's rule: divide by the norm; a vector whose norm is at most NORM_EPS carries
+                # no information and counts as absent (zeros, flag 0), as in the item files. Scaled by the
+                # largest value first, so huge values cannot overflow.
                 scale = np.abs(x).max(axis=1, keepdims=True)
                 unit = x / np.maximum(scale, np.finfo(np.float64).tiny)
                 unit_norm = np.linalg.norm(unit, axis=1, keepdims=True)
                 with np.errstate(over="ignore"):
-                    normalise = unit_norm * scale > NORM_EPS
-                x = np.where(normalise, unit / np.maximum(unit_norm, 1e-300), x)
+                    informative = (unit_norm * scale > NORM_EPS)[:, 0]
+                x = np.where(informative[:, None], unit / np.maximum(unit_norm, 1e-300), 0.0)
                 out[at, col : col + dim] = x
-                out[at, self.width + j] = 1.0
+                out[at, self.width + j] = informative
             col += dim
         return out
 
