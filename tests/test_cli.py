@@ -156,7 +156,7 @@ def test_bad_flag_values_are_clear(tmp_path):
     r = invoke("synth", tmp_path / "d", "--items", 10)
     assert r.exit_code == 2 and "--items must be at least 100" in r.output
     r = invoke("train", tmp_path, "--out", tmp_path / "r", "--split", "sideways")
-    assert r.exit_code == 2 and "split must be 'group' or 'random'" in r.output
+    assert r.exit_code == 2 and "split must be 'group', 'items' or 'random'" in r.output
 
 
 def test_default_model_with_target_precision_and_labels(run, tmp_path):

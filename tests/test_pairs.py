@@ -148,5 +148,55 @@ def test_both_orders():
 def test_group_folds_keep_components_whole():
     pairs = _labelled([0, 1, 5, 7, 9], [1, 2, 6, 8, 10], [1, 1, 1, 0, 1])
     folds = group_folds(pairs, 2, seed=0)
-    assert folds[0] == folds[1]  # 0-1 and 1-2 share item 1
-    assert set(folds.tolist()) <= {0, 1}
+    assert folds.method == "group"
+    assert (folds.scorers[:, 0] == folds.scorers[:, 1]).all()
+    assert folds.scorers[0, 0] == folds.scorers[1, 0]  # 0-1 and 1-2 share item 1
+    for k in range(2):  # network k trains exactly on the pairs it does not score
+        np.testing.assert_array_equal(folds.train_masks[k], folds.scorers[:, 0] != k)
+
+
+def _giant_component(n_items: int = 2000, per_item: float = 3.0, seed: int = 0) -> PairSet:
+    """Pairs drawn at random over few items: each item in several pairs, one connected component."""
+    rng = np.random.default_rng(seed)
+    m = int(n_items * per_item / 2)
+    left, right = rng.integers(0, n_items, m), rng.integers(0, n_items, m)
+    keep = left != right
+    product = np.arange(n_items) // 2  # items 2p and 2p+1 are one product
+    target = (product[left] == product[right]).astype(np.float32)
+    pos = np.arange(0, n_items, 2)  # and every product's two listings are a labelled positive
+    left, right = np.concatenate([left[keep], pos]), np.concatenate([right[keep], pos + 1])
+    target = np.concatenate([target[keep], np.ones(len(pos), dtype=np.float32)])
+    return _labelled(left.tolist(), right.tolist(), target.tolist())
+
+
+def test_group_split_falls_back_to_items_on_a_giant_component(caplog):
+    pairs = _giant_component()
+    train, valid, report = split_pairs(pairs, method="group", valid_fraction=0.2, seed=3)
+    assert report.method == "items" and report.requested == "group" and "largest connected component" in report.reason
+    assert "split by items instead" in caplog.text
+    assert report.overlap_items == 0  # still no item on both sides
+    assert not set(np.union1d(train.left, train.right)) & set(np.union1d(valid.left, valid.right))
+    assert len(valid) >= 0.09 * (len(train) + len(valid))  # about 10 % at least
+    assert len(train) + len(valid) + report.pairs_lost == len(pairs) and report.pairs_lost > 0
+    # items joined by a positive pair stay together: no positive is lost
+    assert train.target.sum() + valid.target.sum() == pairs.target.sum()
+
+
+def test_a_split_that_cannot_hold_items_out_says_what_to_do():
+    star = _labelled([0] * 50, list(range(1, 51)), [0.0] * 50)  # every pair shares item 0
+    with pytest.raises(DataError, match="--valid-pairs.*--split random.*--min-valid-fraction 0"):
+        split_pairs(star, method="group", seed=0)
+
+
+def test_item_folds_never_score_a_pair_with_a_network_that_saw_its_items():
+    pairs = _giant_component(seed=1)
+    folds = group_folds(pairs, 4, seed=0)
+    assert folds.method == "items" and "largest connected component" in folds.reason
+    for k in range(4):
+        trained = folds.train_masks[k]
+        seen = np.zeros(int(max(pairs.left.max(), pairs.right.max())) + 1, dtype=bool)
+        seen[pairs.left[trained]] = seen[pairs.right[trained]] = True
+        scored = (folds.scorers == k).any(axis=1)
+        assert not (trained & scored).any()  # never scores a pair it trained on
+        assert not (seen[pairs.left[scored]] & seen[pairs.right[scored]]).any()  # nor both of its items
+    assert all(m.sum() > 0.4 * len(pairs) for m in folds.train_masks)

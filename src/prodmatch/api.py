@@ -225,16 +225,21 @@ def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfi
         split = _given_split(train_pairs, valid_pairs)
     else:
         train_pairs, valid_pairs, split = split_pairs(
-            pairs, method=config.split, valid_fraction=config.valid_fraction, seed=config.seed
+            pairs,
+            method=config.split,
+            valid_fraction=config.valid_fraction,
+            seed=config.seed,
+            min_valid_fraction=config.min_valid_fraction,
         )
     log.info(
-        "%s split: %d train / %d validation pairs, %d / %d items, %d items on both sides",
+        "%s split: %d train / %d validation pairs, %d / %d items, %d items on both sides%s",
         split.method,
         split.train_pairs,
         split.valid_pairs,
         split.train_items,
         split.valid_items,
         split.overlap_items,
+        f", {split.pairs_lost} pairs across the sides left out" if split.pairs_lost else "",
     )
     if split.overlap_items and config.split == "random":
         log.warning(

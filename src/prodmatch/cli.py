@@ -117,7 +117,12 @@ def train(
     model: Annotated[str, typer.Option(help="Model name; see `prodmatch models`.")] = DEFAULT_MODEL,
     epochs: Annotated[int, typer.Option(help="Maximum epochs (networks).")] = 10,
     split: Annotated[
-        str, typer.Option(help="group: no item on both sides (default); random: the notebook's split.")
+        str,
+        typer.Option(
+            help="group: whole components of the pair graph, no item on both sides (default; falls back to "
+            "items when one giant component leaves validation too few pairs); items: items assigned to sides, "
+            "pairs across left out; random: the notebook's row split (items leak)."
+        ),
     ] = "group",
     seed: Annotated[int, typer.Option(help="Seed for split, initialisation and shuffling.")] = 42,
     batch_size: Annotated[
@@ -129,6 +134,10 @@ def train(
         str, typer.Option(help="Validation metric that picks the best epoch: pr_auc or loss.")
     ] = "pr_auc",
     valid_fraction: Annotated[float, typer.Option(help="Share of pairs held out for validation.")] = 0.2,
+    min_valid_fraction: Annotated[
+        float,
+        typer.Option(help="Least share of pairs validation may get; below it group falls back to items; 0: any."),
+    ] = 0.1,
     valid_pairs: Annotated[
         Path | None,
         typer.Option(
@@ -194,6 +203,7 @@ def train(
             seed=seed,
             split=split,
             valid_fraction=valid_fraction,
+            min_valid_fraction=min_valid_fraction,
             valid_pairs=None if valid_pairs is None else str(valid_pairs),
             drop_unknown=not strict_ids,  # type: ignore[arg-type]
             threads=threads,

@@ -53,9 +53,13 @@ class TrainConfig:
         patience: stop after this many epochs without improvement of ``monitor``; None never stops early.
         monitor: the validation metric that picks the best epoch.
         seed: seeds the split, initialisation, shuffling and dropout, so a run is reproducible.
-        split: ``group`` keeps connected components of the pair graph on one side; ``random`` is the
-            notebook's row split, which lets items leak between train and validation.
+        split: ``group`` keeps connected components of the pair graph on one side, falling back to
+            ``items`` when one giant component leaves validation too few pairs; ``items`` assigns items to
+            sides and keeps the pairs within a side; ``random`` is the notebook's row split, which lets
+            items leak between train and validation.
         valid_fraction: share of pairs held out for validation.
+        min_valid_fraction: the least share of pairs validation may get (the group split falls back to
+            items below it, and a split that cannot reach it stops with an error); 0 accepts any.
         valid_pairs: a labelled pairs file to validate on instead of splitting train.parquet (a
             benchmark's given split): all of train.parquet trains, these choose the epoch and threshold.
         drop_unknown: drop training pairs naming ids without any data (counted); False makes them an error.
@@ -75,8 +79,9 @@ class TrainConfig:
     patience: int | None = 3
     monitor: Literal["pr_auc", "loss"] = "pr_auc"
     seed: int = 42
-    split: Literal["group", "random"] = "group"
+    split: Literal["group", "items", "random"] = "group"
     valid_fraction: float = 0.2
+    min_valid_fraction: float = 0.1
     valid_pairs: str | None = None
     drop_unknown: bool = True
     threads: int | None = None
@@ -92,8 +97,10 @@ class TrainConfig:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size is not None and self.batch_size < 2:
             raise ConfigError(f"batch_size must be >= 2 (BatchNorm needs two rows), got {self.batch_size}")
-        if self.split not in ("group", "random"):
-            raise ConfigError(f"split must be 'group' or 'random', got {self.split!r}")
+        if self.split not in ("group", "items", "random"):
+            raise ConfigError(f"split must be 'group', 'items' or 'random', got {self.split!r}")
+        if not 0.0 <= self.min_valid_fraction < 1.0:
+            raise ConfigError(f"min_valid_fraction must be in [0, 1), got {self.min_valid_fraction}")
         if self.monitor not in ("pr_auc", "loss"):
             raise ConfigError(f"monitor must be 'pr_auc' or 'loss', got {self.monitor!r}")
         if not 0.0 < self.valid_fraction < 1.0:

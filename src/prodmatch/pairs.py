@@ -17,6 +17,8 @@ from prodmatch.io import read_pairs_table
 
 __all__ = [
     "CONFLICT_POLICIES",
+    "SPLITS",
+    "Folds",
     "PairSet",
     "SplitReport",
     "augment_transitive",
@@ -181,18 +183,24 @@ def load_pairs(
 
 @dataclass
 class SplitReport:
-    """What a split did, for logs and the run's metrics."""
+    """What a split did, and why, for logs and the run's metrics."""
 
-    method: str
+    method: str  # the split made: group, items, random or given
     train_pairs: int
     valid_pairs: int
     train_items: int
     valid_items: int
-    overlap_items: int  # items on both sides: 0 for the group split by construction
+    overlap_items: int  # items on both sides: 0 for the group and items splits by construction
     components: int | None = None  # connected components of the pair graph (group split)
+    requested: str | None = None  # the split asked for, when another one was made
+    reason: str | None = None  # why the split made differs from the one asked for
+    pairs_lost: int = 0  # pairs across the two sides of an items split, in neither
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+SPLITS = ("group", "items", "random")
 
 
 def split_pairs(
@@ -201,23 +209,42 @@ def split_pairs(
     method: str = "group",
     valid_fraction: float = 0.2,
     seed: int = 42,
+    min_valid_fraction: float = 0.1,
 ) -> tuple[PairSet, PairSet, SplitReport]:
     """Split labelled pairs into train and validation.
 
     ``group`` puts whole connected components of the pair graph on one side, so no item (and no
-    reversed duplicate) is seen on both sides. ``random`` is the notebook's
-    ``train_test_split(test_size=valid_fraction, random_state=seed)``.
+    reversed duplicate) is seen on both sides. When one component is so large that validation would get
+    less than ``min_valid_fraction`` of the pairs (item reuse makes the pair graph one giant component),
+    it falls back to ``items``, with a logged reason. ``items`` assigns items to sides (items joined by
+    positive pairs together) and keeps the pairs whose two items are on one side: still no item on both
+    sides, at the price of the pairs across (reported as ``pairs_lost``). ``random`` is the notebook's
+    ``train_test_split(test_size=valid_fraction, random_state=seed)``, which lets items leak.
+
+    Args:
+        pairs: labelled pairs.
+        method: group, items or random.
+        valid_fraction: the share of pairs to validate on.
+        seed: the split's seed.
+        min_valid_fraction: the least share of pairs validation may get; 0 accepts any.
 
     Returns:
         (train, valid, report).
+
+    Raises:
+        DataError: no split gives validation ``min_valid_fraction`` of the pairs.
     """
+    if method not in SPLITS:
+        raise DataError(f"unknown split {method!r}; use one of {list(SPLITS)}")
+    requested, reason, lost = None, None, 0
+    components = None
+    min_valid_fraction = min(min_valid_fraction, 0.5 * valid_fraction)  # a small valid_fraction asked for is kept
     if method == "random":
         from sklearn.model_selection import train_test_split
 
         rows = np.arange(len(pairs))
         tr, va = train_test_split(rows, test_size=valid_fraction, random_state=seed)
-        components = None
-    elif method == "group":
+    if method == "group":
         components, comp = _pair_components(pairs)
         sizes = np.bincount(comp, minlength=components)  # pairs per component
         order = np.random.default_rng(seed).permutation(components)
@@ -228,17 +255,41 @@ def split_pairs(
         is_valid[order[: max(n_valid_comp, 1)]] = True
         va = np.flatnonzero(is_valid[comp])
         tr = np.flatnonzero(~is_valid[comp])
-        largest = int(sizes.max())
-        if largest > valid_fraction * len(pairs):
-            log.warning(
-                "the largest connected component holds %d of %d pairs; the group split cannot balance well",
-                largest,
-                len(pairs),
+        components = len(np.unique(comp))
+        if len(va) < min_valid_fraction * len(pairs) or len(tr) == 0:
+            requested, method = "group", "items"
+            gave = (
+                "left train no pairs"
+                if len(tr) == 0
+                else f"gave validation only {len(va):,} pairs ({100 * len(va) / max(len(pairs), 1):.1f}%, "
+                f"under {100 * min_valid_fraction:.0f}%)"
             )
-    else:
-        raise DataError(f"unknown split {method!r}; use 'group' or 'random'")
-    if len(tr) == 0 or len(va) == 0:
-        raise DataError(f"the {method} split of {len(pairs)} pairs left one side empty; add more pairs")
+            reason = (
+                f"the largest connected component of the pair graph holds {int(sizes.max()):,} of {len(pairs):,} "
+                f"pairs, so whole components {gave}"
+            )
+    if method == "items":
+        target = max(min_valid_fraction, 0.1 * valid_fraction) if requested else valid_fraction
+        side = _item_sides(pairs, target, seed)  # (M,) 0 train, 1 valid, -1 across
+        tr, va = np.flatnonzero(side == 0), np.flatnonzero(side == 1)
+        lost = int((side < 0).sum())
+        if reason:
+            log.warning(
+                "%s: split by items instead (items joined by positive pairs stay together; no item on both "
+                "sides): %d train / %d validation pairs, %d pairs across the sides left out",
+                reason,
+                len(tr),
+                len(va),
+                lost,
+            )
+    if len(tr) == 0 or len(va) == 0 or len(va) < min_valid_fraction * (len(tr) + len(va)) * 0.75:
+        # ("about" the minimum: a little under is accepted)
+        raise DataError(
+            f"the {method} split of {len(pairs):,} pairs gave {len(tr):,} train and {len(va):,} validation pairs: "
+            "the pair graph is too connected to hold items out. Give a validation file (--valid-pairs), use "
+            "--split random (items then leak into validation), or accept a small validation set with "
+            "--min-valid-fraction 0"
+        )
     train, valid = pairs.subset(np.sort(tr)), pairs.subset(np.sort(va))
     train_items = np.union1d(train.left, train.right)
     valid_items = np.union1d(valid.left, valid.right)
@@ -249,41 +300,115 @@ def split_pairs(
         train_items=len(train_items),
         valid_items=len(valid_items),
         overlap_items=len(np.intersect1d(train_items, valid_items, assume_unique=True)),
-        components=None if components is None else len(np.unique(comp)),
+        components=components,
+        requested=requested,
+        reason=reason,
+        pairs_lost=lost,
     )
     return train, valid, report
 
 
-def _pair_components(pairs: PairSet) -> tuple[int, np.ndarray]:
-    """(number of components, (M,) component of each pair) of the graph whose edges are the pairs."""
+def _pair_components(pairs: PairSet, mask: np.ndarray | None = None) -> tuple[int, np.ndarray]:
+    """(number of components, (M,) component of each pair) of the graph whose edges are the pairs
+    (only the pairs in ``mask``, when given: the others still get their left item's component)."""
     n_nodes = int(max(pairs.left.max(), pairs.right.max())) + 1
-    ones = np.ones(len(pairs), dtype=np.int8)
-    graph = sp.coo_matrix((ones, (pairs.left, pairs.right)), shape=(n_nodes, n_nodes)).tocsr()
+    left, right = (pairs.left, pairs.right) if mask is None else (pairs.left[mask], pairs.right[mask])
+    ones = np.ones(len(left), dtype=np.int8)
+    graph = sp.coo_matrix((ones, (left, right)), shape=(n_nodes, n_nodes)).tocsr()
     components, label = connected_components(graph, directed=False)
     return components, label[pairs.left]
 
 
-def group_folds(pairs: PairSet, n_folds: int, seed: int = 0) -> np.ndarray:
-    """(M,) fold of each pair, 0..n_folds-1, keeping connected components whole (no item in two folds).
+def _item_units(pairs: PairSet) -> tuple[np.ndarray, np.ndarray, int]:
+    """(unit of each pair's left item, of its right item, number of units): items joined by positive pairs
+    form one unit, so an item-disjoint split never cuts a positive pair (nor a chain of duplicates)."""
+    n_nodes = int(max(pairs.left.max(), pairs.right.max())) + 1
+    pos = pairs.target > 0.5 if pairs.target is not None else np.zeros(len(pairs), dtype=bool)
+    ones = np.ones(int(pos.sum()), dtype=np.int8)
+    graph = sp.coo_matrix((ones, (pairs.left[pos], pairs.right[pos])), shape=(n_nodes, n_nodes)).tocsr()
+    n_units, label = connected_components(graph, directed=False)
+    return label[pairs.left], label[pairs.right], n_units
 
-    When one component holds so many pairs that some fold would get less than half its share (a dense
-    pair graph, as in the EM benchmarks), whole components cannot make useful folds: pairs are then
-    assigned to folds at random, and a warning says that items may appear in more than one fold.
+
+def _item_sides(pairs: PairSet, target: float, seed: int) -> np.ndarray:
+    """(M,) 1 for validation, 0 for train, -1 for a pair across: units go to validation with the
+    probability (found by bisection) that gives validation ``target`` of the kept pairs."""
+    ul, ur, n_units = _item_units(pairs)
+    u = np.random.default_rng(seed).random(n_units)
+
+    def sides(q: float) -> np.ndarray:
+        a, b = u[ul] < q, u[ur] < q
+        return np.where(a & b, 1, np.where(~a & ~b, 0, -1))
+
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        q = 0.5 * (lo + hi)
+        s = sides(q)
+        share = (s == 1).sum() / max((s >= 0).sum(), 1)
+        lo, hi = (q, hi) if share < target else (lo, q)
+    return sides(hi)
+
+
+@dataclass
+class Folds:
+    """Cross-fitting folds of training pairs: which pairs each fold network trains on, and which
+    networks score each pair out of fold.
+
+    Attributes:
+        train_masks: (K, M) bool; network k trains on the pairs where ``train_masks[k]``.
+        scorers: (M, 2) int; a pair's out-of-fold score is the mean of networks ``scorers[i, 0]`` and
+            ``scorers[i, 1]`` (the same one twice when both items are in one fold). Neither trained on it.
+        method: ``group`` (connected components whole) or ``items`` (items assigned to folds).
+        reason: why ``items`` was used, or None.
+    """
+
+    train_masks: np.ndarray
+    scorers: np.ndarray
+    method: str
+    reason: str | None = None
+
+    def report(self) -> dict:
+        return {
+            "method": self.method,
+            "folds": len(self.train_masks),
+            "train_pairs_per_fold": [int(m.sum()) for m in self.train_masks],
+            "reason": self.reason,
+        }
+
+
+def group_folds(pairs: PairSet, n_folds: int, seed: int = 0) -> Folds:
+    """Cross-fitting folds that never let a network score a pair, or an item, it trained on.
+
+    Connected components of the pair graph are kept whole when that gives every fold at least half its
+    share. When one component is too large (item reuse), items are assigned to folds instead (items
+    joined by positive pairs together): network k trains on the pairs with no item in fold k, and a pair
+    across folds k and j is scored by the mean of networks k and j, so every pair gets a score from
+    networks that never saw it, and each of them saw at most one of its two items, in other pairs. Each
+    network then trains on about ((K - 1) / K)^2 of the pairs, so more folds pay: callers may ask for more.
     """
     components, comp = _pair_components(pairs)
     rng = np.random.default_rng(seed)
     folds = (rng.permutation(components) % n_folds)[comp]
     smallest = np.bincount(folds, minlength=n_folds).min()
-    if len(pairs) and smallest < 0.5 * len(pairs) / n_folds:
-        log.warning(
-            "one fold would hold only %d of %d pairs (the largest connected component has %d): folds are "
-            "drawn by pair instead, so some items are in more than one fold",
-            smallest,
-            len(pairs),
-            np.bincount(comp).max(),
-        )
-        folds = rng.permutation(len(pairs)) % n_folds
-    return folds
+    if not len(pairs) or smallest >= 0.5 * len(pairs) / n_folds:
+        masks = np.stack([folds != k for k in range(n_folds)])
+        return Folds(masks, np.column_stack([folds, folds]), "group")
+    reason = (
+        f"one fold would hold only {smallest:,} of {len(pairs):,} pairs (the largest connected component has "
+        f"{int(np.bincount(comp).max()):,})"
+    )
+    ul, ur, n_units = _item_units(pairs)
+    fold_of_unit = rng.permutation(n_units) % n_folds
+    fa, fb = fold_of_unit[ul], fold_of_unit[ur]
+    masks = np.stack([(fa != k) & (fb != k) for k in range(n_folds)])
+    log.warning(
+        "%s: folds are drawn by item instead, so no network scores an item it trained on; each of the %d "
+        "networks trains on %s pairs",
+        reason,
+        n_folds,
+        "/".join(f"{int(m.sum()):,}" for m in masks),
+    )
+    return Folds(masks, np.column_stack([fa, fb]), "items", reason)
 
 
 def _unordered_key(left: np.ndarray, right: np.ndarray, n_items: int | None = None) -> np.ndarray:

@@ -56,8 +56,8 @@ class GBDTParams:
     lambda_l2: float = 1.0
     use: str = "extra_pictures,categories,attributes,price,names,words"  # side-data feature groups, comma-separated
     stack: str = "siamese"  # a network whose out-of-fold score becomes one more feature; "" for none
-    stack_folds: int = 2
-    stack_epochs: int = 3  # at most this many epochs per fold network (fewer if --epochs is lower)
+    stack_folds: int = 0  # 0: 2 when connected components make folds, else 4 (folds by item; see group_folds)
+    stack_epochs: int = 0  # at most this many epochs per fold network; 0: --epochs, stopped early on validation
 
 
 class GBDTModel(PairModel):
@@ -77,8 +77,8 @@ class GBDTModel(PairModel):
         if stack and not (stack in MODELS and issubclass(MODELS[stack], TorchPairModel)):
             networks = sorted(n for n, c in MODELS.items() if issubclass(c, TorchPairModel))
             raise ConfigError(f"gbdt: stack={stack!r} is not a network; use one of {networks}, or stack= for none")
-        if self.params.stack_folds < 2:
-            raise ConfigError(f"gbdt: stack_folds must be at least 2, got {self.params.stack_folds}")
+        if self.params.stack_folds == 1 or self.params.stack_folds < 0:
+            raise ConfigError(f"gbdt: stack_folds must be 0 (automatic) or at least 2, got {self.params.stack_folds}")
 
     def fit(
         self,
@@ -132,6 +132,8 @@ class GBDTModel(PairModel):
         }
         dtrain = lgb.Dataset(x_train, train.target, feature_name=feature_names, free_raw_data=True)
         dvalid = lgb.Dataset(x_valid, valid.target, reference=dtrain)
+        # The first metric stops the boosting: the one --monitor names, as for the networks' epochs.
+        metrics = [_pr_auc_eval, _logloss_eval] if config.monitor == "pr_auc" else [_logloss_eval, _pr_auc_eval]
         evals: dict = {}
         clock = _Clock(t0)
         callbacks = [
@@ -143,14 +145,15 @@ class GBDTModel(PairModel):
             callbacks.append(_ProgressCallback(callback, self.params.n_estimators))
         t1 = time.perf_counter()
         self.booster_ = lgb.train(
-            {**params, "metric": "binary_logloss"},
+            {**params, "metric": "None"},
             dtrain,
             num_boost_round=self.params.n_estimators,
             valid_sets=[dvalid],
             valid_names=["valid"],
-            feval=_pr_auc_eval,  # the networks' metric, so every model's history compares
+            feval=metrics,  # the networks' metrics, so every model's history compares
             callbacks=callbacks,
         )
+        self.monitor_ = config.monitor
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
         self.fit_seconds_ = time.perf_counter() - t0
         log.info(
@@ -182,24 +185,33 @@ class GBDTModel(PairModel):
         """Cross-fit the stacked network; return its out-of-fold logits for the training pairs."""
         from prodmatch.models import create_model
 
-        folds = group_folds(train, self.params.stack_folds, seed=config.seed)
-        config = replace(config, epochs=min(config.epochs, self.params.stack_epochs))
-        oof = np.empty(len(train), dtype=np.float32)
-        for k in range(self.params.stack_folds):
-            inside, outside = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+        folds = group_folds(train, self.params.stack_folds or 2, seed=config.seed)
+        if folds.method == "items" and not self.params.stack_folds:
+            # By item, a network trains on ((K-1)/K)^2 of the pairs: a quarter with 2 folds, 56 % with 4.
+            folds = group_folds(train, 4, seed=config.seed)
+        self.stack_folds_ = folds.report()
+        if self.params.stack_epochs:
+            config = replace(config, epochs=min(config.epochs, self.params.stack_epochs))
+        n_folds = len(folds.train_masks)
+        oof = np.zeros(len(train), dtype=np.float64)
+        for k in range(n_folds):
+            inside = np.flatnonzero(folds.train_masks[k])
+            scores = np.flatnonzero((folds.scorers == k).any(axis=1))
             log.info(
                 "gbdt: stacked %s, fold %d/%d: trained on %d pairs, scores %d",
                 self.params.stack,
                 k + 1,
-                self.params.stack_folds,
+                n_folds,
                 len(inside),
-                len(outside),
+                len(scores),
             )
             net = create_model(self.params.stack)
             net.fit(catalogue, train.subset(inside), valid, config, modalities=modalities, callback=callback)
-            oof[outside] = net.predict_logits(catalogue, train.subset(outside))
+            _score_in_fp32(net)
+            weight = (folds.scorers[scores] == k).sum(axis=1) / 2.0  # 1 within a fold, 1/2 across two
+            oof[scores] += weight * net.predict_logits(catalogue, train.subset(scores))
             self.stack_models_.append(net)
-        return oof
+        return oof.astype(np.float32)
 
     def _stack_scores(self, catalogue: Catalogue, pairs: PairSet) -> np.ndarray:
         """Mean logit of the fold networks."""
@@ -237,6 +249,8 @@ class GBDTModel(PairModel):
     def fit_summary(self) -> dict:
         return {
             "best_iteration": self.best_iteration_,
+            "monitor": self.monitor_,
+            "stack_folds": getattr(self, "stack_folds_", None),
             "trees_grown": len(self.history_),
             "stopped_early": self.best_iteration_ < self.params.n_estimators,
             "train_seconds": self.fit_seconds_,
@@ -303,7 +317,7 @@ class GBDTModel(PairModel):
         self.feature_names_ = list(feats["names"])
         from prodmatch.models import load_model
 
-        self.stack_models_ = [load_model(run_dir / sub) for sub in config.get("stack", [])]
+        self.stack_models_ = [_score_in_fp32(load_model(run_dir / sub)) for sub in config.get("stack", [])]
 
     def _check_catalogue(self, catalogue: Catalogue) -> None:
         super()._check_catalogue(catalogue)
@@ -316,9 +330,27 @@ class GBDTModel(PairModel):
             )
 
 
+def _score_in_fp32(net: PairModel) -> PairModel:
+    """Make a stacked network score in float32 (it may have trained in bf16).
+
+    Its score is a feature that trees split on: bf16 rounds it to about three digits, differently on
+    CPUs with and without AMX, and differently from ONNX Runtime (fp32), so a pair's probability would
+    depend on the machine and the runtime. In float32 every path agrees to about 1e-6.
+    """
+    net.precision_ = "fp32"
+    return net
+
+
 def _pr_auc_eval(preds: np.ndarray, data: lgb.Dataset) -> tuple[str, float, bool]:
-    """LightGBM custom metric: PR-AUC the notebook's way (raw margins rank like probabilities)."""
+    """LightGBM custom metric: PR-AUC the notebook's way."""
     return "pr_auc", pr_auc(data.get_label(), preds), True
+
+
+def _logloss_eval(preds: np.ndarray, data: lgb.Dataset) -> tuple[str, float, bool]:
+    """LightGBM custom metric: log loss (``preds`` are probabilities for the built-in binary objective)."""
+    p = np.clip(preds, 1e-15, 1 - 1e-15)
+    y = data.get_label()
+    return "binary_logloss", float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p))), False
 
 
 class _Clock:
