@@ -184,7 +184,7 @@ def test_group_split_falls_back_to_items_on_a_giant_component(caplog):
 
 def test_a_split_that_cannot_hold_items_out_says_what_to_do():
     star = _labelled([0] * 50, list(range(1, 51)), [0.0] * 50)  # every pair shares item 0
-    with pytest.raises(DataError, match="--valid-pairs.*--split random.*--min-valid-fraction 0"):
+    with pytest.raises(DataError, match=r"--valid-pairs.*--split random.*--min-valid-fraction 0"):
         split_pairs(star, method="group", seed=0)
 
 
