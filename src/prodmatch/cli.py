@@ -75,27 +75,71 @@ def _setup(
 @app.command()
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Directory to write the dataset to.")],
-    items: Annotated[int, typer.Option(help="Number of items (listings).")] = 150_000,
-    pairs: Annotated[int, typer.Option(help="Labelled training pairs (train.parquet).")] = 50_000,
+    items: Annotated[int | None, typer.Option(help="Number of items (listings); default 150,000.")] = None,
+    pairs: Annotated[int | None, typer.Option(help="Labelled training pairs (train.parquet); default 50,000.")] = None,
     test_pairs: Annotated[int | None, typer.Option(help="Labelled test pairs; default pairs/4.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same files.")] = 0,
+    scenario: Annotated[
+        str | None,
+        typer.Option(help="A preset of the scenario matrix (see below); the options after it override it."),
+    ] = None,
+    pairs_per_item: Annotated[
+        float | None,
+        typer.Option(help="Labelled pairs per item (0.25-20); above ~2 the pair graph is one giant component."),
+    ] = None,
+    negatives: Annotated[
+        str | None, typer.Option(help="How negatives are drawn: mixed, random, category, siblings or neighbours.")
+    ] = None,
+    positive_rate: Annotated[float | None, typer.Option(help="Share of positive pairs; default 0.48.")] = None,
+    listings_per_product: Annotated[float | None, typer.Option(help="Mean listings per product; default 2.3.")] = None,
+    noise: Annotated[float | None, typer.Option(help="Listing-noise multiplier; default 1.")] = None,
+    no_picture: Annotated[float | None, typer.Option(help="Share of items without a picture; default 0.03.")] = None,
+    zero_vectors: Annotated[float | None, typer.Option(help="Share of all-zero vectors; default 0.003.")] = None,
+    extra_pictures: Annotated[float | None, typer.Option(help="Mean extra photos per item; 0: no column.")] = None,
+    names: Annotated[bool | None, typer.Option("--names/--no-names", help="Write names and descriptions.")] = None,
+    attributes: Annotated[
+        bool | None, typer.Option("--attributes/--no-attributes", help="Write the attribute mappings.")
+    ] = None,
 ) -> None:
-    """Write a synthetic dataset in the Ozon E-CUP layout, with ground-truth products in truth.parquet.
+    """Write a synthetic dataset in the Ozon E-CUP layout, with ground-truth products in truth.parquet and
+    the Bayes-optimal score of every labelled pair in oracle.parquet.
 
     Items come from a latent product model (categories, product families, several noisy listings per
     product), with hard negatives, items without a picture, zero vectors, reversed duplicate pairs and
-    conflicting labels, like the real data.
+    conflicting labels, like the real data. The structure can be changed (item reuse, how negatives are
+    drawn, the positive share, side data, noise, missing vectors), one knob at a time or with a
+    --scenario preset: default, giant-component, small, random-negatives, sibling-negatives,
+    neighbour-negatives, rare-positives, embeddings-only, noisy, missing-vectors, many-listings.
     """
-    from prodmatch.synth import SynthConfig, generate
+    from prodmatch.errors import ConfigError
+    from prodmatch.synth import SCENARIOS, SynthConfig, generate
 
     with _errors():
-        cfg = SynthConfig(items=items, pairs=pairs, test_pairs=test_pairs, seed=seed)
+        if scenario is not None and scenario not in SCENARIOS:
+            raise ConfigError(f"unknown --scenario {scenario!r}; choose one of {list(SCENARIOS)}")
+        given = {
+            "items": items,
+            "pairs": pairs,
+            "test_pairs": test_pairs,
+            "pairs_per_item": pairs_per_item,
+            "negatives": negatives,
+            "positive_rate": positive_rate,
+            "listings_per_product": listings_per_product,
+            "noise": noise,
+            "no_picture": no_picture,
+            "zero_vectors": zero_vectors,
+            "extra_pictures": extra_pictures,
+            "names": names,
+            "attributes": attributes,
+        }
+        settings = {**SCENARIOS.get(scenario or "default", {}), **{k: v for k, v in given.items() if v is not None}}
+        cfg = SynthConfig(seed=seed, **settings)
         t0 = time.perf_counter()
-        with console.status(f"generating {items:,} items and {pairs:,} pairs"):
+        with console.status(f"generating {cfg.items:,} items and {cfg.pairs:,} pairs"):
             summary = generate(out_dir, cfg)
         log.info(
-            "wrote %s in %.1fs: %d items (%d products, %d without picture), %d train pairs (%.1f%% positive), "
-            "%d test pairs",
+            "wrote %s in %.1fs: %d items (%d products, %d without picture), %d train pairs (%.1f%% positive, "
+            "largest connected component %.0f%% of them), %d test pairs; oracle test PR-AUC %.4f",
             out_dir,
             time.perf_counter() - t0,
             summary["items"],
@@ -103,7 +147,9 @@ def synth(
             summary["items_without_picture"],
             summary["train_pairs"],
             100 * summary["train_positive_rate"],
+            100 * summary["train_largest_component_share"],
             summary["test_pairs"],
+            summary["oracle_pr_auc"]["test"],
         )
 
 

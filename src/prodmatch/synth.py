@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,7 @@ from prodmatch.io import (
     write_parquet,
 )
 
-__all__ = ["ORACLE_FILE", "TRUTH_FILE", "SynthConfig", "generate"]
+__all__ = ["NEGATIVES", "ORACLE_FILE", "SCENARIOS", "TRUTH_FILE", "SynthConfig", "generate"]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,19 @@ class SynthConfig:
         positive_rate: target share of positive pairs.
         reversed_duplicates: share of pairs repeated in reverse order; ``conflicting`` of those flip the label.
         label_noise: share of labels flipped at random.
-        extra_pictures: mean number of extra picture embeddings per item (``pic_embeddings_resnet_v1``).
+        extra_pictures: mean number of extra picture embeddings per item (``pic_embeddings_resnet_v1``);
+            0 writes no such column.
+        listings_per_product: mean listings (sellers) per product, at least 1.
+        pairs_per_item: how many labelled pairs an item takes part in, on average; None reuses items as
+            little as possible (about one pair per item, as in E-CUP). Above 1 the pair graph becomes
+            one giant connected component.
+        negatives: how negatives are drawn: ``mixed`` (``hard_negatives`` siblings, ``category_negatives``
+            same category, the rest random), ``random``, ``category`` (same level-2 category),
+            ``siblings`` (same family) or ``neighbours`` (each item's nearest other product in embedding
+            space, within its category: the hardest, and what candidate search produces).
+        names: write ``name`` and ``description`` (brand, category word, model number, often the colour).
+        attributes: write ``characteristic_attributes_mapping`` (brand, model, often the colour).
+        noise: multiplies the listing noise of both modalities (1: the default difficulty).
     """
 
     items: int = 150_000
@@ -105,17 +117,56 @@ class SynthConfig:
     conflicting: float = 0.2
     label_noise: float = 0.01
     extra_pictures: float = 1.0
+    listings_per_product: float = 2.3
+    pairs_per_item: float | None = None
+    negatives: str = "mixed"
+    names: bool = True
+    attributes: bool = True
+    noise: float = 1.0
 
     def __post_init__(self) -> None:
         if self.items < 100:
             raise ConfigError(f"--items must be at least 100, got {self.items}")
         if self.pairs < 10:
             raise ConfigError(f"--pairs must be at least 10, got {self.pairs}")
-        if self.pairs + (self.test_pairs or self.pairs // 4) > 2 * self.items:
+        reuse = self.pairs_per_item or 1.0
+        if (self.pairs + (self.test_pairs or self.pairs // 4)) * 2 / reuse > 4 * self.items:
             raise ConfigError(
-                f"{self.pairs} pairs over {self.items} items reuse items heavily; "
-                "use at most items/2 pairs (real E-CUP data has about one pair per item)"
+                f"{self.pairs} pairs over {self.items} items at {reuse:g} pairs per item need more items; "
+                "use at most items/2 pairs per labelled item, or raise --pairs-per-item"
             )
+        if self.negatives not in NEGATIVES:
+            raise ConfigError(f"--negatives must be one of {list(NEGATIVES)}, got {self.negatives!r}")
+        if self.pairs_per_item is not None and not 0.25 <= self.pairs_per_item <= 20:
+            raise ConfigError(f"--pairs-per-item must be in [0.25, 20], got {self.pairs_per_item}")
+        if self.listings_per_product < 1:
+            raise ConfigError(f"--listings-per-product must be at least 1, got {self.listings_per_product}")
+        if not 0.0 < self.positive_rate < 1.0:
+            raise ConfigError(f"--positive-rate must be in (0, 1), got {self.positive_rate}")
+        if not self.noise > 0:
+            raise ConfigError(f"--noise must be > 0, got {self.noise}")
+        for name in ("no_picture", "zero_vectors"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+
+
+NEGATIVES = ("mixed", "random", "category", "siblings", "neighbours")
+
+# The scenario matrix: data of the same layout with a different structure, for checking that defaults hold
+# (bench/bench_scenarios.py). Each is a set of SynthConfig overrides; `prodmatch synth --scenario NAME`.
+SCENARIOS: dict[str, dict] = {
+    "default": {},
+    "giant-component": {"pairs_per_item": 3.0, "names": False},
+    "small": {"items": 12_000, "pairs": 5_000},
+    "random-negatives": {"negatives": "random"},
+    "sibling-negatives": {"negatives": "siblings"},
+    "neighbour-negatives": {"negatives": "neighbours"},
+    "rare-positives": {"positive_rate": 0.1},
+    "embeddings-only": {"names": False, "attributes": False, "extra_pictures": 0.0},
+    "noisy": {"noise": 1.8},
+    "missing-vectors": {"no_picture": 0.3, "zero_vectors": 0.05},
+    "many-listings": {"listings_per_product": 4.0, "pairs_per_item": 2.0, "positive_rate": 0.6},
+}
 
 
 def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
@@ -127,14 +178,16 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
     Returns:
         A summary dict of counts (also in synth.json).
     """
-    cfg = config or SynthConfig()
+    asked = config or SynthConfig()
+    # The noise knob scales the listing noise; everything below (and the oracle) sees the scaled values.
+    cfg = replace(asked, s_item_text=asked.s_item_text * asked.noise, s_item_pic=asked.s_item_pic * asked.noise)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     n = cfg.items
 
     # Products, families and categories ------------------------------------------------------------
-    listings = 1 + rng.poisson(1.3, size=n)  # listings per product; more than needed, trimmed below
+    listings = 1 + rng.poisson(cfg.listings_per_product - 1.0, size=n)  # per product; trimmed below
     product_of_item = np.repeat(np.arange(n), listings)[:n]  # (N,) sorted by product
     n_products = int(product_of_item[-1]) + 1
     fam_sizes = 1 + rng.poisson(1.2, size=n_products)
@@ -174,8 +227,12 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
     test_family = rng.random(n_families) < 0.2
     n_test = cfg.test_pairs if cfg.test_pairs is not None else cfg.pairs // 4
     item_is_test = test_family[fam]
-    train_pairs = _draw_pairs(rng, np.flatnonzero(~item_is_test), cfg.pairs, product_of_item, fam, cat2, cfg)
-    test_pairs = _draw_pairs(rng, np.flatnonzero(item_is_test), n_test, product_of_item, fam, cat2, cfg)
+    search_space = _unit_rows(np.concatenate([text, pic * has_pic[:, None]], axis=1))  # what "nearest" means
+    train_pairs = _draw_pairs(
+        rng, np.flatnonzero(~item_is_test), cfg.pairs, product_of_item, fam, cat2, cfg, search_space
+    )
+    test_pairs = _draw_pairs(rng, np.flatnonzero(item_is_test), n_test, product_of_item, fam, cat2, cfg, search_space)
+    del search_space
 
     # Text -------------------------------------------------------------------------------------------
     names = _names(rng, product_of_item, fam, cat4, n_products, n_families, n_cat4)
@@ -184,40 +241,21 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
 
     # Write, item files in random row order (the latent model sorted them by product) ---------------
     rows = rng.permutation(n)
-    write_parquet(
-        pa.table(
-            {
-                "variantid": ids[rows],
-                "name": names["name"][rows],
-                "description": names["description"][rows],
-                f"name_bert_{cfg.text_dim}": _list_array(text[rows]),
-            }
-        ),
-        out / TEXT_FILE,
-    )
+    text_columns = {"variantid": ids[rows]}
+    if cfg.names:
+        text_columns |= {"name": names["name"][rows], "description": names["description"][rows]}
+    write_parquet(pa.table({**text_columns, f"name_bert_{cfg.text_dim}": _list_array(text[rows])}), out / TEXT_FILE)
     pic_rows = rows[has_pic[rows]]
     extra, extra_sum, extra_count = _extra_pictures(rng, pic_e, pic_rows, quality, cfg)
     pic_e.clean = None  # over a gigabyte at E-CUP size, and nothing needs it any more
-    write_parquet(
-        pa.table(
-            {
-                "variantid": ids[pic_rows],
-                "main_pic_embeddings_resnet_v1": _nested_one(pic[pic_rows]),
-                "pic_embeddings_resnet_v1": extra,
-            }
-        ),
-        out / PICTURE_FILES[1],
-    )
-    write_parquet(
-        pa.table(
-            {
-                "variantid": ids[rows],
-                "categories": cat_json[cat4[rows]],
-                "characteristic_attributes_mapping": attrs_json[rows],
-            }
-        ),
-        out / ATTRIBUTES_FILE,
-    )
+    pic_columns = {"variantid": ids[pic_rows], "main_pic_embeddings_resnet_v1": _nested_one(pic[pic_rows])}
+    if cfg.extra_pictures > 0:
+        pic_columns["pic_embeddings_resnet_v1"] = extra
+    write_parquet(pa.table(pic_columns), out / PICTURE_FILES[1])
+    attr_columns = {"variantid": ids[rows], "categories": cat_json[cat4[rows]]}
+    if cfg.attributes:
+        attr_columns["characteristic_attributes_mapping"] = attrs_json[rows]
+    write_parquet(pa.table(attr_columns), out / ATTRIBUTES_FILE)
     for pairs, fname in ((train_pairs, TRAIN_FILE), (test_pairs, TEST_FILE)):
         write_parquet(
             pd.DataFrame({"variantid1": ids[pairs[0]], "variantid2": ids[pairs[1]], "target": pairs[2]}),
@@ -250,7 +288,11 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
         brand=names["brand"],
         model=names["model"],
         colour=names["colour"],
-        colour_seen=names["colour_in_name"] | colour_in_attrs,
+        # What the files show: the brand and model number are in every name and every attribute mapping;
+        # the colour in some of each.
+        brand_seen=cfg.names or cfg.attributes,
+        colour_seen=(names["colour_in_name"] & cfg.names) | (colour_in_attrs & cfg.attributes),
+        kind_prior=_kind_shares(train_pairs[0], train_pairs[1], product_of_item, fam, cat2),
     )
     oracle_frames, oracle_pr = [], {}
     for pairs, split in ((train_pairs, "train"), (test_pairs, "test")):
@@ -263,8 +305,9 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
         )
     write_parquet(pd.concat(oracle_frames, ignore_index=True), out / ORACLE_FILE)
 
+    graph = _component_sizes(train_pairs[0], train_pairs[1])
     summary = {
-        "config": asdict(cfg),
+        "config": asdict(asked),
         "items": n,
         "products": n_products,
         "families": n_families,
@@ -276,6 +319,9 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
         "train_positive_rate": float(train_pairs[2].mean()),
         "test_pairs": len(test_pairs[2]),
         "test_positive_rate": float(test_pairs[2].mean()),
+        "train_items_in_pairs": len(np.union1d(train_pairs[0], train_pairs[1])),
+        "train_largest_component_share": graph,
+        "negative_kinds": {k: round(float(v), 4) for k, v in zip(KINDS, evidence.kind_prior, strict=True)},
         "reversed_duplicates": int(train_pairs[3]),
         "conflicting_duplicates": int(train_pairs[4]),
         "oracle_pr_auc": oracle_pr,
@@ -347,36 +393,67 @@ class _Evidence:
     brand: np.ndarray  # (N,) family-level, observable in names and attributes
     model: np.ndarray  # (N,) family-level
     colour: np.ndarray  # (N,) product-level
+    brand_seen: bool  # whether names or attributes are written at all (they carry brand and model number)
     colour_seen: np.ndarray  # (N,) whether the name or the attributes give the product's colour
+    kind_prior: np.ndarray  # (4,) share of labelled pairs of each kind (see KINDS), as drawn
+
+
+# The kinds of labelled pair the oracle weighs against each other, by the truth of the two items.
+KINDS = ("same product", "sibling", "same category", "other category")
+
+
+def _kind_shares(left: np.ndarray, right: np.ndarray, product, fam, cat2) -> np.ndarray:
+    """(4,) the share of each of KINDS among the drawn pairs (by truth, before label noise)."""
+    same_product = product[left] == product[right]
+    sibling = ~same_product & (fam[left] == fam[right])
+    same_cat = ~same_product & ~sibling & (cat2[left] == cat2[right])
+    counts = np.array([same_product.sum(), sibling.sum(), same_cat.sum(), (~(same_product | sibling | same_cat)).sum()])
+    return np.maximum(counts, 1) / max(counts.sum(), 1)  # every kind possible, however rare
+
+
+def _component_sizes(left: np.ndarray, right: np.ndarray) -> float:
+    """The share of pairs in the largest connected component of the pair graph."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    n = int(max(left.max(), right.max())) + 1
+    graph = sp.coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    return round(float(np.bincount(label[left]).max() / len(left)), 4)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), float32."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def _oracle_log_odds(ev: _Evidence, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Bayes-optimal log-odds that each pair is one product, under the generator's own latent model.
 
-    The pair kinds the generator draws are the hypotheses: same product, sibling (same family), same
-    category, random. Each has its prior share, and a likelihood from every observable signal:
+    The pair kinds are the hypotheses: same product, sibling (same family), same category (other family),
+    other category. Each has its share among the drawn pairs as prior, and a likelihood from every
+    observable signal:
 
     - per modality, the listings' latent observations (main vector and extra photos, averaged, noise known)
       around the observed category's centre, which are jointly Gaussian with a cross-covariance of
       s_fam^2 + s_sib^2 (same product), s_fam^2 (siblings) or 0 (different families);
-    - whether the level-2 categories are equal (always for the first three kinds);
+    - whether the level-2 categories are equal (always for the first three kinds, never for the last);
     - whether the brand and the model number are equal (always within a family, by chance across families);
     - whether the colours are equal, where both listings show one (always for one product, 1 in 10 otherwise).
 
     It ignores category levels 3 and 4, which add nothing once the model number is known, and the label
-    noise, which does not change the ranking. Its PR-AUC is the ceiling for any model of this data.
+    noise, which does not change the ranking. Its PR-AUC is the ceiling for any model of this data, with
+    one exception: nearest-neighbour negatives are chosen *because* their embeddings are close, a
+    selection this likelihood does not model, so there it is a strong reference, not a strict ceiling.
     """
     cfg = ev.cfg
-    neg = 1.0 - cfg.positive_rate
-    shares = np.bincount(ev.cat2) / len(ev.cat2)
-    rand = max(1.0 - cfg.hard_negatives - cfg.category_negatives, 1e-12)
-    log_prior = np.log([cfg.positive_rate, neg * cfg.hard_negatives, neg * cfg.category_negatives, neg * rand])
     same_cat = ev.cat2[left] == ev.cat2[right]
-    # (M, 4) log-likelihoods of: same product, sibling, same category, random.
-    ll = np.zeros((len(left), 4)) + log_prior
+    # (M, 4) log-likelihoods of: same product, sibling, same category (other family), other category,
+    # with the shares of these kinds among the drawn pairs as priors, whatever rule drew the negatives.
+    ll = np.zeros((len(left), 4)) + np.log(ev.kind_prior)
     ll[~same_cat, :3] = -np.inf
-    ll[same_cat, 3] += np.log(float((shares**2).sum()))
-    ll[~same_cat, 3] += np.log(1.0 - float((shares**2).sum()))
+    ll[same_cat, 3] = -np.inf
 
     f2, s2 = cfg.s_fam**2, cfg.s_sib**2
     similarity = np.zeros(len(left))  # embedding evidence alone: same product against different families
@@ -397,7 +474,8 @@ def _oracle_log_odds(ev: _Evidence, left: np.ndarray, right: np.ndarray) -> np.n
             similarity[use] += term if col == 0 else -term if col == 2 else 0.0
 
     fam_first = pd.DataFrame({"fam": ev.fam, "brand": ev.brand, "model": ev.model}).drop_duplicates("fam")
-    for values, fam_values in ((ev.brand, fam_first["brand"]), (ev.model, fam_first["model"])):
+    shown = ((ev.brand, fam_first["brand"]), (ev.model, fam_first["model"])) if ev.brand_seen else ()
+    for values, fam_values in shown:
         p_equal = float((fam_values.value_counts(normalize=True) ** 2).sum())  # two different families agree
         equal = values[left] == values[right]
         ll[~equal, :2] = -np.inf
@@ -432,40 +510,38 @@ def _draw_pairs(
     fam: np.ndarray,
     cat2: np.ndarray,
     cfg: SynthConfig,
+    space: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     """(left, right, target, n_reversed, n_conflicting) over the items in ``pool``."""
     n_pos = round(m * cfg.positive_rate)
     n_neg = m - n_pos
-    # Positives: consecutive listings of one product (items are sorted by product), so reuse stays low.
     pool = np.sort(pool)
-    same = product[pool[:-1]] == product[pool[1:]]
-    cand = np.flatnonzero(same)
-    cand = cand[rng.permutation(len(cand))]
-    # Prefer non-overlapping pairs (even offsets within a product), then fill with the rest.
-    starts = np.searchsorted(product[pool], product[pool[cand]])
-    cand = np.concatenate([cand[(cand - starts) % 2 == 0], cand[(cand - starts) % 2 == 1]])
-    if len(cand) == 0:
-        raise ConfigError("no product has two listings; raise --items")
-    pos_idx = cand[np.arange(n_pos) % len(cand)]
-    pos_l, pos_r = pool[pos_idx], pool[pos_idx + 1]
-
-    # Negatives from items no positive uses, drawn without replacement where the pool allows: real E-CUP
-    # data has about one pair per item, so an item rarely appears in two pairs.
-    free = np.setdiff1d(pool, np.concatenate([pos_l, pos_r]))
-    if len(free) >= 2 * n_neg:
-        pool = free
-    n_hard = round(n_neg * cfg.hard_negatives)
-    n_cat = round(n_neg * cfg.category_negatives)
-    n_rand = n_neg - n_hard - n_cat
-    hard_l, hard_r = _negatives_within(rng, pool, fam, product, n_hard)
-    cat_l, cat_r = _negatives_within(rng, pool, cat2, fam, n_cat)
-    rand = rng.permutation(pool)[: 2 * n_rand] if 2 * n_rand <= len(pool) else rng.choice(pool, 2 * n_rand)
+    if cfg.pairs_per_item is None:
+        pos_l, pos_r, neg_pool = _positives_once(rng, pool, n_pos, product, n_neg)
+    else:
+        pool, pos_l, pos_r = _positives_reused(rng, pool, m, n_pos, product, cfg.pairs_per_item)
+        neg_pool = pool
+    shares = {  # siblings, same category, nearest neighbours, random
+        "mixed": (cfg.hard_negatives, cfg.category_negatives, 0.0),
+        "random": (0.0, 0.0, 0.0),
+        "category": (0.0, 1.0, 0.0),
+        "siblings": (1.0, 0.0, 0.0),
+        "neighbours": (0.0, 0.0, 1.0),
+    }[cfg.negatives]
+    n_hard, n_cat, n_nn = (round(n_neg * x) for x in shares)
+    n_rand = max(n_neg - n_hard - n_cat - n_nn, 0)
+    hard_l, hard_r = _negatives_within(rng, neg_pool, fam, product, n_hard)
+    cat_l, cat_r = _negatives_within(rng, neg_pool, cat2, fam, n_cat)
+    nn_l, nn_r = _nearest_negatives(rng, neg_pool, product, cat2, space, n_nn)
+    rand = (
+        rng.permutation(neg_pool)[: 2 * n_rand] if 2 * n_rand <= len(neg_pool) else rng.choice(neg_pool, 2 * n_rand)
+    )
     rand_l, rand_r = rand[:n_rand], rand[n_rand:]
     ok = product[rand_l] != product[rand_r]
     rand_l, rand_r = rand_l[ok], rand_r[ok]
 
-    left = np.concatenate([pos_l, hard_l, cat_l, rand_l])
-    right = np.concatenate([pos_r, hard_r, cat_r, rand_r])
+    left = np.concatenate([pos_l, hard_l, cat_l, nn_l, rand_l])
+    right = np.concatenate([pos_r, hard_r, cat_r, nn_r, rand_r])
     target = np.concatenate([np.ones(len(pos_l)), np.zeros(len(left) - len(pos_l))]).astype(np.int8)
     flip = rng.random(len(left)) < cfg.label_noise
     target[flip] = 1 - target[flip]
@@ -482,10 +558,95 @@ def _draw_pairs(
     return left[order], right[order], target[order], len(dup), int(conflict.sum())
 
 
+def _positives_once(
+    rng: np.random.Generator, pool: np.ndarray, n_pos: int, product: np.ndarray, n_neg: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positives reusing items as little as possible, and the items left for negatives."""
+    # Consecutive listings of one product (items are sorted by product), so reuse stays low.
+    same = product[pool[:-1]] == product[pool[1:]]
+    cand = np.flatnonzero(same)
+    cand = cand[rng.permutation(len(cand))]
+    # Prefer non-overlapping pairs (even offsets within a product), then fill with the rest.
+    starts = np.searchsorted(product[pool], product[pool[cand]])
+    cand = np.concatenate([cand[(cand - starts) % 2 == 0], cand[(cand - starts) % 2 == 1]])
+    if len(cand) == 0:
+        raise ConfigError("no product has two listings; raise --items")
+    pos_idx = cand[np.arange(n_pos) % len(cand)]
+    pos_l, pos_r = pool[pos_idx], pool[pos_idx + 1]
+    # Negatives from items no positive uses, drawn without replacement where the pool allows: real E-CUP
+    # data has about one pair per item, so an item rarely appears in two pairs.
+    free = np.setdiff1d(pool, np.concatenate([pos_l, pos_r]))
+    return pos_l, pos_r, free if len(free) >= 2 * n_neg else pool
+
+
+def _positives_reused(
+    rng: np.random.Generator, pool: np.ndarray, m: int, n_pos: int, product: np.ndarray, per_item: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labelled items, positives) when items take part in ``per_item`` pairs on average: whole products
+    are labelled (about 2m / per_item items), and positives are distinct pairs of their listings."""
+    _, first, counts = np.unique(product[pool], return_index=True, return_counts=True)
+    multi = np.flatnonzero(counts >= 2)  # products that can give a positive
+    order = multi[rng.permutation(len(multi))]
+    want_items = min(round(2 * m / per_item), len(pool))
+    take = order[: int(np.searchsorted(np.cumsum(counts[order]), want_items)) + 1]
+    rows = np.concatenate([pool[first[t] : first[t] + counts[t]] for t in take]) if len(take) else pool[:0]
+    # Every distinct pair of listings within each labelled product, then a random n_pos of them.
+    sizes = counts[take]
+    pairs_per = sizes * (sizes - 1) // 2
+    prod_of_pair = np.repeat(np.arange(len(take)), pairs_per)
+    k = np.arange(len(prod_of_pair)) - np.repeat(np.cumsum(pairs_per) - pairs_per, pairs_per)
+    # the k-th pair (i < j) of a product of size L
+    size = sizes[prod_of_pair]
+    i = (2 * size - 1 - np.sqrt((2 * size - 1) ** 2 - 8 * k)) // 2
+    i = i.astype(np.int64)
+    j = (k - i * (2 * size - i - 1) // 2 + i + 1).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    a, b = rows[offsets[prod_of_pair] + i], rows[offsets[prod_of_pair] + j]
+    pick = rng.permutation(len(a))[:n_pos]
+    if len(pick) < n_pos:
+        log.warning(
+            "only %d distinct positive pairs among %d labelled items (asked for %d): raise --listings-per-product "
+            "or lower --pairs-per-item",
+            len(pick),
+            len(rows),
+            n_pos,
+        )
+    return np.sort(rows), a[pick], b[pick]
+
+
+def _nearest_negatives(
+    rng: np.random.Generator, pool: np.ndarray, product: np.ndarray, cat2: np.ndarray, space: np.ndarray, m: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``m`` pairs of a random pool item and its nearest pool item of another product, within its category
+    (cosine in ``space``): the negatives a candidate search meets."""
+    if m == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    queries = rng.permutation(pool)[:m] if m <= len(pool) else rng.choice(pool, m)
+    lefts, rights = [], []
+    for c in np.unique(cat2[queries]):
+        q = queries[cat2[queries] == c]
+        cands = pool[cat2[pool] == c]
+        if len(cands) < 2:
+            continue
+        for s in range(0, len(q), 2048):
+            qs = q[s : s + 2048]
+            sims = space[qs] @ space[cands].T  # (B, C)
+            sims[product[qs][:, None] == product[cands][None, :]] = -np.inf  # another product only
+            best = sims.argmax(axis=1)
+            ok = np.isfinite(sims[np.arange(len(qs)), best])
+            lefts.append(qs[ok])
+            rights.append(cands[best[ok]])
+    if not lefts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(lefts), np.concatenate(rights)
+
+
 def _negatives_within(
     rng: np.random.Generator, pool: np.ndarray, group: np.ndarray, exclude: np.ndarray, m: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``m`` pairs of pool items in the same ``group`` but different ``exclude`` (e.g. family, not product)."""
+    if m == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     order = pool[np.argsort(group[pool], kind="stable")]
     g = group[order]
     starts = np.searchsorted(g, g, side="left")
