@@ -109,8 +109,12 @@ def test_attribute_overlap(hand_made):
     assert f.loc[0, "attr_kv_jaccard"] == pytest.approx(2 / 6)
     assert f.loc[0, "brand_equal"] == 1 and f.loc[0, "colour_equal"] == 1  # colours share "черный"
     assert f.loc[0, "attr_conflicts"] == 1  # the prices differ
-    assert f.loc[0, "price_ratio"] == pytest.approx(0.8)  # 800 / 1,000.00
-    assert np.isnan(f.loc[1, "price_ratio"])  # item 3 has no price
+    # numeric attributes, whatever their names: 1 and 2 share only a price, 800 / 1,000.00
+    assert f.loc[0, ["numeric_ratio_min", "numeric_ratio_mean", "numeric_shared"]].tolist() == pytest.approx(
+        [0.8, 0.8, 1]
+    )
+    assert f.loc[1, ["numeric_ratio_min", "numeric_shared"]].tolist() == pytest.approx([1.0, 1])  # Память 128
+    assert np.isnan(f.loc[3, "numeric_ratio_min"]) and f.loc[3, "numeric_shared"] == 0  # item 4 has none
     # 1 and 3: both fill Бренд and Память; the brands differ
     assert f.loc[1, "brand_equal"] == 0 and np.isnan(f.loc[1, "colour_equal"])
     assert f.loc[1, "attr_conflicts"] == 1

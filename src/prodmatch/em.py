@@ -4,11 +4,11 @@ prodmatch data directory.
 The source folder holds ``records.parquet`` (id, title, text, attrs_json) and ``train``, ``valid`` and
 ``test.parquet`` (left_id, right_id, ..., label). The result is an ordinary prodmatch data directory:
 
-- ``text_and_bert.parquet``: variantid (the record ids, strings), ``name`` (the title, led by the
-  manufacturer's first word when the title lacks it), ``text`` (the whole record) and their embeddings
-  (``name_use_512``...), computed by :mod:`prodmatch.embed`;
-- ``attributes.parquet``: every short attribute (brand or manufacturer, price...) as
-  ``characteristic_attributes_mapping``; no categories (``{}``);
+- ``text_and_bert.parquet``: variantid (the record ids, strings), ``name`` (the title, led by the first
+  word of short text attributes the title lacks, such as a brand), ``text`` (the whole record) and their
+  embeddings (``name_use_512``...), computed by :mod:`prodmatch.embed`;
+- ``attributes.parquet``: every short text and numeric attribute, whatever its name, as
+  ``characteristic_attributes_mapping`` (see :func:`attribute_kinds`); no categories (``{}``);
 - ``train``, ``valid`` and ``test.parquet`` in prodmatch's pair format, the given splits unchanged:
   train with ``--valid-pairs DATA/valid.parquet`` to choose the threshold on valid and report on test.
 """
@@ -17,21 +17,23 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from prodmatch.embed import embed_directory, load_encoder
 from prodmatch.errors import DataError
 from prodmatch.io import ATTRIBUTES_COLUMN, ATTRIBUTES_FILE, TEXT_FILE, write_json, write_parquet
 
-__all__ = ["EM_SPLITS", "import_em"]
+__all__ = ["EM_SPLITS", "attribute_kinds", "import_em"]
 
 log = logging.getLogger(__name__)
 
 EM_SPLITS = ("train", "valid", "test")
-LONG_TEXT_KEYS = ("name", "title", "description")  # embedded as text, not compared as attribute values
+_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 IMPORT_FILE = "import.json"
 
 
@@ -72,7 +74,11 @@ def import_em(
     with _staged_output(out_dir, overwrite, IMPORT_FILE) as tmp:
         ids = records["id"].astype(str)
         parsed = [_parse(a) for a in records["attrs_json"]]  # once, for names and attributes
-        names = [_name(t, obj) for t, obj in zip(records["title"], parsed, strict=True)]
+        kinds = attribute_kinds(records["title"], parsed)
+        summary["attributes"] = kinds
+        log.info("%s: attributes %s", src.name, ", ".join(f"{k} ({v})" for k, v in kinds.items()) or "none")
+        lead = [k for k, v in kinds.items() if v == "short text"]
+        names = [_name(t, obj, lead) for t, obj in zip(records["title"], parsed, strict=True)]
         write_parquet(
             pd.DataFrame({"variantid": ids, "name": names, "text": records["text"].fillna("")}),
             tmp / TEXT_FILE,
@@ -91,7 +97,7 @@ def import_em(
                 {
                     "variantid": ids,
                     "categories": "{}",
-                    ATTRIBUTES_COLUMN: [_attributes(obj) for obj in parsed],
+                    ATTRIBUTES_COLUMN: [_attributes(obj, kinds) for obj in parsed],
                 }
             ),
             tmp / ATTRIBUTES_FILE,
@@ -151,25 +157,68 @@ def _parse(raw: str | None):
     return obj if isinstance(obj, dict) else _UNREADABLE
 
 
-def _name(title: str | None, obj) -> str:
-    """The title, led by the manufacturer when the record names one that the title does not mention, as
-    a marketplace shows brand and title together (one source of a benchmark often leaves the brand out
-    of the title and puts it in its own field)."""
+def attribute_kinds(titles: pd.Series, parsed: list) -> dict[str, str]:
+    """What each attribute of a benchmark's records is, from its values alone (never from its name).
+
+    - ``title``: equal to the record's title in most records (already the name);
+    - ``long text``: a median of more than 6 words (descriptions): embedded with the whole record, not
+      compared as a value;
+    - ``number``: a single number in most filled records (prices, sizes): compared by ratio;
+    - ``short text``: anything else (brand, manufacturer, model number, category): compared as a value,
+      and its first word leads the name when the title lacks it.
+    Attributes no record fills are left out.
+    """
+    values: dict[str, list[str]] = {}
+    same_as_title: dict[str, int] = {}
+    for title, obj in zip(titles, parsed, strict=True):
+        if not isinstance(obj, dict):
+            continue
+        for key, value in obj.items():
+            text = "" if value is None else str(value).strip()
+            if text in ("", "nan"):
+                continue
+            values.setdefault(str(key), []).append(text)
+            same_as_title[str(key)] = same_as_title.get(str(key), 0) + (text == str(title or "").strip())
+    kinds = {}
+    for key, texts in values.items():
+        words = np.median([len(t.split()) for t in texts])
+        numeric = np.mean([len(_NUMBER.findall(t)) == 1 and len(t.split()) <= 2 for t in texts])
+        if same_as_title[key] > 0.5 * len(texts):
+            kinds[key] = "title"
+        elif words > 6:
+            kinds[key] = "long text"
+        elif numeric >= 0.8:
+            kinds[key] = "number"
+        else:
+            kinds[key] = "short text"
+    return kinds
+
+
+def _name(title: str | None, obj, lead: list[str]) -> str:
+    """The title, led by the first word of each short text attribute (brand, manufacturer, model number)
+    that the title does not mention, as a marketplace shows brand and title together (one source of a
+    benchmark often leaves the brand out of the title and puts it in its own field)."""
     title = (title or "").strip()
-    maker = str(obj.get("manufacturer") or "").strip() if isinstance(obj, dict) else ""
-    first = maker.split()[0] if maker else ""
-    if first and first.lower() not in title.lower().split():
-        return f"{first} {title}".strip()
-    return title
+    if not isinstance(obj, dict):
+        return title
+    words = title.lower().split()
+    front = []
+    for key in lead:
+        value = str(obj.get(key) or "").strip()
+        first = value.split()[0] if value and value != "nan" else ""
+        if first and first.lower() not in words:
+            front.append(first)
+            words.append(first.lower())
+    return " ".join([*front, title]).strip()
 
 
-def _attributes(obj) -> str | None:
-    """The E-CUP mapping {"attr": ["value"]} of a record's short, non-empty attributes; None when none."""
+def _attributes(obj, kinds: dict[str, str]) -> str | None:
+    """The E-CUP mapping {"attr": ["value"]} of a record's short text and numeric attributes; None when none."""
     if not isinstance(obj, dict):
         return None
     kept = {
         str(k): [str(v).strip()]
         for k, v in obj.items()
-        if k not in LONG_TEXT_KEYS and v is not None and str(v).strip() not in ("", "nan")
+        if kinds.get(str(k)) in ("short text", "number") and v is not None and str(v).strip() not in ("", "nan")
     }
     return json.dumps(kept, ensure_ascii=False) if kept else None

@@ -10,7 +10,8 @@ as missing. The groups:
 - extra photos (``pic_embeddings_resnet_v1`` with the main picture): min, mean and max cross cosine;
 - equality of category levels 1 to 4;
 - attributes: Jaccard over keys and over key=value, brand and colour agreement, and the number of keys
-  both items fill with different values; the price ratio where both items have a price;
+  both items fill with different values; the agreement of the numeric attributes both items fill
+  (price, weight, size... whatever they are called): the smallest and mean lower/higher ratio;
 - names: token Jaccard, Jaccard of tokens holding digits (model numbers, codes), character 3-gram
   TF-IDF cosine, the length ratio, and the cosine of word TF-IDF vectors.
 """
@@ -58,7 +59,7 @@ class PairFeaturizer:
 
     modalities: list[str]
     use: list[str] = field(
-        default_factory=lambda: ["extra_pictures", "categories", "attributes", "price", "names", "words"]
+        default_factory=lambda: ["extra_pictures", "categories", "attributes", "numbers", "names", "words"]
     )
     whitening: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name -> (mean, W)
     name_idf: np.ndarray | None = None
@@ -142,8 +143,10 @@ class PairFeaturizer:
         if "attributes" in self.use and catalogue.attributes is not None:
             names = ["attr_key_jaccard", "attr_kv_jaccard", "attr_conflicts", "brand_equal", "colour_equal"]
             groups.append((names, _attribute_features))
-        if "price" in self.use and catalogue.attributes is not None:
+        if "price" in self.use and catalogue.attributes is not None:  # runs saved before "numbers"
             groups.append((["price_ratio"], _price_features))
+        if "numbers" in self.use and catalogue.attributes is not None:
+            groups.append((["numeric_ratio_min", "numeric_ratio_mean", "numeric_shared"], _numeric_features))
         if "names" in self.use and catalogue.names is not None and self.name_idf is not None:
             names = ["name_token_jaccard", "name_code_jaccard", "name_tfidf_cos", "name_len_ratio"]
             groups.append((names, _name_features))
@@ -252,6 +255,31 @@ def _price_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np
         return {"price_ratio": (np.minimum(a, b) / np.maximum(a, b)).astype(np.float32)}
 
 
+def _numeric_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+    """Agreement of the numeric attributes both items fill, whatever they are called (price, weight, size,
+    memory...): over the keys both give a number for, the smallest and the mean of lower / higher value,
+    and how many such keys there are. NaN where the two share no numeric key."""
+    m = side.numbers  # (local items, keys) log of each positive number
+    la, lb = side.local(left), side.local(right)
+    ka, va = _row_entries(m, la)
+    kb, vb = _row_entries(m, lb)
+    out = {k: np.full(len(left), np.nan, dtype=np.float32) for k in ("numeric_ratio_min", "numeric_ratio_mean")}
+    shared = np.zeros(len(left), dtype=np.float32)
+    if len(ka) and len(kb):
+        pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
+        hit = kb[pos] == ka
+        pair = ka[hit] // m.shape[1]
+        ratio = np.exp(-np.abs(va[hit].astype(np.float64) - vb[pos[hit]]))  # lower / higher
+        shared = np.bincount(pair, minlength=len(left)).astype(np.float32)
+        has = shared > 0
+        low = np.ones(len(left))
+        np.minimum.at(low, pair, ratio)
+        total = np.bincount(pair, weights=ratio, minlength=len(left))
+        out["numeric_ratio_min"][has] = low[has]
+        out["numeric_ratio_mean"][has] = total[has] / shared[has]
+    return {**out, "numeric_shared": shared}
+
+
 def _word_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
     """Word TF-IDF similarities of the names: rare shared words (model numbers, editions) weigh most.
 
@@ -325,10 +353,13 @@ class _SideData:
     def __init__(self, cat: Catalogue, items: np.ndarray, featurizer: PairFeaturizer, features: set[str]) -> None:
         self.items = items  # sorted catalogue rows
         self.pictures = self._pictures(cat, featurizer) if "pics_min" in features else None
-        parsed = self._parse_attributes(cat) if features & {"attr_key_jaccard", "price_ratio"} else None
+        parsed = (
+            self._parse_attributes(cat) if features & {"attr_key_jaccard", "price_ratio", "numeric_ratio_min"} else None
+        )
         self.attributes = self._attributes(parsed) if "attr_key_jaccard" in features else None
         self.names = self._names(cat, featurizer) if "name_token_jaccard" in features else None
         self.prices = self._prices(parsed) if "price_ratio" in features else None
+        self.numbers = self._numbers(parsed) if "numeric_ratio_min" in features else None
         self.words = self._words(cat, featurizer) if "name_word_tfidf_cos" in features else None
         self.categories = (  # every catalogue row's code per level (-1: none)
             [cat.categories[f"category{level}"].cat.codes.to_numpy() for level in range(1, 5)]
@@ -440,6 +471,36 @@ class _SideData:
                     break
         out[out <= 0] = np.nan
         return out
+
+    def _numbers(self, parsed: list[dict | None]) -> sp.csr_matrix:
+        """(local items, keys) CSR of log(value) for every attribute whose (first) value is a positive number.
+
+        A value counts as a number when it is one, possibly with a unit or thousands separators around it
+        ("1,299.00", "500 г"), but not when it holds several ("2 x 3 cm").
+        """
+        item_of, keys, values = [], [], []
+        for i, obj in enumerate(parsed):
+            if obj is None:
+                continue
+            for key, vals in obj.items():
+                value = vals[0] if isinstance(vals, list) and vals else vals
+                if value is None or isinstance(value, bool):
+                    continue
+                numbers = _NUMBER.findall(str(value))
+                if len(numbers) != 1:
+                    continue
+                number = float(numbers[0].replace(",", ""))
+                if number > 0:
+                    item_of.append(i)
+                    keys.append(key)
+                    values.append(np.log(number))
+        codes, _ = pd.factorize(pd.Series(keys, dtype=object))
+        m = sp.csr_matrix(
+            (np.asarray(values, dtype=np.float64), (np.asarray(item_of, dtype=np.int64), codes)),
+            shape=(len(parsed), max(int(codes.max(initial=-1)) + 1, 1)),
+        )
+        m.sum_duplicates()
+        return m
 
     def _names(self, cat: Catalogue, featurizer: PairFeaturizer):
         names = pd.Series(cat.names[self.items], dtype=object)

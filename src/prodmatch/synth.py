@@ -533,9 +533,7 @@ def _draw_pairs(
     hard_l, hard_r = _negatives_within(rng, neg_pool, fam, product, n_hard)
     cat_l, cat_r = _negatives_within(rng, neg_pool, cat2, fam, n_cat)
     nn_l, nn_r = _nearest_negatives(rng, neg_pool, product, cat2, space, n_nn)
-    rand = (
-        rng.permutation(neg_pool)[: 2 * n_rand] if 2 * n_rand <= len(neg_pool) else rng.choice(neg_pool, 2 * n_rand)
-    )
+    rand = rng.permutation(neg_pool)[: 2 * n_rand] if 2 * n_rand <= len(neg_pool) else rng.choice(neg_pool, 2 * n_rand)
     rand_l, rand_r = rand[:n_rand], rand[n_rand:]
     ok = product[rand_l] != product[rand_r]
     rand_l, rand_r = rand_l[ok], rand_r[ok]
