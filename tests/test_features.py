@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import list_column
+from conftest import list_column, write_items
 from prodmatch import DataError, read_catalogue
 from prodmatch.config import DataConfig
 from prodmatch.features import PairFeaturizer
@@ -150,3 +150,18 @@ def test_invalid_attribute_json_names_the_item(tmp_path, hand_made):
     feats = PairFeaturizer(list(cat.modalities)).fit(cat, np.arange(4))
     with pytest.raises(DataError, match="item 2 is not a JSON object"):
         feats.transform(cat, np.array([0]), np.array([1]))
+
+
+def test_attributes_that_no_item_fills(tmp_path):
+    """A benchmark whose records have no short attributes at all: the attribute features are NaN, no crash."""
+    data = write_items(tmp_path / "d", [1, 2, 3], [[1.0] * 64, [0.5] * 64, [0.2] + [1.0] * 63])
+    pq.write_table(
+        pa.table({"variantid": [1, 2, 3], "categories": ["{}"] * 3, "characteristic_attributes_mapping": [None] * 3}),
+        data / "attributes.parquet",
+    )
+    cat = read_catalogue(data, DataConfig(load_attributes=True))
+    feats = PairFeaturizer(["name_bert_64"], ["attributes", "numbers"]).fit(cat, np.arange(3))
+    x, names = feats.transform(cat, np.array([0, 1]), np.array([1, 2]))
+    f = pd.DataFrame(x, columns=names)
+    assert f["attr_key_jaccard"].isna().all() and f["numeric_ratio_min"].isna().all()
+    assert (f["numeric_shared"] == 0).all()

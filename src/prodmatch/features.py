@@ -424,7 +424,13 @@ class _SideData:
                     item_of.append(i)
                     keys.append(key)
                     values.append(v)
-        long = pd.DataFrame({"item": np.asarray(item_of, dtype=np.int64), "key": keys, "value": values})
+        long = pd.DataFrame(  # object columns even when no item has any attribute (then empty)
+            {
+                "item": np.asarray(item_of, dtype=np.int64),
+                "key": pd.Series(keys, dtype=object),
+                "value": pd.Series(values, dtype=object),
+            }
+        )
         long = long[long["value"].notna()]
         long["value"] = long["value"].astype(str).str.strip().str.lower().str.replace("ё", "е", regex=False)
         long = long.drop_duplicates()
