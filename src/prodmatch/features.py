@@ -617,3 +617,72 @@ def _row_entries(m: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.nda
     pair = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
     idx = np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total)
     return pair * m.shape[1] + m.indices[idx], m.data[idx]
+
+
+# ------------------------------------------------------------------------------ learned word pairs
+
+
+@dataclass
+class WordPairScorer:
+    """A logistic regression over the words two names share and the words only one of them has.
+
+    Fixed similarities weigh a shared word by its rarity (IDF); this learns from the labelled pairs which
+    words decide a match (a model code, "kit", "refurbished") and which do not ("camera", a colour the
+    sellers disagree on). Features of a pair, hashed words of the lowercased names: one indicator per word
+    in both names, and one per word in exactly one of them (so symmetric in the two items). ``gbdt``
+    cross-fits it like its stacked network and feeds its out-of-fold logit to the trees.
+    """
+
+    c: float = 1.0  # inverse regularisation strength
+    coef: np.ndarray | None = None  # (4 * NAME_HASH_FEATURES,) float32
+    intercept: float = 0.0
+    _cache: tuple | None = field(default=None, repr=False)  # (catalogue, its hashed words over all items)
+
+    def fit(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray, target: np.ndarray) -> WordPairScorer:
+        from sklearn.linear_model import LogisticRegression
+
+        x = self.pair_matrix(catalogue, left, right)
+        if len(np.unique(target)) < 2:  # one class only: no words to learn; the prior alone
+            self.coef = np.zeros(x.shape[1], dtype=np.float32)
+            rate = float(np.clip(np.mean(target), 1e-6, 1 - 1e-6))
+            self.intercept = float(np.log(rate / (1 - rate)))
+            return self
+        lr = LogisticRegression(C=self.c, solver="liblinear", max_iter=200)
+        lr.fit(x, target)
+        self.coef = lr.coef_.ravel().astype(np.float32)
+        self.intercept = float(lr.intercept_[0])
+        return self
+
+    def logits(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """(M,) float32 logits; row by row in float64, so a pair's value does not depend on its batch."""
+        x = self.pair_matrix(catalogue, left, right)
+        return (x @ self.coef.astype(np.float64) + self.intercept).astype(np.float32)
+
+    def prepare(self, catalogue: Catalogue) -> WordPairScorer:
+        """Hash every item's name once (a server's catalogue)."""
+        self._cache = (catalogue, _name_tokens(catalogue.names))
+        return self
+
+    def pair_matrix(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray) -> sp.csr_matrix:
+        """(M, 2 * 2 * NAME_HASH_FEATURES) 0/1: [tokens in both names | tokens in exactly one], tokens being
+        the words and the character 3-grams (which see a code inside a longer word) of the names."""
+        if self._cache is not None and self._cache[0] is catalogue:
+            tokens, la, lb = self._cache[1], left, right
+        else:
+            items = np.union1d(left, right)
+            tokens = _name_tokens(catalogue.names[items])
+            la, lb = np.searchsorted(items, left), np.searchsorted(items, right)
+        a, b = tokens[la], tokens[lb]
+        both = a.multiply(b).tocsr()
+        either = ((a + b) - 2 * both).tocsr()
+        either.eliminate_zeros()
+        out = sp.hstack([both, either], format="csr", dtype=np.float32)
+        out.sum_duplicates()
+        return out
+
+
+def _name_tokens(names: np.ndarray) -> sp.csr_matrix:
+    """(N, 2 * NAME_HASH_FEATURES) 0/1: hashed words, then hashed character 3-grams, of each name."""
+    grams = _hash_names(names)
+    grams.data[:] = 1.0
+    return sp.hstack([_hash_words(names), grams], format="csr", dtype=np.float32)

@@ -25,10 +25,10 @@ from prodmatch.catalogue import Catalogue
 from prodmatch.config import TrainConfig
 from prodmatch.errors import ConfigError, ModelError
 from prodmatch.evaluation import pr_auc
-from prodmatch.features import PairFeaturizer
+from prodmatch.features import PairFeaturizer, WordPairScorer
 from prodmatch.io import atomic_path
 from prodmatch.models.base import PairModel
-from prodmatch.pairs import PairSet, group_folds
+from prodmatch.pairs import Folds, PairSet, group_folds
 from prodmatch.training import TrainCallback, default_threads
 
 __all__ = ["GBDTModel", "GBDTParams"]
@@ -39,6 +39,7 @@ BOOSTER_FILE = "model.lgb.txt"
 IDF_FILE = "name_idf.npy"
 WORD_IDF_FILE = "name_word_idf.npy"
 WHITENING_FILE = "whitening.npz"
+WORD_PAIRS_FILE = "word_pairs.npz"  # the learned word-pair model (stack_text="words")
 STACK_DIR = "stack"  # the cross-fitted networks, one run directory per fold
 
 
@@ -58,6 +59,7 @@ class GBDTParams:
     stack: str = "siamese"  # a network whose out-of-fold score becomes one more feature; "" for none
     stack_folds: int = 0  # 0: 2 when connected components make folds, else 4 (folds by item; see group_folds)
     stack_epochs: int = 0  # at most this many epochs per fold network; 0: --epochs, stopped early on validation
+    stack_text: str = "words"  # a learned word-pair model (WordPairScorer), cross-fitted the same way; "" for none
 
 
 class GBDTModel(PairModel):
@@ -102,11 +104,19 @@ class GBDTModel(PairModel):
         x_valid, _ = self.featurizer_.transform(catalogue, valid.left, valid.right)
         self.featurizer_._hashed = None  # only the training transform reuses it; do not keep the catalogue alive
         self.stack_models_: list[PairModel] = []
+        self.word_scorer_: WordPairScorer | None = None
+        use_words = self.params.stack_text == "words" and catalogue.names is not None
+        folds = self._folds(train, config) if self.params.stack or use_words else None
         if self.params.stack:
-            oof = self._fit_stack(catalogue, train, valid, config, names, callback)
+            oof = self._fit_stack(catalogue, train, valid, config, names, callback, folds)
             x_train = np.column_stack([x_train, oof])
             x_valid = np.column_stack([x_valid, self._stack_scores(catalogue, valid)])
             feature_names = [*feature_names, f"stack_{self.params.stack}"]
+        if use_words:
+            oof = self._fit_word_stack(catalogue, train, folds)
+            x_train = np.column_stack([x_train, oof])
+            x_valid = np.column_stack([x_valid, self.word_scorer_.logits(catalogue, valid.left, valid.right)])
+            feature_names = [*feature_names, "stack_words"]
         self.feature_names_ = feature_names
         log.info(
             "gbdt: %d features of %d + %d pairs in %.1fs",
@@ -181,15 +191,11 @@ class GBDTModel(PairModel):
         config: TrainConfig,
         modalities: list[str],
         callback: TrainCallback | None,
+        folds: Folds,
     ) -> np.ndarray:
         """Cross-fit the stacked network; return its out-of-fold logits for the training pairs."""
         from prodmatch.models import create_model
 
-        folds = group_folds(train, self.params.stack_folds or 2, seed=config.seed)
-        if folds.method == "items" and not self.params.stack_folds:
-            # By item, a network trains on ((K-1)/K)^2 of the pairs: a quarter with 2 folds, 56 % with 4.
-            folds = group_folds(train, 4, seed=config.seed)
-        self.stack_folds_ = folds.report()
         if self.params.stack_epochs:
             config = replace(config, epochs=min(config.epochs, self.params.stack_epochs))
         n_folds = len(folds.train_masks)
@@ -213,6 +219,33 @@ class GBDTModel(PairModel):
             self.stack_models_.append(net)
         return oof.astype(np.float32)
 
+    def _folds(self, train: PairSet, config: TrainConfig) -> Folds:
+        """The cross-fitting folds every stacked model shares (see ``group_folds``)."""
+        folds = group_folds(train, self.params.stack_folds or 2, seed=config.seed)
+        if folds.method == "items" and not self.params.stack_folds:
+            # By item, a network trains on ((K-1)/K)^2 of the pairs: a quarter with 2 folds, 56 % with 4.
+            folds = group_folds(train, 4, seed=config.seed)
+        self.stack_folds_ = folds.report()
+        return folds
+
+    def _fit_word_stack(self, catalogue: Catalogue, train: PairSet, folds: Folds) -> np.ndarray:
+        """Cross-fit the word-pair model; keep the mean of the fold models (linear, so one model) for new
+        pairs; return the out-of-fold logits of the training pairs."""
+        t0 = time.perf_counter()
+        oof = np.zeros(len(train), dtype=np.float64)
+        coefs, intercepts = [], []
+        for k in range(len(folds.train_masks)):
+            inside = np.flatnonzero(folds.train_masks[k])
+            scores = np.flatnonzero((folds.scorers == k).any(axis=1))
+            scorer = WordPairScorer().fit(catalogue, train.left[inside], train.right[inside], train.target[inside])
+            weight = (folds.scorers[scores] == k).sum(axis=1) / 2.0
+            oof[scores] += weight * scorer.logits(catalogue, train.left[scores], train.right[scores])
+            coefs.append(scorer.coef)
+            intercepts.append(scorer.intercept)
+        self.word_scorer_ = WordPairScorer(coef=np.mean(coefs, axis=0), intercept=float(np.mean(intercepts)))
+        log.info("gbdt: word-pair model cross-fitted in %.1fs", time.perf_counter() - t0)
+        return oof.astype(np.float32)
+
     def _stack_scores(self, catalogue: Catalogue, pairs: PairSet) -> np.ndarray:
         """Mean logit of the fold networks."""
         return np.mean([m.predict_logits(catalogue, pairs) for m in self.stack_models_], axis=0)
@@ -227,6 +260,8 @@ class GBDTModel(PairModel):
             x, _ = self.featurizer_.transform(catalogue, pairs.left[sl], pairs.right[sl])
             if self.stack_models_:
                 x = np.column_stack([x, self._stack_scores(catalogue, pairs.subset(sl))])
+            if self.word_scorer_ is not None:
+                x = np.column_stack([x, self.word_scorer_.logits(catalogue, pairs.left[sl], pairs.right[sl])])
             threads = {"num_threads": self.predict_threads_} if self.predict_threads_ else {}
             out[sl] = self.booster_.predict(x, num_iteration=self.best_iteration_, raw_score=True, **threads)
         return out
@@ -235,6 +270,8 @@ class GBDTModel(PairModel):
         """Parse every item's side data once (a server's catalogue), so a request computes only pair features."""
         super().prepare(catalogue)
         self.featurizer_.prepare(catalogue)
+        if self.word_scorer_ is not None:
+            self.word_scorer_.prepare(catalogue)
         for net in self.stack_models_:
             net.prepare(catalogue)
         return self
@@ -285,6 +322,10 @@ class GBDTModel(PairModel):
         with atomic_path(run_dir / WHITENING_FILE) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
         files["whitening"] = WHITENING_FILE
+        if self.word_scorer_ is not None:
+            with atomic_path(run_dir / WORD_PAIRS_FILE) as tmp, open(tmp, "wb") as f:
+                np.savez(f, coef=self.word_scorer_.coef, intercept=np.float64(self.word_scorer_.intercept))
+            files["word_pairs"] = WORD_PAIRS_FILE
         stack = []
         for k, net in enumerate(self.stack_models_):
             sub = Path(STACK_DIR) / f"fold{k}"
@@ -315,13 +356,21 @@ class GBDTModel(PairModel):
                 if f"{name}.mean" in z:
                     self.featurizer_.whitening[name] = (z[f"{name}.mean"], z[f"{name}.w"])
         self.feature_names_ = list(feats["names"])
+        self.word_scorer_ = None
+        if "word_pairs" in files:
+            with np.load(run_dir / files["word_pairs"]) as z:
+                self.word_scorer_ = WordPairScorer(coef=z["coef"], intercept=float(z["intercept"]))
         from prodmatch.models import load_model
 
         self.stack_models_ = [_score_in_fp32(load_model(run_dir / sub)) for sub in config.get("stack", [])]
 
     def _check_catalogue(self, catalogue: Catalogue) -> None:
         super()._check_catalogue(catalogue)
-        have = self.featurizer_.feature_names(catalogue) + [f"stack_{self.params.stack}"] * bool(self.stack_models_)
+        have = (
+            self.featurizer_.feature_names(catalogue)
+            + [f"stack_{self.params.stack}"] * bool(self.stack_models_)
+            + ["stack_words"] * (self.word_scorer_ is not None and catalogue.names is not None)
+        )
         if have != self.feature_names_:
             missing = sorted(set(self.feature_names_) - set(have))
             raise ModelError(
