@@ -139,3 +139,49 @@ def test_gbdt_cannot_score_without_the_side_data_it_learned_from(fitted, synth_d
     bare = read_catalogue(synth_dir)  # no names, attributes or extra photos
     with pytest.raises(ModelError, match="cannot provide"):
         models["gbdt"].predict_proba(bare, valid)
+
+
+@pytest.mark.parametrize("monitor", ["pr_auc", "loss"])
+def test_gbdt_stops_on_the_monitored_metric(synth_dir, monitor):
+    cat = read_catalogue(synth_dir, GBDTModel.data_config_for(None))
+    train, valid, _ = split_pairs(load_pairs(synth_dir / "train.parquet", cat, require_target=True), seed=0)
+    params = {"n_estimators": 300, "early_stopping": 20, "stack": "", "stack_text": ""}
+    model = create_model("gbdt", **params).fit(cat, train, valid, TrainConfig(seed=0, monitor=monitor))
+    history = model.history_
+    if monitor == "pr_auc":
+        best = int(np.argmax([h["valid_pr_auc"] for h in history])) + 1
+    else:
+        best = int(np.argmin([h["valid_loss"] for h in history])) + 1
+    assert model.best_iteration_ == best and model.fit_summary()["monitor"] == monitor
+
+
+def test_the_word_pair_model_learns_which_shared_words_decide(tmp_path):
+    """Pairs sharing a model code match, pairs sharing only the word 'camera' do not: the model separates
+    them completely, and scores a pair the same alone or in a batch."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from prodmatch.features import WordPairScorer
+
+    rng = np.random.default_rng(0)
+    n = 400
+    codes = [f"x{c}" for c in rng.integers(1000, 9999, n // 2)]
+    names = [f"camera {codes[i // 2]} {'black' if i % 2 else 'kit'}" for i in range(n)]
+    d = tmp_path / "d"
+    d.mkdir()
+    vectors = rng.normal(size=(n, 4)).astype(np.float32).tolist()
+    pq.write_table(
+        pa.table({"variantid": np.arange(n), "name": names, "name_bert_4": vectors}), d / "text_and_bert.parquet"
+    )
+    from prodmatch import DataConfig
+
+    cat = read_catalogue(d, DataConfig(load_names=True))
+    left = np.concatenate([np.arange(0, n, 2), np.arange(0, n - 2, 2)])
+    right = np.concatenate([np.arange(1, n, 2), np.arange(3, n, 2)])  # same code / a neighbour's code
+    target = np.concatenate([np.ones(n // 2), np.zeros(n // 2 - 1)])
+    scorer = WordPairScorer().fit(cat, left, right, target)
+    logits = scorer.logits(cat, left, right)
+    assert logits[target == 1].min() > logits[target == 0].max()
+    # one pair at a time gives the same numbers as all at once
+    single = np.concatenate([scorer.logits(cat, left[i : i + 1], right[i : i + 1]) for i in range(20)])
+    np.testing.assert_array_equal(single, logits[:20])

@@ -103,3 +103,62 @@ def test_oracle_is_calibrated_against_the_true_products(synth_dir):
     assert pr_auc(same, oracle["score"]) > 0.99
     confident = (p > 0.99) | (p < 0.01)
     assert (same[confident] == (p[confident] > 0.5)).mean() > 0.99
+
+
+def _drawn(tmp_path, name, **settings):
+    out = tmp_path / name
+    summary = generate(out, SynthConfig(items=6000, pairs=2400, seed=2, **settings))
+    truth = pd.read_parquet(out / "truth.parquet").set_index("variantid")
+    pairs = pd.read_parquet(out / "train.parquet")
+    t1, t2 = truth.loc[pairs["variantid1"]], truth.loc[pairs["variantid2"]]
+    return out, summary, pairs, t1.reset_index(), t2.reset_index()
+
+
+@pytest.mark.parametrize(
+    ("negatives", "kind"),
+    [("siblings", "sibling"), ("category", "same category"), ("random", "other category")],
+    ids=["siblings", "category", "random"],
+)
+def test_negatives_are_drawn_as_asked(tmp_path, negatives, kind):
+    _, summary, *_ = _drawn(tmp_path, negatives, negatives=negatives)
+    shares = summary["negative_kinds"]
+    assert shares[kind] > 0.9 * (1 - shares["same product"])  # nearly every negative is of that kind
+
+
+def test_neighbour_negatives_are_nearer_than_random_ones(tmp_path):
+    near, _, pairs, t1, t2 = _drawn(tmp_path, "near", negatives="neighbours")
+    far, _, fpairs, f1, f2 = _drawn(tmp_path, "far", negatives="random")
+
+    def negative_cosine(d, p, a, b):
+        cat = read_catalogue(d)
+        m = cat.modalities["name_bert_64"].matrix
+        neg = (p["target"] == 0).to_numpy() & (a["product_id"] != b["product_id"]).to_numpy()
+        return (m[cat.rows(p["variantid1"][neg])] * m[cat.rows(p["variantid2"][neg])]).sum(1).mean()
+
+    assert negative_cosine(near, pairs, t1, t2) > negative_cosine(far, fpairs, f1, f2) + 0.2
+
+
+def test_item_reuse_makes_one_giant_component_and_side_data_can_be_left_out(tmp_path):
+    out, summary, pairs, *_ = _drawn(tmp_path, "giant", pairs_per_item=3.0, names=False, attributes=False)
+    assert summary["train_largest_component_share"] > 0.8
+    items = pd.unique(pairs[["variantid1", "variantid2"]].to_numpy().ravel())
+    assert len(pairs) * 2 / len(items) > 2.5  # about 3 pairs per labelled item
+    assert "name" not in pq.read_schema(out / "text_and_bert.parquet").names
+    assert pq.read_schema(out / "attributes.parquet").names == ["variantid", "categories"]
+    assert 0.4 < summary["train_positive_rate"] < 0.56
+
+
+def test_scenarios_are_valid_configs():
+    from prodmatch.synth import SCENARIOS
+
+    assert len(SCENARIOS) >= 8 and "giant-component" in SCENARIOS
+    for name, settings in SCENARIOS.items():
+        SynthConfig(**settings)  # raises on a bad knob
+        assert set(settings) <= set(SynthConfig.__dataclass_fields__), name
+
+
+def test_bad_knobs_are_clear():
+    with pytest.raises(Exception, match="--negatives must be one of"):
+        SynthConfig(negatives="nearest")
+    with pytest.raises(Exception, match="--positive-rate must be in"):
+        SynthConfig(positive_rate=1.5)
