@@ -9,7 +9,7 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from prodmatch import DataError, load_pairs, pair_hygiene, read_catalogue, split_pairs
-from prodmatch.pairs import PairSet, augment_transitive, both_orders, clean_pairs, group_folds
+from prodmatch.pairs import PairSet, augment_transitive, both_orders, clean_pairs, group_folds, pair_graph
 
 
 def _pairs(left, right, target=None):
@@ -171,6 +171,8 @@ def _giant_component(n_items: int = 2000, per_item: float = 3.0, seed: int = 0) 
 
 def test_group_split_falls_back_to_items_on_a_giant_component(caplog):
     pairs = _giant_component()
+    graph = pair_graph(pairs)
+    assert graph["largest_component_share"] > 0.95 and graph["pairs_per_item"] > 3
     train, valid, report = split_pairs(pairs, method="group", valid_fraction=0.2, seed=3)
     assert report.method == "items" and report.requested == "group" and "largest connected component" in report.reason
     assert "split by items instead" in caplog.text

@@ -729,7 +729,7 @@ def predict(
 def info(data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-CUP layout.")]) -> None:
     """Validate a data directory and describe it: items, modalities, coverage, pairs and duplicates."""
     from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue
-    from prodmatch.pairs import load_pairs, pair_hygiene
+    from prodmatch.pairs import load_pairs, pair_graph, pair_hygiene
 
     with _errors():
         t0 = time.perf_counter()
@@ -752,6 +752,17 @@ def info(data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-
                     f"{fname}: {len(p):,} pairs{rate}; {h['reversed_duplicates']:,} reversed duplicates, "
                     f"{h['conflicting_labels']:,} with conflicting labels"
                 )
+                if len(p):
+                    g = pair_graph(p)
+                    note = (
+                        " (whole components cannot make a validation set: train splits by item)"
+                        if g["largest_component_share"] > 0.9
+                        else ""
+                    )
+                    stdout.print(
+                        f"  pair graph: {g['items']:,} items, {g['pairs_per_item']:.2f} pairs per item; the largest "
+                        f"connected component holds {100 * g['largest_component_share']:.1f}% of the pairs{note}"
+                    )
 
 
 @app.command()

@@ -27,6 +27,7 @@ __all__ = [
     "group_folds",
     "load_pairs",
     "make_pairs",
+    "pair_graph",
     "pair_hygiene",
     "split_pairs",
 ]
@@ -317,6 +318,17 @@ def _pair_components(pairs: PairSet, mask: np.ndarray | None = None) -> tuple[in
     graph = sp.coo_matrix((ones, (left, right)), shape=(n_nodes, n_nodes)).tocsr()
     components, label = connected_components(graph, directed=False)
     return components, label[pairs.left]
+
+
+def pair_graph(pairs: PairSet) -> dict[str, float]:
+    """How connected the pairs are: items, pairs per item, and the largest connected component's share."""
+    _, comp = _pair_components(pairs)
+    items = len(np.union1d(pairs.left, pairs.right))
+    return {
+        "items": items,
+        "pairs_per_item": 2 * len(pairs) / max(items, 1),
+        "largest_component_share": float(np.bincount(comp).max() / len(pairs)),
+    }
 
 
 def _item_units(pairs: PairSet) -> tuple[np.ndarray, np.ndarray, int]:
