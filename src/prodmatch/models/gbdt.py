@@ -55,7 +55,7 @@ class GBDTParams:
     feature_fraction: float = 0.9
     bagging_fraction: float = 0.9
     lambda_l2: float = 1.0
-    use: str = "extra_pictures,categories,attributes,price,names,words"  # side-data feature groups, comma-separated
+    use: str = "extra_pictures,categories,attributes,numbers,names,words"  # side-data feature groups, comma-separated
     stack: str = "siamese"  # a network whose out-of-fold score becomes one more feature; "" for none
     stack_folds: int = 0  # 0: 2 when connected components make folds, else 4 (folds by item; see group_folds)
     stack_epochs: int = 0  # at most this many epochs per fold network; 0: --epochs, stopped early on validation
