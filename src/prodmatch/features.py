@@ -555,13 +555,18 @@ def _hash_names(names: np.ndarray) -> sp.csr_matrix:
     return out
 
 
-def _hash_words(names: np.ndarray, pattern: str = r"(?u)\w+") -> sp.csr_matrix:
-    """(N, NAME_HASH_FEATURES) 0/1: which hashed words (lowercased, ё as е) each name holds."""
+def _hash_words(names: np.ndarray, pattern: str = r"(?u)\w+", ngrams: tuple[int, int] = (1, 1)) -> sp.csr_matrix:
+    """(N, NAME_HASH_FEATURES) 0/1: which hashed words (or word n-grams; lowercased, ё as е) each name holds."""
     from sklearn.feature_extraction.text import HashingVectorizer
 
     text = ["" if not isinstance(n, str) else n.lower().replace("ё", "е") for n in names]
     vec = HashingVectorizer(
-        n_features=NAME_HASH_FEATURES, token_pattern=pattern, alternate_sign=False, norm=None, binary=True
+        n_features=NAME_HASH_FEATURES,
+        token_pattern=pattern,
+        ngram_range=ngrams,
+        alternate_sign=False,
+        norm=None,
+        binary=True,
     )
     return vec.transform(text).astype(np.float32).tocsr()
 
@@ -682,7 +687,7 @@ class WordPairScorer:
 
 
 def _name_tokens(names: np.ndarray) -> sp.csr_matrix:
-    """(N, 2 * NAME_HASH_FEATURES) 0/1: hashed words, then hashed character 3-grams, of each name."""
+    """(N, 2 * NAME_HASH_FEATURES) 0/1: hashed words and word pairs, then hashed character 3-grams, of each name."""
     grams = _hash_names(names)
     grams.data[:] = 1.0
-    return sp.hstack([_hash_words(names), grams], format="csr", dtype=np.float32)
+    return sp.hstack([_hash_words(names, ngrams=(1, 2)), grams], format="csr", dtype=np.float32)
