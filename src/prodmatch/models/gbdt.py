@@ -142,8 +142,15 @@ class GBDTModel(PairModel):
         }
         dtrain = lgb.Dataset(x_train, train.target, feature_name=feature_names, free_raw_data=True)
         dvalid = lgb.Dataset(x_valid, valid.target, reference=dtrain)
-        # The first metric stops the boosting: the one --monitor names, as for the networks' epochs.
-        metrics = [_pr_auc_eval, _logloss_eval] if config.monitor == "pr_auc" else [_logloss_eval, _pr_auc_eval]
+        # The first metric stops the boosting: the one --monitor names, as for the networks' epochs. For
+        # pr_auc that is average precision: trees give tied scores (a few thousand distinct values), and
+        # the notebook's PR-AUC, auc(recall, precision), interpolates each tied block linearly, which
+        # rewards a coarse early model (measured: 17 trees, PR-AUC 0.9844 but average precision 0.9781,
+        # below the oracle's 0.9789). Average precision is the same area without that interpolation.
+        if config.monitor == "pr_auc":
+            metrics = [_average_precision_eval, _logloss_eval, _pr_auc_eval]
+        else:
+            metrics = [_logloss_eval, _average_precision_eval, _pr_auc_eval]
         evals: dict = {}
         clock = _Clock(t0)
         callbacks = [
@@ -176,9 +183,21 @@ class GBDTModel(PairModel):
         # Per round: seconds since the previous round (the first includes features and the stacked network).
         seconds = np.diff(np.concatenate([[0.0], clock.elapsed]))
         self.history_ = [
-            {"iteration": i + 1, "valid_loss": loss, "valid_pr_auc": pr, "seconds": float(sec)}
-            for i, (loss, pr, sec) in enumerate(
-                zip(evals["valid"]["binary_logloss"], evals["valid"]["pr_auc"], seconds, strict=True)
+            {
+                "iteration": i + 1,
+                "valid_loss": loss,
+                "valid_pr_auc": pr,
+                "valid_average_precision": ap,
+                "seconds": float(sec),
+            }
+            for i, (loss, pr, ap, sec) in enumerate(
+                zip(
+                    evals["valid"]["binary_logloss"],
+                    evals["valid"]["pr_auc"],
+                    evals["valid"]["average_precision"],
+                    seconds,
+                    strict=True,
+                )
             )
         ]
         return self
@@ -393,6 +412,13 @@ def _score_in_fp32(net: PairModel) -> PairModel:
 def _pr_auc_eval(preds: np.ndarray, data: lgb.Dataset) -> tuple[str, float, bool]:
     """LightGBM custom metric: PR-AUC the notebook's way."""
     return "pr_auc", pr_auc(data.get_label(), preds), True
+
+
+def _average_precision_eval(preds: np.ndarray, data: lgb.Dataset) -> tuple[str, float, bool]:
+    """LightGBM custom metric: average precision (the PR curve's area as a step function, honest about ties)."""
+    from sklearn.metrics import average_precision_score
+
+    return "average_precision", float(average_precision_score(data.get_label(), preds)), True
 
 
 def _logloss_eval(preds: np.ndarray, data: lgb.Dataset) -> tuple[str, float, bool]:
