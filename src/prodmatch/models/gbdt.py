@@ -174,11 +174,12 @@ class GBDTModel(PairModel):
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
         self.fit_seconds_ = time.perf_counter() - t0
         log.info(
-            "gbdt: %d trees (best of %d) in %.1fs; validation PR-AUC %.4f",
+            "gbdt: %d trees (the best of %d grown) in %.1fs; validation PR-AUC %.4f, average precision %.4f",
             self.best_iteration_,
-            self.booster_.current_iteration(),
+            len(evals["valid"]["pr_auc"]),
             time.perf_counter() - t1,
             evals["valid"]["pr_auc"][self.best_iteration_ - 1],
+            evals["valid"]["average_precision"][self.best_iteration_ - 1],
         )
         # Per round: seconds since the previous round (the first includes features and the stacked network).
         seconds = np.diff(np.concatenate([[0.0], clock.elapsed]))
