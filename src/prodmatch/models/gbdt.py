@@ -254,10 +254,12 @@ class GBDTModel(PairModel):
         t0 = time.perf_counter()
         oof = np.zeros(len(train), dtype=np.float64)
         coefs, intercepts = [], []
+        hashed = WordPairScorer().prepare(catalogue)._cache  # every name tokenised once, for all the folds
         for k in range(len(folds.train_masks)):
             inside = np.flatnonzero(folds.train_masks[k])
             scores = np.flatnonzero((folds.scorers == k).any(axis=1))
-            scorer = WordPairScorer().fit(catalogue, train.left[inside], train.right[inside], train.target[inside])
+            scorer = WordPairScorer(_cache=hashed)
+            scorer.fit(catalogue, train.left[inside], train.right[inside], train.target[inside])
             weight = (folds.scorers[scores] == k).sum(axis=1) / 2.0
             oof[scores] += weight * scorer.logits(catalogue, train.left[scores], train.right[scores])
             coefs.append(scorer.coef)
