@@ -309,13 +309,11 @@ def split_pairs(
     return train, valid, report
 
 
-def _pair_components(pairs: PairSet, mask: np.ndarray | None = None) -> tuple[int, np.ndarray]:
-    """(number of components, (M,) component of each pair) of the graph whose edges are the pairs
-    (only the pairs in ``mask``, when given: the others still get their left item's component)."""
+def _pair_components(pairs: PairSet) -> tuple[int, np.ndarray]:
+    """(number of components, (M,) component of each pair) of the graph whose edges are the pairs."""
     n_nodes = int(max(pairs.left.max(), pairs.right.max())) + 1
-    left, right = (pairs.left, pairs.right) if mask is None else (pairs.left[mask], pairs.right[mask])
-    ones = np.ones(len(left), dtype=np.int8)
-    graph = sp.coo_matrix((ones, (left, right)), shape=(n_nodes, n_nodes)).tocsr()
+    ones = np.ones(len(pairs), dtype=np.int8)
+    graph = sp.coo_matrix((ones, (pairs.left, pairs.right)), shape=(n_nodes, n_nodes)).tocsr()
     components, label = connected_components(graph, directed=False)
     return components, label[pairs.left]
 
