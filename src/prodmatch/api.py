@@ -256,6 +256,29 @@ def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfi
         if test.target is None:
             log.info("%s has no targets; skipping the test evaluation", test_path)
             test = None
+    if config.hard_negatives:
+        from prodmatch.mining import drop_likely_positives, mine_negatives
+
+        held_out = [valid_pairs.left, valid_pairs.right] + ([test.left, test.right] if test is not None else [])
+        mined, report = mine_negatives(
+            catalogue,
+            train_pairs,
+            list(catalogue.modalities),
+            per_item=config.hard_negatives,
+            k=config.mine_k,
+            exclude_items=np.unique(np.concatenate(held_out)),
+            seed=config.seed,
+        )
+        mined, report.dropped_as_likely_positive = drop_likely_positives(
+            catalogue, train_pairs, mined, list(catalogue.modalities), seed=config.seed
+        )
+        log.info(
+            "kept %d mined negatives; dropped %d that look like the labelled positives (likely unlabelled matches)",
+            len(mined),
+            report.dropped_as_likely_positive,
+        )
+        train_pairs = train_pairs.concat(mined)
+        hygiene["hard_negatives"] = report.to_dict()
     return PreparedPairs(train=train_pairs, valid=valid_pairs, test=test, split=split, hygiene=hygiene)
 
 

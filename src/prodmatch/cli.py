@@ -222,6 +222,14 @@ def train(
     precision: Annotated[
         str, typer.Option(help="Network arithmetic: auto (bf16 on CPUs with AMX), fp32 or bf16.")
     ] = "auto",
+    hard_negatives: Annotated[
+        int,
+        typer.Option(
+            help="Negatives mined per training item from its nearest catalogue neighbours that the labels do "
+            "not link to it, so the model learns the pairs `match` will score; 0: none."
+        ),
+    ] = 2,
+    mine_k: Annotated[int, typer.Option(help="Neighbours searched per item when mining (match's --k).")] = 20,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -258,6 +266,8 @@ def train(
             calibration=calibration,  # type: ignore[arg-type]
             target_precision=target_precision,
             precision=precision,  # type: ignore[arg-type]
+            hard_negatives=hard_negatives,
+            mine_k=mine_k,
         )
         data_cfg = DataConfig(
             modalities=tuple(m.strip() for m in modalities.split(",")) if modalities else None,

@@ -71,6 +71,9 @@ class TrainConfig:
         augment: ``transitive`` adds the positives implied by components of positive training pairs.
         calibration: how probabilities are calibrated on validation pairs: platt, isotonic or none.
         target_precision: choose the lowest threshold reaching this validation precision; None: max F1.
+        hard_negatives: negatives mined per training item from its top-``mine_k`` catalogue neighbours
+            that the labels do not connect to it (see ``prodmatch.mining``); 0 mines none.
+        mine_k: neighbours searched per item when mining (``match``'s k).
     """
 
     epochs: int = 10
@@ -91,6 +94,8 @@ class TrainConfig:
     augment: Literal["none", "transitive"] = "none"
     calibration: Literal["platt", "isotonic", "none"] = "platt"
     target_precision: float | None = None
+    hard_negatives: int = 2
+    mine_k: int = 20
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -118,6 +123,10 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be one of {list(allowed)}, got {getattr(self, key)!r}")
         if self.target_precision is not None and not 0.0 < self.target_precision <= 1.0:
             raise ConfigError(f"target_precision must be in (0, 1], got {self.target_precision}")
+        if not 0 <= self.hard_negatives <= 50:
+            raise ConfigError(f"hard_negatives must be in [0, 50], got {self.hard_negatives}")
+        if not 1 <= self.mine_k <= 1000:
+            raise ConfigError(f"mine_k must be in [1, 1000], got {self.mine_k}")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
 

@@ -45,6 +45,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 INDEX_KINDS = ("auto", "flat", "hnsw")
+RECALL_KS = (5, 10, 20, 50)  # recall@k is reported at these k (synthetic data)
 MAX_K = 1000  # neighbours per item: beyond this, items x k candidate pairs outgrow memory on any catalogue
 
 
@@ -98,11 +99,11 @@ class MatchConfig:
 
 
 def item_vectors(model, catalogue: Catalogue, batch_size: int = 65536) -> tuple[np.ndarray, str]:
-    """(N, d) float32 unit item vectors for candidate search, and what they are.
+    """(N, d) float32 item vectors for candidate search, and what they are.
 
     The siamese tower's vectors when the model has a siamese network (itself, or stacked in gbdt): the
     space its head compares items in. Otherwise the normalised modalities side by side, each weighted
-    equally, renormalised.
+    equally (zeros where missing, so not all of unit length).
     """
     return feature_vectors(model, catalogue.item_features([n for n, _ in model.modalities_]), batch_size)
 
@@ -127,8 +128,10 @@ def feature_vectors(model, features: np.ndarray, batch_size: int = 65536) -> tup
         out = tower_vectors(network, torch.from_numpy(features), rows, batch_size).numpy()
         out[blank] = 0.0
         return l2_normalize(out, eps=0.0), "siamese tower"
-    out = np.ascontiguousarray(features[:, :width]) / np.sqrt(len(model.modalities_))
-    return l2_normalize(out.astype(np.float32), eps=0.0), "normalised modalities"
+    # Not renormalised: an item missing a modality ranks others by the modalities it has (the missing part
+    # adds 0 to every inner product) instead of finding only items that miss it too.
+    out = np.ascontiguousarray(features[:, :width]) / np.float32(np.sqrt(len(model.modalities_)))
+    return out.astype(np.float32), "normalised modalities"
 
 
 # ------------------------------------------------------------------------------------------ search
@@ -180,15 +183,19 @@ def candidate_pairs(
     groups: np.ndarray | None = None,
     progress: Callable[[int], None] | None = None,
     searchable: np.ndarray | None = None,
+    probe: np.ndarray | None = None,
+    probe_k: int = max(RECALL_KS),
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Every item's top-k neighbours as unique unordered pairs (left < right).
 
     Args:
-        vectors: (N, d) unit item vectors.
+        vectors: (N, d) item vectors (inner product ranks neighbours).
         config: k, index kind, HNSW settings.
         groups: (N,) block of each item (-1: no block, searched among themselves); None: one block.
         searchable: (N,) bool, items that take part (see :func:`informative_items`); None: all.
         progress: called with the number of items searched after each batch.
+        probe: (Q,) rows whose own top-``probe_k`` lists, by the same search, go to ``facts["probe_neighbours"]``
+            ((Q, probe_k) rows, best first, -1 where none), for measuring recall at several k.
 
     Returns:
         (left, right, facts): int64 rows with left < right, and what was searched how; ``facts["index_object"]``
@@ -203,6 +210,7 @@ def candidate_pairs(
     lefts, rights = [], []
     kinds = set()
     index = None
+    probe_out = None if probe is None else np.full((len(probe), probe_k + 1), -1, dtype=np.int64)
     for rows in blocks:
         if len(rows) < 2:
             if progress:
@@ -213,6 +221,14 @@ def candidate_pairs(
         index = build_index(vectors[rows], kind, config)
         k = min(config.k + 1, len(rows))  # +1: an item finds itself
         nbrs = search(index, vectors[rows], k, progress=progress)
+        if probe is not None:
+            at = np.flatnonzero(np.isin(probe, rows))
+            if len(at):
+                found = search(index, vectors[probe[at]], min(probe_k + 1, len(rows)))
+                found = np.where(found >= 0, rows[np.maximum(found, 0)], -1)
+                found[found == probe[at][:, None]] = -1  # not itself
+                ranked = np.argsort(found < 0, axis=1, kind="stable")  # itself (now -1) to the end
+                probe_out[at, : found.shape[1]] = np.take_along_axis(found, ranked, 1)
         q = np.repeat(np.arange(len(rows)), k)
         r = nbrs.ravel()
         ok = (r >= 0) & (r != q)
@@ -222,6 +238,8 @@ def candidate_pairs(
     right = np.concatenate(rights) if rights else np.zeros(0, dtype=np.int64)
     key = np.unique(left * n + right)
     facts = {"blocks": len(blocks), "index": sorted(kinds), "index_object": index if len(blocks) == 1 else None}
+    if probe_out is not None:
+        facts["probe_neighbours"] = probe_out[:, :probe_k]
     return key // n, key % n, facts
 
 
@@ -382,6 +400,93 @@ def cluster_quality(labels: np.ndarray, product: np.ndarray) -> dict[str, float]
     }
 
 
+THRESHOLD_GRID = tuple(round(x, 2) for x in np.arange(0.05, 1.0, 0.05))
+
+
+def recall_at_ks(
+    neighbours: np.ndarray, queries: np.ndarray, product: np.ndarray, ks: tuple[int, ...] = RECALL_KS
+) -> dict[str, float | None]:
+    """Share of the sampled queries' true partners (other listings of their product) found in each query's
+    own top-k list, by k.
+
+    Args:
+        neighbours: (Q, K) rows ranked best first (-1: none), K >= max(ks); may hold the query itself.
+        queries: (Q,) the query rows.
+        product: (N,) true product of every row.
+    """
+    counts = np.bincount(pd.factorize(product)[0])
+    codes = pd.factorize(product)[0]
+    partners = counts[codes[queries]] - 1
+    total = int(partners.sum())
+    hit = (neighbours >= 0) & (neighbours != queries[:, None])
+    hit &= codes[np.maximum(neighbours, 0)] == codes[queries][:, None]
+    return {str(k): (float(hit[:, :k].sum() / total) if total else None) for k in ks}
+
+
+def best_threshold_f1(
+    n_items: int,
+    left: np.ndarray,
+    right: np.ndarray,
+    score: np.ndarray,
+    product: np.ndarray,
+    grid: tuple[float, ...] = THRESHOLD_GRID,
+    linkage_max: int = 5000,
+) -> tuple[float, float]:
+    """(threshold, pairwise F1) of the best of ``grid`` when the scores are clustered by :func:`cluster_items`."""
+    best = (float("nan"), -1.0)
+    for t in grid:
+        labels, _ = cluster_items(n_items, left, right, score, t, linkage_max)
+        f1 = cluster_quality(labels, product)["pairwise_f1"]
+        if f1 > best[1]:
+            best = (float(t), f1)
+    return best
+
+
+def oracle_quality(
+    oracle,
+    ids: np.ndarray,
+    product: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    score: np.ndarray,
+    neighbours: np.ndarray,
+    queries: np.ndarray,
+    linkage_max: int = 5000,
+    seed: int = 0,
+) -> dict:
+    """The model's catalogue figures next to the Bayes oracle's on the same catalogue (synthetic data only).
+
+    - ``candidate_ap`` / ``oracle_candidate_ap``: average precision of the model's and the oracle's scores
+      over the same candidate pairs (``candidate_base_rate``: the share of them that are one product);
+    - ``recall_at_k`` / ``oracle_recall_at_k``: the sampled queries' true partners found in their own top-k,
+      by the model's candidate search (``neighbours``) and by the oracle's ranking of the whole category;
+    - ``best_threshold_f1`` / ``oracle_cluster_f1``: pairwise F1 of clustering the candidates with the same
+      rule, at the best threshold of a grid, for the model's scores and the oracle's posterior (with the
+      catalogue's prior of pair kinds).
+    """
+    from sklearn.metrics import average_precision_score
+
+    orow = oracle.rows(ids)
+    inverse = np.full(len(oracle), -1, dtype=np.int64)
+    inverse[orow] = np.arange(len(ids))
+    same = product[left] == product[right]
+    oracle_p = oracle.probability(orow[left], orow[right])
+    out: dict = {"candidate_base_rate": float(same.mean()) if len(same) else None}
+    if same.any() and not same.all():
+        out["candidate_ap"] = float(average_precision_score(same, score))
+        out["oracle_candidate_ap"] = float(average_precision_score(same, oracle_p))
+    out["recall_sample"] = len(queries)
+    out["recall_at_k"] = recall_at_ks(neighbours, queries, product)
+    top = oracle.top_k(orow[queries], max(RECALL_KS))
+    out["oracle_recall_at_k"] = recall_at_ks(np.where(top >= 0, inverse[np.maximum(top, 0)], -1), queries, product)
+    n = len(ids)
+    t, f1 = best_threshold_f1(n, left, right, score, product, linkage_max=linkage_max)
+    out["best_threshold"], out["best_threshold_f1"] = t, f1
+    t, f1 = best_threshold_f1(n, left, right, oracle_p, product, linkage_max=linkage_max)
+    out["oracle_threshold"], out["oracle_cluster_f1"] = t, f1
+    return out
+
+
 def timed(stages: dict, name: str):
     """Context manager recording a stage's wall seconds and peak RSS into ``stages``."""
     import contextlib
@@ -436,6 +541,7 @@ def match_catalogue(
 
     from prodmatch.api import _model_and_catalogue
     from prodmatch.io import write_json, write_parquet
+    from prodmatch.oracle import ORACLE_ITEMS_FILE, Oracle
     from prodmatch.pairs import PairSet
     from prodmatch.synth import TRUTH_FILE
 
@@ -472,7 +578,8 @@ def match_catalogue(
                 n,
                 NORM_EPS,
             )
-        left, right, search_facts = candidate_pairs(vectors, config, groups, advance, searchable)
+        probe = _recall_probe(data_dir, searchable)
+        left, right, search_facts = candidate_pairs(vectors, config, groups, advance, searchable, probe)
         search_facts["items_without_embeddings"] = int((~searchable).sum())
     log.info("%d candidate pairs from %d items (k=%d, %s)", len(left), n, config.k, ", ".join(search_facts["index"]))
 
@@ -505,7 +612,21 @@ def match_catalogue(
                     **cluster_quality(labels, product),
                 }
                 if search_facts["index"] == ["hnsw"] and search_facts["index_object"] is not None:
-                    quality["ann_recall_vs_exact"] = ann_recall(vectors, search_facts["index_object"], config.k)
+                    # the index holds the searchable items only, in row order
+                    index_vectors = vectors[searchable]
+                    quality["ann_recall_vs_exact"] = ann_recall(index_vectors, search_facts["index_object"], config.k)
+                if (Path(data_dir) / ORACLE_ITEMS_FILE).exists():
+                    quality |= oracle_quality(
+                        Oracle.load(data_dir),
+                        ids,
+                        product,
+                        left,
+                        right,
+                        score,
+                        search_facts.pop("probe_neighbours"),
+                        probe,
+                        config.linkage_max,
+                    )
             else:
                 log.warning("%s does not cover every item; quality is not computed", truth_path)
             done(1)
@@ -524,7 +645,7 @@ def match_catalogue(
             "items": n,
             "parameters": {**config.to_dict(), "threshold": threshold},
             "item_vectors": vector_kind,
-            "search": {k: v for k, v in search_facts.items() if k != "index_object"},
+            "search": {k: v for k, v in search_facts.items() if k not in ("index_object", "probe_neighbours")},
             "candidates": len(left),
             "matches": int(kept.sum()),
             "clustering": asdict(cluster_report),
@@ -535,6 +656,20 @@ def match_catalogue(
         write_json(summary, tmp / SUMMARY_FILE)
     summary["stages"] = stages
     return summary
+
+
+def _recall_probe(data_dir, searchable: np.ndarray, sample: int = 2000, seed: int = 0) -> np.ndarray | None:
+    """Rows of a random sample of searchable items whose top-k lists measure recall@k, when the data has an
+    oracle to compare with; else None."""
+    from pathlib import Path
+
+    from prodmatch.oracle import ORACLE_ITEMS_FILE
+
+    if not (Path(data_dir) / ORACLE_ITEMS_FILE).exists():
+        return None
+    rows = np.flatnonzero(searchable)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(rows, size=min(sample, len(rows)), replace=False))
 
 
 # ------------------------------------------------------------------------------------ incremental

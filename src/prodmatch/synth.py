@@ -20,7 +20,7 @@ attributes carry the brand and model number (per family) and, often, the colour 
 The ground-truth product of every item is written to ``truth.parquet`` for scoring later stages, and the
 Bayes-optimal score of every labelled pair to ``oracle.parquet``: the generator knows its own latent
 model, so it can compute the posterior log-odds of "same product" from everything a model can observe
-(see ``_oracle_log_odds``). Its PR-AUC is the ceiling the leaderboard compares models with.
+(see :class:`prodmatch.oracle.Oracle`, saved per item in ``oracle_items.npz``). Its PR-AUC is the ceiling the leaderboard compares models with.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from prodmatch.io import (
     write_json,
     write_parquet,
 )
+from prodmatch.oracle import KINDS, ORACLE_ITEMS_FILE, Oracle, catalogue_kind_shares
 
 __all__ = ["NEGATIVES", "ORACLE_FILE", "SCENARIOS", "TRUTH_FILE", "SynthConfig", "generate"]
 
@@ -276,27 +277,26 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
         ),
         out / TRUTH_FILE,
     )
-    # The Bayes-optimal score of every pair, from the latent model ----------------------------------------
-    evidence = _Evidence(
-        cfg=cfg,
-        cat2=cat2,
-        fam=fam,
-        product=product_of_item,
-        quality=quality,
-        text=(text_e, ~zero_text, np.zeros_like(text_e.observed), np.zeros(n)),
-        pic=(pic_e, has_pic & ~zero_pic, extra_sum, extra_count),
-        brand=names["brand"],
-        model=names["model"],
-        colour=names["colour"],
-        # What the files show: the brand and model number are in every name and every attribute mapping;
-        # the colour in some of each.
-        brand_seen=cfg.names or cfg.attributes,
-        colour_seen=(names["colour_in_name"] & cfg.names) | (colour_in_attrs & cfg.attributes),
+    # The Bayes-optimal score of any pair, from the latent model; saved per item for scoring any pair later.
+    oracle = _oracle(
+        cfg,
+        ids,
+        cat2,
+        fam,
+        product_of_item,
+        quality,
+        modalities=(
+            (text_e, ~zero_text, np.zeros_like(text_e.observed), np.zeros(n)),
+            (pic_e, has_pic & ~zero_pic, extra_sum, extra_count),
+        ),
+        names=names,
+        colour_in_attrs=colour_in_attrs,
         kind_prior=_kind_shares(train_pairs[0], train_pairs[1], product_of_item, fam, cat2),
     )
+    oracle.save(out / ORACLE_ITEMS_FILE)
     oracle_frames, oracle_pr = [], {}
     for pairs, split in ((train_pairs, "train"), (test_pairs, "test")):
-        score = _oracle_log_odds(evidence, pairs[0], pairs[1])
+        score = oracle.log_odds(pairs[0], pairs[1], prior="labelled")
         oracle_pr[split] = pr_auc(pairs[2], score)
         oracle_frames.append(
             pd.DataFrame(
@@ -321,7 +321,8 @@ def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:
         "test_positive_rate": float(test_pairs[2].mean()),
         "train_items_in_pairs": len(np.union1d(train_pairs[0], train_pairs[1])),
         "train_largest_component_share": graph,
-        "negative_kinds": {k: round(float(v), 4) for k, v in zip(KINDS, evidence.kind_prior, strict=True)},
+        "negative_kinds": {k: round(float(v), 4) for k, v in zip(KINDS, oracle.prior_labelled, strict=True)},
+        "catalogue_pair_kinds": {k: float(v) for k, v in zip(KINDS, oracle.prior_catalogue, strict=True)},
         "reversed_duplicates": int(train_pairs[3]),
         "conflicting_duplicates": int(train_pairs[4]),
         "oracle_pr_auc": oracle_pr,
@@ -379,29 +380,6 @@ class _Embedded:
     category_centres: np.ndarray  # (n_cat2, rank)
 
 
-@dataclass
-class _Evidence:
-    """What the oracle conditions on: every observable signal, with the generator's own parameters."""
-
-    cfg: SynthConfig
-    cat2: np.ndarray  # (N,) level-2 category, observable in attributes.parquet
-    fam: np.ndarray
-    product: np.ndarray
-    quality: np.ndarray  # (N,) the listing's noise factor
-    text: tuple[_Embedded, np.ndarray, np.ndarray, np.ndarray]  # modality, main present, extra sum, extra count
-    pic: tuple[_Embedded, np.ndarray, np.ndarray, np.ndarray]
-    brand: np.ndarray  # (N,) family-level, observable in names and attributes
-    model: np.ndarray  # (N,) family-level
-    colour: np.ndarray  # (N,) product-level
-    brand_seen: bool  # whether names or attributes are written at all (they carry brand and model number)
-    colour_seen: np.ndarray  # (N,) whether the name or the attributes give the product's colour
-    kind_prior: np.ndarray  # (4,) share of labelled pairs of each kind (see KINDS), as drawn
-
-
-# The kinds of labelled pair the oracle weighs against each other, by the truth of the two items.
-KINDS = ("same product", "sibling", "same category", "other category")
-
-
 def _kind_shares(left: np.ndarray, right: np.ndarray, product, fam, cat2) -> np.ndarray:
     """(4,) the share of each of KINDS among the drawn pairs (by truth, before label noise)."""
     same_product = product[left] == product[right]
@@ -428,72 +406,55 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def _oracle_log_odds(ev: _Evidence, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Bayes-optimal log-odds that each pair is one product, under the generator's own latent model.
-
-    The pair kinds are the hypotheses: same product, sibling (same family), same category (other family),
-    other category. Each has its share among the drawn pairs as prior, and a likelihood from every
-    observable signal:
-
-    - per modality, the listings' latent observations (main vector and extra photos, averaged, noise known)
-      around the observed category's centre, which are jointly Gaussian with a cross-covariance of
-      s_fam^2 + s_sib^2 (same product), s_fam^2 (siblings) or 0 (different families);
-    - whether the level-2 categories are equal (always for the first three kinds, never for the last);
-    - whether the brand and the model number are equal (always within a family, by chance across families);
-    - whether the colours are equal, where both listings show one (always for one product, 1 in 10 otherwise).
-
-    It ignores category levels 3 and 4, which add nothing once the model number is known, and the label
-    noise, which does not change the ranking. Its PR-AUC is the ceiling for any model of this data, with
-    one exception: nearest-neighbour negatives are chosen *because* their embeddings are close, a
-    selection this likelihood does not model, so there it is a strong reference, not a strict ceiling.
-    """
-    cfg = ev.cfg
-    same_cat = ev.cat2[left] == ev.cat2[right]
-    # (M, 4) log-likelihoods of: same product, sibling, same category (other family), other category,
-    # with the shares of these kinds among the drawn pairs as priors, whatever rule drew the negatives.
-    ll = np.zeros((len(left), 4)) + np.log(ev.kind_prior)
-    ll[~same_cat, :3] = -np.inf
-    ll[same_cat, 3] = -np.inf
-
-    f2, s2 = cfg.s_fam**2, cfg.s_sib**2
-    similarity = np.zeros(len(left))  # embedding evidence alone: same product against different families
-    for (emb, main_ok, extra_sum, extra_count), s_item in ((ev.text, cfg.s_item_text), (ev.pic, cfg.s_item_pic)):
+def _oracle(
+    cfg: SynthConfig,
+    ids: np.ndarray,
+    cat2: np.ndarray,
+    fam: np.ndarray,
+    product: np.ndarray,
+    quality: np.ndarray,
+    modalities: tuple,
+    names: dict,
+    colour_in_attrs: np.ndarray,
+    kind_prior: np.ndarray,
+) -> Oracle:
+    """The per-item evidence of :class:`prodmatch.oracle.Oracle`: everything a model can observe, with the
+    generator's own parameters. Per modality ``(embedded, main present, extra photos' latent sum, count)``."""
+    d, var, ok = [], [], []
+    for (emb, main_ok, extra_sum, extra_count), s_item in zip(
+        modalities, (cfg.s_item_text, cfg.s_item_pic), strict=True
+    ):
         k = main_ok.astype(np.float64) + extra_count  # observations per listing
         ybar = (emb.observed * main_ok[:, None] + extra_sum) / np.maximum(k, 1.0)[:, None]
-        var = (s_item * ev.quality.astype(np.float64)) ** 2 / np.maximum(k, 1.0)
-        d = ybar - emb.category_centres[ev.cat2]
-        use = same_cat & (k[left] > 0) & (k[right] > 0)
-        da, db = d[left[use]], d[right[use]]
-        saa, sbb, sab = (da * da).sum(1), (db * db).sum(1), (da * db).sum(1)
-        va, vb = f2 + s2 + var[left[use]], f2 + s2 + var[right[use]]
-        r = d.shape[1]
-        for col, cov in ((0, f2 + s2), (1, f2), (2, 0.0), (3, 0.0)):
-            det = va * vb - cov**2
-            term = -0.5 * r * np.log(det) - 0.5 * (saa * vb - 2.0 * cov * sab + sbb * va) / det
-            ll[use, col] += term
-            similarity[use] += term if col == 0 else -term if col == 2 else 0.0
-
-    fam_first = pd.DataFrame({"fam": ev.fam, "brand": ev.brand, "model": ev.model}).drop_duplicates("fam")
-    shown = ((ev.brand, fam_first["brand"]), (ev.model, fam_first["model"])) if ev.brand_seen else ()
-    for values, fam_values in shown:
-        p_equal = float((fam_values.value_counts(normalize=True) ** 2).sum())  # two different families agree
-        equal = values[left] == values[right]
-        ll[~equal, :2] = -np.inf
-        ll[:, 2:] += np.where(equal, np.log(p_equal), np.log1p(-p_equal))[:, None]
-
-    both = ev.colour_seen[left] & ev.colour_seen[right]
-    p_same = 1.0 / len(_COLOURS)  # product colours are uniform, so two products agree this often
-    equal = ev.colour[left] == ev.colour[right]
-    ll[both & ~equal, 0] = -np.inf
-    ll[both, 1:] += np.where(equal[both], np.log(p_same), np.log1p(-p_same))[:, None]
-    with np.errstate(invalid="ignore"):
-        out = ll[:, 0] - np.logaddexp.reduce(ll[:, 1:], axis=1)
-    # Pairs the evidence rules out (other model number, other colour, other category) would all tie at
-    # -inf; only label noise makes any of them positive, so any order among them is as good. Order them by
-    # their embedding evidence, below every other pair, because a tied block scores as one PR-curve step.
-    impossible = ~np.isfinite(out)
-    out[impossible] = -1e4 + np.clip(similarity[impossible], -1e3, 1e3)
-    return out
+        d.append((ybar - emb.category_centres[cat2]).astype(np.float32))
+        var.append((s_item * quality.astype(np.float64)) ** 2 / np.maximum(k, 1.0))
+        ok.append(k > 0)
+    # What the files show: the brand and model number are in every name and every attribute mapping; the
+    # colour in some of each.
+    brand_seen = cfg.names or cfg.attributes
+    family_first = pd.DataFrame({"fam": fam, "brand": names["brand"], "model": names["model"]}).drop_duplicates("fam")
+    codes, p_equal = {}, {}
+    for key in ("brand", "model"):
+        codes[key] = pd.factorize(names[key])[0].astype(np.int32) if brand_seen else np.full(len(ids), -1, np.int32)
+        p_equal[key] = float((family_first[key].value_counts(normalize=True) ** 2).sum())  # two families agree
+    return Oracle(
+        variantid=ids,
+        cat2=cat2.astype(np.int32),
+        d=tuple(d),
+        var=tuple(var),
+        ok=tuple(ok),
+        f2=cfg.s_fam**2,
+        s2=cfg.s_sib**2,
+        brand=codes["brand"],
+        model=codes["model"],
+        p_equal_brand=p_equal["brand"],
+        p_equal_model=p_equal["model"],
+        colour=pd.factorize(names["colour"])[0].astype(np.int32),
+        colour_seen=(names["colour_in_name"] & cfg.names) | (colour_in_attrs & cfg.attributes),
+        p_same_colour=1.0 / len(_COLOURS),  # product colours are uniform
+        prior_labelled=kind_prior,
+        prior_catalogue=catalogue_kind_shares(product, fam, cat2),
+    )
 
 
 def _unique_ids(rng: np.random.Generator, n: int) -> np.ndarray:
