@@ -17,7 +17,16 @@ from sklearn.metrics import precision_recall_curve
 
 from prodmatch.errors import ConfigError
 
-__all__ = ["CALIBRATION_METHODS", "Calibrator", "ThresholdChoice", "choose_threshold"]
+__all__ = [
+    "CALIBRATION_METHODS",
+    "Calibrator",
+    "PriorEstimate",
+    "ThresholdChoice",
+    "choose_threshold",
+    "estimate_prior",
+    "expected_quality",
+    "shift_prior",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +47,7 @@ class Calibrator:
     b: float = 0.0
     knots_x: np.ndarray | None = None
     knots_y: np.ndarray | None = None
+    prior: float | None = None  # the share of positives among the pairs it was fitted on
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
@@ -48,22 +58,23 @@ class Calibrator:
         """Fit ``method`` on raw validation scores and their labels."""
         scores = np.asarray(scores, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
+        prior = float(y.mean()) if len(y) else None
         if method == "none":
-            return cls("none")
+            return cls("none", prior=prior)
         if method not in CALIBRATION_METHODS:
             raise ConfigError(f"unknown calibration {method!r}; use one of {list(CALIBRATION_METHODS)}")
         if len(np.unique(y)) < 2:
             log.warning("calibration needs both labels in the validation pairs; keeping the plain sigmoid")
-            return cls("none")
+            return cls("none", prior=prior)
         if method == "platt":
             lr = LogisticRegression(C=1e6, max_iter=1000).fit(scores[:, None], y)
             a = float(lr.coef_[0, 0])
             if a <= 0:
                 log.warning("Platt scaling found a non-positive slope (%.3g); keeping the plain sigmoid", a)
-                return cls("none")
-            return cls("platt", a=a, b=float(lr.intercept_[0]))
+                return cls("none", prior=prior)
+            return cls("platt", a=a, b=float(lr.intercept_[0]), prior=prior)
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, y)
-        return cls("isotonic", knots_x=iso.X_thresholds_.astype(np.float64), knots_y=iso.y_thresholds_)
+        return cls("isotonic", knots_x=iso.X_thresholds_.astype(np.float64), knots_y=iso.y_thresholds_, prior=prior)
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         """(M,) float64 probabilities, non-decreasing in ``scores`` (float64, so that confident scores do not
@@ -76,7 +87,7 @@ class Calibrator:
         return 1.0 / (1.0 + np.exp(-np.clip(z, -700, 700)))
 
     def to_dict(self) -> dict:
-        out: dict = {"method": self.method}
+        out: dict = {"method": self.method, "prior": self.prior}
         if self.method == "platt":
             out |= {"a": self.a, "b": self.b}
         if self.method == "isotonic":
@@ -94,6 +105,7 @@ class Calibrator:
             b=float(d.get("b", 0.0)),
             knots_x=None if "knots_x" not in d else np.asarray(d["knots_x"], dtype=np.float64),
             knots_y=None if "knots_y" not in d else np.asarray(d["knots_y"], dtype=np.float64),
+            prior=d.get("prior"),
         )
 
 
@@ -151,3 +163,72 @@ def choose_threshold(y: np.ndarray, prob: np.ndarray, target_precision: float | 
         f1=float(f1[i]),
         reached=reached,
     )
+
+
+# ------------------------------------------------------------------------------ catalogue calibration
+#
+# A probability is calibrated for the pairs it was fitted on. Labelled pairs are often about half
+# matches; a catalogue's candidate pairs (every item's nearest neighbours) are mostly not. If the model's
+# evidence for a pair means the same in both (the class-conditional score distributions hold), Bayes' rule
+# moves the probabilities from the labelled prior to the candidates' prior exactly (``shift_prior``); the
+# candidates' prior is unknown, but the EM of Saerens, Latinne & Decaestecker (2002) finds the prior under
+# which the shifted probabilities average to it (``estimate_prior``). A small labelled sample of candidate
+# pairs, where there is one, replaces both assumptions: it calibrates on the candidates directly.
+
+
+def shift_prior(prob: np.ndarray, old: float, new: float) -> np.ndarray:
+    """Probabilities calibrated where positives had share ``old``, moved to share ``new`` by Bayes' rule."""
+    prob = np.clip(np.asarray(prob, dtype=np.float64), 1e-12, 1 - 1e-12)
+    odds = prob / (1 - prob) * (new / (1 - new)) / (old / (1 - old))
+    return odds / (1 + odds)
+
+
+@dataclass
+class PriorEstimate:
+    """The share of true matches among the candidates, and how it was found."""
+
+    prior: float
+    method: str  # "em" (mixture of the model's probabilities), "labelled-sample", or "none"
+    training_prior: float | None
+    iterations: int = 0
+    sample_pairs: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def estimate_prior(prob: np.ndarray, training_prior: float, max_iter: int = 200, tol: float = 1e-7) -> PriorEstimate:
+    """The share of positives among pairs scored ``prob`` (calibrated under ``training_prior``): the fixed point
+    of the EM of Saerens et al. (2002), mean(shift_prior(prob, training_prior, pi)) = pi."""
+    prob = np.asarray(prob, dtype=np.float64)
+    pi = float(np.clip(prob.mean(), 1e-6, 1 - 1e-6)) if len(prob) else training_prior
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is reported)
+        new = float(np.clip(shift_prior(prob, training_prior, pi).mean(), 1e-6, 1 - 1e-6))
+        done = abs(new - pi) < tol
+        pi = new
+        if done:
+            break
+    return PriorEstimate(prior=pi, method="em", training_prior=training_prior, iterations=it)
+
+
+def expected_quality(prob: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(precision, recall) the probabilities themselves expect of keeping the pairs at or above
+    ``threshold``: recall among the scored pairs (true pairs never scored are not counted)."""
+    prob = np.asarray(prob, dtype=np.float64)
+    kept = prob >= threshold
+    total = prob.sum()
+    precision = float(prob[kept].mean()) if kept.any() else 1.0
+    recall = float(prob[kept].sum() / total) if total > 0 else 0.0
+    return precision, recall
+
+
+def expected_f1_threshold(prob: np.ndarray) -> float:
+    """The threshold that maximises the F1 the probabilities expect (see :func:`expected_quality`)."""
+    prob = np.sort(np.asarray(prob, dtype=np.float64))[::-1]
+    if not len(prob) or prob.sum() <= 0:
+        return 0.5
+    tp = np.cumsum(prob)
+    kept = np.arange(1, len(prob) + 1)
+    f1 = 2 * tp / (kept + prob.sum())
+    return float(prob[int(np.argmax(f1))])

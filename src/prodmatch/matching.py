@@ -55,7 +55,11 @@ class MatchConfig:
 
     Attributes:
         k: neighbours searched per item.
-        threshold: a pair at or above this probability is a match; None: the model's saved threshold.
+        threshold: a pair at or above this probability is a match; None: with ``calibrate="prior"``, the
+            threshold of the best F1 the calibrated candidate probabilities expect; else the model's own.
+        calibrate: ``prior`` re-calibrates the probabilities for the share of true matches among the
+            candidates (estimated, see :func:`calibrate_candidates`); ``none`` keeps the model's, which
+            are calibrated for its labelled validation pairs.
         block_by: ``"category"`` searches only within each level-2 category; None searches everything.
         index: ``flat`` (exact), ``hnsw`` (approximate), or ``auto``: flat up to ``exact_max_items`` items.
         exact_max_items: the size up to which ``auto`` searches exactly.
@@ -65,6 +69,7 @@ class MatchConfig:
 
     k: int = 20
     threshold: float | None = None
+    calibrate: str = "prior"
     block_by: str | None = None
     index: str = "auto"
     exact_max_items: int = 20_000
@@ -79,6 +84,8 @@ class MatchConfig:
                 f"--k must be between 1 and {MAX_K:,}, got {self.k:,}: every item's k nearest neighbours become "
                 "candidate pairs to score (items x k of them); 20 to 100 finds nearly every match"
             )
+        if self.calibrate not in ("prior", "none"):
+            raise ConfigError(f"--calibrate must be 'prior' or 'none', got {self.calibrate!r}")
         if self.index not in INDEX_KINDS:
             raise ConfigError(f"--index must be one of {list(INDEX_KINDS)}, got {self.index!r}")
         if self.block_by not in (None, "category"):
@@ -400,7 +407,7 @@ def cluster_quality(labels: np.ndarray, product: np.ndarray) -> dict[str, float]
     }
 
 
-THRESHOLD_GRID = tuple(round(x, 2) for x in np.arange(0.05, 1.0, 0.05))
+THRESHOLD_GRID = tuple(round(x, 1) for x in np.arange(0.1, 1.0, 0.1))
 
 
 def recall_at_ks(
@@ -452,7 +459,7 @@ def oracle_quality(
     neighbours: np.ndarray,
     queries: np.ndarray,
     linkage_max: int = 5000,
-    seed: int = 0,
+    max_grid_pairs: int = 5_000_000,
 ) -> dict:
     """The model's catalogue figures next to the Bayes oracle's on the same catalogue (synthetic data only).
 
@@ -480,6 +487,9 @@ def oracle_quality(
     top = oracle.top_k(orow[queries], max(RECALL_KS))
     out["oracle_recall_at_k"] = recall_at_ks(np.where(top >= 0, inverse[np.maximum(top, 0)], -1), queries, product)
     n = len(ids)
+    if len(left) > max_grid_pairs:
+        log.info("%d candidate pairs: the threshold grids of best F1 are left out (over %d)", len(left), max_grid_pairs)
+        return out
     t, f1 = best_threshold_f1(n, left, right, score, product, linkage_max=linkage_max)
     out["best_threshold"], out["best_threshold_f1"] = t, f1
     t, f1 = best_threshold_f1(n, left, right, oracle_p, product, linkage_max=linkage_max)
@@ -518,6 +528,7 @@ def match_catalogue(
     *,
     overwrite: bool = False,
     progress=None,
+    labelled_sample=None,
 ) -> dict:
     """Find every group of listings that are one product in ``data_dir``; write matches, clusters, summary.
 
@@ -533,6 +544,8 @@ def match_catalogue(
         config: k, threshold, blocking, index.
         overwrite: replace an existing output directory.
         progress: ``progress(stage, total)`` returning a callable that advances by n, or None.
+        labelled_sample: a pairs file (variantid1, variantid2, target) labelling a random sample of the
+            candidate pairs, to calibrate on (see :func:`calibrate_candidates`).
 
     Returns:
         The summary dict (also in summary.json).
@@ -540,6 +553,7 @@ def match_catalogue(
     from pathlib import Path
 
     from prodmatch.api import _model_and_catalogue
+    from prodmatch.calibration import expected_f1_threshold, expected_quality
     from prodmatch.io import write_json, write_parquet
     from prodmatch.oracle import ORACLE_ITEMS_FILE, Oracle
     from prodmatch.pairs import PairSet
@@ -594,6 +608,20 @@ def match_catalogue(
         score = model.predict_proba(cat, pairs)
         if done:
             done(len(left))
+    calibration: dict = {"method": "none"}
+    if config.calibrate == "prior":
+        sample = None
+        if labelled_sample is not None:
+            from prodmatch.pairs import load_pairs
+
+            labelled = load_pairs(labelled_sample, cat, require_target=True)
+            sample = (model.predict_proba(cat, labelled), labelled.target)
+        score, calibration = calibrate_candidates(model, score, sample)
+        if config.threshold is None:
+            threshold = expected_f1_threshold(score)
+            calibration["threshold_rule"] = "best expected F1 over the candidates"
+    estimated = expected_quality(score, threshold)
+    calibration |= {"estimated_precision": estimated[0], "estimated_recall_among_candidates": estimated[1]}
     with timed(stages, "clustering"):
         done = whole("clustering")
         labels, cluster_report = cluster_items(n, left, right, score, threshold, config.linkage_max)
@@ -611,6 +639,12 @@ def match_catalogue(
                     f"candidate_recall_at_{config.k}": candidate_recall(left, right, product),
                     **cluster_quality(labels, product),
                 }
+                same = product[left] == product[right]
+                kept_now = score >= threshold
+                quality["match_precision"] = float(same[kept_now].mean()) if kept_now.any() else None
+                quality["match_recall_among_candidates"] = (
+                    float(same[kept_now].sum() / same.sum()) if same.any() else None
+                )
                 if search_facts["index"] == ["hnsw"] and search_facts["index_object"] is not None:
                     # the index holds the searchable items only, in row order
                     index_vectors = vectors[searchable]
@@ -648,6 +682,7 @@ def match_catalogue(
             "search": {k: v for k, v in search_facts.items() if k not in ("index_object", "probe_neighbours")},
             "candidates": len(left),
             "matches": int(kept.sum()),
+            "calibration": calibration,
             "clustering": asdict(cluster_report),
             "quality": quality,
             "stages": stages,
@@ -656,6 +691,54 @@ def match_catalogue(
         write_json(summary, tmp / SUMMARY_FILE)
     summary["stages"] = stages
     return summary
+
+
+def calibrate_candidates(
+    model, prob: np.ndarray, sample: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, dict]:
+    """The candidates' probabilities re-calibrated for the candidates, and how.
+
+    The model's probabilities are calibrated on its labelled validation pairs, where matches are often half
+    of all pairs; among a catalogue's candidates they are usually a few percent. Without a sample, the share
+    of matches among the candidates is estimated by the EM of Saerens et al. (the prior under which the
+    shifted probabilities average to it) and the probabilities are moved to it by Bayes' rule: exact if the
+    model's evidence means the same for labelled and candidate pairs, an over-estimate where candidates'
+    negatives look more like matches than the labelled ones did. With ``sample`` (the model's probabilities
+    of a labelled random sample of candidate pairs, and the labels), Platt scaling on the sample calibrates
+    on candidates directly and the prior is the calibrated probabilities' mean.
+
+    Returns:
+        (probabilities, facts for summary.json).
+    """
+    from scipy.special import expit, logit
+
+    from prodmatch.calibration import Calibrator, PriorEstimate, estimate_prior, shift_prior
+
+    training_prior = model.calibrator.prior
+    if sample is not None:
+        sample_prob, target = sample
+        if len(np.unique(target)) < 2:
+            raise ConfigError("--labelled-sample needs both matches (1) and non-matches (0) among its pairs")
+        fitted = Calibrator.fit("platt", logit(np.clip(sample_prob, 1e-12, 1 - 1e-12)), target)
+        if fitted.method != "platt":
+            raise ConfigError("--labelled-sample: the model's scores do not rank its matches above its non-matches")
+        out = expit(fitted.a * logit(np.clip(prob, 1e-12, 1 - 1e-12)) + fitted.b)
+        estimate = PriorEstimate(float(out.mean()), "labelled-sample", training_prior, sample_pairs=len(target))
+        return out, estimate.to_dict() | {"platt": {"a": fitted.a, "b": fitted.b}}
+    if training_prior is None:
+        log.warning(
+            "the model's run directory does not record the share of matches it was calibrated for (trained "
+            "before prodmatch 0.12); its probabilities are used as they are: retrain to calibrate for candidates"
+        )
+        return prob, PriorEstimate(float("nan"), "none", None).to_dict()
+    estimate = estimate_prior(prob, training_prior)
+    log.info(
+        "matches among the candidates: %.2f%% estimated (EM over the model's probabilities; %.1f%% among the "
+        "pairs it was calibrated on)",
+        100 * estimate.prior,
+        100 * training_prior,
+    )
+    return shift_prior(prob, training_prior, estimate.prior), estimate.to_dict()
 
 
 def _recall_probe(data_dir, searchable: np.ndarray, sample: int = 2000, seed: int = 0) -> np.ndarray | None:

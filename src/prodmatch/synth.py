@@ -47,7 +47,15 @@ from prodmatch.io import (
 )
 from prodmatch.oracle import KINDS, ORACLE_ITEMS_FILE, Oracle, catalogue_kind_shares
 
-__all__ = ["NEGATIVES", "ORACLE_FILE", "SCENARIOS", "TRUTH_FILE", "SynthConfig", "generate"]
+__all__ = [
+    "CATALOGUE_SCENARIOS",
+    "NEGATIVES",
+    "ORACLE_FILE",
+    "SCENARIOS",
+    "TRUTH_FILE",
+    "SynthConfig",
+    "generate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +176,19 @@ SCENARIOS: dict[str, dict] = {
     "missing-vectors": {"no_picture": 0.3, "zero_vectors": 0.05},
     "many-listings": {"listings_per_product": 4.0, "pairs_per_item": 2.0, "positive_rate": 0.6},
 }
+
+# Catalogue scenarios (bench/bench_catalogue.py): `match` over a whole catalogue whose labelled pairs are drawn
+# unlike its candidates, with 1 to 5 listings per product and identifiable to ambiguous listings.
+CATALOGUE_SCENARIOS: dict[str, dict] = {
+    "catalogue-category": {"negatives": "category", "listings_per_product": 2.2},
+    "catalogue-siblings": {"negatives": "siblings", "listings_per_product": 2.2},
+    "catalogue-neighbours": {"negatives": "neighbours", "listings_per_product": 2.2},
+    "catalogue-single": {"negatives": "category", "listings_per_product": 1.3},
+    "catalogue-five": {"negatives": "category", "listings_per_product": 5.0},
+    "catalogue-identifiable": {"negatives": "category", "listings_per_product": 2.2, "noise": 0.5},
+    "catalogue-ambiguous": {"negatives": "category", "listings_per_product": 2.2, "noise": 2.0, "names": False},
+}
+SCENARIOS |= CATALOGUE_SCENARIOS
 
 
 def generate(out_dir: str | Path, config: SynthConfig | None = None) -> dict:

@@ -1,0 +1,101 @@
+"""(j) Catalogue matching against the Bayes oracle, on catalogues whose labelled pairs are drawn unlike the
+candidates `match` scores.
+
+For each catalogue scenario of `prodmatch.synth.CATALOGUE_SCENARIOS` (labelled negatives random within a
+category, siblings, or nearest neighbours; 1.3 to 5 listings per product; identifiable to ambiguous
+listings), the default model is trained as `prodmatch train` does and `prodmatch match` runs with its
+defaults. Its figures are set against the oracle's on the same catalogue: candidate recall@20 (per item's own
+top-20, on a 2,000-item sample) against the oracle's ranking, candidate AP against the oracle's AP on the same
+candidates, and the clusters' pairwise F1 against clustering the oracle's probabilities with the same rule
+at its best threshold. The estimated share of matches among the candidates is set against the truth.
+
+    python bench/bench_catalogue.py                        # every catalogue scenario, about 25 minutes
+    python bench/bench_catalogue.py --scenarios catalogue-category --hard-negatives 0   # without mining
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from common import OUT, console, table
+from prodmatch import TrainConfig, train
+from prodmatch.matching import MatchConfig, match_catalogue
+from prodmatch.synth import CATALOGUE_SCENARIOS, SynthConfig, generate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenarios", default=",".join(CATALOGUE_SCENARIOS), help="comma-separated names")
+    ap.add_argument("--items", type=int, default=40_000)
+    ap.add_argument("--pairs", type=int, default=12_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default="gbdt")
+    ap.add_argument("--hard-negatives", type=int, default=TrainConfig.hard_negatives)
+    ap.add_argument("--calibrate", default="prior")
+    args = ap.parse_args()
+    rows, results = [], {}
+    for name in args.scenarios.split(","):
+        settings = {"items": args.items, "pairs": args.pairs, **CATALOGUE_SCENARIOS[name]}
+        data = OUT / f"catalogue_{name}_{settings['items']}_{settings['pairs']}_{args.seed}"
+        if not (data / "oracle_items.npz").exists():
+            with console.status(f"{name}: generating"):
+                generate(data, SynthConfig(seed=args.seed, **settings))
+        run = OUT / f"catalogue_run_{name}_{args.hard_negatives}"
+        t0 = time.perf_counter()
+        with console.status(f"{name}: training {args.model}"):
+            train(
+                data,
+                run,
+                model=args.model,
+                config=TrainConfig(seed=args.seed, hard_negatives=args.hard_negatives),
+                overwrite=True,
+            )
+        train_seconds = time.perf_counter() - t0
+        with console.status(f"{name}: matching"):
+            summary = match_catalogue(
+                run, data, OUT / f"catalogue_match_{name}", MatchConfig(calibrate=args.calibrate), overwrite=True
+            )
+        q, cal = summary["quality"], summary["calibration"]
+        match_seconds = sum(st["seconds"] for key, st in summary["stages"].items() if key != "quality")
+        results[name] = {
+            "quality": q,
+            "calibration": cal,
+            "train_seconds": train_seconds,
+            "match_seconds": match_seconds,
+        }
+        recall, oracle_recall = q["recall_at_k"]["20"], q["oracle_recall_at_k"]["20"]
+        rows.append(
+            [
+                name,
+                f"{recall:.3f} / {oracle_recall:.3f}",
+                f"{q['candidate_ap']:.3f} / {q['oracle_candidate_ap']:.3f} = {q['candidate_ap'] / q['oracle_candidate_ap']:.2f}",
+                f"{q['pairwise_f1']:.3f} / {q['oracle_cluster_f1']:.3f} = {q['pairwise_f1'] / q['oracle_cluster_f1']:.2f}",
+                f"{q['best_threshold_f1']:.3f}",
+                f"{cal.get('prior', float('nan')):.4f} / {q['candidate_base_rate']:.4f}",
+                f"{cal.get('estimated_precision', float('nan')):.3f} / {q['match_precision'] or float('nan'):.3f}",
+                f"{train_seconds:.0f} + {match_seconds:.0f}",
+            ]
+        )
+        console.print(rows[-1])
+    (OUT / f"catalogue_{args.hard_negatives}.json").write_text(json.dumps(results, indent=2))
+    table(
+        f"(j) catalogue matching against the oracle: {args.model}, hard negatives {args.hard_negatives} per item, "
+        f"match --calibrate {args.calibrate} ({args.items:,} items, {args.pairs:,} labelled pairs, seed {args.seed})",
+        [
+            "scenario",
+            "recall@20 / oracle",
+            "candidate AP / oracle",
+            "cluster F1 / oracle",
+            "F1 at best threshold",
+            "match share est. / true",
+            "precision est. / true",
+            "seconds train + match",
+        ],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
