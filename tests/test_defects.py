@@ -141,7 +141,8 @@ def test_gbdt_serve_and_predict_agree(synth_dir, tmp_path, monkeypatch):
     # The stacked score, a feature the trees split on, is the same number on both paths: bf16 rounding
     # (about 1e-2 here) would send some pairs down other branches.
     torch_model = load_model(run)
-    assert [n.precision_ for n in torch_model.stack_models_] == ["fp32", "fp32"]
+    assert len(torch_model.stack_models_) >= 2
+    assert {n.precision_ for n in torch_model.stack_models_} == {"fp32"}
     onnx_model = load_model(run).use_runtime("onnx")
     cat = read_catalogue(synth_dir, torch_model.data_config())
     pairs = PairSet(cat.rows(frame.variantid1), cat.rows(frame.variantid2), None, np.arange(300), None, None)

@@ -732,6 +732,16 @@ def calibrate_candidates(
         )
         return prob, PriorEstimate(float("nan"), "none", None).to_dict()
     estimate = estimate_prior(prob, training_prior)
+    if estimate.prior < 1e-4:
+        # The likelihood is highest with no matches at all: the candidates look less like matches than the
+        # labelled negatives did, so the model's evidence does not mean the same on both and the shift
+        # would be arbitrary.
+        log.warning(
+            "the share of matches among the candidates cannot be estimated from the model's probabilities "
+            "(the estimate falls to %.2g): they are used as they are; give --labelled-sample to calibrate",
+            estimate.prior,
+        )
+        return prob, estimate.to_dict() | {"method": "none", "reason": "the EM estimate fell to zero"}
     log.info(
         "matches among the candidates: %.2f%% estimated (EM over the model's probabilities; %.1f%% among the "
         "pairs it was calibrated on)",

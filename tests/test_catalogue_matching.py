@@ -1,0 +1,141 @@
+"""Catalogue matching that is right about its candidates: the oracle for any pair, mined hard negatives, and
+calibration for the share of matches among the candidates."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit
+from typer.testing import CliRunner
+
+from prodmatch.calibration import estimate_prior, expected_f1_threshold, expected_quality, shift_prior
+from prodmatch.cli import app
+from prodmatch.config import TrainConfig
+from prodmatch.io import read_catalogue
+from prodmatch.mining import mine_negatives
+from prodmatch.oracle import Oracle
+from prodmatch.pairs import load_pairs
+
+
+def test_the_oracle_of_any_pair_equals_the_labelled_oracle_where_both_exist(synth_dir):
+    oracle = Oracle.load(synth_dir)
+    labelled = pd.read_parquet(synth_dir / "oracle.parquet")
+    left, right = oracle.rows(labelled["variantid1"]), oracle.rows(labelled["variantid2"])
+    np.testing.assert_array_equal(oracle.log_odds(left, right, prior="labelled"), labelled["score"].to_numpy())
+    # the same evidence under the catalogue's prior: only the prior odds change, so the ranking within the
+    # possible pairs is the same and the log-odds move by one constant
+    possible = labelled["score"].to_numpy() > -1e3
+    shift = oracle.log_odds(left, right, prior="catalogue")[possible] - labelled["score"].to_numpy()[possible]
+    assert np.ptp(shift) < 1.5  # the three negative kinds' priors differ, so nearly, not exactly, one constant
+    assert shift.mean() < 0  # matches are far rarer among all pairs than among the labelled ones
+    assert oracle.prior_catalogue.sum() == pytest.approx(1.0)
+
+
+def test_oracle_top_k_ranks_items_of_the_category_best_first(synth_dir):
+    oracle = Oracle.load(synth_dir)
+    queries = np.arange(0, len(oracle), 300)
+    top = oracle.top_k(queries, 5)
+    for q, row in zip(queries, top, strict=True):
+        row = row[row >= 0]
+        assert q not in row and (oracle.cat2[row] == oracle.cat2[q]).all()
+        scores = oracle.log_odds(np.full(len(row), q), row)
+        assert (np.diff(scores) <= 1e-9).all()
+        others = np.flatnonzero((oracle.cat2 == oracle.cat2[q]) & (np.arange(len(oracle)) != q))
+        assert scores[0] == pytest.approx(oracle.log_odds(np.full(len(others), q), others).max())
+
+
+def test_mined_negatives_never_include_a_pair_the_labels_connect(synth_dir):
+    cat = read_catalogue(synth_dir)
+    train = load_pairs(synth_dir / "train.parquet", cat, require_target=True)
+    held_out = np.arange(0, len(cat), 7)  # as if these were validation and test items
+    mined, report = mine_negatives(cat, train, list(cat.modalities), per_item=3, k=10, exclude_items=held_out)
+    assert report.mined == len(mined) > 0 and (mined.target == 0).all()
+    # components of the positive labels: no mined pair inside one
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    pos = train.target > 0.5
+    graph = sp.coo_matrix((np.ones(int(pos.sum())), (train.left[pos], train.right[pos])), shape=(len(cat),) * 2)
+    _, comp = connected_components(graph, directed=False)
+    assert not (comp[mined.left] == comp[mined.right]).any()
+    assert report.linked_by_labels > 0  # the search did meet such pairs, and left them out
+    key = lambda a, b: np.minimum(a, b).astype(np.int64) * len(cat) + np.maximum(a, b)  # noqa: E731
+    assert not np.isin(key(mined.left, mined.right), key(train.left, train.right)).any()
+    assert not np.isin(mined.right, held_out).any()  # neighbours are never validation or test items
+    assert len(np.unique(key(mined.left, mined.right))) == len(mined)
+    assert np.bincount(mined.left).max() <= 3 * 2  # per_item from each end
+
+
+def test_the_prior_estimate_recovers_a_known_share():
+    """Scores with known class-conditional densities, calibrated where half the pairs match; the candidates
+    hold 3 % matches. The EM estimate is within 0.5 points, and the shifted probabilities are calibrated."""
+    rng = np.random.default_rng(0)
+    share, n = 0.03, 200_000
+    y = rng.random(n) < share
+    x = np.where(y, rng.normal(2.0, 1.0, n), rng.normal(-2.0, 1.0, n))
+    prob = expit(4.0 * x)  # the exact posterior where half the pairs match: log N(x;2,1)/N(x;-2,1) = 4x
+    estimate = estimate_prior(prob, training_prior=0.5)
+    assert estimate.prior == pytest.approx(share, abs=0.005)
+    shifted = shift_prior(prob, 0.5, estimate.prior)
+    assert shifted.mean() == pytest.approx(y.mean(), abs=0.005)
+    threshold = expected_f1_threshold(shifted)
+    precision, recall = expected_quality(shifted, threshold)
+    kept = shifted >= threshold
+    assert precision == pytest.approx(y[kept].mean(), abs=0.02)
+    assert recall == pytest.approx(y[kept].sum() / y.sum(), abs=0.02)
+
+
+def test_match_on_synthetic_data_reports_the_oracle_and_a_prior_near_the_truth(synth_dir, tmp_path):
+    from conftest import SMALL
+    from prodmatch import api
+
+    run = tmp_path / "run"
+    api.train(synth_dir, run, model="gbdt", params=SMALL["gbdt"], config=TrainConfig(epochs=2))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["hygiene"]["hard_negatives"]["mined"] > 0
+    out = tmp_path / "m"
+    r = CliRunner().invoke(app, ["match", str(run), "-d", str(synth_dir), "-o", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    q, cal = summary["quality"], summary["calibration"]
+    assert 0.0 < cal["training_prior"] < 1.0
+    if cal["method"] == "em":  # within a factor of two of the true share, or given up on with a reason
+        assert 0.5 * q["candidate_base_rate"] <= cal["prior"] <= 2.0 * q["candidate_base_rate"]
+    else:
+        assert cal["method"] == "none" and cal["reason"]
+    assert 0.0 <= cal["estimated_precision"] <= 1.0 and 0.0 <= cal["estimated_recall_among_candidates"] <= 1.0
+    assert 0.0 < q["candidate_ap"] <= q["oracle_candidate_ap"] + 0.05
+    assert set(q["recall_at_k"]) == {"5", "10", "20", "50"}
+    assert q["oracle_recall_at_k"]["20"] >= q["oracle_recall_at_k"]["5"]
+    assert q["oracle_cluster_f1"] >= 0.5 and 0.0 <= q["best_threshold_f1"] <= 1.0
+    assert summary["parameters"]["threshold"] < 0.99
+
+    # a labelled sample of candidates calibrates on them instead
+    truth = pd.read_parquet(synth_dir / "truth.parquet").set_index("variantid")["product_id"]
+    matches = pd.read_parquet(out / "matches.parquet")
+    sample = matches.sample(min(len(matches), 150), random_state=0)
+    clusters = pd.read_parquet(out / "clusters.parquet").sample(300, random_state=1)["variantid"].to_numpy()
+    sample = pd.concat([sample, pd.DataFrame({"variantid1": clusters[:150], "variantid2": clusters[150:]})])
+    sample["target"] = truth.reindex(sample.variantid1).to_numpy() == truth.reindex(sample.variantid2).to_numpy()
+    sample[["variantid1", "variantid2"]].assign(target=sample["target"].astype(int)).to_parquet(tmp_path / "s.parquet")
+    r = CliRunner().invoke(
+        app,
+        [
+            "match",
+            str(run),
+            "-d",
+            str(synth_dir),
+            "-o",
+            str(out),
+            "--overwrite",
+            "--no-progress",
+            "--labelled-sample",
+            str(tmp_path / "s.parquet"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    cal = json.loads((out / "summary.json").read_text())["calibration"]
+    assert cal["method"] == "labelled-sample" and cal["sample_pairs"] == 300
