@@ -1,9 +1,11 @@
 """(e) Catalogue matching at scale: a synthetic catalogue of 1M items, matched end to end on this machine.
 
 Generates the catalogue (once, cached under bench/out), trains a ``siamese`` model with 64-d item vectors
-on its labelled pairs (not timed as part of matching), then runs ``prodmatch match`` in-process and prints wall time and peak
-memory per stage, against the issue's targets: end to end <= 10 minutes and <= 8 GB, ANN recall >= 0.98 of
-exact top-k; candidate recall@k of the true pairs is reported.
+on its labelled pairs and the hard negatives mined from the catalogue (not timed as part of matching), then
+runs ``prodmatch match`` in-process with its defaults and prints wall time and peak memory per stage, against
+the targets: end to end <= 10 minutes and <= 8 GB, ANN recall >= 0.98 of exact top-k; candidate recall@k
+by k, candidate AP and the calibration's estimates are set against the Bayes oracle and the truth. The
+``quality`` stage (measuring against the truth and the oracle) is reported but is not part of matching.
 
     python bench/bench_matching.py --items 1000000 --k 20
 """
@@ -47,14 +49,43 @@ def main() -> None:
     total = time.perf_counter() - t0
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     rows = [[name, f"{st['seconds']:.1f}", f"{st['peak_rss_mb'] / 1024:.2f}"] for name, st in summary["stages"].items()]
+    measuring = summary["stages"].get("quality", {}).get("seconds", 0.0)
     rows.append(["end to end", f"{total:.1f}", f"{peak_gb:.2f}"])
+    rows.append(["end to end, less the quality stage", f"{total - measuring:.1f}", ""])
     table(
         f"(e) match {summary['items']:,} items, k={args.k}, {summary['search']['index']}: "
         f"{summary['candidates']:,} candidates, {summary['matches']:,} matches",
         ["stage", "seconds", "peak memory GB (process, so far)"],
         rows,
     )
-    q = summary["quality"]
+    q, cal = summary["quality"], summary["calibration"]
+    oracle_recall = q.get("oracle_recall_at_k", {})
+    table(
+        "candidate recall@k of the true partners (each sampled item's own top-k; 2,000 items)",
+        ["k", "model's search", "Bayes oracle's ranking"],
+        [
+            [k, f"{v:.4f}", f"{oracle_recall[k]:.4f}" if k in oracle_recall else "-"]
+            for k, v in q["recall_at_k"].items()
+        ],
+    )
+    table(
+        "the candidates' scores and calibration",
+        ["measure", "model", "oracle / truth"],
+        [
+            ["candidate AP", f"{q['candidate_ap']:.4f}", f"{q.get('oracle_candidate_ap', float('nan')):.4f}"],
+            [
+                "share of matches among candidates",
+                f"{cal.get('prior', float('nan')):.4f} ({cal['method']})",
+                f"{q['candidate_base_rate']:.4f}",
+            ],
+            ["precision of the matches", f"{cal['estimated_precision']:.4f} (expected)", f"{q['match_precision']:.4f}"],
+            [
+                "recall among the candidates",
+                f"{cal['estimated_recall_among_candidates']:.4f} (expected)",
+                f"{q['match_recall_among_candidates']:.4f}",
+            ],
+        ],
+    )
     table(
         "quality against the synthetic truth",
         ["measure", "value", "target"],
@@ -71,7 +102,7 @@ def main() -> None:
                 "",
             ],
             ["B-cubed precision / recall", f"{q['bcubed_precision']:.4f} / {q['bcubed_recall']:.4f}", ""],
-            ["end to end minutes", f"{total / 60:.1f}", "<= 10"],
+            ["end to end minutes, less the quality stage", f"{(total - measuring) / 60:.1f}", "<= 10"],
             ["peak memory GB", f"{peak_gb:.2f}", "<= 8"],
         ],
     )

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from prodmatch.calibration import Calibrator, choose_threshold
 from prodmatch.catalogue import Catalogue
 from prodmatch.config import DataConfig, TrainConfig
 from prodmatch.errors import ConfigError
@@ -144,6 +145,19 @@ def _train_into(
     choice = est.calibrate(
         valid_logits, prepared.valid.target, method=config.calibration, target_precision=config.target_precision
     )
+    if prepared.valid_mined is not None and len(prepared.valid_mined):
+        # Calibrated on the labelled validation pairs and the validation items' mined negatives together, so
+        # the probabilities hold on pairs like a catalogue's candidates; the threshold is still chosen on the
+        # labelled pairs (the ones `predict` and `evaluate` score).
+        mined_logits = est.predict_logits(cat, prepared.valid_mined, config.eval_batch_size)
+        est.calibrator = Calibrator.fit(
+            config.calibration,
+            np.concatenate([valid_logits, mined_logits]),
+            np.concatenate([prepared.valid.target, prepared.valid_mined.target]),
+        )
+        choice = choose_threshold(prepared.valid.target, est.calibrator(valid_logits), config.target_precision)
+        est.threshold_choice, est.threshold = choice, choice.threshold
+        metrics["calibration_pairs"] = {"labelled": len(prepared.valid), "mined": len(prepared.valid_mined)}
     log.info(
         "calibration %s; threshold %.4f (%s): validation precision %.4f, recall %.4f",
         est.calibrator.method,
@@ -197,6 +211,7 @@ class PreparedPairs:
     test: PairSet | None
     split: SplitReport
     hygiene: dict[str, Any]
+    valid_mined: PairSet | None = None  # hard negatives mined for the validation items (calibration only)
 
 
 def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfig) -> PreparedPairs:
@@ -256,30 +271,48 @@ def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfi
         if test.target is None:
             log.info("%s has no targets; skipping the test evaluation", test_path)
             test = None
+    valid_mined = None
     if config.hard_negatives:
-        from prodmatch.mining import drop_likely_positives, mine_negatives
-
-        held_out = [valid_pairs.left, valid_pairs.right] + ([test.left, test.right] if test is not None else [])
-        mined, report = mine_negatives(
-            catalogue,
-            train_pairs,
-            list(catalogue.modalities),
-            per_item=config.hard_negatives,
-            k=config.mine_k,
-            exclude_items=np.unique(np.concatenate(held_out)),
-            seed=config.seed,
+        test_items = [test.left, test.right] if test is not None else []
+        mined, hygiene["hard_negatives"] = _mine(
+            catalogue, train_pairs, [valid_pairs.left, valid_pairs.right, *test_items], config, "training"
         )
-        mined, report.dropped_as_likely_positive = drop_likely_positives(
-            catalogue, train_pairs, mined, list(catalogue.modalities), seed=config.seed
-        )
-        log.info(
-            "kept %d mined negatives; dropped %d that look like the labelled positives (likely unlabelled matches)",
-            len(mined),
-            report.dropped_as_likely_positive,
+        # Validation's own, among items outside training and test: the model is calibrated on pairs like the
+        # ones `match` will score, not only on the labelled ones.
+        valid_mined, hygiene["hard_negatives_validation"] = _mine(
+            catalogue, valid_pairs, [train_pairs.left, train_pairs.right, *test_items], config, "validation"
         )
         train_pairs = train_pairs.concat(mined)
-        hygiene["hard_negatives"] = report.to_dict()
-    return PreparedPairs(train=train_pairs, valid=valid_pairs, test=test, split=split, hygiene=hygiene)
+    return PreparedPairs(
+        train=train_pairs, valid=valid_pairs, test=test, split=split, hygiene=hygiene, valid_mined=valid_mined
+    )
+
+
+def _mine(
+    catalogue: Catalogue, pairs: PairSet, held_out: list[np.ndarray], config: TrainConfig, side: str
+) -> tuple[PairSet, dict]:
+    """Hard negatives for the items of ``pairs``, none with an item of ``held_out``; likely positives dropped."""
+    from prodmatch.mining import drop_likely_positives, mine_negatives
+
+    mined, report = mine_negatives(
+        catalogue,
+        pairs,
+        list(catalogue.modalities),
+        per_item=config.hard_negatives,
+        k=config.mine_k,
+        exclude_items=np.unique(np.concatenate(held_out)) if held_out else None,
+        seed=config.seed,
+    )
+    mined, report.dropped_as_likely_positive = drop_likely_positives(
+        catalogue, pairs, mined, list(catalogue.modalities), seed=config.seed
+    )
+    log.info(
+        "%s: kept %d mined negatives; dropped %d that look like the labelled positives (likely unlabelled matches)",
+        side,
+        len(mined),
+        report.dropped_as_likely_positive,
+    )
+    return mined, report.to_dict()
 
 
 def _given_split(train: PairSet, valid: PairSet) -> SplitReport:

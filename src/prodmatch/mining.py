@@ -40,8 +40,8 @@ class MiningReport:
 
     per_item: int
     k: int
-    query_items: int = 0
-    searchable_items: int = 0
+    query_items: int = 0  # training items with an embedding
+    searchable_items: int = 0  # items with an embedding, outside validation and test
     neighbours: int = 0
     linked_by_labels: int = 0  # same component of the positive pairs: never a negative
     already_labelled: int = 0

@@ -71,6 +71,7 @@ class Oracle:
     p_same_colour: float
     prior_labelled: np.ndarray
     prior_catalogue: np.ndarray
+    chunk: int = 1 << 20  # pairs scored at a time
 
     def __len__(self) -> int:
         return len(self.variantid)
@@ -162,6 +163,13 @@ class Oracle:
         number or colour) are ordered by their embedding evidence below every other pair, near -1e4.
         """
         left, right = np.asarray(left), np.asarray(right)
+        if len(left) > self.chunk:  # bounded memory: a few (chunk, r) float64 arrays at a time
+            return np.concatenate(
+                [
+                    self.log_odds(left[s : s + self.chunk], right[s : s + self.chunk], prior)
+                    for s in range(0, len(left), self.chunk)
+                ]
+            )
         same_cat = self.cat2[left] == self.cat2[right]
         ll = np.zeros((len(left), 4)) + np.log(self.prior(prior))
         ll[~same_cat, :3] = -np.inf

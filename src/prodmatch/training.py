@@ -137,6 +137,8 @@ def train_network(
     callback: TrainCallback | None = None,
     fingerprint: dict | None = None,
     scorer: Callable[..., np.ndarray] | None = None,
+    modality_dropout: float = 0.0,
+    dims: list[int] | None = None,
 ) -> TrainResult:
     """Train ``net`` on labelled pairs with Adam and BCE-with-logits; leave it holding the best epoch's weights.
 
@@ -152,6 +154,10 @@ def train_network(
         fingerprint: facts about the run (model, data sizes) that a resumed run must share.
         scorer: ``scorer(net, features, left, right, batch_size)`` -> logits for validation; ``score_logits``
             in the configured precision by default.
+        modality_dropout: in training batches, each item's modalities are hidden (block and presence flag
+            zeroed) with this probability each, never all of an item's, so the network learns to compare
+            items that miss one (listings without a picture).
+        dims: the modalities' dimensions (the feature layout: blocks, then one flag each); needed for it.
 
     Returns:
         The training history and the best epoch. ``net`` holds the best epoch's weights.
@@ -247,6 +253,11 @@ def train_network(
                 continue
             a = features.index_select(0, t_left.index_select(0, idx))  # (B, F)
             b = features.index_select(0, t_right.index_select(0, idx))  # (B, F)
+            if modality_dropout > 0 and dims and len(dims) > 1:
+                a, b = (
+                    _hide_modalities(a, dims, modality_dropout, gen),
+                    _hide_modalities(b, dims, modality_dropout, gen),
+                )
             y = t_target.index_select(0, idx)  # (B,)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = net(a, b)
@@ -326,6 +337,18 @@ def train_network(
         stopped_early=stopped_early,
         seconds=time.perf_counter() - t_start,
     )
+
+
+def _hide_modalities(x: torch.Tensor, dims: list[int], p: float, gen: torch.Generator) -> torch.Tensor:
+    """A copy of item features with each present modality hidden with probability ``p``, keeping one."""
+    k = len(dims)
+    flags = x[:, -k:] > 0
+    hide = (torch.rand(x.shape[0], k, generator=gen) < p) & flags
+    hide &= (flags & ~hide).any(dim=1, keepdim=True)  # never every modality an item has
+    if not hide.any():
+        return x
+    keep = torch.cat([(~hide[:, i : i + 1]).expand(-1, d) for i, d in enumerate(dims)] + [~hide], dim=1)
+    return x * keep.to(x.dtype)
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ class SiameseParams:
     head_layers: int = 2
     dropout: float = 0.1
     lr: float = 0.002  # Adam learning rate
+    modality_dropout: float = 0.1  # training only: hide an item's modality (never all), so it matches without it
 
 
 class SiameseNet(nn.Module):

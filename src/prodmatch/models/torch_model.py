@@ -103,6 +103,8 @@ class TorchPairModel(PairModel):
             callback=callback,
             fingerprint={"model": self.name, "params": asdict(self.params), "modalities": self.modalities_},
             scorer=self._score,
+            modality_dropout=getattr(self.params, "modality_dropout", 0.0),
+            dims=[d for _, d in self.modalities_],
         )
         self.network_.eval()
         self.history_ = [asdict(h) for h in self.result_.history]
