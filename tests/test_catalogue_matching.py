@@ -96,6 +96,7 @@ def test_match_on_synthetic_data_reports_the_oracle_and_a_prior_near_the_truth(s
     api.train(synth_dir, run, model="gbdt", params=SMALL["gbdt"], config=TrainConfig(epochs=2))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["hygiene"]["hard_negatives"]["mined"] > 0
+    assert metrics["calibration_pairs"]["mined"] > 0  # calibrated on the validation items' mined negatives too
     out = tmp_path / "m"
     r = CliRunner().invoke(app, ["match", str(run), "-d", str(synth_dir), "-o", str(out), "--no-progress"])
     assert r.exit_code == 0, r.output
@@ -139,3 +140,41 @@ def test_match_on_synthetic_data_reports_the_oracle_and_a_prior_near_the_truth(s
     assert r.exit_code == 0, r.output
     cal = json.loads((out / "summary.json").read_text())["calibration"]
     assert cal["method"] == "labelled-sample" and cal["sample_pairs"] == 300
+
+
+def test_hidden_modalities_keep_one_and_zero_their_flags():
+    import torch
+
+    from prodmatch.training import _hide_modalities
+
+    dims = [3, 2]
+    x = torch.ones(2000, 3 + 2 + 2)
+    x[:500, 3:5] = 0.0  # no picture
+    x[:500, 6] = 0.0
+    out = _hide_modalities(x, dims, 0.5, torch.Generator().manual_seed(0))
+    flags = out[:, -2:]
+    assert (flags.sum(dim=1) >= 1).all()  # never every modality
+    assert torch.equal(out[:500], x[:500])  # an item with one modality keeps it
+    hidden_text = flags[:, 0] == 0
+    assert hidden_text.any() and (out[hidden_text, :3] == 0).all()
+    assert 0.3 < float((flags[500:] == 0).float().mean()) < 0.6
+    assert torch.equal(_hide_modalities(x, dims, 0.0, torch.Generator()), x)
+
+
+def test_items_missing_a_modality_get_candidates_by_the_ones_they_have(synth_dir, siamese_run):
+    from prodmatch.matching import incomplete_item_candidates
+    from prodmatch.models import load_model
+
+    model = load_model(siamese_run)
+    cat = read_catalogue(synth_dir, model.data_config())
+    searchable = np.ones(len(cat), dtype=bool)
+    left, right, n_incomplete = incomplete_item_candidates(model, cat, searchable, k=5)
+    complete = np.ones(len(cat), dtype=bool)
+    for name, _ in model.modalities_:
+        complete &= cat.modalities[name].present
+    assert n_incomplete == int((~complete).sum()) > 0
+    assert (left < right).all() and (~complete[left] | ~complete[right]).all()
+    # every incomplete item got its 5 neighbours (pairs may repeat between two incomplete items)
+    incomplete_rows = np.flatnonzero(~complete)
+    counts = np.bincount(np.concatenate([left, right]), minlength=len(cat))
+    assert (counts[incomplete_rows] >= 5).all()

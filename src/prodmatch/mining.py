@@ -4,7 +4,8 @@ Labelled pairs are rarely drawn like a catalogue's nearest neighbours. ``match``
 neighbours, most of which are near-misses (other products of the same family, the same category); a model
 that never saw such pairs labels them all as matches. So training adds, for every item of the training
 pairs, a few of its top-k neighbours in the catalogue, found by the same kind of search ``match`` runs
-(faiss, inner product of the normalised modalities), as negatives.
+(faiss, inner product of the normalised modalities; over 20,000 items, exact within each level-2 category
+when the data has categories), as negatives.
 
 They are unlabelled, and a few of them are in fact the same product (another seller's listing of it). The
 risk is handled in three ways:
@@ -47,6 +48,7 @@ class MiningReport:
     already_labelled: int = 0
     mined: int = 0
     dropped_as_likely_positive: int = 0
+    blocked_by_category: bool = False  # over 20,000 items: exact search within each level-2 category
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,10 +109,25 @@ def mine_negatives(
         return empty, report
 
     config = MatchConfig(k=min(k, len(targets) - 1))
-    index = build_index(vectors[targets], config.index_kind(len(targets)), config)
-    found = search(index, vectors[queries], config.k + 1)  # +1: an item may find itself
-    q = np.repeat(queries, found.shape[1])
-    j = np.where(found >= 0, targets[np.maximum(found, 0)], -1).ravel()
+    kind = config.index_kind(len(targets))
+    if kind == "hnsw" and catalogue.categories is not None:
+        # Large catalogues: exact search within each level-2 category, cheaper than building an approximate
+        # index over everything, and the hard negatives are there.
+        block = catalogue.categories["category2"].cat.codes.to_numpy()
+        report.blocked_by_category = True
+    else:
+        block = np.zeros(n, dtype=np.int64)
+    qs, js = [], []
+    for b in np.unique(block[queries]):
+        tb, qb = targets[block[targets] == b], queries[block[queries] == b]
+        if len(tb) < 2:
+            continue
+        index = build_index(vectors[tb], "flat" if report.blocked_by_category else kind, config)
+        found = search(index, vectors[qb], min(config.k + 1, len(tb)))  # +1: an item may find itself
+        qs.append(np.repeat(qb, found.shape[1]))
+        js.append(np.where(found >= 0, tb[np.maximum(found, 0)], -1).ravel())
+    q = np.concatenate(qs) if qs else np.zeros(0, dtype=np.int64)
+    j = np.concatenate(js) if js else np.zeros(0, dtype=np.int64)
     ok = (j >= 0) & (j != q)
     q, j = q[ok], j[ok]
     report.neighbours = len(q)
