@@ -157,7 +157,8 @@ def test_hidden_modalities_keep_one_and_zero_their_flags():
     assert torch.equal(out[:500], x[:500])  # an item with one modality keeps it
     hidden_text = flags[:, 0] == 0
     assert hidden_text.any() and (out[hidden_text, :3] == 0).all()
-    assert 0.3 < float((flags[500:] == 0).float().mean()) < 0.6
+    # p(hidden) = p - p^2: an item whose every modality came up hidden keeps them all
+    assert 0.2 < float((flags[500:] == 0).float().mean()) < 0.3
     assert torch.equal(_hide_modalities(x, dims, 0.0, torch.Generator()), x)
 
 

@@ -340,7 +340,8 @@ def train_network(
 
 
 def _hide_modalities(x: torch.Tensor, dims: list[int], p: float, gen: torch.Generator) -> torch.Tensor:
-    """A copy of item features with each present modality hidden with probability ``p``, keeping one."""
+    """A copy of item features with each present modality hidden with probability ``p``; an item whose every
+    modality came up hidden keeps them all."""
     k = len(dims)
     flags = x[:, -k:] > 0
     hide = (torch.rand(x.shape[0], k, generator=gen) < p) & flags
