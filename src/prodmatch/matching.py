@@ -251,11 +251,12 @@ def candidate_pairs(
 
 
 def incomplete_item_candidates(
-    model, catalogue: Catalogue, searchable: np.ndarray, k: int, batch: int = 4096
+    model, catalogue: Catalogue, searchable: np.ndarray, k: int, batch: int = 4096, exact_max_items: int = 20_000
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Extra candidates for the items missing one of the model's modalities: their exact top-k among all
     searchable items by the modalities they have (inner product of the normalised modalities, the missing
-    one adding 0 to every item's score).
+    one adding 0 to every item's score); over ``exact_max_items`` items, among the items of their level-2
+    category when the data has categories.
 
     A tower's vectors place such items by what the network learnt of them, and its head, not the vectors'
     inner product, is what was trained to match them, so their partners can fall outside their top-k in
@@ -280,13 +281,26 @@ def incomplete_item_candidates(
     if len(queries) == 0 or len(targets) < 2:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), len(queries)
     vectors = modality_vectors(catalogue, names)
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(np.ascontiguousarray(vectors[targets]))
-    found = search(index, vectors[queries], min(k + 1, len(targets)), batch=batch)
-    q = np.repeat(queries, found.shape[1])
-    r = np.where(found >= 0, targets[np.maximum(found, 0)], -1).ravel()
-    ok = (r >= 0) & (r != q)
-    return np.minimum(q[ok], r[ok]), np.maximum(q[ok], r[ok]), len(queries)
+    if len(targets) > exact_max_items and catalogue.categories is not None:
+        block = catalogue.categories["category2"].cat.codes.to_numpy()  # large: within each category
+    else:
+        block = np.zeros(len(catalogue), dtype=np.int64)
+    lefts, rights = [], []
+    for b in np.unique(block[queries]):
+        qb, tb = queries[block[queries] == b], targets[block[targets] == b]
+        if len(tb) < 2:
+            continue
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(np.ascontiguousarray(vectors[tb]))
+        found = search(index, vectors[qb], min(k + 1, len(tb)), batch=batch)
+        q = np.repeat(qb, found.shape[1])
+        r = np.where(found >= 0, tb[np.maximum(found, 0)], -1).ravel()
+        ok = (r >= 0) & (r != q)
+        lefts.append(np.minimum(q[ok], r[ok]))
+        rights.append(np.maximum(q[ok], r[ok]))
+    if not lefts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), len(queries)
+    return np.concatenate(lefts), np.concatenate(rights), len(queries)
 
 
 def ann_recall(vectors: np.ndarray, index, k: int, sample: int = 2000, seed: int = 0) -> float:
@@ -632,7 +646,7 @@ def match_catalogue(
         left, right, search_facts = candidate_pairs(vectors, config, groups, advance, searchable, probe)
         search_facts["items_without_embeddings"] = int((~searchable).sum())
         more_left, more_right, search_facts["incomplete_items"] = incomplete_item_candidates(
-            model, cat, searchable, config.k
+            model, cat, searchable, config.k, exact_max_items=config.exact_max_items
         )
         if len(more_left):
             key = np.unique(np.concatenate([left * n + right, more_left * n + more_right]))
