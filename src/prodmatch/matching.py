@@ -674,7 +674,7 @@ def match_catalogue(
             labelled = load_pairs(labelled_sample, cat, require_target=True)
             sample = (model.predict_proba(cat, labelled), labelled.target)
         score, calibration = calibrate_candidates(model, score, sample)
-        if config.threshold is None:
+        if config.threshold is None and calibration["method"] != "none":  # else the model's own threshold
             threshold = expected_f1_threshold(score)
             calibration["threshold_rule"] = "best expected F1 over the candidates"
     estimated = expected_quality(score, threshold)
