@@ -250,8 +250,35 @@ def candidate_pairs(
     return key // n, key % n, facts
 
 
+def neighbours_within(
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    targets: np.ndarray,
+    k: int,
+    block: np.ndarray,
+    kind: str = "flat",
+    config: MatchConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query row's top-k target rows of its own block, as flat (query, neighbour) row pairs, itself and
+    empty slots left out. One ``kind`` index per block."""
+    config = config or MatchConfig()
+    qs, js = [], []
+    for b in np.unique(block[queries]):
+        qb, tb = queries[block[queries] == b], targets[block[targets] == b]
+        if len(tb) < 2:
+            continue
+        index = build_index(vectors[tb], kind, config)
+        found = search(index, vectors[qb], min(k + 1, len(tb)))  # +1: an item may find itself
+        qs.append(np.repeat(qb, found.shape[1]))
+        js.append(np.where(found >= 0, tb[np.maximum(found, 0)], -1).ravel())
+    q = np.concatenate(qs) if qs else np.zeros(0, dtype=np.int64)
+    j = np.concatenate(js) if js else np.zeros(0, dtype=np.int64)
+    ok = (j >= 0) & (j != q)
+    return q[ok], j[ok]
+
+
 def incomplete_item_candidates(
-    model, catalogue: Catalogue, searchable: np.ndarray, k: int, batch: int = 4096, exact_max_items: int = 20_000
+    model, catalogue: Catalogue, searchable: np.ndarray, k: int, exact_max_items: int = 20_000
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Extra candidates for the items missing one of the model's modalities: their exact top-k among all
     searchable items by the modalities they have (inner product of the normalised modalities, the missing
@@ -266,8 +293,6 @@ def incomplete_item_candidates(
     Returns:
         (left, right, n_incomplete) with left < right.
     """
-    import faiss
-
     from prodmatch.mining import modality_vectors
 
     names = [name for name, _ in model.modalities_]
@@ -285,22 +310,8 @@ def incomplete_item_candidates(
         block = catalogue.categories["category2"].cat.codes.to_numpy()  # large: within each category
     else:
         block = np.zeros(len(catalogue), dtype=np.int64)
-    lefts, rights = [], []
-    for b in np.unique(block[queries]):
-        qb, tb = queries[block[queries] == b], targets[block[targets] == b]
-        if len(tb) < 2:
-            continue
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(np.ascontiguousarray(vectors[tb]))
-        found = search(index, vectors[qb], min(k + 1, len(tb)), batch=batch)
-        q = np.repeat(qb, found.shape[1])
-        r = np.where(found >= 0, tb[np.maximum(found, 0)], -1).ravel()
-        ok = (r >= 0) & (r != q)
-        lefts.append(np.minimum(q[ok], r[ok]))
-        rights.append(np.maximum(q[ok], r[ok]))
-    if not lefts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), len(queries)
-    return np.concatenate(lefts), np.concatenate(rights), len(queries)
+    q, r = neighbours_within(vectors, queries, targets, k, block)
+    return np.minimum(q, r), np.maximum(q, r), len(queries)
 
 
 def ann_recall(vectors: np.ndarray, index, k: int, sample: int = 2000, seed: int = 0) -> float:
@@ -474,8 +485,8 @@ def recall_at_ks(
         queries: (Q,) the query rows.
         product: (N,) true product of every row.
     """
-    counts = np.bincount(pd.factorize(product)[0])
     codes = pd.factorize(product)[0]
+    counts = np.bincount(codes)
     partners = counts[codes[queries]] - 1
     total = int(partners.sum())
     hit = (neighbours >= 0) & (neighbours != queries[:, None])

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from prodmatch.catalogue import Catalogue
-from prodmatch.pairs import PairSet
+from prodmatch.pairs import PairSet, _unordered_key
 
 __all__ = ["MiningReport", "mine_negatives", "modality_vectors"]
 
@@ -89,7 +89,7 @@ def mine_negatives(
     Returns:
         (pairs, report): the mined pairs (target 0, ``source_rows`` -1, category of the query item).
     """
-    from prodmatch.matching import MatchConfig, build_index, search
+    from prodmatch.matching import MatchConfig, neighbours_within
 
     report = MiningReport(per_item=per_item, k=k)
     n = len(catalogue)
@@ -117,19 +117,8 @@ def mine_negatives(
         report.blocked_by_category = True
     else:
         block = np.zeros(n, dtype=np.int64)
-    qs, js = [], []
-    for b in np.unique(block[queries]):
-        tb, qb = targets[block[targets] == b], queries[block[queries] == b]
-        if len(tb) < 2:
-            continue
-        index = build_index(vectors[tb], "flat" if report.blocked_by_category else kind, config)
-        found = search(index, vectors[qb], min(config.k + 1, len(tb)))  # +1: an item may find itself
-        qs.append(np.repeat(qb, found.shape[1]))
-        js.append(np.where(found >= 0, tb[np.maximum(found, 0)], -1).ravel())
-    q = np.concatenate(qs) if qs else np.zeros(0, dtype=np.int64)
-    j = np.concatenate(js) if js else np.zeros(0, dtype=np.int64)
-    ok = (j >= 0) & (j != q)
-    q, j = q[ok], j[ok]
+    kind = "flat" if report.blocked_by_category else kind
+    q, j = neighbours_within(vectors, queries, targets, config.k, block, kind, config)
     report.neighbours = len(q)
 
     # Components of the positive training pairs: the labels say, through a chain, that they are one product.
@@ -137,7 +126,7 @@ def mine_negatives(
     graph = sp.coo_matrix((np.ones(int(pos.sum())), (train.left[pos], train.right[pos])), shape=(n, n))
     _, component = connected_components(graph, directed=False)
     linked = component[q] == component[j]
-    labelled = np.isin(_key(q, j, n), _key(train.left, train.right, n))
+    labelled = np.isin(_unordered_key(q, j, n), _unordered_key(train.left, train.right, n))
     report.linked_by_labels, report.already_labelled = int(linked.sum()), int((labelled & ~linked).sum())
     q, j = q[~linked & ~labelled], j[~linked & ~labelled]
 
@@ -149,7 +138,7 @@ def mine_negatives(
     keep = (np.arange(len(q)) - starts) < per_item
     q, j = q[keep], j[keep]
     # a pair mined from both ends once
-    _, first = np.unique(_key(q, j, n), return_index=True)
+    _, first = np.unique(_unordered_key(q, j, n), return_index=True)
     q, j = q[first], j[first]
     report.mined = len(q)
 
@@ -224,8 +213,3 @@ def drop_likely_positives(
         score[half == side] = booster.predict(x[half == side])
     likely = score[len(labelled) :] >= threshold
     return mined.subset(~likely), int(likely.sum())
-
-
-def _key(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
-    a, b = a.astype(np.int64), b.astype(np.int64)
-    return np.minimum(a, b) * n + np.maximum(a, b)
