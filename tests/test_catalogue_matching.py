@@ -113,6 +113,10 @@ def test_match_on_synthetic_data_reports_the_oracle_and_a_prior_near_the_truth(s
     assert q["oracle_recall_at_k"]["20"] >= q["oracle_recall_at_k"]["5"]
     assert q["oracle_cluster_f1"] >= 0.5 and 0.0 <= q["best_threshold_f1"] <= 1.0
     assert summary["parameters"]["threshold"] < 0.99
+    shared = summary["search"]["shared_values"]  # synth writes names and attributes: blocked on their rare values
+    assert shared["tokens_kept"] > 0 and shared["tokens_purged"] > 0 and shared["neighbours"] > 0
+    assert 0 <= shared["new_candidates"] <= shared["neighbours"]
+    assert metrics["hygiene"]["hard_negatives"]["shared_value_neighbours"] > 0  # mining met them too
 
     # a labelled sample of candidates calibrates on them instead
     truth = pd.read_parquet(synth_dir / "truth.parquet").set_index("variantid")["product_id"]
@@ -179,3 +183,18 @@ def test_items_missing_a_modality_get_candidates_by_the_ones_they_have(synth_dir
     incomplete_rows = np.flatnonzero(~complete)
     counts = np.bincount(np.concatenate([left, right]), minlength=len(cat))
     assert (counts[incomplete_rows] >= 5).all()
+
+
+def test_the_optional_positive_unlabelled_filter_drops_mined_pairs_that_look_like_matches(synth_dir):
+    from prodmatch.mining import drop_likely_positives
+
+    cat = read_catalogue(synth_dir)
+    train = load_pairs(synth_dir / "train.parquet", cat, require_target=True)
+    mined, _ = mine_negatives(cat, train, list(cat.modalities), per_item=2, k=10)
+    kept, dropped = drop_likely_positives(cat, train, mined, list(cat.modalities), threshold=0.2)
+    assert dropped > 0 and len(kept) + dropped == len(mined)
+    truth = pd.read_parquet(synth_dir / "truth.parquet").set_index("variantid")["product_id"]
+    same = lambda p: truth.reindex(p.ids1).to_numpy() == truth.reindex(p.ids2).to_numpy()  # noqa: E731
+    assert same(kept).mean() < same(mined).mean()  # the unlabelled matches are what it drops most
+    with pytest.raises(Exception, match="drop_mined_above"):
+        TrainConfig(drop_mined_above=1.5)

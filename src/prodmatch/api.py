@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +120,10 @@ def _train_into(
     catalogue: Catalogue | None,
 ) -> TrainReport:
     t0 = time.perf_counter()
-    cat = catalogue or read_catalogue(data_dir, model_class.data_config_for(data_config))
+    read_config = model_class.data_config_for(data_config)
+    if config.hard_negatives > 0:  # mining blocks on shared values of names and attributes, as `match` does
+        read_config = replace(read_config, load_names=True, load_attributes=True)
+    cat = catalogue or read_catalogue(data_dir, read_config)
     load_seconds = time.perf_counter() - t0
     prepared = prepare_pairs(data_dir, cat, config)
 
@@ -275,12 +278,24 @@ def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfi
     if config.hard_negatives:
         test_items = [test.left, test.right] if test is not None else []
         mined, hygiene["hard_negatives"] = _mine(
-            catalogue, train_pairs, [valid_pairs.left, valid_pairs.right, *test_items], config, "training"
+            catalogue,
+            train_pairs,
+            [valid_pairs.left, valid_pairs.right, *test_items],
+            config,
+            "training",
+            config.drop_mined_above,
         )
         # Validation's own, among items outside training and test: the model is calibrated on pairs like the
-        # ones `match` will score, not only on the labelled ones.
+        # ones `match` will score, not only on the labelled ones. Calibration takes every pair's label at its
+        # word, and about as many of these unlabelled pairs are matches as among `match`'s candidates, which
+        # would pull the probabilities (and the share `match` estimates) down; so the likely matches go.
         valid_mined, hygiene["hard_negatives_validation"] = _mine(
-            catalogue, valid_pairs, [train_pairs.left, train_pairs.right, *test_items], config, "validation"
+            catalogue,
+            valid_pairs,
+            [train_pairs.left, train_pairs.right, *test_items],
+            config,
+            "validation",
+            CALIBRATION_DROP_MINED_ABOVE,
         )
         train_pairs = train_pairs.concat(mined)
     return PreparedPairs(
@@ -288,10 +303,20 @@ def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfi
     )
 
 
+# Mined validation pairs a quick model scores this likely or more to be matches are left out of calibration.
+CALIBRATION_DROP_MINED_ABOVE = 0.2
+
+
 def _mine(
-    catalogue: Catalogue, pairs: PairSet, held_out: list[np.ndarray], config: TrainConfig, side: str
+    catalogue: Catalogue,
+    pairs: PairSet,
+    held_out: list[np.ndarray],
+    config: TrainConfig,
+    side: str,
+    drop_above: float | None,
 ) -> tuple[PairSet, dict]:
-    """Hard negatives for the items of ``pairs``, none with an item of ``held_out``; likely positives dropped."""
+    """Hard negatives for the items of ``pairs``, none with an item of ``held_out``; with ``drop_above``, those
+    scored that likely or more to be matches dropped (see ``prodmatch.mining.drop_likely_positives``)."""
     from prodmatch.mining import drop_likely_positives, mine_negatives
 
     mined, report = mine_negatives(
@@ -303,15 +328,17 @@ def _mine(
         exclude_items=np.unique(np.concatenate(held_out)) if held_out else None,
         seed=config.seed,
     )
-    mined, report.dropped_as_likely_positive = drop_likely_positives(
-        catalogue, pairs, mined, list(catalogue.modalities), seed=config.seed
-    )
-    log.info(
-        "%s: kept %d mined negatives; dropped %d that look like the labelled positives (likely unlabelled matches)",
-        side,
-        len(mined),
-        report.dropped_as_likely_positive,
-    )
+    if drop_above is not None:
+        mined, report.dropped_as_likely_positive = drop_likely_positives(
+            catalogue, pairs, mined, list(catalogue.modalities), seed=config.seed, threshold=drop_above
+        )
+        log.info(
+            "%s: kept %d mined negatives; dropped %d scored %.2f or more like the labelled positives",
+            side,
+            len(mined),
+            report.dropped_as_likely_positive,
+            drop_above,
+        )
     return mined, report.to_dict()
 
 
@@ -404,11 +431,15 @@ def predict(
 
 
 def _model_and_catalogue(
-    run_dir: str | Path, data_dir: str | Path, catalogue: Catalogue | None
+    run_dir: str | Path, data_dir: str | Path, catalogue: Catalogue | None, *, text: bool = False
 ) -> tuple[PairModel, Catalogue]:
-    """A saved model, and the catalogue of ``data_dir`` read with just the modalities that model uses."""
+    """A saved model, and the catalogue of ``data_dir`` read with just the modalities that model uses (and
+    the names and attributes too with ``text``, for blocking on shared values)."""
     est = load_model(run_dir)
-    return est, catalogue or read_catalogue(data_dir, est.data_config())
+    config = est.data_config()
+    if text:
+        config = replace(config, load_names=True, load_attributes=True)
+    return est, catalogue or read_catalogue(data_dir, config)
 
 
 def _prepare_run_dir(out_dir: Path, *, overwrite: bool, resume: bool) -> None:

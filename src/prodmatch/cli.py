@@ -233,6 +233,13 @@ def train(
         ),
     ] = 2,
     mine_k: Annotated[int, typer.Option(help="Neighbours searched per item when mining (match's --k).")] = 20,
+    drop_mined_above: Annotated[
+        float | None,
+        typer.Option(
+            help="Drop mined pairs a quick cross-fitted model scores this likely or more to be matches (a "
+            "positive-unlabelled filter; it drops the hardest negatives too); default: keep them all."
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -271,6 +278,7 @@ def train(
             precision=precision,  # type: ignore[arg-type]
             hard_negatives=hard_negatives,
             mine_k=mine_k,
+            drop_mined_above=drop_mined_above,
         )
         data_cfg = DataConfig(
             modalities=tuple(m.strip() for m in modalities.split(",")) if modalities else None,
@@ -444,6 +452,16 @@ def match(
     index: Annotated[
         str, typer.Option(help="auto (exact up to 20,000 items, then HNSW), flat (exact) or hnsw.")
     ] = "auto",
+    token_k: Annotated[
+        int,
+        typer.Option(
+            help="Extra candidates per item that share its rarest attribute values or name words (a model "
+            "number, an article code), found whatever the embeddings say; 0: off."
+        ),
+    ] = 10,
+    token_max_block: Annotated[
+        int, typer.Option(help="A value or word held by more items than this (a brand, a colour) is not blocked on.")
+    ] = 100,
     new: Annotated[
         Path | None,
         typer.Option(help="Incremental: a data directory of newly listed items to match against --index-dir."),
@@ -459,7 +477,8 @@ def match(
 ) -> None:
     """Group a whole catalogue into products: candidate search, scoring, clustering.
 
-    Finds every item's top-k neighbours with faiss, scores each candidate pair with the model, keeps pairs
+    Finds every item's top-k neighbours with faiss, and the items sharing its rarest attribute values or name
+    words (--token-k), scores each candidate pair with the model, keeps pairs
     at or above the threshold, and clusters items: connected components, each re-cut by average linkage so
     that one weak link cannot chain two groups together. Writes OUT/matches.parquet (variantid1,
     variantid2, score), OUT/clusters.parquet (variantid, cluster_id) and OUT/summary.json (counts, timings
@@ -473,7 +492,15 @@ def match(
     from prodmatch.matching import MatchConfig, match_catalogue, match_new_items
 
     with _errors():
-        cfg = MatchConfig(k=k, threshold=threshold, calibrate=calibrate, block_by=block_by, index=index)
+        cfg = MatchConfig(
+            k=k,
+            threshold=threshold,
+            calibrate=calibrate,
+            block_by=block_by,
+            index=index,
+            token_k=token_k,
+            token_max_block=token_max_block,
+        )
         if new is not None or index_dir is not None or clusters is not None:
             if new is None or index_dir is None or clusters is None:
                 raise ConfigError("incremental matching needs --new, --index-dir and --clusters together")

@@ -74,6 +74,11 @@ class TrainConfig:
         hard_negatives: negatives mined per training item from its top-``mine_k`` catalogue neighbours
             that the labels do not connect to it (see ``prodmatch.mining``); 0 mines none.
         mine_k: neighbours searched per item when mining (``match``'s k).
+        drop_mined_above: drop the mined pairs a quick cross-fitted model scores this likely or more to be
+            matches (a positive-unlabelled filter, see ``prodmatch.mining.drop_likely_positives``); None keeps
+            them all. Off by default: it drops the hardest negatives (other products of the same family) with
+            the unlabelled matches, and measured on the catalogue scenarios that costs more than the few
+            wrong labels it saves (README, table j).
     """
 
     epochs: int = 10
@@ -96,6 +101,7 @@ class TrainConfig:
     target_precision: float | None = None
     hard_negatives: int = 2
     mine_k: int = 20
+    drop_mined_above: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -127,6 +133,10 @@ class TrainConfig:
             raise ConfigError(f"hard_negatives must be in [0, 50], got {self.hard_negatives}")
         if not 1 <= self.mine_k <= 1000:
             raise ConfigError(f"mine_k must be in [1, 1000], got {self.mine_k}")
+        if self.drop_mined_above is not None and not 0.0 < self.drop_mined_above <= 1.0:
+            raise ConfigError(
+                f"drop_mined_above must be in (0, 1] or left out (keep every mined pair), got {self.drop_mined_above}"
+            )
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
 

@@ -65,6 +65,9 @@ class MatchConfig:
         exact_max_items: the size up to which ``auto`` searches exactly.
         hnsw_m, hnsw_ef_construction, hnsw_ef_search: HNSW graph degree and search breadth.
         linkage_max: components larger than this are not re-clustered (counted), to bound memory.
+        token_k: extra candidates per item from shared rare values (attribute values, name words; see
+            :mod:`prodmatch.blocking`); 0 turns them off.
+        token_max_block: a value held by more items than this is too common to block on.
     """
 
     k: int = 20
@@ -77,12 +80,20 @@ class MatchConfig:
     hnsw_ef_construction: int = 64
     hnsw_ef_search: int = 96
     linkage_max: int = 5000
+    token_k: int = 10
+    token_max_block: int = 100
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= MAX_K:
             raise ConfigError(
                 f"--k must be between 1 and {MAX_K:,}, got {self.k:,}: every item's k nearest neighbours become "
                 "candidate pairs to score (items x k of them); 20 to 100 finds nearly every match"
+            )
+        if not 0 <= self.token_k <= MAX_K:
+            raise ConfigError(f"--token-k must be between 0 (off) and {MAX_K:,}, got {self.token_k:,}")
+        if self.token_max_block < 2:
+            raise ConfigError(
+                f"--token-max-block must be at least 2 (a value two items share), got {self.token_max_block}"
             )
         if self.calibrate not in ("prior", "none"):
             raise ConfigError(f"--calibrate must be 'prior' or 'none', got {self.calibrate!r}")
@@ -626,7 +637,7 @@ def match_catalogue(
     stages: dict[str, dict] = {}
     t_start = time.perf_counter()
     with timed(stages, "load"):
-        model, cat = _model_and_catalogue(run_dir, data_dir, None)
+        model, cat = _model_and_catalogue(run_dir, data_dir, None, text=config.token_k > 0)
     threshold = model.threshold if config.threshold is None else config.threshold
     n = len(cat)
 
@@ -662,6 +673,16 @@ def match_catalogue(
         if len(more_left):
             key = np.unique(np.concatenate([left * n + right, more_left * n + more_right]))
             search_facts["candidates_from_incomplete_items"] = int(len(key) - len(left))
+            left, right = key // n, key % n
+        if config.token_k > 0:
+            from prodmatch.blocking import item_tokens, shared_token_neighbours
+
+            rows = np.flatnonzero(searchable)
+            q, j, token_report = shared_token_neighbours(
+                item_tokens(cat, rows), rows, rows, config.token_k, config.token_max_block, vectors
+            )
+            key = np.unique(np.concatenate([left * n + right, np.minimum(q, j) * n + np.maximum(q, j)]))
+            search_facts["shared_values"] = token_report.to_dict() | {"new_candidates": int(len(key) - len(left))}
             left, right = key // n, key % n
     log.info("%d candidate pairs from %d items (k=%d, %s)", len(left), n, config.k, ", ".join(search_facts["index"]))
 
