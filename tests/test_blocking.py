@@ -83,3 +83,25 @@ def test_token_settings_are_checked():
         MatchConfig(token_k=-1)
     with pytest.raises(ConfigError, match="--token-max-block"):
         MatchConfig(token_max_block=1)
+
+
+def test_mining_over_shared_values_keeps_rows_past_the_int32_range_of_their_products():
+    """Over 46,341 items a row times the item count overflows int32: the mined rows must stay in range."""
+    from prodmatch.mining import mine_negatives
+    from prodmatch.pairs import PairSet
+
+    n = 50_000
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(n, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    cat = _catalogue([f"family{i // 3}" for i in range(n)], [None] * n, vectors)
+    left = np.arange(n - 3002, n - 2, 3, dtype=np.int32)  # families of 3 from row 46,998: row * n is past int32
+    right = left + 1
+    ids = cat.ids.to_numpy()
+    train = PairSet(left, right, np.ones(len(left), np.float32), np.arange(len(left)), ids[left], ids[right])
+    mined, report = mine_negatives(cat, train, ["v"], per_item=20, k=2)
+    assert report.shared_value_neighbours > 0 and len(mined) > 0
+    assert mined.left.min() >= 0 and mined.right.min() >= 0
+    assert mined.left.max() < n and mined.right.max() < n
+    # a family's third item is found through the shared name word, and is never its labelled partner
+    assert set(zip(mined.left.tolist(), mined.right.tolist(), strict=True)) >= {(int(left[0]), int(left[0]) + 2)}

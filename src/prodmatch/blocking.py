@@ -134,6 +134,7 @@ def shared_token_neighbours(
         (query, neighbour, report): flat row pairs, a query never paired with itself.
     """
     report = TokenReport(k=k, max_block=max_block)
+    queries, targets = np.asarray(queries, dtype=np.int64), np.asarray(targets, dtype=np.int64)
     empty = np.zeros(0, dtype=np.int64)
     n = tokens.shape[0]
     in_targets = np.zeros(n, dtype=bool)
