@@ -100,6 +100,7 @@ def test_match_on_synthetic_data_reports_the_oracle_and_a_prior_near_the_truth(s
     out = tmp_path / "m"
     r = CliRunner().invoke(app, ["match", str(run), "-d", str(synth_dir), "-o", str(out), "--no-progress"])
     assert r.exit_code == 0, r.output
+    assert "shared rare values:" in r.output
     summary = json.loads((out / "summary.json").read_text())
     q, cal = summary["quality"], summary["calibration"]
     assert 0.0 < cal["training_prior"] < 1.0

@@ -526,6 +526,12 @@ def match(
             f"{summary['candidates']:,} candidate pairs ({summary['item_vectors']}, {', '.join(summary['search']['index'])}), "
             f"{summary['matches']:,} matches at threshold {summary['parameters']['threshold']:.3f}"
         )
+        shared = summary["search"].get("shared_values")
+        if shared:
+            stdout.print(
+                f"shared rare values: {shared['tokens_kept']:,} values or words held by 2 to {shared['max_block']} items "
+                f"({shared['tokens_purged']:,} more common ones left out) added {shared['new_candidates']:,} candidates"
+            )
         cal = summary["calibration"]
         if cal["method"] != "none":
             stdout.print(

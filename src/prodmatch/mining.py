@@ -125,7 +125,6 @@ def mine_negatives(
         block = np.zeros(n, dtype=np.int64)
     kind = "flat" if report.blocked_by_category else kind
     q, j = neighbours_within(vectors, queries, targets, config.k, block, kind, config)
-    source = np.zeros(len(q), dtype=np.int8)  # 0: the vectors' top-k, 1: shared rare values
     if token_k > 0:  # and those sharing rare values, as `match` finds them
         from prodmatch.blocking import item_tokens, shared_token_neighbours
 
@@ -133,11 +132,9 @@ def mine_negatives(
             item_tokens(catalogue, np.union1d(queries, targets)), queries, targets, token_k, token_max_block, vectors
         )
         report.shared_value_neighbours = len(tq)
-        # (query, neighbour) once; one found both ways counts as a shared-value neighbour
-        qq, jj = np.concatenate([tq, q]).astype(np.int64), np.concatenate([tj, j]).astype(np.int64)
-        _, first = np.unique(qq * n + jj, return_index=True)
-        q, j = qq[first], jj[first]
-        source = (first < len(tq)).astype(np.int8)
+        qq, jj = np.concatenate([q, tq]).astype(np.int64), np.concatenate([j, tj]).astype(np.int64)
+        directed = np.unique(qq * n + jj)  # (query, neighbour), once
+        q, j = directed // n, directed % n
     report.neighbours = len(q)
 
     # Components of the positive training pairs: the labels say, through a chain, that they are one product.
@@ -147,17 +144,13 @@ def mine_negatives(
     linked = component[q] == component[j]
     labelled = np.isin(_unordered_key(q, j, n), _unordered_key(train.left, train.right, n))
     report.linked_by_labels, report.already_labelled = int(linked.sum()), int((labelled & ~linked).sum())
-    eligible = ~linked & ~labelled
-    q, j, source = q[eligible], j[eligible], source[eligible]
+    q, j = q[~linked & ~labelled], j[~linked & ~labelled]
 
-    # per_item of each query's eligible neighbours from each source, uniformly: a random order, then the first
-    # per_item per (query, source). Drawn apart, so the few neighbours sharing a model number are not drowned
-    # among the vectors' k: they are the other products of the same family, the hardest negatives there are.
+    # per_item of each query's eligible neighbours, uniformly: a random order, then the first per_item per query
     rng = np.random.default_rng(seed)
-    order = np.lexsort((rng.random(len(q)), source, q))
-    q, j, source = q[order], j[order], source[order]
-    group = q * 2 + source
-    starts = np.searchsorted(group, group, side="left")
+    order = np.lexsort((rng.random(len(q)), q))
+    q, j = q[order], j[order]
+    starts = np.searchsorted(q, q, side="left")
     keep = (np.arange(len(q)) - starts) < (len(q) if per_item is None else per_item)
     q, j = q[keep], j[keep]
     # a pair mined from both ends once
