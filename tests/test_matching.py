@@ -140,7 +140,8 @@ def test_incremental_matching_agrees_with_a_full_rebuild(synth_dir, tmp_path):
     new_ids = np.random.default_rng(0).choice(ids, size=150, replace=False)
     old_dir, new_dir = tmp_path / "old", tmp_path / "new"
     _split_data(synth_dir, old_dir, new_dir, new_ids)
-    cfg = MatchConfig(k=10)
+    # incremental matching searches the index only and keeps the model's threshold: the same rules here
+    cfg = MatchConfig(k=10, token_k=0, calibrate="none")
 
     full = match_catalogue(run_dir, synth_dir, tmp_path / "full", cfg)
     match_catalogue(run_dir, old_dir, tmp_path / "old_match", cfg)
