@@ -48,9 +48,10 @@ def test_tokens_are_attribute_values_under_any_key_and_name_words_in_one_space()
     assert shared[1, 1] == 2  # x7853 and 42; the None value is left out
 
 
-def test_an_attribute_mapping_that_is_not_json_names_the_item():
-    cat = _catalogue(["a", "b"], ['{"Модель": ["X1"]}', "{not json"])
-    with pytest.raises(DataError, match=r"item 101 .*not JSON"):
+@pytest.mark.parametrize("bad", ["{not json", '["X1"]'])
+def test_an_attribute_mapping_that_is_not_a_json_object_names_the_item(bad):
+    cat = _catalogue(["a", "b"], ['{"Модель": ["X1"]}', bad])
+    with pytest.raises(DataError, match=r"item 101 .*not a JSON object"):
         item_tokens(cat)
 
 

@@ -72,13 +72,13 @@ def item_tokens(catalogue: Catalogue, rows: np.ndarray | None = None) -> sp.csr_
                 continue
             try:
                 obj = json.loads(text)
+                if not isinstance(obj, dict):
+                    raise ValueError("not a JSON object")
             except ValueError as e:
                 raise DataError(
                     f"attributes.parquet: characteristic_attributes_mapping of item {catalogue.ids[i]} is not "
-                    f"JSON ({e}): {str(text)[:80]!r}; fix it or drop the column"
+                    f"a JSON object ({e}): {str(text)[:80]!r}; fix it or drop the column"
                 ) from e
-            if not isinstance(obj, dict):
-                continue
             for values in obj.values():
                 for v in values if isinstance(values, list) else [values]:
                     if v is not None and not isinstance(v, (dict, list)):
