@@ -18,7 +18,6 @@ Nothing here depends on a dataset's column names: a token is rare or it is not.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 
@@ -27,7 +26,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from prodmatch.catalogue import Catalogue
-from prodmatch.errors import DataError
+from prodmatch.features import parse_attributes
 
 __all__ = ["TokenReport", "item_tokens", "shared_token_neighbours"]
 
@@ -67,18 +66,9 @@ def item_tokens(catalogue: Catalogue, rows: np.ndarray | None = None) -> sp.csr_
     token: list[pd.Series] = []
     if catalogue.attributes is not None:
         its, vals = [], []
-        for i, text in zip(rows, catalogue.attributes[rows], strict=True):
-            if not text:
+        for i, obj in zip(rows, parse_attributes(catalogue, rows), strict=True):
+            if obj is None:
                 continue
-            try:
-                obj = json.loads(text)
-                if not isinstance(obj, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as e:
-                raise DataError(
-                    f"attributes.parquet: characteristic_attributes_mapping of item {catalogue.ids[i]} is not "
-                    f"a JSON object ({e}): {str(text)[:80]!r}; fix it or drop the column"
-                ) from e
             for values in obj.values():
                 for v in values if isinstance(values, list) else [values]:
                     if v is not None and not isinstance(v, (dict, list)):

@@ -394,22 +394,7 @@ class _SideData:
 
     def _parse_attributes(self, cat: Catalogue) -> list[dict | None]:
         """The local items' attribute mappings, parsed once for every group that reads them (None: none)."""
-        parsed: list[dict | None] = []
-        for i, text in enumerate(cat.attributes[self.items]):  # json.loads is the only per-item work
-            if not text:
-                parsed.append(None)
-                continue
-            try:
-                obj = json.loads(text)
-                if not isinstance(obj, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as e:
-                raise DataError(
-                    f"attributes.parquet: characteristic_attributes_mapping of item {cat.ids[self.items[i]]} "
-                    f"is not a JSON object ({e}): {str(text)[:80]!r}; fix it or drop the column"
-                ) from e
-            parsed.append(obj)
-        return parsed
+        return parse_attributes(cat, self.items)
 
     def _attributes(self, parsed: list[dict | None]):
         """Key and key=value indicator matrices, brand and colour codes (-1: none), has-attributes flags."""
@@ -527,6 +512,27 @@ class _SideData:
         for m in (tokens, codes, tfidf):
             m.sum_duplicates()  # canonical: sorted, unique columns per row, as _rowwise_dot needs
         return tokens, codes, tfidf, length, has
+
+
+def parse_attributes(cat: Catalogue, rows: np.ndarray) -> list[dict | None]:
+    """The attribute mappings of catalogue ``rows`` (None where an item has none); DataError naming the item
+    when one is not a JSON object."""
+    parsed: list[dict | None] = []
+    for row, text in zip(rows, cat.attributes[rows], strict=True):  # json.loads is the only per-item work
+        if not text:
+            parsed.append(None)
+            continue
+        try:
+            obj = json.loads(text)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            raise DataError(
+                f"attributes.parquet: characteristic_attributes_mapping of item {cat.ids[row]} "
+                f"is not a JSON object ({e}): {str(text)[:80]!r}; fix it or drop the column"
+            ) from e
+        parsed.append(obj)
+    return parsed
 
 
 def _hash_names(names: np.ndarray) -> sp.csr_matrix:
