@@ -178,3 +178,25 @@ def test_incremental_matching_agrees_with_a_full_rebuild(synth_dir, tmp_path):
     # incremental matching never changes an existing cluster.
     assert old_part_differs >= 0.8 * (len(new_ids) - agree)
     assert (inc_c["is_new_cluster"] == ~inc_c["cluster_id"].isin(old_c.unique())).all()
+
+
+def test_small_components_are_cut_as_scipy_average_linkage_cuts_them():
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    from prodmatch.matching import average_linkage_cut
+
+    rng = np.random.default_rng(0)
+    for m in (3, 4, 7, 16):
+        sim = rng.random((40, m, m)) * (rng.random((40, m, m)) < 0.6)  # some pairs never scored
+        sim = np.triu(sim, 1)
+        sim = sim + sim.transpose(0, 2, 1)
+        for threshold in (0.3, 0.6):
+            first = average_linkage_cut(sim, threshold)
+            for c in range(len(sim)):
+                dist = 1.0 - sim[c]
+                np.fill_diagonal(dist, 0.0)
+                tree = linkage(squareform(dist, checks=False), method="average")
+                sub = fcluster(tree, t=1.0 - threshold, criterion="distance")
+                _, at, inverse = np.unique(sub, return_index=True, return_inverse=True)
+                np.testing.assert_array_equal(first[c], at[inverse])

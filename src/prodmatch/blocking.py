@@ -33,6 +33,7 @@ __all__ = ["TokenReport", "item_tokens", "shared_token_neighbours"]
 log = logging.getLogger(__name__)
 
 WORD_PATTERN = r"(?u)\w+"
+TIE_PIECE = 16384  # pairs per inner-product piece when breaking ties
 
 
 @dataclass
@@ -154,9 +155,11 @@ def shared_token_neighbours(
             continue
         tie = np.zeros(len(q), dtype=np.float32)
         if vectors is not None:
-            for s in range(0, len(q), 1 << 20):
-                tie[s : s + (1 << 20)] = np.einsum(
-                    "ij,ij->i", vectors[q[s : s + (1 << 20)]], vectors[j[s : s + (1 << 20)]]
+            # in small pieces: the gathered rows stay in the allocator's cache (pieces of a million pairs
+            # were mapped and faulted in afresh every time, four times slower)
+            for s in range(0, len(q), TIE_PIECE):
+                tie[s : s + TIE_PIECE] = np.einsum(
+                    "ij,ij->i", vectors[q[s : s + TIE_PIECE]], vectors[j[s : s + TIE_PIECE]]
                 )
         order = np.lexsort((j, -tie, -w, q))  # heaviest first, then nearest, then in row order
         q, j = q[order], j[order]

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prodmatch.config import INFERENCE_BATCH
 from prodmatch.errors import ConfigError, ModelError
 from prodmatch.io import atomic_path, write_json
 
@@ -219,12 +220,12 @@ class OnnxPairScorer:
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, left: np.ndarray, right: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+    def __call__(self, left: np.ndarray, right: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """Logits of the pairs (left[i], right[i]) of item-feature rows."""
         return self._batched(len(left), lambda sl: (left[sl], right[sl]), batch_size)
 
     def score_rows(
-        self, features: np.ndarray, left: np.ndarray, right: np.ndarray, batch_size: int = 65536
+        self, features: np.ndarray, left: np.ndarray, right: np.ndarray, batch_size: int = INFERENCE_BATCH
     ) -> np.ndarray:
         """Logits of the pairs of rows (left[i], right[i]) of ``features``, gathered one batch at a time."""
         return self._batched(len(left), lambda sl: (features[left[sl]], features[right[sl]]), batch_size)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prodmatch.config import TrainConfig, auto_batch_size
+from prodmatch.config import INFERENCE_BATCH, TrainConfig, auto_batch_size
 from prodmatch.errors import ConfigError
 from prodmatch.evaluation import pr_auc
 from prodmatch.io import atomic_path
@@ -99,7 +99,7 @@ def score_logits(
     features: torch.Tensor,
     left: np.ndarray,
     right: np.ndarray,
-    batch_size: int = 65536,
+    batch_size: int = INFERENCE_BATCH,
     *,
     bf16: bool = False,
 ) -> np.ndarray:

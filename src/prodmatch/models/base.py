@@ -17,7 +17,7 @@ import numpy as np
 
 from prodmatch.calibration import Calibrator, ThresholdChoice, choose_threshold
 from prodmatch.catalogue import NORM_EPS, Catalogue
-from prodmatch.config import DataConfig, TrainConfig
+from prodmatch.config import INFERENCE_BATCH, DataConfig, TrainConfig
 from prodmatch.errors import ConfigError, DataError, ModelError
 from prodmatch.io import write_json
 from prodmatch.pairs import PairSet
@@ -63,7 +63,7 @@ class PairModel:
     def fit(self, catalogue: Catalogue, train: PairSet, valid: PairSet, config: TrainConfig | None = None, **kw):
         raise NotImplementedError
 
-    def predict_logits(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = 65536) -> np.ndarray:
+    def predict_logits(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """(M,) float32 raw scores: higher means more likely the same product."""
         raise NotImplementedError
 
@@ -80,7 +80,7 @@ class PairModel:
 
     # ---------------------------------------------------------------------------------- scoring
 
-    def predict_proba(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = 65536) -> np.ndarray:
+    def predict_proba(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """Calibrated probability that each pair is the same product, in the order of ``pairs``.
 
         Returns:

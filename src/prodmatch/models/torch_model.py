@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from prodmatch.catalogue import NORM_EPS, Catalogue, l2_normalize
-from prodmatch.config import TrainConfig
+from prodmatch.config import INFERENCE_BATCH, TrainConfig
 from prodmatch.errors import ConfigError, DataError, ModelError
 from prodmatch.io import atomic_path
 from prodmatch.models.base import CONFIG_FILE, PairModel
@@ -122,7 +122,7 @@ class TorchPairModel(PairModel):
 
     # --------------------------------------------------------------------------------------- scoring
 
-    def predict_logits(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = 65536) -> np.ndarray:
+    def predict_logits(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """(M,) float32 logits, the same for (a, b) and (b, a)."""
         self._check_fitted()
         self._check_catalogue(catalogue)
@@ -180,7 +180,12 @@ class TorchPairModel(PairModel):
         return self.calibrator(self.logits_from_features(a, b))
 
     def _score(
-        self, net: nn.Module, features: torch.Tensor, left: np.ndarray, right: np.ndarray, batch_size: int = 65536
+        self,
+        net: nn.Module,
+        features: torch.Tensor,
+        left: np.ndarray,
+        right: np.ndarray,
+        batch_size: int = INFERENCE_BATCH,
     ) -> np.ndarray:
         """Logits in this model's precision; order-sensitive networks average both orders."""
         bf16 = self.precision_ == "bf16" and bf16_pays()  # weights stay fp32: any CPU can score in fp32
@@ -272,7 +277,7 @@ def _score_by_items(
 
 
 def tower_vectors(
-    net: nn.Module, features: torch.Tensor, rows: np.ndarray, batch_size: int = 65536, *, bf16: bool = False
+    net: nn.Module, features: torch.Tensor, rows: np.ndarray, batch_size: int = INFERENCE_BATCH, *, bf16: bool = False
 ) -> torch.Tensor:
     """(len(rows), d) float32 item vectors of a tower-and-head network for catalogue ``rows``, in batches."""
     net.eval()
