@@ -7,6 +7,12 @@ as missing. The groups:
 - per embedding modality: cosine, L2 distance, the largest coordinate gap, the spread of the
   coordinate-wise product, and the cosine after whitening (centre on the training items' mean, project on the
   top principal components, scale each to unit variance: "BERT-whitening", Su et al. 2021);
+- per embedding modality (``discriminant``), the cosine in the directions where products differ more than
+  the listings of one product do: the generalised eigenvectors of the items' covariance against the
+  covariance of the differences within the training matches (linear discriminant analysis for
+  verification, as in speaker and face verification), keeping those whose ratio is at least
+  ``DISCRIMINANT_MIN_RATIO``. Whitening weighs every principal direction alike, noise included; this keeps
+  the directions that tell products apart, however many there are;
 - extra photos (``pic_embeddings_resnet_v1`` with the main picture): min, mean and max cross cosine;
 - equality of category levels 1 to 4;
 - attributes: Jaccard over keys and over key=value, brand and colour agreement, and the number of keys
@@ -42,6 +48,11 @@ _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 COLOUR_KEYS = ("Цвет товара", "Цвет", "color", "colour", "Color")
 MAX_EXTRA_PICTURES = 8  # per item; more are ignored (counted in the log)
 WHITEN_DIM = 32
+# A direction is kept for the discriminant cosine when the items vary along it at least this many times more
+# than two listings of one product do: 1 is pure listing noise. On synthetic data the ratios fall in two
+# groups, 4-17 (the product subspace) and about 1.1-1.3 (noise), so the rule does not need the subspace's size.
+DISCRIMINANT_MIN_RATIO = 2.0
+DISCRIMINANT_MIN_PAIRS = 4  # matched pairs with the modality on both sides, per dimension, to fit it
 NAME_HASH_FEATURES = 2**18
 NUMBER_PATTERN = r"(?u)\b\w*\d\w*\b"  # words holding a digit
 CODE_PATTERN = r"(?u)\b(?=\w*\d)\w{4,}\b"  # words of 4+ characters holding a digit: part numbers, SKUs
@@ -54,14 +65,25 @@ class PairFeaturizer:
 
     Attributes:
         modalities: embedding modalities to use.
-        use: side-data groups to use, any of "extra_pictures", "categories", "attributes", "names".
+        use: feature groups beyond the embeddings' plain similarities, any of "discriminant",
+            "extra_pictures", "categories", "attributes", "numbers", "names", "words" (a saved run keeps its
+            own list, so it scores as it was trained).
     """
 
     modalities: list[str]
     use: list[str] = field(
-        default_factory=lambda: ["extra_pictures", "categories", "attributes", "numbers", "names", "words"]
+        default_factory=lambda: [
+            "discriminant",
+            "extra_pictures",
+            "categories",
+            "attributes",
+            "numbers",
+            "names",
+            "words",
+        ]
     )
     whitening: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name -> (mean, W)
+    discriminant: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (D, k) projection, after the mean
     name_idf: np.ndarray | None = None
     word_idf: np.ndarray | None = None  # IDF of hashed name words ("words" group)
     _hashed: tuple | None = field(default=None, repr=False)
@@ -69,8 +91,11 @@ class PairFeaturizer:
 
     # ----------------------------------------------------------------------------------------- fit
 
-    def fit(self, catalogue: Catalogue, rows: np.ndarray) -> PairFeaturizer:
-        """Fit whitening and the name IDF on the catalogue rows ``rows`` (the training items)."""
+    def fit(
+        self, catalogue: Catalogue, rows: np.ndarray, matches: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> PairFeaturizer:
+        """Fit whitening and the name IDF on the catalogue rows ``rows`` (the training items), and the
+        discriminant directions on ``matches`` (the training pairs labelled a match: left, right rows)."""
         rows = np.unique(rows)
         for name in self.modalities:
             m = catalogue.modalities[name]
@@ -84,6 +109,10 @@ class PairFeaturizer:
             top = np.argsort(eigval)[::-1][:k]
             w = eigvec[:, top] / np.sqrt(np.maximum(eigval[top], 1e-12))
             self.whitening[name] = (mean.astype(np.float32), w.astype(np.float32))
+            if "discriminant" in self.use and matches is not None:
+                projection = _discriminant(name, m, cov, *matches)
+                if projection is not None:
+                    self.discriminant[name] = projection
         if "names" in self.use and catalogue.names is not None:
             counts = _hash_names(catalogue.names[rows])
             df = np.bincount(counts.indices, minlength=NAME_HASH_FEATURES)
@@ -136,6 +165,15 @@ class PairFeaturizer:
         for name in self.modalities:
             names = [f"{name}.{f}" for f in ("cos", "l2", "maxgap", "prodstd", "wcos")]
             groups.append((names, _modality_features(name, self.whitening.get(name))))
+        if "discriminant" in self.use:
+            for name in self.modalities:
+                if name in self.discriminant and name in self.whitening:
+                    groups.append(
+                        (
+                            [f"{name}.dcos"],
+                            _discriminant_features(name, self.whitening[name][0], self.discriminant[name]),
+                        )
+                    )
         if "extra_pictures" in self.use and catalogue.extra_pictures is not None and self._picture() is not None:
             groups.append((["pics_min", "pics_mean", "pics_max"], _picture_features))
         if "categories" in self.use and catalogue.categories is not None:
@@ -192,6 +230,48 @@ def _modality_features(name: str, whitening: tuple[np.ndarray, np.ndarray] | Non
         else:
             out[f"{name}.wcos"] = np.full(len(left), np.nan, dtype=np.float32)
         return {k: np.where(both, v, np.nan) for k, v in out.items()}
+
+    return compute
+
+
+def _discriminant(name: str, m, cov: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray | None:
+    """(D, k) projection onto the directions where the items vary at least ``DISCRIMINANT_MIN_RATIO`` times more
+    than matched listings do, scaled to unit within-match variance; None (logged) when it cannot be fitted."""
+    from scipy.linalg import eigh
+
+    both = m.present[left] & m.present[right]
+    d = cov.shape[0]
+    if both.sum() < DISCRIMINANT_MIN_PAIRS * d:
+        log.info(
+            "%s: %d training matches have it on both sides, fewer than %d: no discriminant cosine",
+            name,
+            int(both.sum()),
+            DISCRIMINANT_MIN_PAIRS * d,
+        )
+        return None
+    diff = (m.matrix[left[both]] - m.matrix[right[both]]).astype(np.float64)
+    within = diff.T @ diff / (2 * len(diff))  # the covariance of one listing around its product
+    within += 1e-3 * np.trace(within) / d * np.eye(d)
+    ratio, vectors = eigh(cov, within)  # ascending; vectors.T @ within @ vectors = I
+    keep = np.flatnonzero(ratio >= DISCRIMINANT_MIN_RATIO)[::-1][:WHITEN_DIM]
+    log.info(
+        "%s: %d of %d directions vary at least %g times more across products than within a match (largest ratio %.1f)",
+        name,
+        len(keep),
+        d,
+        DISCRIMINANT_MIN_RATIO,
+        float(ratio[-1]),
+    )
+    return vectors[:, keep].astype(np.float32) if len(keep) else None
+
+
+def _discriminant_features(name: str, mean: np.ndarray, projection: np.ndarray):
+    def compute(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+        m = cat.modalities[name]
+        za, zb = (m.matrix[left] - mean) @ projection, (m.matrix[right] - mean) @ projection
+        norm = np.linalg.norm(za, axis=1) * np.linalg.norm(zb, axis=1)
+        cos = (za * zb).sum(1) / np.maximum(norm, 1e-12)
+        return {f"{name}.dcos": np.where(m.present[left] & m.present[right], cos, np.nan).astype(np.float32)}
 
     return compute
 

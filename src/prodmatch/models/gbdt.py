@@ -55,7 +55,7 @@ class GBDTParams:
     feature_fraction: float = 0.9
     bagging_fraction: float = 0.9
     lambda_l2: float = 1.0
-    use: str = "extra_pictures,categories,attributes,numbers,names,words"  # side-data feature groups, comma-separated
+    use: str = "discriminant,extra_pictures,categories,attributes,numbers,names,words"  # side-data feature groups, comma-separated
     stack: str = "siamese"  # a network whose out-of-fold score becomes one more feature; "" for none
     stack_folds: int = 0  # 0: 2 when connected components make folds, else 4 (folds by item; see group_folds)
     stack_epochs: int = 0  # at most this many epochs per fold network; 0: --epochs, stopped early on validation
@@ -99,7 +99,10 @@ class GBDTModel(PairModel):
         self.modalities_ = [(n, catalogue.modalities[n].dim) for n in names]
         use = [u.strip() for u in self.params.use.split(",") if u.strip()]
         t0 = time.perf_counter()
-        self.featurizer_ = PairFeaturizer(names, use).fit(catalogue, np.concatenate([train.left, train.right]))
+        matched = train.target > 0.5
+        self.featurizer_ = PairFeaturizer(names, use).fit(
+            catalogue, np.concatenate([train.left, train.right]), (train.left[matched], train.right[matched])
+        )
         x_train, feature_names = self.featurizer_.transform(catalogue, train.left, train.right)
         x_valid, _ = self.featurizer_.transform(catalogue, valid.left, valid.right)
         self.featurizer_._hashed = None  # only the training transform reuses it; do not keep the catalogue alive
@@ -341,6 +344,8 @@ class GBDTModel(PairModel):
         arrays = {}
         for name, (mean, w) in self.featurizer_.whitening.items():
             arrays[f"{name}.mean"], arrays[f"{name}.w"] = mean, w
+        for name, projection in self.featurizer_.discriminant.items():
+            arrays[f"{name}.discriminant"] = projection
         with atomic_path(run_dir / WHITENING_FILE) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
         files["whitening"] = WHITENING_FILE
@@ -377,6 +382,8 @@ class GBDTModel(PairModel):
             for name in self.featurizer_.modalities:
                 if f"{name}.mean" in z:
                     self.featurizer_.whitening[name] = (z[f"{name}.mean"], z[f"{name}.w"])
+                if f"{name}.discriminant" in z:
+                    self.featurizer_.discriminant[name] = z[f"{name}.discriminant"]
         self.feature_names_ = list(feats["names"])
         self.word_scorer_ = None
         if "word_pairs" in files:
