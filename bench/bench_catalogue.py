@@ -9,7 +9,7 @@ candidates, recall@20 of the tower's search alone (each sampled item's own top-2
 oracle's ranking of the whole category, candidate AP against the oracle's AP on the same candidates, and the clusters' pairwise F1 against clustering the oracle's probabilities with the same rule
 at its best threshold. The estimated share of matches among the candidates is set against the truth.
 
-    python bench/bench_catalogue.py                        # every catalogue scenario, about 25 minutes
+    python bench/bench_catalogue.py                        # every catalogue scenario, about 27 minutes
     python bench/bench_catalogue.py --scenarios catalogue-category --hard-negatives 0   # without mining
 """
 
