@@ -230,14 +230,19 @@ def _modality_features(name: str, whitening: tuple[np.ndarray, np.ndarray] | Non
         }
         if whitening is not None:
             mean, w = whitening
-            za, zb = (a - mean) @ w, (b - mean) @ w
-            na, nb = np.linalg.norm(za, axis=1), np.linalg.norm(zb, axis=1)
-            out[f"{name}.wcos"] = (za * zb).sum(1) / np.maximum(na * nb, 1e-12)
+            out[f"{name}.wcos"] = _projected_cosine(a, b, mean, w)
         else:
             out[f"{name}.wcos"] = np.full(len(left), np.nan, dtype=np.float32)
         return {k: np.where(both, v, np.nan) for k, v in out.items()}
 
     return compute
+
+
+def _projected_cosine(a: np.ndarray, b: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of ``a`` and ``b`` centred on ``mean`` and projected (whitening, the discriminant)."""
+    za, zb = (a - mean) @ projection, (b - mean) @ projection
+    norm = np.linalg.norm(za, axis=1) * np.linalg.norm(zb, axis=1)
+    return (za * zb).sum(1) / np.maximum(norm, 1e-12)
 
 
 def _discriminant(name: str, m, cov: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray | None:
@@ -276,9 +281,7 @@ def _discriminant(name: str, m, cov: np.ndarray, left: np.ndarray, right: np.nda
 def _discriminant_features(name: str, mean: np.ndarray, projection: np.ndarray):
     def compute(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
         m = cat.modalities[name]
-        za, zb = (m.matrix[left] - mean) @ projection, (m.matrix[right] - mean) @ projection
-        norm = np.linalg.norm(za, axis=1) * np.linalg.norm(zb, axis=1)
-        cos = (za * zb).sum(1) / np.maximum(norm, 1e-12)
+        cos = _projected_cosine(m.matrix[left], m.matrix[right], mean, projection)
         return {f"{name}.dcos": np.where(m.present[left] & m.present[right], cos, np.nan).astype(np.float32)}
 
     return compute

@@ -431,8 +431,8 @@ def _cluster_into(
         for m in np.unique(sizes[small]):
             cs = np.flatnonzero(small & (sizes == m))
             members = nodes[node_order[node_starts[cs][:, None] + np.arange(m)]]  # (C, m), each row ascending
-            batch = np.repeat(np.arange(len(cs)), pair_starts[cs + 1] - pair_starts[cs])
-            inner = inner_pairs[np.concatenate([np.arange(pair_starts[c], pair_starts[c + 1]) for c in cs])]
+            in_batch = np.isin(pair_comp, cs)  # pair_comp is sorted, so the pairs come component by component
+            inner, batch = inner_pairs[in_batch], np.searchsorted(cs, pair_comp[in_batch])
             sim = np.zeros((len(cs), m, m))
             ia, ib = rank[left[inner]], rank[right[inner]]
             sim[batch, ia, ib] = sim[batch, ib, ia] = score[inner]
