@@ -114,41 +114,49 @@ def test_gbdt_gives_one_probability_whatever_the_batch(gbdt_run, synth_dir, batc
     np.testing.assert_allclose(got, reference[:upto], rtol=0, atol=1e-6)
 
 
-def test_gbdt_serve_and_predict_agree(synth_dir, tmp_path, monkeypatch):
-    """The server scores the stacked networks with ONNX Runtime (fp32), predict with torch, which used bf16
-    on CPUs with AMX: one pair at a time against the whole file, the same probabilities. (AMX is simulated,
-    so the test means the same on every CPU.)"""
+def test_gbdt_serve_predict_and_match_agree_at_any_batch_size(synth_dir, tmp_path, monkeypatch):
+    """The same pair gets the same probability from predict (one call over 10,000 pairs), from the server in
+    batches of 1, 255, 256, 257 and 10,000 (its item-feature store loaded from a saved index), and from match.
+    The stacked networks trained in bf16 (AMX simulated, so the test means the same on every CPU): scoring
+    runs them in float32 with the float64 guard, so the trees see the same side of every split."""
     pytest.importorskip("fastapi")
-    pytest.importorskip("onnxruntime")
     from conftest import SMALL
     from prodmatch.config import TrainConfig
-    from prodmatch.export import export_onnx
+    from prodmatch.matching import MatchConfig, build_catalogue_index, match_catalogue
     from prodmatch.serving import MatchService
 
     monkeypatch.setattr("prodmatch.models.torch_model.bf16_pays", lambda: True)
     run = tmp_path / "run"
-    config = TrainConfig(precision="bf16", epochs=2)
-    api.train(synth_dir, run, model="gbdt", params=SMALL["gbdt"], config=config)
-    export_onnx(run, samples=256)
-    frame = pd.read_parquet(synth_dir / "test.parquet").head(300)
-    frame[["variantid1", "variantid2"]].to_parquet(tmp_path / "pairs.parquet")
+    api.train(synth_dir, run, model="gbdt", params=SMALL["gbdt"], config=TrainConfig(precision="bf16", epochs=2))
+    ids = pd.read_parquet(synth_dir / "text_and_bert.parquet", columns=["variantid"])["variantid"].to_numpy()
+    rng = np.random.default_rng(0)
+    test = pd.read_parquet(synth_dir / "test.parquet")
+    frame = pd.concat(  # the labelled test pairs, then random pairs of catalogue items
+        [
+            test[["variantid1", "variantid2"]],
+            pd.DataFrame({"variantid1": rng.choice(ids, 10_000), "variantid2": rng.choice(ids, 10_000)}),
+        ]
+    ).head(10_000)
+    frame.to_parquet(tmp_path / "pairs.parquet")
     predicted = api.predict(run, synth_dir, tmp_path / "pairs.parquet")["target"].to_numpy()
-    service = MatchService.load(run, synth_dir, runtime="onnx")
-    served = np.concatenate(
-        [service.score(frame.variantid1.tolist()[i : i + 1], frame.variantid2.tolist()[i : i + 1]) for i in range(300)]
-    )
-    np.testing.assert_allclose(served, predicted, rtol=0, atol=1e-6)
-    # The stacked score, a feature the trees split on, is the same number on both paths: bf16 rounding
-    # (about 1e-2 here) would send some pairs down other branches.
-    torch_model = load_model(run)
-    assert len(torch_model.stack_models_) >= 2
-    assert {n.precision_ for n in torch_model.stack_models_} == {"fp32"}
-    onnx_model = load_model(run).use_runtime("onnx")
-    cat = read_catalogue(synth_dir, torch_model.data_config())
-    pairs = PairSet(cat.rows(frame.variantid1), cat.rows(frame.variantid2), None, np.arange(300), None, None)
-    np.testing.assert_allclose(
-        torch_model._stack_scores(cat, pairs), onnx_model._stack_scores(cat, pairs), rtol=1e-5, atol=1e-5
-    )
+
+    build_catalogue_index(run, synth_dir, tmp_path / "index")
+    assert (tmp_path / "index" / "store" / "store.json").exists()
+    service = MatchService.load(run, synth_dir, index_dir=tmp_path / "index")
+    assert service.runtime == "store" and service.batch_invariant
+    left, right = frame.variantid1.tolist(), frame.variantid2.tolist()
+    for size in (1, 255, 256, 257, 10_000):
+        n = 600 if size == 1 else len(frame)  # one pair at a time: the first 600
+        served = np.concatenate([service.score(left[i : i + size], right[i : i + size]) for i in range(0, n, size)])
+        np.testing.assert_allclose(served, predicted[:n], rtol=0, atol=1e-6, err_msg=f"batch size {size}")
+
+    match_catalogue(
+        run, synth_dir, tmp_path / "match", MatchConfig(threshold=0.0, k=10, calibrate="none")
+    )  # the model's own probabilities
+    matched = pd.read_parquet(tmp_path / "match" / "matches.parquet")
+    assert len(matched) > 1000
+    served = service.score(matched.variantid1.tolist(), matched.variantid2.tolist())
+    np.testing.assert_allclose(served, matched.score.to_numpy(), rtol=0, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------- the command line

@@ -39,7 +39,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from prodmatch.catalogue import Catalogue
 from prodmatch.errors import DataError
 
-__all__ = ["BRAND_KEYS", "COLOUR_KEYS", "PairFeaturizer"]
+__all__ = ["BRAND_KEYS", "COLOUR_KEYS", "PairFeaturizer", "WordItems", "WordPairScorer"]
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class PairFeaturizer:
     name_idf: np.ndarray | None = None
     word_idf: np.ndarray | None = None  # IDF of hashed name words ("words" group)
     _hashed: tuple | None = field(default=None, repr=False)
-    _prepared: tuple | None = field(default=None, repr=False)  # (catalogue, its _SideData over all items)
+    _group_cache: tuple | None = field(default=None, repr=False)  # (catalogue, its groups)
 
     # ----------------------------------------------------------------------------------------- fit
 
@@ -131,55 +131,60 @@ class PairFeaturizer:
 
     # ----------------------------------------------------------------------------------- transform
 
-    def prepare(self, catalogue: Catalogue) -> PairFeaturizer:
-        """Parse the side data of every item of ``catalogue`` once, for many small ``transform`` calls.
-
-        A server scoring a few pairs per request would otherwise re-parse the items of every request.
-        Kept for this catalogue only (the latest one prepared).
-        """
-        names = set(self.feature_names(catalogue))
-        self._prepared = (catalogue, _SideData(catalogue, np.arange(len(catalogue)), self, names))
-        return self
-
     def feature_names(self, catalogue: Catalogue) -> list[str]:
         return [n for names, _ in self._groups(catalogue) for n in names]
 
+    def side_data(self, catalogue: Catalogue, items: np.ndarray | None = None) -> _SideData:
+        """Everything the features need that depends on one item only, for the sorted catalogue rows ``items``
+        (all by default): parsed once, then every pair is a handful of array operations. Each item's values
+        do not depend on which other items are with it, so a pair scores the same from any store."""
+        names = set(self.feature_names(catalogue))
+        return _SideData(catalogue, np.arange(len(catalogue)) if items is None else items, self, names)
+
     def transform(
-        self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray, chunk: int = 65536
+        self,
+        catalogue: Catalogue,
+        left: np.ndarray,
+        right: np.ndarray,
+        chunk: int = 65536,
+        side: _SideData | None = None,
     ) -> tuple[np.ndarray, list[str]]:
-        """(M, F) float32 features of the pairs (left[i], right[i]), and the feature names."""
+        """(M, F) float32 features of the pairs (left[i], right[i]), and the feature names.
+
+        ``side``: the items' side data (:meth:`side_data`), covering every item of the pairs; built for just
+        those items when None. Each group computes its columns for the whole chunk at once, the sparse
+        ones (names, words, attributes, numbers) from one intersection of the pairs' items (:class:`_Pairs`).
+        """
         groups = self._groups(catalogue)
         names = [n for group_names, _ in groups for n in group_names]
         out = np.full((len(left), len(names)), np.nan, dtype=np.float32)
-        prepared = self._prepared
-        if prepared is not None and prepared[0] is catalogue:
-            side = prepared[1]
-        else:
+        if side is None:
             side = _SideData(catalogue, np.union1d(left, right), self, set(names))
         for start in range(0, len(left), chunk):
             sl = slice(start, start + chunk)
-            cols: dict[str, np.ndarray] = {}
-            for _, compute in groups:
-                cols |= compute(catalogue, side, left[sl], right[sl])
-            for j, n in enumerate(names):
-                out[sl, j] = cols[n]
+            pairs = _Pairs(side, left[sl], right[sl])
+            columns = [column for _, compute in groups for column in compute(catalogue, side, pairs)]
+            out[sl] = np.column_stack(columns) if columns else out[sl]
         return out, names
 
     def _groups(self, catalogue: Catalogue) -> list[tuple[list[str], Callable]]:
-        """(feature names, the function computing them) for every group this catalogue supports."""
+        """(feature names, the function computing them) for every group this catalogue supports; each function
+        takes (catalogue, side data, _Pairs) and returns its columns in the order of the names."""
+        if self._group_cache is not None and self._group_cache[0] is catalogue:
+            return self._group_cache[1]
+        groups = self._make_groups(catalogue)
+        self._group_cache = (catalogue, groups)
+        return groups
+
+    def _make_groups(self, catalogue: Catalogue) -> list[tuple[list[str], Callable]]:
         groups: list[tuple[list[str], Callable]] = []
         for name in self.modalities:
             names = [f"{name}.{f}" for f in ("cos", "l2", "maxgap", "prodstd", "wcos")]
-            groups.append((names, _modality_features(name, self.whitening.get(name))))
+            groups.append((names, _modality_features(name, name in self.whitening)))
         if "discriminant" in self.use:
             for name in self.modalities:
                 if name in self.discriminant and name in self.whitening:
-                    groups.append(
-                        (
-                            [f"{name}.dcos"],
-                            _discriminant_features(name, self.whitening[name][0], self.discriminant[name]),
-                        )
-                    )
+                    groups.append(([f"{name}.dcos"], _discriminant_features(name)))
         if "extra_pictures" in self.use and catalogue.extra_pictures is not None and self._picture() is not None:
             groups.append((["pics_min", "pics_mean", "pics_max"], _picture_features))
         if "categories" in self.use and catalogue.categories is not None:
@@ -215,34 +220,38 @@ class PairFeaturizer:
 # ------------------------------------------------------------------------------------------ groups
 
 
-def _modality_features(name: str, whitening: tuple[np.ndarray, np.ndarray] | None):
-    def compute(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+def _modality_features(name: str, whitened: bool):
+    def compute(cat: Catalogue, side: _SideData, pairs: _Pairs) -> list[np.ndarray]:
         m = cat.modalities[name]
-        a, b = m.matrix[left], m.matrix[right]  # (B, D) normalised
-        both = m.present[left] & m.present[right]
+        a, b = m.matrix[pairs.left], m.matrix[pairs.right]  # (B, D) normalised
+        missing = ~(m.present[pairs.left] & m.present[pairs.right])
         prod = a * b
         diff = a - b
-        out = {
-            f"{name}.cos": prod.sum(1),
-            f"{name}.l2": np.sqrt((diff * diff).sum(1)),
-            f"{name}.maxgap": np.abs(diff).max(1),
-            f"{name}.prodstd": prod.std(1),
-        }
-        if whitening is not None:
-            mean, w = whitening
-            out[f"{name}.wcos"] = _projected_cosine(a, b, mean, w)
+        out = [prod.sum(1), np.sqrt((diff * diff).sum(1)), np.abs(diff).max(1), prod.std(1)]
+        if whitened:
+            z = side.projected[f"{name}.wcos"]
+            out.append((z[pairs.la] * z[pairs.lb]).sum(1))
         else:
-            out[f"{name}.wcos"] = np.full(len(left), np.nan, dtype=np.float32)
-        return {k: np.where(both, v, np.nan) for k, v in out.items()}
+            out.append(np.full(len(a), np.nan, dtype=np.float32))
+        for column in out:
+            column[missing] = np.nan
+        return out
 
     return compute
 
 
-def _projected_cosine(a: np.ndarray, b: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of ``a`` and ``b`` centred on ``mean`` and projected (whitening, the discriminant)."""
-    za, zb = (a - mean) @ projection, (b - mean) @ projection
-    norm = np.linalg.norm(za, axis=1) * np.linalg.norm(zb, axis=1)
-    return (za * zb).sum(1) / np.maximum(norm, 1e-12)
+def _unit_projection(x: np.ndarray, mean: np.ndarray, projection: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """(N, k) float32: the rows of ``x`` centred on ``mean``, projected (whitening, the discriminant) and scaled to
+    unit length (zero stays zero), so a projected cosine is one row-wise dot product. Computed in float64 and
+    rounded, so an item's row does not depend on how many rows are projected with it (float32 BLAS sums in a
+    different order for different shapes)."""
+    out = np.empty((len(x), projection.shape[1]), dtype=np.float32)
+    p, mu = projection.astype(np.float64), mean.astype(np.float64)
+    for s in range(0, len(x), chunk):
+        z = (x[s : s + chunk].astype(np.float64) - mu) @ p
+        z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+        out[s : s + chunk] = z
+    return out
 
 
 def _discriminant(name: str, m, cov: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray | None:
@@ -278,100 +287,91 @@ def _discriminant(name: str, m, cov: np.ndarray, left: np.ndarray, right: np.nda
     return vectors[:, keep].astype(np.float32) if len(keep) else None
 
 
-def _discriminant_features(name: str, mean: np.ndarray, projection: np.ndarray):
-    def compute(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+def _discriminant_features(name: str):
+    def compute(cat: Catalogue, side: _SideData, pairs: _Pairs) -> list[np.ndarray]:
         m = cat.modalities[name]
-        cos = _projected_cosine(m.matrix[left], m.matrix[right], mean, projection)
-        return {f"{name}.dcos": np.where(m.present[left] & m.present[right], cos, np.nan).astype(np.float32)}
+        z = side.projected[f"{name}.dcos"]
+        cos = (z[pairs.la] * z[pairs.lb]).sum(1)
+        cos[~(m.present[pairs.left] & m.present[pairs.right])] = np.nan
+        return [cos]
 
     return compute
 
 
-def _picture_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+def _picture_features(cat: Catalogue, side: _SideData, pairs: _Pairs) -> list[np.ndarray]:
     """min, mean, max cosine over every (photo of a, photo of b), main picture included."""
     ptr, vectors = side.pictures
-    la, lb = side.local(left), side.local(right)
+    la, lb = pairs.la, pairs.lb
     ca, cb = ptr[la + 1] - ptr[la], ptr[lb + 1] - ptr[lb]
     n_cross = ca * cb
-    pair = np.repeat(np.arange(len(left)), n_cross)
+    pair = np.repeat(np.arange(len(la)), n_cross)
     within = np.arange(len(pair)) - np.repeat(np.cumsum(n_cross) - n_cross, n_cross)
     i, j = within // cb[pair], within % cb[pair]
     dots = np.einsum("ij,ij->i", vectors[ptr[la[pair]] + i], vectors[ptr[lb[pair]] + j])
-    out = {k: np.full(len(left), np.nan, dtype=np.float32) for k in ("pics_min", "pics_mean", "pics_max")}
+    out = [np.full(len(la), np.nan, dtype=np.float32) for _ in range(3)]
     has = n_cross > 0
     if has.any():
         starts = (np.cumsum(n_cross) - n_cross)[has]
-        out["pics_min"][has] = np.minimum.reduceat(dots, starts)
-        out["pics_max"][has] = np.maximum.reduceat(dots, starts)
-        out["pics_mean"][has] = np.add.reduceat(dots, starts) / n_cross[has]
+        out[0][has] = np.minimum.reduceat(dots, starts)
+        out[1][has] = np.add.reduceat(dots, starts) / n_cross[has]
+        out[2][has] = np.maximum.reduceat(dots, starts)
     return out
 
 
-def _category_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
-    out = {}
-    for level, codes in enumerate(side.categories, start=1):
-        a, b = codes[left], codes[right]
-        out[f"category{level}_equal"] = np.where((a < 0) | (b < 0), np.nan, (a == b).astype(np.float32))
+def _category_features(cat: Catalogue, side: _SideData, pairs: _Pairs) -> list[np.ndarray]:
+    out = []
+    for codes in side.categories:
+        a, b = codes[pairs.left], codes[pairs.right]
+        out.append(np.where((a < 0) | (b < 0), np.nan, (a == b).astype(np.float32)))
     return out
 
 
-def _attribute_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
-    keys, kvs, brand, colour, has = side.attributes
-    la, lb = side.local(left), side.local(right)
-    both = has[la] & has[lb]
-    key_inter = _rowwise_dot(keys, la, lb)
-    kv_inter = _rowwise_dot(kvs, la, lb)
-    key_union = _row_nnz(keys, la) + _row_nnz(keys, lb) - key_inter
-    kv_union = _row_nnz(kvs, la) + _row_nnz(kvs, lb) - kv_inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = {
-            "attr_key_jaccard": np.where(both, key_inter / np.maximum(key_union, 1), np.nan),
-            "attr_kv_jaccard": np.where(both, kv_inter / np.maximum(kv_union, 1), np.nan),
-            # keys both fill, minus the key=value pairs they share: exact when each key holds one value
-            "attr_conflicts": np.where(both, np.maximum(key_inter - kv_inter, 0), np.nan),
-        }
-    for feature, values in (("brand_equal", brand), ("colour_equal", colour)):
-        shared = _rowwise_dot(values, la, lb) > 0  # 1 when the two items share any value
-        filled = (_row_nnz(values, la) > 0) & (_row_nnz(values, lb) > 0)
-        out[feature] = np.where(filled, shared.astype(np.float32), np.nan)
+def _jaccard(pairs: _Pairs, side: _SideData, block: str) -> tuple[np.ndarray, np.ndarray]:
+    """Shared entries of block ``block`` and the size of the union, per pair."""
+    inter = pairs.sums(block)
+    union = pairs.nnz(block, "a") + pairs.nnz(block, "b") - inter
+    return inter, union
+
+
+def _attribute_features(cat: Catalogue, side: _SideData, pairs: _Pairs) -> list[np.ndarray]:
+    both = side.attr_has[pairs.la] & side.attr_has[pairs.lb]
+    key_inter, key_union = _jaccard(pairs, side, "attr_keys")
+    kv_inter, kv_union = _jaccard(pairs, side, "attr_kvs")
+    out = [
+        key_inter / np.maximum(key_union, 1),
+        kv_inter / np.maximum(kv_union, 1),
+        # keys both fill, minus the key=value pairs they share: exact when each key holds one value
+        np.maximum(key_inter - kv_inter, 0),
+    ]
+    for column in out:
+        column[~both] = np.nan
+    for block in ("brand", "colour"):
+        shared = (pairs.sums(block) > 0).astype(np.float32)  # 1 when the two items share any value
+        shared[(pairs.nnz(block, "a") == 0) | (pairs.nnz(block, "b") == 0)] = np.nan
+        out.append(shared)
     return out
 
 
-def _price_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+def _price_features(cat: Catalogue, side: _SideData, pairs: _Pairs) -> list[np.ndarray]:
     """The lower price over the higher one, where both items have a positive price attribute."""
-    price = side.prices
-    la, lb = side.local(left), side.local(right)
-    a, b = price[la], price[lb]
+    a, b = side.prices[pairs.la], side.prices[pairs.lb]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {"price_ratio": (np.minimum(a, b) / np.maximum(a, b)).astype(np.float32)}
+        return [(np.minimum(a, b) / np.maximum(a, b)).astype(np.float32)]
 
 
-def _numeric_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+def _numeric_features(cat: Catalogue, side: _SideData, pairs: _Pairs) -> list[np.ndarray]:
     """Agreement of the numeric attributes both items fill, whatever they are called (price, weight, size,
     memory...): over the keys both give a number for, the smallest and the mean of lower / higher value,
     and how many such keys there are. NaN where the two share no numeric key."""
-    m = side.numbers  # (local items, keys) log of each positive number
-    la, lb = side.local(left), side.local(right)
-    ka, va = _row_entries(m, la)
-    kb, vb = _row_entries(m, lb)
-    out = {k: np.full(len(left), np.nan, dtype=np.float32) for k in ("numeric_ratio_min", "numeric_ratio_mean")}
-    shared = np.zeros(len(left), dtype=np.float32)
-    if len(ka) and len(kb):
-        pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
-        hit = kb[pos] == ka
-        pair = ka[hit] // m.shape[1]
-        ratio = np.exp(-np.abs(va[hit].astype(np.float64) - vb[pos[hit]]))  # lower / higher
-        shared = np.bincount(pair, minlength=len(left)).astype(np.float32)
-        has = shared > 0
-        low = np.ones(len(left))
-        np.minimum.at(low, pair, ratio)
-        total = np.bincount(pair, weights=ratio, minlength=len(left))
-        out["numeric_ratio_min"][has] = low[has]
-        out["numeric_ratio_mean"][has] = total[has] / shared[has]
-    return {**out, "numeric_shared": shared}
+    shared = pairs.counts("numbers")
+    has = shared > 0
+    low = np.where(has, pairs.lowest_ratio, np.nan)
+    mean = np.full(len(shared), np.nan)
+    mean[has] = pairs.sums("numbers")[has] / shared[has]
+    return [low, mean, shared]
 
 
-def _word_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
+def _word_features(cat: Catalogue, side: _SideData, pairs: _Pairs) -> list[np.ndarray]:
     """Word TF-IDF similarities of the names: rare shared words (model numbers, editions) weigh most.
 
     - the cosine of the two TF-IDF vectors;
@@ -383,42 +383,101 @@ def _word_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.
       with fewer: versions and sizes that disagree ("2007" against "2008") count, a number that only one
       side spells out does not.
     """
-    w = side.words
-    la, lb = side.local(left), side.local(right)
-    both = w.has[la] & w.has[lb]
-    shared_numbers = _rowwise_dot(w.numbers, la, lb)
+    la, lb = pairs.la, pairs.lb
+    missing = ~(side.word_has[la] & side.word_has[lb])
+    shared = pairs.sums("word_idf")  # the IDF mass of the words both names hold
     with np.errstate(invalid="ignore", divide="ignore"):
-        in_b = _shared_mass(w.weighted, w.binary, la, lb) / w.mass[la]
-        in_a = _shared_mass(w.weighted, w.binary, lb, la) / w.mass[lb]
-    conflicts = np.minimum(_row_nnz(w.numbers, la), _row_nnz(w.numbers, lb)) - shared_numbers
-    return {
-        "name_word_tfidf_cos": np.where(both, _rowwise_dot(w.tfidf, la, lb), np.nan),
-        "name_word_containment_min": np.where(both, np.minimum(in_a, in_b), np.nan).astype(np.float32),
-        "name_word_containment_max": np.where(both, np.maximum(in_a, in_b), np.nan).astype(np.float32),
-        "name_shared_code_idf": np.where(both, _shared_mass(w.codes, w.code_binary, la, lb), np.nan),
-        "name_number_conflicts": np.where(both, np.maximum(conflicts, 0), np.nan),
-    }
-
-
-def _shared_mass(weighted: sp.csr_matrix, words: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(B,) the IDF mass of a[i]'s words that b[i] also has: weighted[a] . words[b] (words is 0/1)."""
-    return _rowwise_dot_pair(weighted, words, a, b)
-
-
-def _name_features(cat: Catalogue, side: _SideData, left: np.ndarray, right: np.ndarray) -> dict[str, np.ndarray]:
-    tokens, codes, tfidf, length, has = side.names
-    la, lb = side.local(left), side.local(right)
-    both = has[la] & has[lb]
-    out = {}
-    for feature, m in (("name_token_jaccard", tokens), ("name_code_jaccard", codes)):
-        inter = _rowwise_dot(m, la, lb)
-        union = _row_nnz(m, la) + _row_nnz(m, lb) - inter
-        out[feature] = np.where(both & (union > 0), inter / np.maximum(union, 1), np.nan)
-    out["name_tfidf_cos"] = np.where(both, _rowwise_dot(tfidf, la, lb), np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.minimum(length[la], length[lb]) / np.maximum(np.maximum(length[la], length[lb]), 1)
-    out["name_len_ratio"] = np.where(both, ratio, np.nan)
+        in_b, in_a = shared / side.word_mass[la], shared / side.word_mass[lb]
+    conflicts = np.minimum(pairs.nnz("word_numbers", "a"), pairs.nnz("word_numbers", "b")) - pairs.sums("word_numbers")
+    out = [
+        pairs.sums("word_tfidf"),
+        np.minimum(in_a, in_b),
+        np.maximum(in_a, in_b),
+        pairs.sums("word_codes"),
+        np.maximum(conflicts, 0),
+    ]
+    for column in out:
+        column[missing] = np.nan
     return out
+
+
+def _name_features(cat: Catalogue, side: _SideData, pairs: _Pairs) -> list[np.ndarray]:
+    la, lb = pairs.la, pairs.lb
+    missing = ~(side.name_has[la] & side.name_has[lb])
+    out = []
+    for block in ("name_tokens", "name_codes"):
+        inter, union = _jaccard(pairs, side, block)
+        out.append(np.where(union > 0, inter / np.maximum(union, 1), np.nan))
+    out.append(pairs.sums("name_tfidf"))
+    length = side.name_length
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out.append(np.minimum(length[la], length[lb]) / np.maximum(np.maximum(length[la], length[lb]), 1))
+    for column in out:
+        column[missing] = np.nan
+    return out
+
+
+# What a pair computes from the entries two items share in a block of the joint matrix (see _SideData).
+_DOT, _LEFT, _RATIO = 0, 1, 2  # a * b; a (a weight both share); exp(-|a - b|) (the ratio of two numbers' logs)
+
+
+class _Pairs:
+    """A chunk of pairs: catalogue and local rows, and every sparse block's intersection, computed once.
+
+    All the sparse side data of an item is one row of ``side.joint`` (blocks side by side). The entries the
+    two items of each pair share are found in one merge, and summed per (pair, block) with one bincount in
+    float64, in column order: the same sums, in the same order, as a dot product per block row by row.
+    """
+
+    def __init__(self, side: _SideData, left: np.ndarray, right: np.ndarray) -> None:
+        self.side, self.left, self.right = side, left, right
+        self.la, self.lb = side.local(left), side.local(right)
+        self._sums: np.ndarray | None = None
+
+    def _intersect(self) -> None:
+        side = self.side
+        m, nb, n = side.joint, len(side.block_kind), len(self.la)
+        ka, va = _row_entries(m, self.la)
+        kb, vb = _row_entries(m, self.lb)
+        sums, counts, low = np.zeros(n * nb), np.zeros(n * nb), np.ones(n)
+        if len(ka) and len(kb):
+            pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
+            hit = kb[pos] == ka
+            key = ka[hit]
+            pair = key // m.shape[1]
+            block = np.searchsorted(side.block_start, key - pair * m.shape[1], side="right") - 1
+            a, b = va[hit].astype(np.float64), vb[pos[hit]].astype(np.float64)
+            kind = side.block_kind[block]
+            value = np.where(kind == _DOT, a * b, a)
+            ratio = kind == _RATIO
+            if ratio.any():
+                value[ratio] = np.exp(-np.abs(a[ratio] - b[ratio]))  # lower / higher
+                np.minimum.at(low, pair[ratio], value[ratio])
+            flat = pair * nb + block
+            sums = np.bincount(flat, weights=value, minlength=n * nb)
+            counts = np.bincount(flat, minlength=n * nb).astype(np.float64)
+        self._sums, self._counts, self._low = sums.reshape(n, nb), counts.reshape(n, nb), low
+
+    def sums(self, block: str) -> np.ndarray:
+        """(B,) float32: per pair, the block's sum over shared entries (see the kinds above)."""
+        if self._sums is None:
+            self._intersect()
+        return self._sums[:, self.side.blocks[block]].astype(np.float32)
+
+    def counts(self, block: str) -> np.ndarray:
+        if self._sums is None:
+            self._intersect()
+        return self._counts[:, self.side.blocks[block]].astype(np.float32)
+
+    @property
+    def lowest_ratio(self) -> np.ndarray:
+        if self._sums is None:
+            self._intersect()
+        return self._low
+
+    def nnz(self, block: str, side: str) -> np.ndarray:
+        """(B,) float32: entries of the left (``"a"``) or right item in the block."""
+        return self.side.nnz[self.la if side == "a" else self.lb, self.side.blocks[block]]
 
 
 # -------------------------------------------------------------------------------------- side data
@@ -430,9 +489,7 @@ class _Words:
 
     tfidf: sp.csr_matrix  # L2-normalised TF-IDF
     weighted: sp.csr_matrix  # 0/1 times IDF
-    binary: sp.csr_matrix  # 0/1
     codes: sp.csr_matrix  # long codes, 0/1 times IDF
-    code_binary: sp.csr_matrix
     numbers: sp.csr_matrix  # words holding a digit, 0/1
     mass: np.ndarray  # each name's total IDF
     has: np.ndarray  # the name has any word
@@ -447,11 +504,33 @@ class _SideData:
         parsed = (
             self._parse_attributes(cat) if features & {"attr_key_jaccard", "price_ratio", "numeric_ratio_min"} else None
         )
-        self.attributes = self._attributes(parsed) if "attr_key_jaccard" in features else None
-        self.names = self._names(cat, featurizer) if "name_token_jaccard" in features else None
         self.prices = self._prices(parsed) if "price_ratio" in features else None
-        self.numbers = self._numbers(parsed) if "numeric_ratio_min" in features else None
-        self.words = self._words(cat, featurizer) if "name_word_tfidf_cos" in features else None
+        blocks: list[tuple[str, sp.csr_matrix, int]] = []  # the sparse side data: (name, matrix, _Pairs kind)
+        if "attr_key_jaccard" in features:
+            keys, kvs, brand, colour, self.attr_has = self._attributes(parsed)
+            blocks += [("attr_keys", keys, _DOT), ("attr_kvs", kvs, _DOT), ("brand", brand, _DOT)]
+            blocks.append(("colour", colour, _DOT))
+        if "name_token_jaccard" in features:
+            tokens, codes, tfidf, self.name_length, self.name_has = self._names(cat, featurizer)
+            blocks += [("name_tokens", tokens, _DOT), ("name_codes", codes, _DOT), ("name_tfidf", tfidf, _DOT)]
+        if "numeric_ratio_min" in features:
+            blocks.append(("numbers", self._numbers(parsed), _RATIO))
+        if "name_word_tfidf_cos" in features:
+            w = self._words(cat, featurizer)
+            blocks += [("word_tfidf", w.tfidf, _DOT), ("word_idf", w.weighted, _LEFT), ("word_codes", w.codes, _LEFT)]
+            blocks.append(("word_numbers", w.numbers, _DOT))
+            self.word_mass, self.word_has = w.mass, w.has
+        self._join(blocks)
+        self.projected: dict[str, np.ndarray] = {}  # "<modality>.wcos" / ".dcos" -> (local items, k) unit rows
+        for name in featurizer.modalities:
+            m = cat.modalities[name]
+            if f"{name}.wcos" in features and name in featurizer.whitening:
+                mean, w = featurizer.whitening[name]
+                self.projected[f"{name}.wcos"] = _unit_projection(m.matrix[items], mean, w)
+                if f"{name}.dcos" in features:
+                    self.projected[f"{name}.dcos"] = _unit_projection(
+                        m.matrix[items], mean, featurizer.discriminant[name]
+                    )
         self.categories = (  # every catalogue row's code per level (-1: none)
             [cat.categories[f"category{level}"].cat.codes.to_numpy() for level in range(1, 5)]
             if "category1_equal" in features
@@ -460,6 +539,22 @@ class _SideData:
 
     def local(self, rows: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.items, rows)
+
+    def _join(self, blocks: list[tuple[str, sp.csr_matrix, int]]) -> None:
+        """Put the sparse blocks side by side in one CSR matrix (see :class:`_Pairs`), with each block's first
+        column, its kind, and every item's number of entries per block."""
+        n = len(self.items)
+        self.blocks = {name: i for i, (name, _, _) in enumerate(blocks)}
+        self.block_kind = np.array([kind for _, _, kind in blocks], dtype=np.int8)
+        widths = [m.shape[1] for _, m, _ in blocks]
+        self.block_start = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)[: len(blocks)]
+        if blocks:
+            self.joint = sp.hstack([m for _, m, _ in blocks], format="csr", dtype=np.float32)
+            self.joint.sum_duplicates()  # canonical: sorted, unique columns per row, as _Pairs needs
+            self.nnz = np.stack([np.diff(m.indptr) for _, m, _ in blocks], axis=1).astype(np.float32)
+        else:
+            self.joint = sp.csr_matrix((n, 1), dtype=np.float32)
+            self.nnz = np.zeros((n, 0), dtype=np.float32)
 
     def _pictures(self, cat: Catalogue, featurizer: PairFeaturizer):
         """The local items' photos, main picture first: local item i's are vectors[ptr[i]:ptr[i + 1]]."""
@@ -520,7 +615,7 @@ class _SideData:
             sub = long[long["key"].isin(wanted)].drop_duplicates(["item", "value"])
             value_sets.append(_indicator(sub["item"].to_numpy(), sub["value"].to_numpy(), n))
         for m in (key_matrix, kv_matrix, *value_sets):
-            m.sum_duplicates()  # canonical: sorted, unique columns per row, as _rowwise_dot needs
+            m.sum_duplicates()  # canonical: sorted, unique columns per row, as _Pairs needs
         return key_matrix, kv_matrix, value_sets[0], value_sets[1], has
 
     def _words(self, cat: Catalogue, featurizer: PairFeaturizer) -> _Words:
@@ -531,12 +626,11 @@ class _SideData:
         mass = np.asarray(weighted.sum(1)).ravel()
         norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(1)).ravel())
         tfidf = (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ weighted).tocsr()
-        code_binary = _hash_words(names, CODE_PATTERN)
-        codes = code_binary.multiply(idf).tocsr()
+        codes = _hash_words(names, CODE_PATTERN).multiply(idf).tocsr()
         numbers = _hash_words(names, NUMBER_PATTERN)
-        for m in (binary, weighted, tfidf, code_binary, codes, numbers):
-            m.sum_duplicates()  # canonical: sorted, unique columns per row, as _rowwise_dot needs
-        return _Words(tfidf, weighted, binary, codes, code_binary, numbers, mass, norms > 0)
+        for m in (weighted, tfidf, codes, numbers):
+            m.sum_duplicates()  # canonical: sorted, unique columns per row
+        return _Words(tfidf, weighted, codes, numbers, mass, norms > 0)
 
     def _prices(self, parsed: list[dict | None]) -> np.ndarray:
         """Each local item's price (the first number under a price key), NaN where it has none."""
@@ -601,7 +695,7 @@ class _SideData:
         length = np.array([len(t) for t in text], dtype=np.float32)
         tfidf = tfidf.tocsr()
         for m in (tokens, codes, tfidf):
-            m.sum_duplicates()  # canonical: sorted, unique columns per row, as _rowwise_dot needs
+            m.sum_duplicates()  # canonical: sorted, unique columns per row, as _Pairs needs
         return tokens, codes, tfidf, length, has
 
 
@@ -684,7 +778,9 @@ def _count_binary(text: list[str], pattern: str) -> sp.csr_matrix:
         return sp.csr_matrix((len(text), 1), dtype=np.float32)
 
 
-def _rowwise_dot_pair(m: sp.csr_matrix, n: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _rowwise_dot_pair(
+    m: sp.csr_matrix, n: sp.csr_matrix, a: np.ndarray, b: np.ndarray, dtype: type = np.float32
+) -> np.ndarray:
     """(B,) dot products of rows m[a[i]] and n[b[i]] of two matrices of the same shape.
 
     One path for every batch size, straight on the CSR arrays with float64 sums, so a pair's features do
@@ -695,21 +791,11 @@ def _rowwise_dot_pair(m: sp.csr_matrix, n: sp.csr_matrix, a: np.ndarray, b: np.n
     ka, va = _row_entries(m, a)
     kb, vb = _row_entries(n, b)
     if not len(ka) or not len(kb):
-        return np.zeros(len(a), dtype=np.float32)
+        return np.zeros(len(a), dtype=dtype)
     pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
     hit = kb[pos] == ka
     products = va[hit].astype(np.float64) * vb[pos[hit]]
-    return np.bincount(ka[hit] // m.shape[1], weights=products, minlength=len(a)).astype(np.float32)
-
-
-def _row_nnz(m: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
-    """Stored entries of each of ``rows``: the row sum of a 0/1 indicator matrix, in O(len(rows))."""
-    return (m.indptr[rows + 1] - m.indptr[rows]).astype(np.float32)
-
-
-def _rowwise_dot(m: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(B,) dot products of rows m[a[i]] and m[b[i]] (m with sorted, unique column indices per row)."""
-    return _rowwise_dot_pair(m, m, a, b)
+    return np.bincount(ka[hit] // m.shape[1], weights=products, minlength=len(a)).astype(dtype)
 
 
 def _row_entries(m: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -755,10 +841,39 @@ class WordPairScorer:
         self.intercept = float(lr.intercept_[0])
         return self
 
-    def logits(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """(M,) float32 logits; row by row in float64, so a pair's value does not depend on its batch."""
-        x = self.pair_matrix(catalogue, left, right)
-        return (x @ self.coef.astype(np.float64) + self.intercept).astype(np.float32)
+    def logits(
+        self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray, items: WordItems | None = None
+    ) -> np.ndarray:
+        """(M,) float32 logits; row by row in float64, so a pair's value does not depend on its batch.
+
+        ``items``: the items' stored words (:meth:`item_data`), covering every item of the pairs; built for
+        just those items when None.
+        """
+        if items is None:
+            items = self.item_data(catalogue, np.union1d(left, right))
+        return items.logits(left, right, self.intercept)
+
+    def item_data(self, catalogue: Catalogue, items: np.ndarray | None = None) -> WordItems:
+        """What the logits need of each of the sorted catalogue ``items`` (all by default), once per item.
+
+        The logit is linear in indicators of the words in both names and in exactly one: with c_both and
+        c_one their weights, sum(c_one over A xor B) = sum(c_one over A) + sum(c_one over B) - 2 sum(c_one over
+        A and B). So each item keeps its tokens and sum(c_one) over them, and a pair costs one sparse dot
+        product: its shared tokens weighted by c_both - 2 c_one.
+        """
+        items = np.arange(len(catalogue)) if items is None else items
+        cached = self._cache
+        tokens = (
+            cached[1][items] if cached is not None and cached[0] is catalogue else _name_tokens(catalogue.names[items])
+        )
+        half = tokens.shape[1]
+        coef = self.coef.astype(np.float64)
+        both, one = coef[:half], coef[half:]
+        shared = tokens.multiply((both - 2.0 * one)[None, :]).tocsr().astype(np.float64)
+        tokens = tokens.tocsr()
+        for m in (tokens, shared):
+            m.sum_duplicates()  # canonical: sorted, unique columns per row, as _rowwise_dot_pair needs
+        return WordItems(items, tokens, shared, tokens @ one)
 
     def prepare(self, catalogue: Catalogue) -> WordPairScorer:
         """Hash every item's name once (a server's catalogue)."""
@@ -781,6 +896,21 @@ class WordPairScorer:
         out = sp.hstack([both, either], format="csr", dtype=np.float32)
         out.sum_duplicates()
         return out
+
+
+@dataclass
+class WordItems:
+    """The word-pair model's per-item data (see :meth:`WordPairScorer.item_data`)."""
+
+    items: np.ndarray  # sorted catalogue rows
+    tokens: sp.csr_matrix  # (items, 2 * NAME_HASH_FEATURES) 0/1
+    shared: sp.csr_matrix  # tokens weighted by c_both - 2 c_one, float64
+    one: np.ndarray  # (items,) float64: sum of c_one over the item's tokens
+
+    def logits(self, left: np.ndarray, right: np.ndarray, intercept: float) -> np.ndarray:
+        la, lb = np.searchsorted(self.items, left), np.searchsorted(self.items, right)
+        inter = _rowwise_dot_pair(self.tokens, self.shared, la, lb, dtype=np.float64)
+        return (intercept + self.one[la] + self.one[lb] + inter).astype(np.float32)
 
 
 def _name_tokens(names: np.ndarray) -> sp.csr_matrix:

@@ -966,6 +966,12 @@ def build_catalogue_index(
         with open(tmp / VECTORS_FILE, "wb") as f:
             np.save(f, vectors)
         write_parquet(pd.DataFrame({"variantid": cat.ids.to_numpy()}), tmp / IDS_FILE)
+        store = None
+        if hasattr(model, "item_store"):  # what serving needs of every item, saved so a server loads it
+            from prodmatch.store import STORE_DIR, fingerprint
+
+            store = model.item_store(cat)
+            store.save(tmp / STORE_DIR, fingerprint(model, cat))
         meta = {
             "run_dir": str(run_dir),
             "data": str(data_dir),
@@ -973,6 +979,7 @@ def build_catalogue_index(
             "item_vectors": vector_kind,
             "index": kind,
             "parameters": config.to_dict(),
+            "item_store": None if store is None else {"directory": STORE_DIR, "bytes": store.nbytes()},
             "seconds": round(time.perf_counter() - t0, 3),
         }
         write_json(meta, tmp / INDEX_META_FILE)

@@ -22,13 +22,15 @@ import lightgbm as lgb
 import numpy as np
 
 from prodmatch.catalogue import Catalogue
-from prodmatch.config import TrainConfig
+from prodmatch.config import INFERENCE_BATCH, TrainConfig
 from prodmatch.errors import ConfigError, ModelError
 from prodmatch.evaluation import pr_auc
 from prodmatch.features import PairFeaturizer, WordPairScorer
 from prodmatch.io import atomic_path
 from prodmatch.models.base import PairModel
+from prodmatch.models.siamese import NumpySiamese, SiameseNet
 from prodmatch.pairs import Folds, PairSet, group_folds
+from prodmatch.store import ItemStore, StackedTowers
 from prodmatch.training import TrainCallback, default_threads
 
 __all__ = ["GBDTModel", "GBDTParams"]
@@ -104,7 +106,6 @@ class GBDTModel(PairModel):
             catalogue, np.concatenate([train.left, train.right]), (train.left[matched], train.right[matched])
         )
         x_train, feature_names = self.featurizer_.transform(catalogue, train.left, train.right)
-        x_valid, _ = self.featurizer_.transform(catalogue, valid.left, valid.right)
         self.featurizer_._hashed = None  # only the training transform reuses it; do not keep the catalogue alive
         self.stack_models_: list[PairModel] = []
         self.word_scorer_: WordPairScorer | None = None
@@ -113,14 +114,17 @@ class GBDTModel(PairModel):
         if self.params.stack:
             oof = self._fit_stack(catalogue, train, valid, config, names, callback, folds)
             x_train = np.column_stack([x_train, oof])
-            x_valid = np.column_stack([x_valid, self._stack_scores(catalogue, valid)])
             feature_names = [*feature_names, f"stack_{self.params.stack}"]
         if use_words:
             oof = self._fit_word_stack(catalogue, train, folds)
             x_train = np.column_stack([x_train, oof])
-            x_valid = np.column_stack([x_valid, self.word_scorer_.logits(catalogue, valid.left, valid.right)])
             feature_names = [*feature_names, "stack_words"]
         self.feature_names_ = feature_names
+        # The validation pairs go through the scoring path itself: the item-feature store.
+        self.booster_ = None
+        store = self.item_store(catalogue, np.union1d(valid.left, valid.right))
+        x_valid = self._features(catalogue, store, valid.left, valid.right)
+        del store
         log.info(
             "gbdt: %d features of %d + %d pairs in %.1fs",
             len(feature_names),
@@ -271,34 +275,121 @@ class GBDTModel(PairModel):
         log.info("gbdt: word-pair model cross-fitted in %.1fs", time.perf_counter() - t0)
         return oof.astype(np.float32)
 
-    def _stack_scores(self, catalogue: Catalogue, pairs: PairSet) -> np.ndarray:
-        """Mean logit of the fold networks."""
-        return np.mean([m.predict_logits(catalogue, pairs) for m in self.stack_models_], axis=0)
+    # ---------------------------------------------------------------------------------- scoring
 
-    def predict_logits(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = 262144) -> np.ndarray:
-        """(M,) float32 raw margins (log-odds before calibration)."""
+    def item_store(self, catalogue: Catalogue, items: np.ndarray | None = None) -> ItemStore:
+        """Everything scoring needs that depends on one item only, for the sorted catalogue rows ``items``
+        (all by default): see :mod:`prodmatch.store`."""
+        t0 = time.perf_counter()
+        items = np.arange(len(catalogue)) if items is None else np.asarray(items)
+        side = self.featurizer_.side_data(catalogue, items)
+        words = None
+        if self.word_scorer_ is not None and catalogue.names is not None:
+            words = self.word_scorer_.item_data(catalogue, items)
+        towers = None
+        if self._stack_towers():
+            features = catalogue.item_features([n for n, _ in self.modalities_])
+            nets = self._numpy_stack()
+            vectors = np.empty((len(nets), len(items), self.stack_models_[0].params.item_dim), dtype=np.float32)
+            for s in range(0, len(items), 8192):
+                vectors[:, s : s + 8192] = nets.towers(features[items[s : s + 8192]])
+            towers = StackedTowers(items, vectors)
+        store = self.use_store(ItemStore(items, side, words, towers, catalogue=catalogue))
+        log.info(
+            "gbdt: item-feature store of %d items (%.0f MB) in %.1fs",
+            len(items),
+            store.nbytes() / 2**20,
+            time.perf_counter() - t0,
+        )
+        return store
+
+    def use_store(self, store: ItemStore) -> ItemStore:
+        """Attach what a store does not save (the networks' heads, the booster's thresholds) and return it."""
+        if store.towers is not None:
+            store.towers.nets = self._numpy_stack()
+            store.towers.thresholds = self._split_thresholds(f"stack_{self.params.stack}")
+        return store
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a pair's score is the same in any batch and from any store: yes, unless a stacked network
+        has no tower (concat-mlp, item-mlp), whose torch or ONNX scores move by about 1e-6 with the batch."""
+        return not self.stack_models_ or self._stack_towers()
+
+    def _stack_towers(self) -> bool:
+        """Whether the stacked networks are siamese ones, scored from stored item vectors."""
+        return bool(self.stack_models_) and all(isinstance(m.network_, SiameseNet) for m in self.stack_models_)
+
+    def _numpy_stack(self) -> NumpySiamese:
+        """The stacked siamese networks in numpy (built once)."""
+        if getattr(self, "_numpy_nets", None) is None:
+            self._numpy_nets = NumpySiamese([m.network_ for m in self.stack_models_])
+        return self._numpy_nets
+
+    def _split_thresholds(self, feature: str) -> np.ndarray | None:
+        """Sorted thresholds of every split of the (used) trees on ``feature``; None before boosting."""
+        if getattr(self, "booster_", None) is None or feature not in self.feature_names_:
+            return None
+        j = self.feature_names_.index(feature)
+        found: list[float] = []
+
+        def walk(node: dict) -> None:
+            if "split_feature" in node:
+                if node["split_feature"] == j:
+                    found.append(float(node["threshold"]))
+                walk(node["left_child"])
+                walk(node["right_child"])
+
+        for tree in self.booster_.dump_model(num_iteration=self.best_iteration_)["tree_info"]:
+            walk(tree["tree_structure"])
+        return np.unique(np.asarray(found, dtype=np.float64))
+
+    def _store_for(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray) -> ItemStore:
+        """The prepared store when it covers these pairs, else one for just their items."""
+        store = getattr(self, "store_", None)
+        rows = np.union1d(left, right)
+        if store is not None and store.covers(catalogue, rows):
+            return store
+        return self.item_store(catalogue, rows)
+
+    def _features(self, catalogue: Catalogue, store: ItemStore, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """(B, F) float32: the pair features, then the stacked scores, from the item-feature store."""
+        x, _ = self.featurizer_.transform(catalogue, left, right, side=store.side)
+        cols = [x]
+        if self.stack_models_:
+            if store.towers is not None:
+                mods = [catalogue.modalities[n] for n, _ in self.modalities_]
+                cosines = np.stack([(m.matrix[left] * m.matrix[right]).sum(1) for m in mods], axis=1)
+                fa = np.stack([m.present[left] for m in mods], axis=1).astype(np.float32)
+                fb = np.stack([m.present[right] for m in mods], axis=1).astype(np.float32)
+                cols.append(store.towers.logits(left, right, cosines, fa, fb))
+            else:  # networks without a tower: scored whole, by their own runtime
+                pairs = PairSet(left, right, None, np.arange(len(left)), None, None)
+                cols.append(np.mean([m.predict_logits(catalogue, pairs) for m in self.stack_models_], axis=0))
+        if self.word_scorer_ is not None:
+            cols.append(self.word_scorer_.logits(catalogue, left, right, items=store.words))
+        return np.column_stack(cols) if len(cols) > 1 else x
+
+    def predict_logits(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
+        """(M,) float32 raw margins (log-odds before calibration), through the item-feature store: the prepared
+        one (``prepare``: a server's, a match's) or one built for these pairs' items. Every batch size takes
+        this one path, and a pair's margin does not depend on its batch or its store."""
         self._check_fitted()
         self._check_catalogue(catalogue)
+        store = self._store_for(catalogue, pairs.left, pairs.right)
         out = np.empty(len(pairs), dtype=np.float32)
+        threads = {"num_threads": self.predict_threads_} if self.predict_threads_ else {}
         for start in range(0, len(pairs), batch_size):
-            sl = np.arange(start, min(start + batch_size, len(pairs)))
-            x, _ = self.featurizer_.transform(catalogue, pairs.left[sl], pairs.right[sl])
-            if self.stack_models_:
-                x = np.column_stack([x, self._stack_scores(catalogue, pairs.subset(sl))])
-            if self.word_scorer_ is not None:
-                x = np.column_stack([x, self.word_scorer_.logits(catalogue, pairs.left[sl], pairs.right[sl])])
-            threads = {"num_threads": self.predict_threads_} if self.predict_threads_ else {}
+            sl = slice(start, start + batch_size)
+            x = self._features(catalogue, store, pairs.left[sl], pairs.right[sl])
             out[sl] = self.booster_.predict(x, num_iteration=self.best_iteration_, raw_score=True, **threads)
         return out
 
-    def prepare(self, catalogue: Catalogue) -> GBDTModel:
-        """Parse every item's side data once (a server's catalogue), so a request computes only pair features."""
+    def prepare(self, catalogue: Catalogue, store: ItemStore | None = None) -> GBDTModel:
+        """Build (or adopt a loaded) item-feature store of every item of ``catalogue`` (a server's, a match's),
+        so that a request computes only pair features."""
         super().prepare(catalogue)
-        self.featurizer_.prepare(catalogue)
-        if self.word_scorer_ is not None:
-            self.word_scorer_.prepare(catalogue)
-        for net in self.stack_models_:
-            net.prepare(catalogue)
+        self.store_ = self.use_store(store) if store is not None else self.item_store(catalogue)
         return self
 
     def use_runtime(self, runtime: str, threads: int = 1) -> GBDTModel:

@@ -128,7 +128,7 @@ class MatchService:
         model = load_model(run_dir)
         runtime = _use_runtime(model, run_dir, runtime, threads)
         catalogue = read_catalogue(data_dir, model.data_config())
-        model.prepare(catalogue)
+        _prepare(model, catalogue, None if index_dir is None else Path(index_dir))
         if index_dir is not None:
             index_dir = Path(index_dir)
             check_index_items(index_dir, catalogue, data_dir)
@@ -191,6 +191,28 @@ class MatchService:
             return self.model.calibrator(self.model.logits_from_features(fa, fb))
         self._require_ids(rows)
         return self._score_rows(rows_left, rows_right)
+
+    def catalogue_rows(self, left: Sequence[ItemRef], right: Sequence[ItemRef]) -> tuple[np.ndarray, np.ndarray]:
+        """The catalogue rows of pairs given by variant id; UnknownIdsError listing every unknown one, DataError
+        for embeddings (use :meth:`score`)."""
+        if len(left) != len(right):
+            raise DataError(f"left has {len(left)} items but right has {len(right)}")
+        rows = self._rows([x for pair in zip(left, right, strict=True) for x in pair])
+        if (rows < 0).any():
+            raise DataError("catalogue_rows takes variant ids only; score raw embeddings with score()")
+        return rows[0::2], rows[1::2]
+
+    def score_rows(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """(B,) float64 calibrated probabilities of pairs of catalogue rows."""
+        if self.by_features:
+            return self.model.calibrator(self.model.logits_from_features(self.features[left], self.features[right]))
+        return self._score_rows(left, right)
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a pair's probability is the same whatever it is scored with, so that concurrent requests
+        can be scored in one call without changing an answer (the item-feature store's guarantee)."""
+        return bool(getattr(self.model, "batch_invariant", False))
 
     def labels(self, probabilities: np.ndarray) -> np.ndarray | None:
         """0/1 decisions at the model's saved threshold, or None when the run saved no threshold choice."""
@@ -374,11 +396,41 @@ class MatchService:
         return out
 
 
+def _prepare(model: PairModel, catalogue: Catalogue, index_dir: Path | None) -> None:
+    """Compute (or load from ``index_dir``) what the model needs of every item, once, before any request."""
+    from prodmatch.store import STORE_DIR, STORE_META, ItemStore, fingerprint
+
+    if not hasattr(model, "item_store"):
+        model.prepare(catalogue)
+        return
+    saved = None if index_dir is None else index_dir / STORE_DIR
+    if saved is not None and (saved / STORE_META).exists():
+        t0 = time.perf_counter()
+        try:
+            store = ItemStore.load(saved, fingerprint(model, catalogue), catalogue)
+        except ModelError as e:
+            log.warning("%s; computing the item-feature store now instead", e)
+        else:
+            model.prepare(catalogue, store=store)
+            log.info("item-feature store loaded from %s in %.1fs (memory-mapped)", saved, time.perf_counter() - t0)
+            return
+    elif index_dir is not None:
+        log.info("%s holds no item-feature store (an index saved before it existed): computing it now", index_dir)
+    model.prepare(catalogue)
+
+
 def _use_runtime(model: PairModel, run_dir: Path, runtime: str, threads: int) -> str:
     """Switch ``model`` to ``runtime``; ``auto`` tries ONNX Runtime (the export's own checks decide) and
     falls back to torch, saying why. Returns the runtime in use."""
     from prodmatch.export import ONNX_FILE
 
+    if getattr(model, "batch_invariant", False):  # gbdt over siamese networks: scored from the store, in numpy
+        if runtime == "onnx":
+            log.info(
+                "%s scores its stacked networks from the item-feature store: --runtime onnx does not apply", model.name
+            )
+        model.use_runtime("torch", threads)
+        return "store"
     if runtime != "auto":
         model.use_runtime(runtime, threads)
         return runtime
