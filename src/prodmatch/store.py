@@ -146,7 +146,11 @@ class ItemStore:
                 f"{directory} holds an item-feature store of another model, catalogue or prodmatch version; "
                 "rebuild the index (`prodmatch index RUN --data DATA --out DIR --overwrite`)"
             )
-        arrays = {k: np.load(directory / n, mmap_mode="r", allow_pickle=False) for k, n in meta["arrays"].items()}
+        # memory-mapped, as plain ndarray views: np.memmap's own indexing costs microseconds per call
+        arrays = {
+            k: np.load(directory / n, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+            for k, n in meta["arrays"].items()
+        }
         parts = _unflatten(meta["structure"], arrays, "")
         if parts["towers"] is not None:
             parts["towers"] = StackedTowers(**parts["towers"])

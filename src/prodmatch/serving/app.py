@@ -6,6 +6,7 @@ lifespan. Routes are thin: they parse, call the service, and shape the answer. E
 log has the traceback).
 """
 
+import asyncio
 import gc
 import json
 import logging
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -135,7 +137,12 @@ def create_app(settings: ServeSettings | None = None, service: MatchService | No
             else:
                 left.append(embeddings_dict(pair.left, modalities))
                 right.append(embeddings_dict(pair.right, modalities))
-        probabilities = await _compute(svc.score, left, right, inline=len(left) <= INLINE_MAX_PAIRS)
+        small = len(left) <= INLINE_MAX_PAIRS
+        if small and svc.batch_invariant and all(hasattr(p, "variantid1") for p in body.pairs):
+            rows = svc.catalogue_rows(left, right)  # unknown ids answer this request alone
+            probabilities = await _coalescer(svc)(*rows)
+        else:
+            probabilities = await _compute(svc.score, left, right, inline=small)
         labels = svc.labels(probabilities)
         return JSONResponse(  # already the documented ScoreResponse: skip re-validating it per request
             {
@@ -184,6 +191,65 @@ async def _compute(fn, *args, inline: bool):
     go to the thread pool, so that the loop keeps accepting requests and ONNX Runtime and numpy, which
     release the GIL, can use the other cores."""
     return fn(*args) if inline else await run_in_threadpool(fn, *args)
+
+
+def _coalescer(svc: MatchService) -> "Coalescer":
+    found = getattr(svc, "_coalescer", None)
+    if found is None:
+        found = svc._coalescer = Coalescer(svc.score_rows)
+    return found
+
+
+class Coalescer:
+    """Scores the pairs of concurrent small requests in one call.
+
+    A request of one pair costs nearly as much fixed work (a few hundred numpy calls, the networks' weights
+    read from memory, the booster) as a request of eight. So the pairs of requests that arrive while a batch
+    is being scored are scored together next, in one call. Nothing waits on a timer: a lone request is
+    scored at once. The call runs on the event loop, as small requests always have: on a worker thread it
+    fought the loop for the GIL (measured: 494 single-pair requests/s against 674 inline, 8 in flight).
+    Only for a batch-invariant model (the item-feature store's guarantee), so that no answer depends on
+    which requests came together.
+    """
+
+    def __init__(self, score_rows) -> None:
+        self.score_rows = score_rows
+        self.waiting: list[tuple[np.ndarray, np.ndarray, asyncio.Future]] = []
+        self.running = False
+        self.batches = 0
+        self.pairs = 0
+
+    async def __call__(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((left, right, future))
+        if not self.running:
+            self.running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self.waiting:
+                await asyncio.sleep(0)  # requests already read join this batch
+                batch, self.waiting = self.waiting, []
+                left = np.concatenate([b[0] for b in batch])
+                right = np.concatenate([b[1] for b in batch])
+                try:
+                    scores = self.score_rows(left, right)
+                except Exception as e:  # every request of the batch answers the error (a bug: 500)
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(e)
+                    continue
+                self.batches += 1
+                self.pairs += len(left)
+                start = 0
+                for a, _, future in batch:
+                    if not future.done():  # a client that hung up has its future cancelled
+                        future.set_result(scores[start : start + len(a)])
+                    start += len(a)
+        finally:
+            self.running = False
 
 
 def _modalities_of(run_dir: Path) -> list[tuple[str, int]]:
