@@ -1,22 +1,30 @@
-"""(f) Serving on CPU: a load test of `prodmatch serve` over loopback, ONNX Runtime against torch in one run.
+"""(f) Serving on CPU: a load test of `prodmatch serve` over loopback, and (h) a server's start-up and memory.
 
-For each model (siamese, and the default gbdt) and each runtime, a server is started in its own process
-(one uvicorn worker, one compute thread per request) on the demo-size catalogue, and a bounded async
-client sends a fixed number of requests:
+(f) For each model on the demo catalogue (150,000 items): ``gbdt``, the default, trained with the defaults
+(its stacked networks scored from the item-feature store, so one runtime), and ``siamese`` with ONNX Runtime
+and with torch. A server is started in its own process (one uvicorn worker, one compute thread, the item
+vectors, index and item-feature store loaded from a saved `prodmatch index`) and a bounded async client
+(aiohttp) on the same two cores sends:
 
-- the floor: a route that does nothing (404), open loop at the same rate: what the HTTP stack, the
-  loopback and the client cost on their own, on the same two cores;
-- single pairs, open loop at a fixed rate (200/s by default: the issue's target is p99 <= 10 ms there);
-  latency runs from the moment a request was *due*, so a stalled server cannot hide its queue;
+- the floor: a route that does nothing (404), open loop at the same rate, and closed loop: what the HTTP
+  stack, the loopback and the client cost on their own, measured in the same run;
+- single pairs, open loop at a fixed rate (200/s); latency runs from the moment a request was *due*, so a
+  stalled server cannot hide its queue;
 - single pairs, closed loop (8 in flight): the most the server sustains;
 - batches of 256 pairs, closed loop (2 in flight);
 - /v1/similar with k=20, closed loop (2 in flight).
 
-The client shares the machine's two cores with the server. Then, in this process, the gbdt booster alone:
-LightGBM native against an ONNX conversion (onnxmltools, when installed), at equal output.
+Then the gbdt targets: p99 of single pairs at 200/s within 2x the floor's, at least 1,500 single pairs/s
+closed loop, at least 50,000 pairs/s in batches of 256.
 
-    python bench/bench_serving.py                # about 5 minutes
-    python bench/bench_serving.py --models siamese --rate 200 --single 3000
+(g) Where one single-pair request's time goes, in the server's own process layout (one thread): each stage
+of scoring, timed over a few thousand calls, next to the HTTP floor.
+
+(h) Start-up: seconds until /health answers and resident memory, with the item-feature store loaded from the
+index against computed at start, for the demo catalogue and (``--startup-items``) a larger one.
+
+    python bench/bench_serving.py                       # about 15 minutes the first time (training, indexing)
+    python bench/bench_serving.py --models gbdt --startup-items 1000000
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import asyncio
 import gc
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -43,19 +52,22 @@ from prodmatch.export import export_onnx
 from prodmatch.matching import MatchConfig, build_catalogue_index
 
 JSON = {"content-type": "application/json"}
+TARGETS = {"p99_ratio": 2.0, "single_rps": 1500.0, "batch_pairs_per_s": 50_000.0}
 
 
 def prepare(model: str, data: Path, items: int) -> tuple[Path, Path]:
-    """A trained, exported run of ``model`` and a saved index of the catalogue (cached under bench/out)."""
+    """A run of ``model`` trained with the defaults (networks exported to ONNX) and a saved index with its
+    item-feature store (both cached under bench/out)."""
     run = OUT / f"serve_{model}_{items}"
     if not (run / "config.json").exists():
-        with console.status(f"training {model} on the demo data"):
-            train(data, run, model=model, config=TrainConfig(epochs=5), overwrite=True)
-    with console.status(f"exporting {model} to ONNX"):
-        export_onnx(run)
+        with console.status(f"training {model} on the demo data (the defaults)"):
+            train(data, run, model=model, config=TrainConfig(), overwrite=True)
+    if model != "gbdt":
+        with console.status(f"exporting {model} to ONNX"):
+            export_onnx(run)
     index = OUT / f"serve_index_{model}_{items}"
     if not (index / "index.json").exists():
-        with console.status("indexing the catalogue"):
+        with console.status("indexing the catalogue (item vectors, ANN index, item-feature store)"):
             build_catalogue_index(run, data, index, MatchConfig(), overwrite=True)
     return run, index
 
@@ -66,23 +78,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: Path, data: Path, index: Path, runtime: str, port: int) -> subprocess.Popen:
+def start_server(run: Path, data: Path, index: Path | None, runtime: str, port: int, timeout: float = 900):
+    """Start `prodmatch serve`; return the process and the seconds until /health answered."""
     cmd = [sys.executable, "-m", "prodmatch.cli", "-q", "serve", str(run), "--data", str(data)]
-    cmd += ["--index-dir", str(index), "--runtime", runtime, "--port", str(port), "--no-access-log"]
+    cmd += ["--runtime", runtime, "--port", str(port), "--no-access-log"]
+    cmd += ["--index-dir", str(index)] if index is not None else []
+    t0 = time.perf_counter()
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
+    deadline = time.time() + timeout
     while time.time() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"the server exited: {server.stderr.read()[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
                 if r.status == 200:
-                    return server
+                    return server, time.perf_counter() - t0
         except OSError:
             pass
-        time.sleep(0.5)
+        time.sleep(0.2)
     server.kill()
-    raise RuntimeError("the server did not start within 300 s")
+    raise RuntimeError(f"the server did not start within {timeout:.0f} s")
+
+
+def rss_gb(pid: int) -> float:
+    """Resident memory of a process (file-backed pages of the memory-mapped store included)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
 
 
 async def open_loop(client, url: str, bodies: list[bytes], rate: float, limit: int = 64, expected: int = 200) -> dict:
@@ -113,7 +136,7 @@ async def open_loop(client, url: str, bodies: list[bytes], rate: float, limit: i
     return summarise(latencies, errors, loop.time() - t0)
 
 
-async def closed_loop(client, url: str, bodies: list[bytes], concurrency: int) -> dict:
+async def closed_loop(client, url: str, bodies: list[bytes], concurrency: int, expected: int = 200) -> dict:
     """``concurrency`` clients, each sending its next request as soon as the last one answered."""
     loop = asyncio.get_running_loop()
     latencies, errors = [], 0
@@ -127,7 +150,7 @@ async def closed_loop(client, url: str, bodies: list[bytes], concurrency: int) -
             try:
                 async with client.post(url, data=bodies[i], headers=JSON) as r:
                     await r.read()
-                    errors += r.status != 200
+                    errors += r.status != expected
             except aiohttp.ClientError:
                 errors += 1
             latencies.append(loop.time() - start)
@@ -177,125 +200,210 @@ async def _scenarios(port: int, data: Path, args) -> dict[str, dict]:
     base = f"http://127.0.0.1:{port}"
     connector = aiohttp.TCPConnector(limit=64)
     timeout = aiohttp.ClientTimeout(total=60)
+    nothing = [b"{}"] * args.single
     async with aiohttp.ClientSession(base_url=base, connector=connector, timeout=timeout) as client:
         await closed_loop(client, "/v1/score", request_bodies(data, 300, 1, 99), 4)  # warm up
         await closed_loop(client, "/v1/similar", similar_bodies(data, 50, 20, 99), 2)
         return {
-            f"floor: no-op route, {args.rate:.0f}/s open loop": await open_loop(
-                client, "/no-such-route", [b"{}"] * args.single, args.rate, expected=404
-            ),
-            f"1 pair, {args.rate:.0f}/s open loop": await open_loop(
-                client, "/v1/score", request_bodies(data, args.single, 1, 1), args.rate
-            ),
-            "1 pair, closed loop x8": await closed_loop(
-                client, "/v1/score", request_bodies(data, args.single, 1, 2), 8
-            ),
-            f"{args.batch} pairs, closed loop x2": await closed_loop(
-                client, "/v1/score", request_bodies(data, args.batches, args.batch, 3), 2
-            ),
-            "similar k=20, closed loop x2": await closed_loop(
-                client, "/v1/similar", similar_bodies(data, args.similar, 20, 4), 2
-            ),
+            "floor_open": await open_loop(client, "/no-such-route", nothing, args.rate, expected=404),
+            "single_open": await open_loop(client, "/v1/score", request_bodies(data, args.single, 1, 1), args.rate),
+            "floor_closed": await closed_loop(client, "/no-such-route", nothing, 8, expected=404),
+            "single_closed": await closed_loop(client, "/v1/score", request_bodies(data, args.single, 1, 2), 8),
+            "batch_closed": await closed_loop(client, "/v1/score", request_bodies(data, args.batches, args.batch, 3), 2),
+            "similar_closed": await closed_loop(client, "/v1/similar", similar_bodies(data, args.similar, 20, 4), 2),
         }
 
 
-def booster_alone(run: Path) -> None:
-    """LightGBM native against an ONNX conversion of the same booster, on feature rows of real pairs."""
-    try:
-        import onnxruntime as ort
-        from onnxmltools import convert_lightgbm
-        from onnxmltools.convert.common.data_types import FloatTensorType
-    except ImportError:
-        console.print("(g) skipped: pip install onnxmltools to compare the gbdt booster with an ONNX conversion")
-        return
-    import lightgbm as lgb
+SCENARIO_NAMES = {
+    "floor_open": "floor: no-op route, {rate}/s open loop",
+    "single_open": "1 pair, {rate}/s open loop",
+    "floor_closed": "floor: no-op route, closed loop, 8 in flight",
+    "single_closed": "1 pair, closed loop, 8 in flight",
+    "batch_closed": "{batch} pairs, closed loop, 2 in flight",
+    "similar_closed": "/v1/similar k=20, closed loop, 2 in flight",
+}
 
-    from common import best_of
 
-    booster = lgb.Booster(model_file=str(run / "model.lgb.txt"))
-    n_features = booster.num_feature()
-    onx = convert_lightgbm(booster, initial_types=[("x", FloatTensorType([None, n_features]))], zipmap=False)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(onx.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(4096, n_features)).astype(np.float32)
-    x[rng.random(x.shape) < 0.1] = np.nan  # missing features, as real pairs have
+def load_table(model: str, results: dict, args) -> None:
     rows = []
-    for n in (1, 256, 4096):
-        native = 1 / (1 + np.exp(-booster.predict(x[:n], raw_score=True, num_threads=1)))
-        converted = session.run(None, {"x": x[:n]})[1][:, 1]
-        reps = 2000 if n == 1 else 50
-        t_native = best_of(
-            lambda n=n, r=reps: [booster.predict(x[:n], raw_score=True, num_threads=1) for _ in range(r)], 3
-        )
-        t_onnx = best_of(lambda n=n, r=reps: [session.run(None, {"x": x[:n]}) for _ in range(r)], 3)
-        rows.append(
-            [
-                f"{n:,}",
-                f"{t_native / reps * 1e3:.3f}",
-                f"{t_onnx / reps * 1e3:.3f}",
-                f"{t_native / t_onnx:.2f}x",
-                f"{np.abs(native - converted).max():.1e}",
-            ]
-        )
+    runtimes = list(results)
+    for key, label in SCENARIO_NAMES.items():
+        for j, runtime in enumerate(runtimes):
+            r = results[runtime][key]
+            rate = f"{r['per_second']:,.0f}"
+            if key == "batch_closed":
+                rate += f" ({r['per_second'] * args.batch:,.0f} pairs/s)"
+            name = label.format(rate=f"{args.rate:.0f}", batch=args.batch) if j == 0 else ""
+            rows.append([name, runtime, f"{r['requests']:,}", str(r["errors"]), rate, f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}"])
     table(
-        f"(g) gbdt booster alone ({booster.num_trees()} trees, {n_features} features), one thread",
-        ["rows", "LightGBM ms", "ONNX Runtime ms", "ONNX speed-up", "max |probability gap|"],
+        f"(f) prodmatch serve, {model}, {args.items:,} items: one worker, one compute thread, loopback",
+        ["scenario", "runtime", "requests", "errors", "requests/s", "p50 ms", "p99 ms"],
         rows,
     )
+
+
+def target_table(r: dict, args) -> None:
+    ratio = r["single_open"]["p99_ms"] / r["floor_open"]["p99_ms"]
+    pairs = r["batch_closed"]["per_second"] * args.batch
+    rows = [
+        [
+            f"p99 of 1 pair at {args.rate:.0f}/s, over the floor's",
+            f"{ratio:.2f}x ({r['single_open']['p99_ms']:.1f} / {r['floor_open']['p99_ms']:.1f} ms)",
+            f"<= {TARGETS['p99_ratio']:.0f}x",
+            "yes" if ratio <= TARGETS["p99_ratio"] else "NO",
+        ],
+        [
+            "single pairs per second, closed loop",
+            f"{r['single_closed']['per_second']:,.0f} (floor {r['floor_closed']['per_second']:,.0f})",
+            f">= {TARGETS['single_rps']:,.0f}",
+            "yes" if r["single_closed"]["per_second"] >= TARGETS["single_rps"] else "NO",
+        ],
+        [
+            f"pairs per second in batches of {args.batch}",
+            f"{pairs:,.0f}",
+            f">= {TARGETS['batch_pairs_per_s']:,.0f}",
+            "yes" if pairs >= TARGETS["batch_pairs_per_s"] else "NO",
+        ],
+    ]
+    table("gbdt against the serving targets (same run)", ["measure", "measured", "target", "met"], rows)
+
+
+def request_profile(run: Path, data: Path, index: Path, n: int = 3000) -> None:
+    """(g) The stages of scoring one pair, as the server runs them (one thread), best of three rounds."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from prodmatch.features import _Pairs
+    from prodmatch.serving import MatchService
+
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        svc = MatchService.load(run, data, index_dir=index, threads=1)
+        model, cat, store = svc.model, svc.catalogue, svc.model.store_
+        frame = pd.read_parquet(data / "test.parquet")
+        left, right = frame.variantid1.tolist()[:n], frame.variantid2.tolist()[:n]
+        rows = [svc.catalogue_rows(left[i : i + 1], right[i : i + 1]) for i in range(n)]
+        groups = model.featurizer_._groups(cat)
+        mods = [cat.modalities[m] for m, _ in model.modalities_]
+
+        def stack_column(a, b):
+            cosines = np.stack([(m.matrix[a] * m.matrix[b]).sum(1) for m in mods], axis=1)
+            fa = np.stack([m.present[a] for m in mods], axis=1).astype(np.float32)
+            fb = np.stack([m.present[b] for m in mods], axis=1).astype(np.float32)
+            return store.towers.logits(a, b, cosines, fa, fb)
+
+        def intersect(a, b):
+            _Pairs(store.side, a, b)._intersect()
+
+        x = model._features(cat, store, *rows[0])
+        stages = [("ids to catalogue rows", lambda i: svc.catalogue_rows(left[i : i + 1], right[i : i + 1]))]
+        stages.append(("sparse intersections (names, words, attributes, numbers)", lambda i: intersect(*rows[i])))
+        for names, compute in groups:
+            label = f"{compute.__qualname__.split('.')[0].strip('_').replace('_', ' ')} ({len(names)})"
+            stages.append((label, lambda i, c=compute: c(cat, store.side, _Pairs(store.side, *rows[i]))))
+        stages.append(("stacked siamese heads (4 networks)", lambda i: stack_column(*rows[i])))
+        stages.append(("word-pair model", lambda i: model.word_scorer_.logits(cat, *rows[i], items=store.words)))
+        stages.append(
+            ("booster", lambda i: model.booster_.predict(x, num_iteration=model.best_iteration_, raw_score=True, num_threads=1))
+        )
+        stages.append(("whole call (score_rows)", lambda i: svc.score_rows(*rows[i])))
+        out = []
+        for label, fn in stages:
+            best = np.inf
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for i in range(n):
+                    fn(i)
+                best = min(best, (time.perf_counter() - t0) / n)
+            out.append([label, f"{best * 1e3:.3f}"])
+    table(
+        "(g) one single-pair gbdt request: scoring stages, ms per call (one thread; the group stages include the "
+        "intersection they share)",
+        ["stage", "ms"],
+        out,
+    )
+
+
+def startup(run: Path, data: Path, index: Path, label: str, rows: list, computed: bool = True) -> None:
+    """(h) Seconds to a healthy server and its memory, store loaded from the index, and computed at start."""
+    for how, index_dir in (("loaded from the index", index), ("computed at start", None if computed else False)):
+        if index_dir is False:
+            continue
+        if index_dir is None:  # an index without its store: vectors and ANN index loaded, the store computed
+            bare = OUT / f"{index.name}_nostore"
+            if not bare.exists():
+                shutil.copytree(index, bare, ignore=shutil.ignore_patterns("store"))
+            index_dir = bare
+        port = free_port()
+        server, seconds = start_server(run, data, index_dir, "auto", port, timeout=1800)
+        try:
+            bodies = request_bodies(data, 500, 1, 5)
+            for b in bodies:  # touch what answering needs
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/score", data=b, headers=JSON)
+                urllib.request.urlopen(req, timeout=30).read()
+            rows.append([label, how, f"{seconds:.1f}", f"{rss_gb(server.pid):.2f}"])
+        finally:
+            server.terminate()
+            server.wait(60)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=150_000)
     ap.add_argument("--pairs", type=int, default=50_000)
-    ap.add_argument("--models", default="siamese,gbdt")
+    ap.add_argument("--models", default="gbdt,siamese")
     ap.add_argument("--rate", type=float, default=200.0, help="open-loop single-pair requests per second")
     ap.add_argument("--single", type=int, default=3000, help="single-pair requests per scenario")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--similar", type=int, default=1000)
+    ap.add_argument("--startup-items", type=int, default=0, help="also measure start-up on a catalogue this large")
+    ap.add_argument("--skip-load", action="store_true", help="only the profile and start-up")
     args = ap.parse_args()
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     data = dataset(args.items, args.pairs)
     results: dict = {}
     for model in args.models.split(","):
         run, index = prepare(model, data, args.items)
-        for runtime in ("onnx", "torch"):
+        if args.skip_load:
+            continue
+        runtimes = ["store"] if model == "gbdt" else ["onnx", "torch"]
+        results[model] = {}
+        for runtime in runtimes:
             port = free_port()
             with console.status(f"{model} / {runtime}: starting the server and sending requests"):
-                server = start_server(run, data, index, runtime, port)
+                server, _ = start_server(run, data, index, "auto" if runtime == "store" else runtime, port)
                 try:
-                    results[(model, runtime)] = asyncio.run(scenarios(port, data, args))
+                    results[model][runtime] = asyncio.run(scenarios(port, data, args))
                 finally:
                     server.terminate()
                     server.wait(30)
-        rows = []
-        for name in results[(model, "onnx")]:
-            o, t = results[(model, "onnx")][name], results[(model, "torch")][name]
-            for runtime, r in (("onnx", o), ("torch", t)):
-                rows.append(
-                    [
-                        name if runtime == "onnx" else "",
-                        runtime,
-                        f"{r['requests']:,}",
-                        str(r["errors"]),
-                        f"{r['per_second']:,.0f}",
-                        f"{r['p50_ms']:.2f}",
-                        f"{r['p99_ms']:.2f}",
-                        f"{t['p99_ms'] / o['p99_ms']:.2f}x" if runtime == "onnx" else "",
-                    ]
-                )
+        load_table(model, results[model], args)
+        if model == "gbdt":
+            target_table(results[model]["store"], args)
+    if results:
+        (OUT / "serving.json").write_text(json.dumps(results, indent=2) + "\n")
+    if "gbdt" in args.models.split(","):
+        run, index = prepare("gbdt", data, args.items)
+        request_profile(run, data, index)
+        rows: list = []
+        with console.status("start-up on the demo catalogue"):
+            startup(run, data, index, f"{args.items:,} items", rows)
+        if args.startup_items:
+            big = dataset(args.startup_items, args.startup_items // 10)
+            big_index = OUT / f"serve_index_gbdt_on_{args.startup_items}"
+            if not (big_index / "index.json").exists():
+                with console.status(f"indexing {args.startup_items:,} items with the demo gbdt model"):
+                    t0 = time.perf_counter()
+                    build_catalogue_index(run, big, big_index, MatchConfig(), overwrite=True)
+                    console.print(f"indexed {args.startup_items:,} items in {time.perf_counter() - t0:.0f} s")
+            with console.status(f"start-up on {args.startup_items:,} items"):
+                startup(run, big, big_index, f"{args.startup_items:,} items", rows, computed=False)
         table(
-            f"(f) prodmatch serve, {model}, {args.items:,} items: one worker, one compute thread, loopback",
-            ["scenario", "runtime", "requests", "errors", "requests/s", "p50 ms", "p99 ms", "torch p99 / onnx p99"],
+            "(h) gbdt server start-up: seconds until /health answers, resident memory after 500 requests",
+            ["catalogue", "item-feature store", "seconds", "RSS GB"],
             rows,
         )
-    (OUT / "serving.json").write_text(json.dumps({f"{m}/{r}": v for (m, r), v in results.items()}, indent=2) + "\n")
-    if "gbdt" in args.models.split(","):
-        booster_alone(OUT / f"serve_gbdt_{args.items}")
 
 
 if __name__ == "__main__":

@@ -185,3 +185,41 @@ def test_the_word_pair_model_learns_which_shared_words_decide(tmp_path):
     # one pair at a time gives the same numbers as all at once
     single = np.concatenate([scorer.logits(cat, left[i : i + 1], right[i : i + 1]) for i in range(20)])
     np.testing.assert_array_equal(single, logits[:20])
+
+
+def test_numpy_siamese_computes_what_the_torch_networks_do(fitted):
+    """gbdt's stacked networks in numpy: towers (float64, rounded) and heads (float32 and float64) against torch,
+    and a float64 head gives the same float32 logit for a pair whatever batch it is in."""
+    import torch
+
+    from prodmatch.models.siamese import NumpySiamese
+
+    _, _, models = fitted
+    nets = [models["siamese"].network_]
+    numpy_nets = NumpySiamese(nets)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, nets[0].dims[0] + nets[0].dims[1] + 2)).astype(np.float32)
+    features[:, -2:] = rng.random((300, 2)) > 0.2
+    vectors = numpy_nets.towers(features)
+    with torch.inference_mode():
+        expected = nets[0].tower(torch.from_numpy(features)).numpy()
+    np.testing.assert_allclose(vectors[0], expected, rtol=1e-4, atol=1e-5)
+    a, b = np.arange(0, 150), np.arange(150, 300)
+    d0 = nets[0].dims[0]
+    cosines = np.stack(
+        [(features[a, :d0] * features[b, :d0]).sum(1), (features[a, d0:-2] * features[b, d0:-2]).sum(1)], axis=1
+    )
+    args = (cosines, features[a, -2:], features[b, -2:])
+    with torch.inference_mode():
+        want = nets[0].head(*(torch.from_numpy(x) for x in (vectors[0, a], vectors[0, b], features[a], features[b])))
+    for dtype in (np.float32, np.float64):
+        got = numpy_nets.heads(vectors[:, a], vectors[:, b], *args, dtype=dtype)[0]
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+    whole = numpy_nets.heads(vectors[:, a], vectors[:, b], *args, dtype=np.float64)[0].astype(np.float32)
+    one = [
+        numpy_nets.heads(
+            vectors[:, a[i : i + 1]], vectors[:, b[i : i + 1]], *(x[i : i + 1] for x in args), dtype=np.float64
+        )
+        for i in range(150)
+    ]
+    np.testing.assert_array_equal(np.concatenate([o[0] for o in one]).astype(np.float32), whole)

@@ -266,22 +266,55 @@ def test_lifespan_loads_the_model_from_settings(siamese_run, synth_dir):
 
 def test_gbdt_serves_ids_natively_and_refuses_raw_embeddings(synth_dir, tmp_path):
     run = train_small(synth_dir, tmp_path / "gbdt", "gbdt")
-    export_onnx(run, samples=256)  # its stacked networks
-    service = MatchService.load(run, synth_dir, runtime="onnx")
+    service = MatchService.load(run, synth_dir, runtime="onnx")  # the store, whatever the runtime asked
+    assert service.runtime == "store"
     pairs = _test_pairs(synth_dir, 30)
-    torch_service = MatchService.load(run, synth_dir, runtime="torch")
-    for m in torch_service.model.stack_models_:
-        m.precision_ = "fp32"
+    left, right = [p["variantid1"] for p in pairs], [p["variantid2"] for p in pairs]
+    frame = pd.DataFrame({"variantid1": left, "variantid2": right})
+    frame.to_parquet(tmp_path / "pairs.parquet")
+    predicted = api.predict(run, synth_dir, tmp_path / "pairs.parquet")["target"].to_numpy()
     with TestClient(create_app(ServeSettings(run_dir=run, data_dir=synth_dir), service)) as c:
         r = c.post("/v1/score", json={"pairs": pairs})
         assert r.status_code == 200, r.text
-        left, right = [p["variantid1"] for p in pairs], [p["variantid2"] for p in pairs]
-        np.testing.assert_allclose(r.json()["scores"], torch_service.score(left, right), atol=1e-5)
+        np.testing.assert_array_equal(r.json()["scores"], predicted)
         r = c.post("/v1/score", json={"pairs": [{"left": {BERT: [0.1] * 64}, "right": {BERT: [0.2] * 64}}]})
         assert r.status_code == 422 and "cannot score raw embeddings" in r.json()["error"]["message"]
+        r = c.post("/v1/score", json={"pairs": [pairs[0], {"variantid1": 1, "variantid2": pairs[0]["variantid2"]}]})
+        assert r.status_code == 404 and r.json()["error"]["ids"] == [1]
         r = c.post("/v1/similar", json={"variantid": pairs[0]["variantid1"], "k": 5})
         assert r.status_code == 200 and len(r.json()["results"]) == 5
         assert c.get("/v1/model").json()["accepts_embeddings"] is False
+
+
+def test_concurrent_small_requests_are_scored_together_with_the_same_answers():
+    """The coalescer: requests that arrive while a batch is scored go together in the next call; each gets
+    its own slice, in order; an error inside the call reaches every request of that batch."""
+    import asyncio
+
+    from prodmatch.serving.app import Coalescer
+
+    calls = []
+
+    def score_rows(left, right):
+        calls.append(len(left))
+        if (left < 0).any():
+            raise RuntimeError("boom")
+        return left * 1000.0 + right
+
+    async def main():
+        coalescer = Coalescer(score_rows)
+        requests = [(np.arange(i, i + 1 + i % 3), np.arange(i, i + 1 + i % 3) + 7) for i in range(20)]
+        answers = await asyncio.gather(*(coalescer(a, b) for a, b in requests))
+        for (a, b), got in zip(requests, answers, strict=True):
+            np.testing.assert_array_equal(got, a * 1000.0 + b)
+        failing = await asyncio.gather(
+            coalescer(np.array([-1]), np.array([0])), coalescer(np.array([2]), np.array([3])), return_exceptions=True
+        )
+        assert all(isinstance(x, RuntimeError) for x in failing)
+        assert await coalescer(np.array([4]), np.array([5])) == [4005.0]  # and it recovers
+
+    asyncio.run(main())
+    assert sum(calls[:-2]) == sum(1 + i % 3 for i in range(20)) and len(calls) < 20  # batched
 
 
 def test_serve_command_builds_the_app_and_hands_it_to_uvicorn(siamese_run, synth_dir, monkeypatch):
