@@ -556,13 +556,17 @@ def index_command(
 ) -> None:
     """Save a catalogue's item vectors and nearest-neighbour index, so that newly listed items can be
     matched against it later (`prodmatch match ... --new NEW --index-dir OUT --clusters CLUSTERS`)
-    without rebuilding it."""
+    without rebuilding it; for a gbdt model also its item-feature store (OUT/store), which
+    `prodmatch serve --index-dir OUT` memory-maps instead of computing it at start-up."""
     from prodmatch.matching import MatchConfig, build_catalogue_index
 
     with _errors():
         meta = build_catalogue_index(run_dir, data, out, MatchConfig(index=index), overwrite=overwrite)
+        store = meta.get("item_store")
+        saved = f", item-feature store {store['bytes'] / 2**20:,.0f} MB" if store else ""
         stdout.print(
-            f"indexed {meta['items']:,} items ({meta['item_vectors']}, {meta['index']}) in {meta['seconds']:.1f}s -> {out}"
+            f"indexed {meta['items']:,} items ({meta['item_vectors']}, {meta['index']}{saved}) "
+            f"in {meta['seconds']:.1f}s -> {out}"
         )
 
 
@@ -699,7 +703,11 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port, 1-65535.", min=1, max=65535)] = 8000,
     index_dir: Annotated[
-        Path | None, typer.Option(help="A saved `prodmatch index` directory; built at start-up when left out.")
+        Path | None,
+        typer.Option(
+            help="A saved `prodmatch index` directory (item vectors, ANN index and, for gbdt, the item-feature "
+            "store, memory-mapped); built at start-up when left out."
+        ),
     ] = None,
     clusters: Annotated[
         Path | None, typer.Option(help="clusters.parquet of a `prodmatch match` run, to answer cluster ids.")

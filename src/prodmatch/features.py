@@ -93,7 +93,7 @@ class PairFeaturizer:
     name_idf: np.ndarray | None = None
     word_idf: np.ndarray | None = None  # IDF of hashed name words ("words" group)
     _hashed: tuple | None = field(default=None, repr=False)
-    _group_cache: tuple | None = field(default=None, repr=False)  # (catalogue, its groups)
+    _group_cache: tuple | None = field(default=None, repr=False)  # (which side data, the groups)
 
     # ----------------------------------------------------------------------------------------- fit
 
@@ -127,6 +127,7 @@ class PairFeaturizer:
         if "words" in self.use and catalogue.names is not None:
             df = np.bincount(_hash_words(catalogue.names[rows]).indices, minlength=NAME_HASH_FEATURES)
             self.word_idf = (np.log((1 + len(rows)) / (1 + df)) + 1.0).astype(np.float32)
+        self._group_cache = None  # which groups apply depends on what was just fitted
         return self
 
     # ----------------------------------------------------------------------------------- transform
@@ -170,10 +171,13 @@ class PairFeaturizer:
     def _groups(self, catalogue: Catalogue) -> list[tuple[list[str], Callable]]:
         """(feature names, the function computing them) for every group this catalogue supports; each function
         takes (catalogue, side data, _Pairs) and returns its columns in the order of the names."""
-        if self._group_cache is not None and self._group_cache[0] is catalogue:
+        # the groups depend only on which side data the catalogue has (keyed so, not by the catalogue, which
+        # the cache would otherwise keep alive)
+        has = tuple(getattr(catalogue, a) is not None for a in ("extra_pictures", "categories", "attributes", "names"))
+        if self._group_cache is not None and self._group_cache[0] == has:
             return self._group_cache[1]
         groups = self._make_groups(catalogue)
-        self._group_cache = (catalogue, groups)
+        self._group_cache = (has, groups)
         return groups
 
     def _make_groups(self, catalogue: Catalogue) -> list[tuple[list[str], Callable]]:
