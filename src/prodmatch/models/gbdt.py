@@ -108,6 +108,7 @@ class GBDTModel(PairModel):
         x_train, feature_names = self.featurizer_.transform(catalogue, train.left, train.right)
         self.featurizer_._hashed = None  # only the training transform reuses it; do not keep the catalogue alive
         self.stack_models_: list[PairModel] = []
+        self._numpy_nets = None  # rebuilt from the networks fitted now
         self.word_scorer_: WordPairScorer | None = None
         use_words = self.params.stack_text == "words" and catalogue.names is not None
         folds = self._folds(train, config) if self.params.stack or use_words else None
@@ -483,6 +484,7 @@ class GBDTModel(PairModel):
         from prodmatch.models import load_model
 
         self.stack_models_ = [_score_in_fp32(load_model(run_dir / sub)) for sub in config.get("stack", [])]
+        self._numpy_nets = None
 
     def _check_catalogue(self, catalogue: Catalogue) -> None:
         super()._check_catalogue(catalogue)

@@ -103,7 +103,8 @@ class MatchService:
             index_dir: a saved index (``prodmatch index``); built here when None.
             clusters: ``clusters.parquet`` of a ``prodmatch match`` run, for cluster ids in answers.
             runtime: ``onnx`` (needs ``prodmatch export``), ``torch``, or ``auto``: onnx when exported.
-            threads: compute threads per request (torch, ONNX Runtime, LightGBM).
+            threads: compute threads per request (torch, ONNX Runtime, LightGBM, numpy's BLAS), set for the
+                whole process once loading is done.
             max_k: the largest k a similarity query may ask (sets the HNSW search breadth).
         """
         import faiss
@@ -124,15 +125,15 @@ class MatchService:
         if runtime not in RUNTIME_CHOICES:
             raise ConfigError(f"runtime must be one of {list(RUNTIME_CHOICES)}, got {runtime!r}")
         t0 = time.perf_counter()
-        torch.set_num_threads(threads)
-        # numpy's BLAS too: its default, a thread per core spinning for work, fights the event loop and the
-        # other requests for the same cores (measured: a batch of 8 pairs took 3x longer inside the server)
-        threadpool_limits(threads)
         run_dir = Path(run_dir)
         model = load_model(run_dir)
         runtime = _use_runtime(model, run_dir, runtime, threads)
         catalogue = read_catalogue(data_dir, model.data_config())
-        _prepare(model, catalogue, None if index_dir is None else Path(index_dir))
+        _prepare(model, catalogue, None if index_dir is None else Path(index_dir))  # every core while loading
+        torch.set_num_threads(threads)
+        # numpy's BLAS too: its default, a thread per core spinning for work, fights the event loop and the
+        # other requests for the same cores (measured: a batch of 8 pairs took 3x longer inside the server)
+        threadpool_limits(threads)
         if index_dir is not None:
             index_dir = Path(index_dir)
             check_index_items(index_dir, catalogue, data_dir)
