@@ -296,16 +296,14 @@ def request_profile(run: Path, data: Path, index: Path, n: int = 3000) -> None:
         left, right = frame.variantid1.tolist()[:n], frame.variantid2.tolist()[:n]
         rows = [svc.catalogue_rows(left[i : i + 1], right[i : i + 1]) for i in range(n)]
         groups = model.featurizer_._groups(cat)
-        mods = [cat.modalities[m] for m, _ in model.modalities_]
 
         def transform(a, b):
             model.featurizer_.transform(cat, a, b, side=store.side)
 
-        def stack_column(a, b):
-            cosines = np.stack([(m.matrix[a] * m.matrix[b]).sum(1) for m in mods], axis=1)
-            fa = np.stack([m.present[a] for m in mods], axis=1).astype(np.float32)
-            fb = np.stack([m.present[b] for m in mods], axis=1).astype(np.float32)
-            return store.towers.logits(a, b, cosines, fa, fb)
+        features = [model.featurizer_.transform(cat, *r, side=store.side) for r in rows]  # what the heads read
+
+        def stack_column(i):
+            return model._stack_column(cat, store, *rows[i], *features[i])
 
         def intersect(a, b):
             _Pairs(store.side, a, b)._intersect()
@@ -320,7 +318,7 @@ def request_profile(run: Path, data: Path, index: Path, n: int = 3000) -> None:
             label = f"{compute.__qualname__.split('.')[0].strip('_').replace('_', ' ')}: {', '.join(names)}"
             stages.append((label, lambda i, c=compute: c(cat, store.side, prepared[i])))
         stages.append(("the features' assembly (transform, all groups)", lambda i: transform(*rows[i])))
-        stages.append(("stacked siamese heads (4 networks)", lambda i: stack_column(*rows[i])))
+        stages.append(("stacked siamese heads (4 networks)", stack_column))
         stages.append(("word-pair model", lambda i: model.word_scorer_.logits(cat, *rows[i], items=store.words)))
         stages.append(
             (

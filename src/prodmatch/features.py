@@ -160,7 +160,7 @@ class PairFeaturizer:
         names = [n for group_names, _ in groups for n in group_names]
         out = np.full((len(left), len(names)), np.nan, dtype=np.float32)
         if side is None:
-            side = _SideData(catalogue, np.union1d(left, right), self, set(names))
+            side = self.side_data(catalogue, np.union1d(left, right))
         for start in range(0, len(left), chunk):
             sl = slice(start, start + chunk)
             pairs = _Pairs(side, left[sl], right[sl])

@@ -355,21 +355,29 @@ class GBDTModel(PairModel):
 
     def _features(self, catalogue: Catalogue, store: ItemStore, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """(B, F) float32: the pair features, then the stacked scores, from the item-feature store."""
-        x, _ = self.featurizer_.transform(catalogue, left, right, side=store.side)
+        x, names = self.featurizer_.transform(catalogue, left, right, side=store.side)
         cols = [x]
         if self.stack_models_:
             if store.towers is not None:
-                mods = [catalogue.modalities[n] for n, _ in self.modalities_]
-                cosines = np.stack([(m.matrix[left] * m.matrix[right]).sum(1) for m in mods], axis=1)
-                fa = np.stack([m.present[left] for m in mods], axis=1).astype(np.float32)
-                fb = np.stack([m.present[right] for m in mods], axis=1).astype(np.float32)
-                cols.append(store.towers.logits(left, right, cosines, fa, fb))
+                cols.append(self._stack_column(catalogue, store, left, right, x, names))
             else:  # networks without a tower: scored whole, by their own runtime
                 pairs = PairSet(left, right, None, np.arange(len(left)), None, None)
                 cols.append(np.mean([m.predict_logits(catalogue, pairs) for m in self.stack_models_], axis=0))
         if self.word_scorer_ is not None:
             cols.append(self.word_scorer_.logits(catalogue, left, right, items=store.words))
         return np.column_stack(cols) if len(cols) > 1 else x
+
+    def _stack_column(
+        self, catalogue: Catalogue, store: ItemStore, left: np.ndarray, right: np.ndarray, x: np.ndarray, names: list
+    ) -> np.ndarray:
+        """(B,) the stacked networks' mean logit from stored item vectors. Their heads read each modality's raw
+        cosine: the pair features' ``<modality>.cos``, which is NaN where an item lacks the modality and whose
+        raw value is then exactly 0 (a missing vector is zeros)."""
+        mods = [catalogue.modalities[n] for n, _ in self.modalities_]
+        cosines = np.nan_to_num(x[:, [names.index(f"{n}.cos") for n, _ in self.modalities_]], nan=0.0)
+        fa = np.stack([m.present[left] for m in mods], axis=1).astype(np.float32)
+        fb = np.stack([m.present[right] for m in mods], axis=1).astype(np.float32)
+        return store.towers.logits(left, right, cosines, fa, fb)
 
     def predict_logits(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """(M,) float32 raw margins (log-odds before calibration), through the item-feature store: the prepared

@@ -129,7 +129,7 @@ def create_app(settings: ServeSettings | None = None, service: MatchService | No
         A pair is ``{"variantid1", "variantid2"}`` (catalogue items) or ``{"left", "right"}`` (raw
         embeddings by modality); one request may mix both.
         """
-        left, right = [], []
+        left, right, ids_only = [], [], True
         for pair in body.pairs:
             if hasattr(pair, "variantid1"):
                 left.append(pair.variantid1)
@@ -137,8 +137,9 @@ def create_app(settings: ServeSettings | None = None, service: MatchService | No
             else:
                 left.append(embeddings_dict(pair.left, modalities))
                 right.append(embeddings_dict(pair.right, modalities))
+                ids_only = False
         small = len(left) <= INLINE_MAX_PAIRS
-        if small and svc.batch_invariant and all(hasattr(p, "variantid1") for p in body.pairs):
+        if small and ids_only and svc.batch_invariant:
             rows = svc.catalogue_rows(left, right)  # unknown ids answer this request alone
             probabilities = await _coalescer(svc)(*rows)
         else:
