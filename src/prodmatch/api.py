@@ -20,7 +20,6 @@ from prodmatch.evaluation import binary_metrics
 from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue, write_json, write_parquet
 from prodmatch.models import DEFAULT_MODEL, MODELS, PairModel, create_model, load_model
 from prodmatch.models.base import CONFIG_FILE
-from prodmatch.models.torch_model import TorchPairModel
 from prodmatch.pairs import (
     PairSet,
     SplitReport,
@@ -120,7 +119,7 @@ def _train_into(
     catalogue: Catalogue | None,
 ) -> TrainReport:
     t0 = time.perf_counter()
-    read_config = model_class.data_config_for(data_config)
+    read_config = est.read_config(data_config)
     if config.hard_negatives > 0:  # mining blocks on shared values of names and attributes, as `match` does
         read_config = replace(read_config, load_names=True, load_attributes=True)
     cat = catalogue or read_catalogue(data_dir, read_config)
@@ -186,7 +185,7 @@ def _train_into(
     history = est.history_
     plots = out_dir / "plots"
     plot_pr_curves(curves, plots / "pr_curve.png", title=f"{model}: precision-recall")
-    if isinstance(est, TorchPairModel):
+    if history and "epoch" in history[0]:  # networks and fine-tuned encoders: one record per epoch
         plot_history(history, plots / "training.png", best_epoch=metrics["best_epoch"])
     else:
         plot_boosting(history, plots / "training.png", best_iteration=metrics.get("best_iteration"))

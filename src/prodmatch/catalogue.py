@@ -75,6 +75,8 @@ class Catalogue:
         categories: optional DataFrame with columns ``category1``..``category4`` (pandas
             categoricals, missing as NaN), one row per item.
         names: optional (N,) object array of product names.
+        texts: optional (N,) object array of long texts (a whole serialised record, or a description;
+            None where an item has none), read by the text models.
         attributes: optional (N,) object array of raw ``characteristic_attributes_mapping`` JSON strings
             (None where an item has none); parsed by the features that use them.
         extra_pictures: optional (offsets, vectors): item i's extra photos are rows
@@ -86,6 +88,7 @@ class Catalogue:
     categories: pd.DataFrame | None = None
     names: np.ndarray | None = None
     attributes: np.ndarray | None = None
+    texts: np.ndarray | None = None
     extra_pictures: tuple[np.ndarray, np.ndarray] | None = None
     _features_cache: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -224,6 +227,7 @@ class Catalogue:
             categories=categories,
             names=join(self.names, other.names),
             attributes=join(self.attributes, other.attributes),
+            texts=join(self.texts, other.texts),
             extra_pictures=extra,
         )
 
@@ -244,5 +248,6 @@ class Catalogue:
             "has_categories": self.categories is not None,
             "has_names": self.names is not None,
             "has_attributes": self.attributes is not None,
+            "has_texts": self.texts is not None,
             "extra_pictures": None if self.extra_pictures is None else len(self.extra_pictures[1]),
         }

@@ -240,6 +240,16 @@ def train(
             "positive-unlabelled filter; it drops the hardest negatives too); default: keep them all."
         ),
     ] = None,
+    encoder_path: Annotated[
+        Path | None,
+        typer.Option(
+            help="Text models (bi-encoder, or gbdt with -p stack_text=words,bi-encoder): a local Hugging Face "
+            "model folder to fine-tune instead of the bundled all-MiniLM-L6-v2 (nothing is downloaded)."
+        ),
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="Text models: where to fine-tune, auto (a GPU when there is one), cpu or cuda.")
+    ] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -258,6 +268,13 @@ def train(
 
     with _errors():
         params = _parse_params(param or [], MODELS.get(model))
+        if encoder_path is not None or device != "auto":
+            from prodmatch.errors import ConfigError
+
+            takes = {f.name for f in fields(MODELS[model].params_class)} if model in MODELS else set()
+            if "encoder_path" not in takes:
+                raise ConfigError(f"--encoder-path and --device are for the text models; {model} reads no text")
+            params.update(device=device, **({} if encoder_path is None else {"encoder_path": str(encoder_path)}))
         cfg = TrainConfig(
             epochs=epochs,
             batch_size=batch_size,

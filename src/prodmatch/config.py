@@ -30,6 +30,8 @@ class DataConfig:
         load_names: read the ``name`` column of text_and_bert.parquet when it exists.
         load_attributes: read ``characteristic_attributes_mapping`` of attributes.parquet when it exists.
         load_extra_pictures: read ``pic_embeddings_resnet_v1`` (extra photos) of the picture file when it exists.
+        load_texts: read the long text of text_and_bert.parquet (``text``, a whole serialised record, or
+            ``description``) when it exists.
     """
 
     modalities: tuple[str, ...] | None = None
@@ -39,6 +41,7 @@ class DataConfig:
     load_names: bool = False
     load_attributes: bool = False
     load_extra_pictures: bool = False
+    load_texts: bool = False
 
     def __post_init__(self) -> None:
         if self.invalid_vectors not in ("error", "missing"):

@@ -3,7 +3,7 @@
 This is the only module that knows file names. A data directory holds:
 
 - ``text_and_bert.parquet``: ``variantid`` and flat embedding columns such as ``name_bert_64``;
-  optional ``name`` and ``description``.
+  optional ``name``, and ``text`` (a whole serialised record) or ``description``, read by the text models.
 - ``resnet.parquet`` or ``images_embed.parquet`` (optional): ``main_pic_embeddings_resnet_v1``, a list
   holding one vector (a flat vector is accepted too); ``pic_embeddings_resnet_v1`` (extra pictures) is
   side data, not a modality.
@@ -209,6 +209,9 @@ def read_catalogue(data_dir: str | Path, config: DataConfig | None = None) -> Ca
     names = None
     if config.load_names:
         names = _read_names(data_dir / TEXT_FILE, index, config.id_column)
+    texts = None
+    if config.load_texts:
+        texts = _read_texts(data_dir / TEXT_FILE, index, config.id_column)
     attributes = None
     if config.load_attributes and attr_path.exists():
         attributes = _read_attributes(attr_path, index, config.id_column)
@@ -223,6 +226,7 @@ def read_catalogue(data_dir: str | Path, config: DataConfig | None = None) -> Ca
         categories=categories,
         names=names,
         attributes=attributes,
+        texts=texts,
         extra_pictures=extra,
     )
     for name, m in cat.modalities.items():
@@ -508,6 +512,22 @@ def _read_names(path: Path, index: pd.Index, id_column: str) -> np.ndarray | Non
     names = np.full(len(index), None, dtype=object)
     names[rows] = table["name"].to_numpy(zero_copy_only=False)
     return names
+
+
+TEXT_COLUMNS = ("text", "description")  # the long text column, the first found
+
+
+def _read_texts(path: Path, index: pd.Index, id_column: str) -> np.ndarray | None:
+    """(N,) the long text of each item (None where missing): ``text`` if the file has it, else ``description``."""
+    found = [c for c in TEXT_COLUMNS if c in _read_schema(path).names]
+    if not found:
+        return None
+    table = pq.read_table(path, columns=[id_column, found[0]])
+    rows = index.get_indexer(_read_ids(table, path, id_column))
+    known = rows >= 0
+    out = np.full(len(index), None, dtype=object)
+    out[rows[known]] = table[found[0]].to_numpy(zero_copy_only=False)[known]
+    return out
 
 
 def _read_attributes(path: Path, index: pd.Index, id_column: str) -> np.ndarray | None:

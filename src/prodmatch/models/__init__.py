@@ -13,6 +13,7 @@ from typing import Any
 from prodmatch.config import DEFAULT_MODEL
 from prodmatch.errors import ModelError
 from prodmatch.models.base import CONFIG_FILE, PairModel
+from prodmatch.models.bi_encoder import BiEncoderModel
 from prodmatch.models.concat_mlp import ConcatMLP, ConcatMLPParams
 from prodmatch.models.gbdt import GBDTModel
 from prodmatch.models.item_mlp import ItemMLP, ItemMLPParams
@@ -22,6 +23,7 @@ from prodmatch.models.torch_model import TorchPairModel
 __all__ = [
     "DEFAULT_MODEL",
     "MODELS",
+    "BiEncoderModel",
     "ConcatMLPModel",
     "GBDTModel",
     "ItemMLPModel",
@@ -51,7 +53,9 @@ class SiameseModel(TorchPairModel):
     symmetric = True
 
 
-MODELS: dict[str, type[PairModel]] = {cls.name: cls for cls in (ConcatMLPModel, ItemMLPModel, SiameseModel, GBDTModel)}
+MODELS: dict[str, type[PairModel]] = {
+    cls.name: cls for cls in (ConcatMLPModel, ItemMLPModel, SiameseModel, GBDTModel, BiEncoderModel)
+}
 
 
 def create_model(name: str, **params: Any) -> PairModel:

@@ -37,7 +37,7 @@ class PairModel:
         params_class: a frozen dataclass of hyperparameters.
         symmetric: whether f(a, b) == f(b, a) by construction.
         needs: side data the model reads beyond embeddings: any of "categories", "names", "attributes",
-            "extra_pictures".
+            "extra_pictures", "texts".
 
     Fitted attributes: ``modalities_`` [(name, dim)], ``threshold``, ``calibrator``, ``threshold_choice``;
     ``run_dir_`` once loaded from a run directory.
@@ -140,18 +140,20 @@ class PairModel:
     def data_config(self) -> DataConfig:
         """How to read a data directory for this fitted model: its modalities and the side data it needs."""
         self._check_fitted()
-        return self.data_config_for(DataConfig(modalities=tuple(n for n, _ in self.modalities_)))
+        return self.read_config(DataConfig(modalities=tuple(n for n, _ in self.modalities_)))
+
+    def reads(self) -> frozenset[str]:
+        """The side data this model reads with its parameters: the class's ``needs`` (a model may add to them)."""
+        return self.needs
+
+    def read_config(self, base: DataConfig | None) -> DataConfig:
+        """``base`` with the side data this model, with its parameters, reads switched on."""
+        return _with_side_data(base, self.reads())
 
     @classmethod
     def data_config_for(cls, base: DataConfig | None) -> DataConfig:
         """``base`` with the side data this model class needs switched on."""
-        base = base or DataConfig()
-        return replace(
-            base,
-            load_names=base.load_names or "names" in cls.needs,
-            load_attributes=base.load_attributes or "attributes" in cls.needs,
-            load_extra_pictures=base.load_extra_pictures or "extra_pictures" in cls.needs,
-        )
+        return _with_side_data(base, cls.needs)
 
     # ------------------------------------------------------------------------------ persistence
 
@@ -206,3 +208,14 @@ class PairModel:
                 )
             if m.dim != dim:
                 raise DataError(f"modality {name!r} is {m.dim}-d in {m.source}, but the model expects {dim}-d")
+
+
+def _with_side_data(base: DataConfig | None, needs: frozenset[str]) -> DataConfig:
+    base = base or DataConfig()
+    return replace(
+        base,
+        load_names=base.load_names or "names" in needs,
+        load_attributes=base.load_attributes or "attributes" in needs,
+        load_extra_pictures=base.load_extra_pictures or "extra_pictures" in needs,
+        load_texts=base.load_texts or "texts" in needs,
+    )

@@ -43,6 +43,8 @@ WORD_IDF_FILE = "name_word_idf.npy"
 WHITENING_FILE = "whitening.npz"
 WORD_PAIRS_FILE = "word_pairs.npz"  # the learned word-pair model (stack_text="words")
 STACK_DIR = "stack"  # the cross-fitted networks, one run directory per fold
+TEXT_STACK_DIR = "text_stack"  # the cross-fitted bi-encoders, one run directory per fold
+STACK_TEXTS = ("words", "bi-encoder")
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,11 @@ class GBDTParams:
     stack: str = "siamese"  # a network whose out-of-fold score becomes one more feature; "" for none
     stack_folds: int = 0  # 0: 2 when connected components make folds, else 4 (folds by item; see group_folds)
     stack_epochs: int = 0  # at most this many epochs per fold network; 0: --epochs, stopped early on validation
-    stack_text: str = "words"  # a learned word-pair model (WordPairScorer), cross-fitted the same way; "" for none
+    # learned text models, cross-fitted the same way, comma-separated: "words" (a word-pair model,
+    # WordPairScorer), "bi-encoder" (a fine-tuned transformer, BiEncoderModel); "" for none
+    stack_text: str = "words"
+    encoder_path: str = ""  # the stacked bi-encoder's local Hugging Face folder; "" is the bundled all-MiniLM-L6-v2
+    device: str = "auto"  # where the stacked bi-encoder fine-tunes: auto, cpu or cuda
 
 
 class GBDTModel(PairModel):
@@ -110,8 +116,11 @@ class GBDTModel(PairModel):
         self.stack_models_: list[PairModel] = []
         self._numpy_nets = None  # rebuilt from the networks fitted now
         self.word_scorer_: WordPairScorer | None = None
-        use_words = self.params.stack_text == "words" and catalogue.names is not None
-        folds = self._folds(train, config) if self.params.stack or use_words else None
+        self.text_models_: list[PairModel] = []
+        texts = self._stack_texts()
+        use_words = "words" in texts and catalogue.names is not None
+        use_encoder = "bi-encoder" in texts
+        folds = self._folds(train, config) if self.params.stack or use_words or use_encoder else None
         if self.params.stack:
             oof = self._fit_stack(catalogue, train, valid, config, names, callback, folds)
             x_train = np.column_stack([x_train, oof])
@@ -120,6 +129,10 @@ class GBDTModel(PairModel):
             oof = self._fit_word_stack(catalogue, train, folds)
             x_train = np.column_stack([x_train, oof])
             feature_names = [*feature_names, "stack_words"]
+        if use_encoder:
+            oof = self._fit_text_stack(catalogue, train, valid, config, callback, folds)
+            x_train = np.column_stack([x_train, oof])
+            feature_names = [*feature_names, "stack_bi_encoder"]
         self.feature_names_ = feature_names
         # The validation pairs go through the scoring path itself: the item-feature store.
         self.booster_ = None
@@ -247,6 +260,52 @@ class GBDTModel(PairModel):
             self.stack_models_.append(net)
         return oof.astype(np.float32)
 
+    def _stack_texts(self) -> list[str]:
+        texts = [t.strip() for t in self.params.stack_text.split(",") if t.strip()]
+        unknown = sorted(set(texts) - set(STACK_TEXTS))
+        if unknown:
+            raise ConfigError(
+                f"stack_text: unknown text model(s) {unknown}; use any of {list(STACK_TEXTS)}, comma-separated"
+            )
+        return texts
+
+    def reads(self) -> frozenset[str]:
+        """The bi-encoder also reads each item's long text (``text`` or ``description``)."""
+        return self.needs | {"texts"} if "bi-encoder" in self._stack_texts() else self.needs
+
+    def _fit_text_stack(
+        self,
+        catalogue: Catalogue,
+        train: PairSet,
+        valid: PairSet,
+        config: TrainConfig,
+        callback: TrainCallback | None,
+        folds: Folds,
+    ) -> np.ndarray:
+        """Cross-fit the bi-encoder on the shared folds; keep the fold models (their mean scores new pairs);
+        return the out-of-fold cosines of the training pairs."""
+        from prodmatch.models import create_model
+
+        t0 = time.perf_counter()
+        oof = np.zeros(len(train), dtype=np.float64)
+        for k in range(len(folds.train_masks)):
+            inside = np.flatnonzero(folds.train_masks[k])
+            scores = np.flatnonzero((folds.scorers == k).any(axis=1))
+            log.info(
+                "gbdt: stacked bi-encoder, fold %d/%d: fine-tuned on %d pairs, scores %d",
+                k + 1,
+                len(folds.train_masks),
+                len(inside),
+                len(scores),
+            )
+            model = create_model("bi-encoder", encoder_path=self.params.encoder_path, device=self.params.device)
+            model.fit(catalogue, train.subset(inside), valid, config, callback=callback)
+            weight = (folds.scorers[scores] == k).sum(axis=1) / 2.0
+            oof[scores] += weight * model.predict_logits(catalogue, train.subset(scores))
+            self.text_models_.append(model)
+        log.info("gbdt: bi-encoder cross-fitted in %.1fs", time.perf_counter() - t0)
+        return oof.astype(np.float32)
+
     def _folds(self, train: PairSet, config: TrainConfig) -> Folds:
         """The cross-fitting folds every stacked model shares (see ``group_folds``)."""
         folds = group_folds(train, self.params.stack_folds or 2, seed=config.seed)
@@ -314,8 +373,9 @@ class GBDTModel(PairModel):
     @property
     def batch_invariant(self) -> bool:
         """Whether a pair's score is the same in any batch and from any store: yes, unless a stacked network
-        has no tower (concat-mlp, item-mlp), whose torch or ONNX scores move by about 1e-6 with the batch."""
-        return not self.stack_models_ or self._stack_towers()
+        has no tower (concat-mlp, item-mlp), whose torch or ONNX scores move by about 1e-6 with the batch, or
+        a bi-encoder is stacked (its item vectors move by about 1e-7 with the items encoded beside them)."""
+        return (not self.stack_models_ or self._stack_towers()) and not getattr(self, "text_models_", None)
 
     def _stack_towers(self) -> bool:
         """Whether the stacked networks are siamese ones, scored from stored item vectors."""
@@ -365,6 +425,9 @@ class GBDTModel(PairModel):
                 cols.append(np.mean([m.predict_logits(catalogue, pairs) for m in self.stack_models_], axis=0))
         if self.word_scorer_ is not None:
             cols.append(self.word_scorer_.logits(catalogue, left, right, items=store.words))
+        if self.text_models_:
+            pairs = PairSet(left, right, None, np.arange(len(left)), None, None)
+            cols.append(np.mean([m.predict_logits(catalogue, pairs) for m in self.text_models_], axis=0))
         return np.column_stack(cols) if len(cols) > 1 else x
 
     def _stack_column(
@@ -458,11 +521,17 @@ class GBDTModel(PairModel):
             sub = Path(STACK_DIR) / f"fold{k}"
             net.save(run_dir / sub)
             stack.append(str(sub))
+        text_stack = []
+        for k, model in enumerate(self.text_models_):
+            sub = Path(TEXT_STACK_DIR) / f"fold{k}"
+            model.save(run_dir / sub)
+            text_stack.append(str(sub))
         return {
             "weights": files,
             "features": {**self.featurizer_.to_dict(), "names": self.feature_names_},
             "best_iteration": self.best_iteration_,
             "stack": stack,
+            "text_stack": text_stack,
         }
 
     def _load_weights(self, run_dir: Path, config: dict) -> None:
@@ -492,6 +561,7 @@ class GBDTModel(PairModel):
         from prodmatch.models import load_model
 
         self.stack_models_ = [_score_in_fp32(load_model(run_dir / sub)) for sub in config.get("stack", [])]
+        self.text_models_ = [load_model(run_dir / sub) for sub in config.get("text_stack", [])]
         self._numpy_nets = None
 
     def _check_catalogue(self, catalogue: Catalogue) -> None:
@@ -500,6 +570,7 @@ class GBDTModel(PairModel):
             self.featurizer_.feature_names(catalogue)
             + [f"stack_{self.params.stack}"] * bool(self.stack_models_)
             + ["stack_words"] * (self.word_scorer_ is not None and catalogue.names is not None)
+            + ["stack_bi_encoder"] * bool(self.text_models_)
         )
         if have != self.feature_names_:
             missing = sorted(set(self.feature_names_) - set(have))

@@ -1,0 +1,200 @@
+"""The learned text models: the encoder folder, item records, batching, and fine-tuning the bi-encoder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score
+
+from prodmatch.catalogue import Catalogue
+from prodmatch.config import TrainConfig
+from prodmatch.errors import ConfigError, DataError
+from prodmatch.pairs import PairSet
+from prodmatch.text import RecordTexts, bundled_encoder_path, check_encoder_path, item_records
+
+pytest.importorskip("sentence_transformers")
+
+from prodmatch.models.bi_encoder import BiEncoderModel, _examples, _group_batches
+
+# ------------------------------------------------------------------------------------------ the folder
+
+
+def test_a_bad_encoder_path_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such folder"):
+        check_encoder_path(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"no config\.json"):
+        check_encoder_path(tmp_path / "empty")
+    no_tok = tmp_path / "no_tokenizer"
+    no_tok.mkdir()
+    shutil.copy(bundled_encoder_path() / "config.json", no_tok / "config.json")
+    (no_tok / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match="no tokenizer"):
+        check_encoder_path(no_tok)
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    shutil.copy(bundled_encoder_path() / "config.json", no_weights / "config.json")
+    with pytest.raises(ConfigError, match="no weights"):
+        check_encoder_path(no_weights)
+    assert check_encoder_path(None) == bundled_encoder_path().resolve()  # the bundled model by default
+
+
+def test_a_bad_encoder_path_stops_fitting_before_anything_loads(tmp_path):
+    cat, train, valid = _tiny()
+    with pytest.raises(ConfigError, match="no such folder"):
+        BiEncoderModel(encoder_path=str(tmp_path / "missing")).fit(cat, train, valid, TrainConfig(epochs=1))
+
+
+# ----------------------------------------------------------------------------------------- records
+
+
+def test_records_are_ditto_serialised_without_repeating_what_the_long_text_holds():
+    cat = Catalogue(
+        ids=pd.Index([1, 2, 3]),
+        modalities={},
+        names=np.array(["Acme Phone X1", "Acme Phone X2", None], dtype=object),
+        attributes=np.array(['{"Colour": ["black"], "Memory": ["64 GB", "128 GB"]}', None, None], dtype=object),
+        texts=np.array([None, "name: Acme Phone X2; colour: red", "a lone description"], dtype=object),
+    )
+    records = item_records(cat, np.array([0, 1, 2]))
+    assert records[0] == "COL name VAL Acme Phone X1 COL Colour VAL black COL Memory VAL 64 GB, 128 GB"
+    assert records[1] == "name: Acme Phone X2; colour: red"  # the name is inside the long text: not repeated
+    assert records[2] == "a lone description"
+
+
+def test_a_catalogue_without_any_text_is_an_error_not_a_zero_feature():
+    cat = Catalogue(ids=pd.Index([1, 2]), modalities={})
+    with pytest.raises(DataError, match=r"no\s+name, text or description"):
+        item_records(cat, np.array([0, 1]))
+
+
+def test_long_records_keep_their_rarest_words_in_order_within_the_budget():
+    from prodmatch.text.encoder import load_sentence_encoder
+
+    tok = load_sentence_encoder(bundled_encoder_path(), "cpu").tokenizer
+    common = " ".join(["the"] * 40)
+    records = [f"COL name VAL {common} zx81 {common} qz9000"] + ["COL name VAL the the the"] * 50
+    fitted = RecordTexts.fit(records, tok, percentile=100, cap=16, floor=8)
+    assert fitted.max_tokens == 16  # the longest record's count, capped
+    [short] = fitted.summarise(records[:1], tok)
+    kept = short.split()
+    assert "COL" in kept and "VAL" in kept  # the markers always stay
+    assert "zx81" in kept and "qz9000" in kept and kept.index("zx81") < kept.index("qz9000")
+    assert len(tok(short)["input_ids"]) <= fitted.max_tokens
+    assert RecordTexts.from_dict(json.loads(json.dumps(fitted.to_dict()))).max_tokens == fitted.max_tokens
+
+
+# ----------------------------------------------------------------------------------------- batches
+
+
+def test_examples_of_one_product_never_share_a_batch():
+    # matches 0-1, 1-2 (one group of three items) and 3-4, 5-6, 7-8; non-matches 0-3, 5-9
+    left = np.array([0, 1, 3, 5, 7, 0, 5])
+    right = np.array([1, 2, 4, 6, 8, 3, 9])
+    target = np.array([1, 1, 1, 1, 1, 0, 0], dtype=np.float32)
+    pairs = PairSet(left, right, target, np.arange(7), left, right)
+    examples, negatives, groups = _examples(pairs, np.random.default_rng(0))
+    assert len(examples) == 5 and groups[0] == groups[1] and len(set(groups.tolist())) == 4
+    assert negatives[examples.tolist().index([0, 1])] == 3 and negatives[examples.tolist().index([5, 6])] == 9
+    for seed in range(20):
+        batches = _group_batches(groups, 2, np.random.default_rng(seed))
+        assert sorted(np.concatenate(batches).tolist()) == list(range(5))
+        assert all(len(set(groups[b].tolist())) == len(b) <= 2 for b in batches)
+
+
+# ----------------------------------------------------------------------------------------- fitting
+
+BRANDS = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka", "tyrell", "cyberdyne"]
+KINDS = ["kettle", "toaster", "blender", "drill", "headphones", "camera"]
+
+
+def _tiny(n_products: int = 24, seed: int = 0):
+    """Two listings per product, written differently; each product's non-match is a sibling: the same
+    brand and kind, another model number. Zero-shot, the words shared by siblings look like a match."""
+    rng = np.random.default_rng(seed)
+    names = []
+    for p in range(n_products):
+        brand, kind = BRANDS[p % 4], KINDS[p % 4]
+        model = f"{kind[:2]}{100 + 7 * p}"
+        names.append(f"{brand} {kind} {model} {rng.choice(['black', 'white', 'silver'])}")
+        names.append(f"{model.upper()} {kind} by {brand.title()}")
+    cat = Catalogue(ids=pd.Index(np.arange(len(names))), modalities={}, names=np.array(names, dtype=object))
+    left, right, target = [], [], []
+    for p in range(n_products):
+        q = (p + 4) % n_products  # the next product of the same brand and kind
+        left += [2 * p, 2 * p]
+        right += [2 * p + 1, 2 * q + 1]
+        target += [1, 0]
+    left, right, target = np.array(left), np.array(right), np.array(target, dtype=np.float32)
+    order = rng.permutation(len(left))
+    left, right, target = left[order], right[order], target[order]
+    cut = int(0.75 * len(left))
+
+    def pairs(sl):
+        return PairSet(left[sl], right[sl], target[sl], np.arange(len(left))[sl], left[sl], right[sl])
+
+    return cat, pairs(slice(0, cut)), pairs(slice(cut, None))
+
+
+def test_fine_tuning_on_a_tiny_set_improves_on_its_start_and_round_trips(tmp_path):
+    cat, train, valid = _tiny()
+    model = BiEncoderModel(batch_size=8, lr=1e-4).fit(cat, train, valid, TrainConfig(epochs=3, seed=0, threads=2))
+    assert 1 <= model.result_.best_epoch <= len(model.history_) <= 3
+    for pairs in (train, valid):
+        before = _zero_shot_ap(cat, pairs)
+        after = average_precision_score(pairs.target, model.predict_logits(cat, pairs))
+        assert after > before, (before, after)
+    # symmetric by construction, and the same after a save and a load
+    flipped = PairSet(valid.right, valid.left, valid.target, valid.source_rows, None, None)
+    np.testing.assert_array_equal(model.predict_logits(cat, flipped), model.predict_logits(cat, valid))
+    model.save(tmp_path / "run")
+    from prodmatch.models import load_model
+
+    loaded = load_model(tmp_path / "run")
+    np.testing.assert_allclose(loaded.predict_logits(cat, valid), model.predict_logits(cat, valid), atol=1e-5)
+
+
+def _zero_shot_ap(cat, pairs) -> float:
+    from prodmatch.text.encoder import load_sentence_encoder
+
+    enc = load_sentence_encoder(bundled_encoder_path(), "cpu")
+    rows = np.arange(len(cat))
+    vecs = enc.encode(item_records(cat, rows), normalize_embeddings=True, convert_to_numpy=True)
+    return average_precision_score(pairs.target, np.einsum("ij,ij->i", vecs[pairs.left], vecs[pairs.right]))
+
+
+class _Kill(Exception):
+    pass
+
+
+class _KillAtEpoch:
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_start(self, epoch, epochs, batches):
+        if epoch == self.epoch:
+            raise _Kill
+
+    def on_batch_end(self, loss):
+        pass
+
+    def on_epoch_end(self, record):
+        pass
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
+    cat, train, valid = _tiny(12)
+    config = TrainConfig(epochs=2, seed=1, threads=2, patience=5)
+    whole = BiEncoderModel(batch_size=8).fit(cat, train, valid, config, checkpoint_dir=tmp_path / "a")
+    killed = BiEncoderModel(batch_size=8)
+    with pytest.raises(_Kill):
+        killed.fit(cat, train, valid, config, checkpoint_dir=tmp_path / "b", callback=_KillAtEpoch(2))
+    resumed = BiEncoderModel(batch_size=8).fit(cat, train, valid, config, checkpoint_dir=tmp_path / "b", resume=True)
+    np.testing.assert_allclose(resumed.predict_logits(cat, valid), whole.predict_logits(cat, valid), atol=1e-6)
+    assert [h["valid_pr_auc"] for h in resumed.history_] == pytest.approx([h["valid_pr_auc"] for h in whole.history_])
+    with pytest.raises(ConfigError, match="different run"):
+        BiEncoderModel(batch_size=4).fit(cat, train, valid, config, checkpoint_dir=tmp_path / "b", resume=True)
