@@ -64,7 +64,7 @@ class BiEncoderParams:
     """Hyperparameters."""
 
     encoder_path: str = ""  # a local Hugging Face folder; "" is the bundled all-MiniLM-L6-v2
-    epochs: int = 4  # at most this many (fewer when the run's --epochs is lower); the best on valid is kept
+    epochs: int = 3  # at most this many (fewer when the run's --epochs is lower); the best on valid is kept
     batch_size: int = 32  # examples per batch (each brings 2 or 3 records)
     lr: float = 5e-5  # AdamW, linear warm-up over the first 10 % of steps, then linear decay
     scale: float = 20.0  # the ranking loss's inverse temperature on cosines
