@@ -198,3 +198,26 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
     assert [h["valid_pr_auc"] for h in resumed.history_] == pytest.approx([h["valid_pr_auc"] for h in whole.history_])
     with pytest.raises(ConfigError, match="different run"):
         BiEncoderModel(batch_size=4).fit(cat, train, valid, config, checkpoint_dir=tmp_path / "b", resume=True)
+
+
+def test_gbdt_stacks_the_bi_encoder_cross_fitted_and_round_trips(synth_dir, tmp_path):
+    from prodmatch.io import read_catalogue
+    from prodmatch.models import GBDTModel, load_model
+    from prodmatch.pairs import load_pairs, split_pairs
+
+    model = GBDTModel(stack="", stack_text="words,bi-encoder", n_estimators=30)
+    cat = read_catalogue(synth_dir, model.read_config(None))
+    assert cat.names is not None  # the bi-encoder reads the names (and attributes, texts)
+    train, valid, _ = split_pairs(load_pairs(synth_dir / "train.parquet", cat, require_target=True), seed=0)
+    model.fit(cat, train, valid, TrainConfig(epochs=1, seed=0, threads=2))
+    assert model.feature_names_[-2:] == ["stack_words", "stack_bi_encoder"]
+    assert len(model.text_models_) == model.stack_folds_["folds"]  # one encoder per fold, on the shared folds
+    assert not model.batch_invariant  # encoder vectors move by ~1e-7 with what they are encoded beside
+    probs = model.predict_proba(cat, valid)
+    np.testing.assert_allclose(model.predict_proba(cat, valid.swapped()), probs, atol=1e-6)
+    model.save(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run" / "text_stack").iterdir()) == [
+        f"fold{k}" for k in range(len(model.text_models_))
+    ]
+    loaded = load_model(tmp_path / "run")
+    np.testing.assert_allclose(loaded.predict_proba(cat, valid), probs, atol=1e-5)

@@ -171,7 +171,7 @@ def read_catalogue(data_dir: str | Path, config: DataConfig | None = None) -> Ca
                 f"modalities {absent} not found in {[str(p) for p in item_files]}; "
                 f"embedding columns there are {sorted(_all_embedding_columns(item_files, config.id_column))}"
             )
-    if not found:
+    if not found and config.modalities != ():  # () is a model that reads no embedding (a text model)
         raise DataError(
             f"no embedding columns (lists of numbers) in {[str(p) for p in item_files]}; "
             f"expected e.g. name_bert_64 in {TEXT_FILE}"
