@@ -23,6 +23,7 @@ import logging
 import math
 import shutil
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -277,7 +278,10 @@ class BiEncoderModel(PairModel):
     def item_vectors(self, catalogue: Catalogue, rows: np.ndarray, texts: dict | None = None) -> np.ndarray:
         """(len(rows), d) float32 unit vectors of catalogue ``rows``, encoded once per item and kept."""
         self._check_fitted()
-        cache = self._vectors.setdefault(id(catalogue), {})
+        ref, cache = self._vectors.get(id(catalogue), (None, None))
+        if ref is None or ref() is not catalogue:  # a new catalogue (or a dead one's id reused)
+            cache = {}
+            self._vectors[id(catalogue)] = (weakref.ref(catalogue), cache)
         rows = np.asarray(rows, dtype=np.int64)
         todo = np.array([r for r in np.unique(rows).tolist() if r not in cache], dtype=np.int64)
         if len(todo):
