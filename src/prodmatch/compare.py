@@ -94,8 +94,8 @@ def compare(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     base = data_config or DataConfig()
-    for name in models:
-        base = MODELS[name].data_config_for(base)
+    for name in models:  # what each model reads with its parameters (gbdt stacking a bi-encoder reads texts)
+        base = MODELS[name](**(params or {}).get(name, {})).read_config(base)
     cat = read_catalogue(data_dir, base)
     prepared = prepare_pairs(data_dir, cat, config)
     held_out, evaluated_on = (prepared.test, "test") if prepared.test is not None else (prepared.valid, "validation")
