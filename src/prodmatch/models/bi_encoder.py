@@ -138,6 +138,7 @@ class BiEncoderModel(PairModel):
             "train": len(train),
             "valid": len(valid),
             "seed": config.seed,
+            "epochs": epochs,  # the learning-rate schedule spans them
         }
         result = TrainResult(best_epoch=0, best_score=-math.inf)
         precisions: list[float] = []  # validation average precision per epoch, which picks the best
