@@ -120,6 +120,7 @@ class RecordTexts:
             for w, ids in zip(new, tokenizer(new, add_special_tokens=False)["input_ids"], strict=True):
                 self._pieces[w] = max(len(ids), 1)
         budget = self.max_tokens - 2  # [CLS] and [SEP]
+        default = max(self.idf.values(), default=1.0)  # a word no fitting record had: as rare as the rarest
         out = []
         for r in records:
             tokens = r.split()
@@ -127,7 +128,6 @@ class RecordTexts:
                 out.append(r)
                 continue
             tf = Counter(w.lower() for w in tokens)
-            default = max(self.idf.values(), default=1.0)
             seen: set[str] = set()
             score = []  # a distinct word's TF-IDF for its first occurrence; a repeat only after every first one
             for w in tokens:
