@@ -65,6 +65,15 @@ class TrainResult:
     stopped_early: bool = False
     seconds: float = 0.0
 
+    def summary(self) -> dict:
+        """What fitting did, for metrics.json."""
+        return {
+            "best_epoch": self.best_epoch,
+            "epochs_run": len(self.history),
+            "stopped_early": self.stopped_early,
+            "train_seconds": self.seconds,
+        }
+
 
 class TrainCallback(Protocol):
     """Progress hooks; the CLI implements them with progress bars, the library only logs."""

@@ -263,12 +263,8 @@ class BiEncoderModel(PairModel):
         return self.encoder_(features)["sentence_embedding"]
 
     def fit_summary(self) -> dict:
-        r = self.result_
         return {
-            "best_epoch": r.best_epoch,
-            "epochs_run": len(r.history),
-            "stopped_early": r.stopped_early,
-            "train_seconds": r.seconds,
+            **self.result_.summary(),
             "precision": self.precision_,
             "device": self.device_,
             "max_tokens": self.records_.max_tokens,
@@ -342,9 +338,6 @@ class BiEncoderModel(PairModel):
     def _check_fitted(self) -> None:
         if not hasattr(self, "encoder_"):
             raise ModelError(f"this {self.name} model is not fitted; call fit() or load a run directory")
-
-    def _check_catalogue(self, catalogue: Catalogue) -> None:
-        pass
 
 
 def _examples(train: PairSet, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -239,26 +240,57 @@ class GBDTModel(PairModel):
 
         if self.params.stack_epochs:
             config = replace(config, epochs=min(config.epochs, self.params.stack_epochs))
+        oof, self.stack_models_ = self._cross_fit(
+            catalogue,
+            train,
+            valid,
+            config,
+            folds,
+            self.params.stack,
+            lambda: create_model(self.params.stack),
+            callback,
+            finish=_score_in_fp32,
+            modalities=modalities,
+        )
+        return oof
+
+    def _cross_fit(
+        self,
+        catalogue: Catalogue,
+        train: PairSet,
+        valid: PairSet,
+        config: TrainConfig,
+        folds: Folds,
+        label: str,
+        make: Callable[[], PairModel],
+        callback: TrainCallback | None,
+        finish: Callable[[PairModel], PairModel] = lambda m: m,
+        **fit_kw: object,
+    ) -> tuple[np.ndarray, list[PairModel]]:
+        """Cross-fit a pair model on the shared folds: fold k's model (``make()``, then ``finish`` once fitted)
+        trains on the pairs the fold may see and scores those it holds out. Returns the training pairs'
+        out-of-fold logits and the fold models (the mean of their scores serves new pairs)."""
         n_folds = len(folds.train_masks)
         oof = np.zeros(len(train), dtype=np.float64)
+        models: list[PairModel] = []
         for k in range(n_folds):
             inside = np.flatnonzero(folds.train_masks[k])
             scores = np.flatnonzero((folds.scorers == k).any(axis=1))
             log.info(
                 "gbdt: stacked %s, fold %d/%d: trained on %d pairs, scores %d",
-                self.params.stack,
+                label,
                 k + 1,
                 n_folds,
                 len(inside),
                 len(scores),
             )
-            net = create_model(self.params.stack)
-            net.fit(catalogue, train.subset(inside), valid, config, modalities=modalities, callback=callback)
-            _score_in_fp32(net)
+            model = make()
+            model.fit(catalogue, train.subset(inside), valid, config, callback=callback, **fit_kw)
+            model = finish(model)
             weight = (folds.scorers[scores] == k).sum(axis=1) / 2.0  # 1 within a fold, 1/2 across two
-            oof[scores] += weight * net.predict_logits(catalogue, train.subset(scores))
-            self.stack_models_.append(net)
-        return oof.astype(np.float32)
+            oof[scores] += weight * model.predict_logits(catalogue, train.subset(scores))
+            models.append(model)
+        return oof.astype(np.float32), models
 
     def _stack_texts(self) -> list[str]:
         texts = [t.strip() for t in self.params.stack_text.split(",") if t.strip()]
@@ -282,29 +314,22 @@ class GBDTModel(PairModel):
         callback: TrainCallback | None,
         folds: Folds,
     ) -> np.ndarray:
-        """Cross-fit the bi-encoder on the shared folds; keep the fold models (their mean scores new pairs);
-        return the out-of-fold cosines of the training pairs."""
+        """Cross-fit the bi-encoder on the shared folds; return the out-of-fold cosines of the training pairs."""
         from prodmatch.models import create_model
 
         t0 = time.perf_counter()
-        oof = np.zeros(len(train), dtype=np.float64)
-        for k in range(len(folds.train_masks)):
-            inside = np.flatnonzero(folds.train_masks[k])
-            scores = np.flatnonzero((folds.scorers == k).any(axis=1))
-            log.info(
-                "gbdt: stacked bi-encoder, fold %d/%d: fine-tuned on %d pairs, scores %d",
-                k + 1,
-                len(folds.train_masks),
-                len(inside),
-                len(scores),
-            )
-            model = create_model("bi-encoder", encoder_path=self.params.encoder_path, device=self.params.device)
-            model.fit(catalogue, train.subset(inside), valid, config, callback=callback)
-            weight = (folds.scorers[scores] == k).sum(axis=1) / 2.0
-            oof[scores] += weight * model.predict_logits(catalogue, train.subset(scores))
-            self.text_models_.append(model)
+        oof, self.text_models_ = self._cross_fit(
+            catalogue,
+            train,
+            valid,
+            config,
+            folds,
+            "bi-encoder",
+            lambda: create_model("bi-encoder", encoder_path=self.params.encoder_path, device=self.params.device),
+            callback,
+        )
         log.info("gbdt: bi-encoder cross-fitted in %.1fs", time.perf_counter() - t0)
-        return oof.astype(np.float32)
+        return oof
 
     def _folds(self, train: PairSet, config: TrainConfig) -> Folds:
         """The cross-fitting folds every stacked model shares (see ``group_folds``)."""

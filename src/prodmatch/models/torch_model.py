@@ -111,14 +111,7 @@ class TorchPairModel(PairModel):
         return self
 
     def fit_summary(self) -> dict:
-        r = self.result_
-        return {
-            "best_epoch": r.best_epoch,
-            "epochs_run": len(r.history),
-            "stopped_early": r.stopped_early,
-            "train_seconds": r.seconds,
-            "precision": self.precision_,
-        }
+        return {**self.result_.summary(), "precision": self.precision_}
 
     # --------------------------------------------------------------------------------------- scoring
 
