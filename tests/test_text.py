@@ -1,4 +1,5 @@
-"""The learned text models: the encoder folder, item records, batching, and fine-tuning the bi-encoder."""
+"""The learned text models: the encoder folder, item records, batching, and fine-tuning the bi-encoder and the
+cross-encoder."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from prodmatch.text import RecordTexts, bundled_encoder_path, check_encoder_path
 
 pytest.importorskip("sentence_transformers")
 
+import torch
+
 from prodmatch.models.bi_encoder import BiEncoderModel, _examples, _group_batches
+from prodmatch.models.cross_encoder import CrossEncoderModel, _drop_span
 
 # ------------------------------------------------------------------------------------------ the folder
 
@@ -140,7 +144,7 @@ def _tiny(n_products: int = 24, seed: int = 0):
     return cat, pairs(slice(0, cut)), pairs(slice(cut, None))
 
 
-def test_fine_tuning_on_a_tiny_set_improves_on_its_start_and_round_trips(tmp_path):
+def test_fine_tuning_the_bi_encoder_on_a_tiny_set_improves_on_its_start_and_round_trips(tmp_path):
     cat, train, valid = _tiny()
     model = BiEncoderModel(batch_size=8, lr=1e-4).fit(cat, train, valid, TrainConfig(epochs=3, seed=0, threads=2))
     assert 1 <= model.result_.best_epoch <= len(model.history_) <= 3
@@ -148,7 +152,27 @@ def test_fine_tuning_on_a_tiny_set_improves_on_its_start_and_round_trips(tmp_pat
         before = _zero_shot_ap(cat, pairs)
         after = average_precision_score(pairs.target, model.predict_logits(cat, pairs))
         assert after > before, (before, after)
-    # symmetric by construction, and the same after a save and a load
+    _symmetric_and_round_trips(model, cat, valid, tmp_path)
+
+
+def test_fine_tuning_the_cross_encoder_on_a_tiny_set_improves_on_its_start_and_round_trips(tmp_path):
+    cat, train, valid = _tiny()
+    config = TrainConfig(epochs=8, seed=0, threads=2, patience=None)
+    model = CrossEncoderModel(batch_size=8, lr=2e-4, epochs=8).fit(cat, train, valid, config)
+    # the starting point: the pretrained encoder with its new (seeded) classification layer, untrained
+    torch.manual_seed(0)
+    start = CrossEncoderModel(device="cpu")
+    start.device_, start.precision_, start.records_ = "cpu", "fp32", model.records_
+    start._load_encoder(bundled_encoder_path(), fresh=True)
+    for pairs in (train, valid):
+        before = average_precision_score(pairs.target, start.predict_logits(cat, pairs))
+        after = average_precision_score(pairs.target, model.predict_logits(cat, pairs))
+        assert after > before + 0.1, (before, after)
+    _symmetric_and_round_trips(model, cat, valid, tmp_path)
+
+
+def _symmetric_and_round_trips(model, cat, valid, tmp_path) -> None:
+    """f(a, b) == f(b, a) exactly (both models are symmetric in use), and the same after a save and a load."""
     flipped = PairSet(valid.right, valid.left, valid.target, valid.source_rows, None, None)
     np.testing.assert_array_equal(model.predict_logits(cat, flipped), model.predict_logits(cat, valid))
     model.save(tmp_path / "run")
@@ -165,6 +189,15 @@ def _zero_shot_ap(cat, pairs) -> float:
     rows = np.arange(len(cat))
     vecs = enc.encode(item_records(cat, rows), normalize_embeddings=True, convert_to_numpy=True)
     return average_precision_score(pairs.target, np.einsum("ij,ij->i", vecs[pairs.left], vecs[pairs.right]))
+
+
+def test_span_deletion_keeps_the_markers():
+    record = "COL name VAL acme kettle ke100 COL colour VAL black"
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        out = _drop_span(record, rng).split()
+        assert 1 <= len(record.split()) - len(out) <= 4
+        assert [w for w in out if w in ("COL", "VAL")] == ["COL", "VAL", "COL", "VAL"]
 
 
 class _Kill(Exception):
@@ -186,39 +219,44 @@ class _KillAtEpoch:
         pass
 
 
-def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize(
+    "make", [lambda **kw: BiEncoderModel(**kw), lambda **kw: CrossEncoderModel(augment=0.5, **kw)], ids=["bi", "cross"]
+)
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, make):
     cat, train, valid = _tiny(12)
     config = TrainConfig(epochs=2, seed=1, threads=2, patience=5)
-    whole = BiEncoderModel(batch_size=8).fit(cat, train, valid, config, checkpoint_dir=tmp_path / "a")
-    killed = BiEncoderModel(batch_size=8)
+    whole = make(batch_size=8).fit(cat, train, valid, config, checkpoint_dir=tmp_path / "a")
+    killed = make(batch_size=8)
     with pytest.raises(_Kill):
         killed.fit(cat, train, valid, config, checkpoint_dir=tmp_path / "b", callback=_KillAtEpoch(2))
-    resumed = BiEncoderModel(batch_size=8).fit(cat, train, valid, config, checkpoint_dir=tmp_path / "b", resume=True)
-    np.testing.assert_allclose(resumed.predict_logits(cat, valid), whole.predict_logits(cat, valid), atol=1e-6)
+    resumed = make(batch_size=8).fit(cat, train, valid, config, checkpoint_dir=tmp_path / "b", resume=True)
+    np.testing.assert_allclose(resumed.predict_logits(cat, valid), whole.predict_logits(cat, valid), atol=1e-5)
     assert [h["valid_pr_auc"] for h in resumed.history_] == pytest.approx([h["valid_pr_auc"] for h in whole.history_])
     with pytest.raises(ConfigError, match="different run"):
-        BiEncoderModel(batch_size=4).fit(cat, train, valid, config, checkpoint_dir=tmp_path / "b", resume=True)
+        make(batch_size=4).fit(cat, train, valid, config, checkpoint_dir=tmp_path / "b", resume=True)
 
 
-def test_gbdt_stacks_the_bi_encoder_cross_fitted_and_round_trips(synth_dir, tmp_path):
+def test_gbdt_stacks_both_transformers_cross_fitted_and_round_trips(synth_dir, tmp_path):
     from prodmatch.io import read_catalogue
     from prodmatch.models import GBDTModel, load_model
     from prodmatch.pairs import load_pairs, split_pairs
 
-    model = GBDTModel(stack="", stack_text="words,bi-encoder", n_estimators=30)
+    model = GBDTModel(stack="", stack_text="words,bi-encoder,cross-encoder", n_estimators=30)
     cat = read_catalogue(synth_dir, model.read_config(None))
     assert cat.names is not None  # the bi-encoder reads the names (and attributes, texts)
     train, valid, _ = split_pairs(load_pairs(synth_dir / "train.parquet", cat, require_target=True), seed=0)
-    train, valid = train.subset(np.arange(400)), valid.subset(np.arange(100))  # seconds, not minutes
+    train, valid = train.subset(np.arange(300)), valid.subset(np.arange(80))  # seconds, not minutes
     model.fit(cat, train, valid, TrainConfig(epochs=1, seed=0, threads=2))
-    assert model.feature_names_[-2:] == ["stack_words", "stack_bi_encoder"]
-    assert len(model.text_models_) == model.stack_folds_["folds"]  # one encoder per fold, on the shared folds
+    assert model.feature_names_[-3:] == ["stack_words", "stack_bi_encoder", "stack_cross_encoder"]
+    folds = model.stack_folds_["folds"]
+    assert [len(m) for m in model.text_models_.values()] == [folds, folds]  # one per fold, on the shared folds
     assert not model.batch_invariant  # encoder vectors move by ~1e-7 with what they are encoded beside
     probs = model.predict_proba(cat, valid)
     np.testing.assert_allclose(model.predict_proba(cat, valid.swapped()), probs, atol=1e-6)
     model.save(tmp_path / "run")
-    assert sorted(p.name for p in (tmp_path / "run" / "text_stack").iterdir()) == [
-        f"fold{k}" for k in range(len(model.text_models_))
-    ]
+    for kind in ("bi-encoder", "cross-encoder"):
+        assert sorted(p.name for p in (tmp_path / "run" / "text_stack" / kind).iterdir()) == [
+            f"fold{k}" for k in range(folds)
+        ]
     loaded = load_model(tmp_path / "run")
     np.testing.assert_allclose(loaded.predict_proba(cat, valid), probs, atol=1e-5)

