@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from conftest import train_small
 from prodmatch.cli import app
 from prodmatch.matching import MatchConfig, candidate_pairs, candidate_recall, cluster_items, cluster_quality
 
@@ -200,3 +201,46 @@ def test_small_components_are_cut_as_scipy_average_linkage_cuts_them():
                 sub = fcluster(tree, t=1.0 - threshold, criterion="distance")
                 _, at, inverse = np.unique(sub, return_index=True, return_inverse=True)
                 np.testing.assert_array_equal(first[c], at[inverse])
+
+
+def test_a_cascade_rescores_only_the_uncertain_band_with_the_second_run(synth_dir, siamese_run, tmp_path):
+    from prodmatch.calibration import shift_prior
+    from prodmatch.io import read_catalogue
+    from prodmatch.models import load_model
+    from prodmatch.pairs import PairSet
+
+    second = train_small(synth_dir, tmp_path / "gbdt", "gbdt", "-p", "stack=", "-p", "stack_text=")
+    runner = CliRunner()
+    base = ["match", str(siamese_run), "--data", str(synth_dir), "--k", "10", "--no-progress"]
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "plain")])
+    assert r.exit_code == 0, r.output
+    plain = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    assert plain["cascade"] == {}
+    for band in (1.0, 0.05):
+        out = tmp_path / f"band{band}"
+        r = runner.invoke(app, [*base, "--out", str(out), "--rescore", str(second), "--rescore-band", str(band)])
+        assert r.exit_code == 0, r.output
+        summary = json.loads((out / "summary.json").read_text())
+        cascade = summary["cascade"]
+        assert cascade["model"] == "gbdt" and "re-scoring" in summary["stages"]
+        assert summary["parameters"]["threshold"] == plain["parameters"]["threshold"]  # the first model's
+        matches = pd.read_parquet(out / "matches.parquet")
+        if band == 1.0:  # every candidate: the second model's probabilities, moved to the estimated share
+            assert cascade["rescored"] == summary["candidates"] and cascade["share_rescored"] == 1.0
+            model = load_model(second)
+            cat = read_catalogue(synth_dir, model.data_config())
+            rows = cat.ids.get_indexer(matches[["variantid1", "variantid2"]].to_numpy().ravel()).reshape(-1, 2)
+            pairs = PairSet(rows[:, 0], rows[:, 1], None, np.arange(len(rows)), None, None)
+            expected = shift_prior(
+                model.predict_proba(cat, pairs), model.calibrator.prior, summary["calibration"]["prior"]
+            )
+            np.testing.assert_allclose(matches["score"], expected, atol=1e-6)
+        else:  # a narrow band: some pairs re-scored, the confident ones keep the first model's score
+            assert 0 < cascade["rescored"] < summary["candidates"]
+            first = pd.read_parquet(tmp_path / "plain" / "matches.parquet")
+            both = first.merge(matches, on=["variantid1", "variantid2"], suffixes=("_first", "_cascade"))
+            sure = both["score_first"] > summary["parameters"]["threshold"] + band
+            assert sure.sum() > 0
+            np.testing.assert_array_equal(both.loc[sure, "score_cascade"], both.loc[sure, "score_first"])
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "x"), "--rescore", str(second), "--rescore-band", "0"])
+    assert r.exit_code == 2 and "--rescore-band" in r.output

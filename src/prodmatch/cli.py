@@ -479,6 +479,16 @@ def match(
     token_max_block: Annotated[
         int, typer.Option(help="A value or word held by more items than this (a brand, a colour) is not blocked on.")
     ] = 100,
+    rescore: Annotated[
+        Path | None,
+        typer.Option(
+            help="A cascade: a second run (a text model such as cross-encoder, or gbdt with one stacked) re-scores "
+            "the candidates the first is unsure of, those within --rescore-band of the threshold."
+        ),
+    ] = None,
+    rescore_band: Annotated[
+        float, typer.Option(help="With --rescore: half-width of the band around the threshold, in probability.")
+    ] = 0.2,
     new: Annotated[
         Path | None,
         typer.Option(help="Incremental: a data directory of newly listed items to match against --index-dir."),
@@ -517,10 +527,16 @@ def match(
             index=index,
             token_k=token_k,
             token_max_block=token_max_block,
+            rescore=str(rescore) if rescore is not None else None,
+            rescore_band=rescore_band,
         )
         if new is not None or index_dir is not None or clusters is not None:
             if new is None or index_dir is None or clusters is None:
                 raise ConfigError("incremental matching needs --new, --index-dir and --clusters together")
+            if rescore is not None:
+                raise ConfigError(
+                    "--rescore applies to a full match; incremental matching (--new) scores with RUN_DIR only"
+                )
             summary = match_new_items(run_dir, data, index_dir, new, clusters, out, cfg, overwrite=overwrite)
             stdout.print(
                 f"{summary['new_items']:,} new items: {summary['joined_existing_clusters']:,} joined existing clusters, "
@@ -548,6 +564,13 @@ def match(
             stdout.print(
                 f"shared rare values: {shared['tokens_kept']:,} values or words held by 2 to {shared['max_block']} items "
                 f"({shared['tokens_purged']:,} more common ones left out) added {shared['new_candidates']:,} candidates"
+            )
+        cascade = summary["cascade"]
+        if cascade:
+            stdout.print(
+                f"cascade: {cascade['model']} re-scored {cascade['rescored']:,} pairs ({cascade['share_rescored']:.1%} of the "
+                f"candidates, within {cascade['band']} of the threshold) in {cascade['seconds']:.1f}s; "
+                f"{cascade['now_matches']:,} became matches, {cascade['no_longer_matches']:,} stopped being ones"
             )
         cal = summary["calibration"]
         if cal["method"] != "none":

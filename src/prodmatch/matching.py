@@ -69,6 +69,10 @@ class MatchConfig:
         token_k: extra candidates per item from shared rare values (attribute values, name words; see
             :mod:`prodmatch.blocking`); 0 turns them off.
         token_max_block: a value held by more items than this is too common to block on.
+        rescore: a second run directory (a text model, or ``gbdt`` with one stacked) that re-scores the
+            candidates whose probability lies within ``rescore_band`` of the threshold: a cascade, where the
+            costly model reads only the pairs the first is unsure of. None: off.
+        rescore_band: the half-width of that band, in (candidate-calibrated) probability.
     """
 
     k: int = 20
@@ -85,6 +89,8 @@ class MatchConfig:
     linkage_max: int = 5000
     token_k: int = 10
     token_max_block: int = 100
+    rescore: str | None = None
+    rescore_band: float = 0.2
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= MAX_K:
@@ -106,6 +112,11 @@ class MatchConfig:
             raise ConfigError(f"--block-by must be 'category' or left out, got {self.block_by!r}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"--threshold must be in [0, 1], got {self.threshold}")
+        if not 0.0 < self.rescore_band <= 1.0:
+            raise ConfigError(
+                f"--rescore-band must be in (0, 1], got {self.rescore_band}: the pairs within it of the threshold "
+                "are re-scored (1 re-scores every candidate)"
+            )
 
     def index_kind(self, n_items: int) -> str:
         if self.index != "auto":
@@ -768,6 +779,22 @@ def match_catalogue(
         if config.threshold is None and calibration["method"] != "none":  # else the model's own threshold
             threshold = expected_f1_threshold(score)
             calibration["threshold_rule"] = "best expected F1 over the candidates"
+    cascade: dict = {}
+    if config.rescore:
+        with timed(stages, "re-scoring"):
+            score, cascade = rescore_uncertain(
+                config.rescore,
+                data_dir,
+                cat,
+                left,
+                right,
+                score,
+                threshold,
+                config.rescore_band,
+                calibration,
+                labelled_sample,
+                progress,
+            )
     estimated = expected_quality(score, threshold)
     calibration |= {"estimated_precision": estimated[0], "estimated_recall_among_candidates": estimated[1]}
     with timed(stages, "clustering"):
@@ -826,6 +853,7 @@ def match_catalogue(
             "candidates": len(left),
             "matches": int(kept.sum()),
             "calibration": calibration,
+            "cascade": cascade,
             "clustering": asdict(cluster_report),
             "quality": quality,
             "stages": stages,
@@ -834,6 +862,100 @@ def match_catalogue(
         write_json(summary, tmp / SUMMARY_FILE)
     summary["stages"] = stages
     return summary
+
+
+RESCORE_CHUNK = 4096  # pairs per re-scoring call (the progress bar's step)
+
+
+def rescore_uncertain(
+    run_dir,
+    data_dir,
+    cat: Catalogue,
+    left: np.ndarray,
+    right: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    band: float,
+    calibration: dict,
+    labelled_sample=None,
+    progress=None,
+) -> tuple[np.ndarray, dict]:
+    """The cascade's second stage: the candidates scored within ``band`` of ``threshold`` get the probability of
+    the model in ``run_dir`` instead, calibrated for the candidates as the first model's were.
+
+    The second model's probabilities are calibrated on its own labelled validation pairs. The candidates'
+    share of matches was estimated from the first model's probabilities over every candidate (the pairs in the
+    band are not a random sample, so they cannot estimate it); the second model's are moved to that share by
+    Bayes' rule from the share it was calibrated for. With ``labelled_sample``, the second model is Platt-
+    calibrated on that sample instead, as the first was. The threshold stays the first model's.
+
+    Returns:
+        (the candidates' probabilities, facts for summary.json's ``cascade``).
+    """
+    from pathlib import Path
+
+    from prodmatch.api import _model_and_catalogue
+    from prodmatch.calibration import shift_prior
+    from prodmatch.pairs import PairSet
+
+    t0 = time.perf_counter()
+    model, other = _model_and_catalogue(run_dir, data_dir, None)
+    rows = other.ids.get_indexer(cat.ids)
+    touch = np.flatnonzero(np.abs(score - threshold) <= band)
+    used = np.unique(np.concatenate([left[touch], right[touch]]))
+    if (rows[used] < 0).any():
+        missing = cat.ids[used[rows[used] < 0]][:5].tolist()
+        raise ConfigError(f"--rescore {run_dir}: {data_dir} read for that model lacks candidate items, e.g. {missing}")
+    ids = other.ids.to_numpy()
+    advance = progress("re-scoring", len(touch)) if progress else None
+    fresh = np.empty(len(touch), dtype=np.float64)
+    for s in range(0, len(touch), RESCORE_CHUNK):
+        part = touch[s : s + RESCORE_CHUNK]
+        a, b = rows[left[part]], rows[right[part]]
+        pairs = PairSet(a.astype(np.int32), b.astype(np.int32), None, np.arange(len(part)), ids[a], ids[b])
+        fresh[s : s + len(part)] = model.predict_proba(other, pairs)
+        if advance:
+            advance(len(part))
+    how = "as calibrated on its validation pairs"
+    if labelled_sample is not None:
+        from prodmatch.pairs import load_pairs
+
+        labelled = load_pairs(labelled_sample, other, require_target=True)
+        fresh, _ = calibrate_candidates(model, fresh, (model.predict_proba(other, labelled), labelled.target))
+        how = "Platt-calibrated on --labelled-sample"
+    elif calibration.get("method") == "em" and model.calibrator.prior is not None:
+        fresh = shift_prior(fresh, model.calibrator.prior, calibration["prior"])
+        how = f"moved to the candidates' estimated share of matches ({calibration['prior']:.2%})"
+    old = score[touch]
+    out = score.copy()
+    out[touch] = fresh
+    changed = int(((old >= threshold) != (fresh >= threshold)).sum())
+    seconds = time.perf_counter() - t0
+    log.info(
+        "cascade: %s re-scored %d of %d candidate pairs (%.1f%%, within %.2f of the threshold %.3f) in %.1fs; "
+        "%d decisions changed",
+        model.name,
+        len(touch),
+        len(score),
+        100 * len(touch) / max(len(score), 1),
+        band,
+        threshold,
+        seconds,
+        changed,
+    )
+    return out, {
+        "run_dir": str(Path(run_dir)),
+        "model": model.name,
+        "band": band,
+        "rescored": len(touch),
+        "share_rescored": float(len(touch) / max(len(score), 1)),
+        "decisions_changed": changed,
+        "now_matches": int(((fresh >= threshold) & (old < threshold)).sum()),
+        "no_longer_matches": int(((fresh < threshold) & (old >= threshold)).sum()),
+        "calibration": how,
+        "pairs_per_second": float(len(touch) / seconds) if seconds > 0 else None,
+        "seconds": round(seconds, 3),
+    }
 
 
 def calibrate_candidates(
@@ -1029,6 +1151,8 @@ def match_new_items(
     from prodmatch.pairs import PairSet
 
     config = config or MatchConfig()
+    if config.rescore:
+        raise ConfigError("rescore applies to a full match; incremental matching scores with run_dir only")
     index_dir = Path(index_dir)
     meta = _json.loads((index_dir / INDEX_META_FILE).read_text())
     t0 = time.perf_counter()
