@@ -13,7 +13,7 @@ from sklearn.metrics import average_precision_score
 
 from prodmatch.catalogue import Catalogue
 from prodmatch.config import TrainConfig
-from prodmatch.errors import ConfigError, DataError
+from prodmatch.errors import ConfigError, DataError, ModelError
 from prodmatch.pairs import PairSet
 from prodmatch.text import RecordTexts, bundled_encoder_path, check_encoder_path, item_records
 
@@ -172,14 +172,29 @@ def test_fine_tuning_the_cross_encoder_on_a_tiny_set_improves_on_its_start_and_r
 
 
 def _symmetric_and_round_trips(model, cat, valid, tmp_path) -> None:
-    """f(a, b) == f(b, a) exactly (both models are symmetric in use), and the same after a save and a load."""
-    flipped = PairSet(valid.right, valid.left, valid.target, valid.source_rows, None, None)
-    np.testing.assert_array_equal(model.predict_logits(cat, flipped), model.predict_logits(cat, valid))
-    model.save(tmp_path / "run")
+    """f(a, b) == f(b, a) exactly (both models are symmetric in use), the same after a save and a load, and
+    the same through ONNX Runtime after an export (whose parity check passes), which a weight change voids."""
+    from prodmatch.export import PARITY_TOL, export_onnx
     from prodmatch.models import load_model
 
+    flipped = PairSet(valid.right, valid.left, valid.target, valid.source_rows, None, None)
+    reference = model.predict_logits(cat, valid)
+    np.testing.assert_array_equal(model.predict_logits(cat, flipped), reference)
+    model.save(tmp_path / "run")
     loaded = load_model(tmp_path / "run")
-    np.testing.assert_allclose(loaded.predict_logits(cat, valid), model.predict_logits(cat, valid), atol=1e-5)
+    np.testing.assert_allclose(loaded.predict_logits(cat, valid), reference, atol=1e-5)
+
+    (report,) = export_onnx(tmp_path / "run", catalogue=cat, samples=64)
+    assert set(report.parity) == {"random", "real"}
+    assert all(p["max_rel_logit"] <= PARITY_TOL for p in report.parity.values())
+    onnx = load_model(tmp_path / "run").use_runtime("onnx")
+    np.testing.assert_allclose(onnx.predict_logits(cat, valid), reference, atol=1e-5)
+    np.testing.assert_allclose(onnx.predict_logits(cat, flipped), onnx.predict_logits(cat, valid), atol=1e-6)
+    meta_path = tmp_path / "run" / "onnx.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "weights_sha256": "0" * 64}))  # exported from other weights
+    with pytest.raises(ModelError, match="other weights"):
+        load_model(tmp_path / "run").use_runtime("onnx")
 
 
 def _zero_shot_ap(cat, pairs) -> float:

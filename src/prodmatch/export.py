@@ -13,6 +13,11 @@ with new weights.
 
 A ``gbdt`` run is served by LightGBM natively; what it stacks on is a set of networks, each in a run
 directory of its own under ``stack/``, and those are exported.
+
+A text model (``bi-encoder``, ``cross-encoder``, alone or stacked under ``text_stack/``) exports its scoring
+graph: token ids -> unit item vectors, or -> the logit of a pair sequence, with the batch and the sequence
+length dynamic. Its parity check scores random records made of the run's own vocabulary (and, with a
+catalogue, real item pairs) with both runtimes; the tokenizer stays in Python.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ __all__ = [
     "PARITY_TOL",
     "ExportReport",
     "OnnxPairScorer",
+    "TextOnnxSession",
     "export_onnx",
 ]
 
@@ -54,6 +60,7 @@ DEFAULT_OPSET = 18
 # logits (|gap| / max(1, |logit|): float32 GEMMs that sum in another order differ by ~1e-6 of the value).
 PARITY_TOL = 1e-5
 PARITY_SAMPLES = 4096
+TEXT_PARITY_SAMPLES = 256  # pairs of records: a transformer scores ~100 sequences/s per core
 
 
 @dataclass
@@ -121,6 +128,7 @@ def export_onnx(
         ModelError: the model has no network, or ONNX Runtime and torch differ by more than PARITY_TOL.
     """
     from prodmatch.models import load_model
+    from prodmatch.models.text_model import FineTunedTextModel
     from prodmatch.models.torch_model import TorchPairModel
 
     _require_onnx()
@@ -128,13 +136,19 @@ def export_onnx(
     model = load_model(run_dir)
     if isinstance(model, TorchPairModel):
         return [_export_network(model, run_dir, catalogue, opset, samples, seed)]
+    if isinstance(model, FineTunedTextModel):
+        return [_export_text(model, run_dir, catalogue, opset, min(samples, TEXT_PARITY_SAMPLES), seed)]
     stacked = [m for m in getattr(model, "stack_models_", []) if isinstance(m, TorchPairModel)]
-    if not stacked:
+    texts = [m for models in getattr(model, "text_models_", {}).values() for m in models]
+    if not stacked and not texts:
         raise ModelError(
             f"{run_dir} holds a {model.name} model with no network to export: it is served by LightGBM "
             "natively (`prodmatch serve` needs no export)"
         )
-    return [_export_network(m, Path(m.run_dir_), catalogue, opset, samples, seed + k) for k, m in enumerate(stacked)]
+    reports = [_export_network(m, Path(m.run_dir_), catalogue, opset, samples, seed + k) for k, m in enumerate(stacked)]
+    for k, m in enumerate(texts):
+        reports.append(_export_text(m, Path(m.run_dir_), catalogue, opset, min(samples, TEXT_PARITY_SAMPLES), seed + k))
+    return reports
 
 
 def _export_network(model, run_dir: Path, catalogue, opset: int, samples: int, seed: int) -> ExportReport:
@@ -184,6 +198,115 @@ def _export_network(model, run_dir: Path, catalogue, opset: int, samples: int, s
         run_dir / ONNX_META_FILE,
     )
     return report
+
+
+def _export_text(model, run_dir: Path, catalogue, opset: int, samples: int, seed: int) -> ExportReport:
+    t0 = time.perf_counter()
+    model.use_runtime("torch")
+    graph = model.graph().eval()
+    first = ["COL name VAL acme kettle ke100 black", "b c d"]
+    example = model.tokenize(first, ["KE100 kettle by Acme", "a"] if model.joint else None)
+    names = list(example)
+    batch = torch.export.Dim("batch", min=1)
+    length = torch.export.Dim("length", min=2, max=4096)
+    with atomic_path(run_dir / ONNX_FILE) as tmp:
+        with _quiet():
+            program = torch.onnx.export(
+                graph,
+                (),
+                None,
+                kwargs=dict(example),
+                input_names=names,
+                output_names=["scores"],
+                dynamic_shapes={k: {0: batch, 1: length} for k in names},
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+            )
+            program.save(str(tmp))
+        session = TextOnnxSession(tmp, threads=1)
+        rng = np.random.default_rng(seed)
+        parity = {"random": _text_parity(model, session, *_random_records(model, samples, rng))}
+        if catalogue is not None:
+            a, b = rng.integers(0, len(catalogue), (2, samples))
+            parity["real"] = _text_parity(model, session, model.records(catalogue, a), model.records(catalogue, b))
+        for name, p in parity.items():
+            worst = max(p["max_rel_logit"], p["max_abs_probability"])
+            if worst > PARITY_TOL:
+                raise ModelError(
+                    f"ONNX export of {run_dir}: ONNX Runtime differs from torch by {worst:.2e} on {name} records "
+                    f"(allowed {PARITY_TOL:.0e}); nothing was written. Try another --opset"
+                )
+        size = tmp.stat().st_size
+    report = ExportReport(str(run_dir), str(run_dir / ONNX_FILE), size, opset, parity, time.perf_counter() - t0)
+    write_json(
+        {
+            **report.to_dict(),
+            "inputs": {k: ["batch", "length"] for k in names},
+            "outputs": {"scores": ["batch"] if model.joint else ["batch", "dim"]},
+            "item_features": "token ids from the run's tokenizer (encoder/), records summarised as records.json says",
+            "weights_sha256": weights_digest(run_dir),
+            "torch": torch.__version__,
+            "onnxruntime": __import__("onnxruntime").__version__,
+        },
+        run_dir / ONNX_META_FILE,
+    )
+    return report
+
+
+def _random_records(model, n: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """Pairs of records of 2 to 40 words from the run's vocabulary, half of them near-copies (high scores)."""
+    vocab = sorted(model.records_.idf) or ["item"]
+
+    def record() -> str:
+        words = [vocab[i] for i in rng.integers(0, len(vocab), int(rng.integers(2, 41)))]
+        return "COL name VAL " + " ".join(words)
+
+    first = [record() for _ in range(n)]
+    second = [" ".join(a.split()[: max(4, len(a.split()) - 2)]) if rng.random() < 0.5 else record() for a in first]
+    return first, second
+
+
+def _text_parity(model, session: TextOnnxSession, first: list[str], second: list[str]) -> dict[str, float]:
+    model.onnx_ = None
+    reference = model.score_texts(first, second).astype(np.float64)
+    model.onnx_ = session
+    try:
+        got = model.score_texts(first, second).astype(np.float64)
+    finally:
+        model.onnx_ = None
+    gap = np.abs(got - reference)
+    return {
+        "pairs": len(first),
+        "max_abs_probability": float(np.abs(model.calibrator(got) - model.calibrator(reference)).max()),
+        "max_abs_logit": float(gap.max()),
+        "max_rel_logit": float((gap / np.maximum(1.0, np.abs(reference))).max()),
+    }
+
+
+class TextOnnxSession:
+    """An ONNX Runtime session over a text model's ``model.onnx``: ``session(inputs)`` -> its float32 output,
+    fed the token tensors its graph declares."""
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, inputs: dict) -> np.ndarray:
+        feeds = {k: np.ascontiguousarray(np.asarray(inputs[k]), dtype=np.int64) for k in self.inputs}
+        return self.session.run(None, feeds)[0].astype(np.float32, copy=False)
+
+
+def load_text_onnx(run_dir: str | Path, threads: int = 1) -> TextOnnxSession:
+    """The ONNX session of a text model's run directory, after checking it was exported from its weights."""
+    return TextOnnxSession(_checked_onnx(Path(run_dir)), threads)
 
 
 class PairLogits(nn.Module):
@@ -244,7 +367,10 @@ class OnnxPairScorer:
 
 def load_onnx_scorer(run_dir: str | Path, threads: int = 1) -> OnnxPairScorer:
     """The ONNX scorer of a run directory, after checking it was exported from the current weights."""
-    run_dir = Path(run_dir)
+    return OnnxPairScorer(_checked_onnx(Path(run_dir)), threads)
+
+
+def _checked_onnx(run_dir: Path) -> Path:
     path, meta_path = run_dir / ONNX_FILE, run_dir / ONNX_META_FILE
     if not path.exists() or not meta_path.exists():
         raise ModelError(f"{run_dir} has no {ONNX_FILE}; run `prodmatch export {run_dir}` first")
@@ -254,13 +380,22 @@ def load_onnx_scorer(run_dir: str | Path, threads: int = 1) -> OnnxPairScorer:
             f"{path} was exported from other weights than {run_dir}'s current ones; "
             f"run `prodmatch export {run_dir}` again"
         )
-    return OnnxPairScorer(path, threads)
+    return path
 
 
 def weights_digest(run_dir: Path) -> str:
+    """SHA-256 of a run's weights: a network's weights file, or a text model's encoder weights."""
+    from prodmatch.models.text_model import ENCODER_DIR
     from prodmatch.models.torch_model import WEIGHTS_FILE
 
-    return hashlib.sha256((Path(run_dir) / WEIGHTS_FILE).read_bytes()).hexdigest()
+    run_dir = Path(run_dir)
+    candidates = [run_dir / WEIGHTS_FILE] + [
+        run_dir / ENCODER_DIR / f for f in ("model.safetensors", "pytorch_model.bin")
+    ]
+    for path in candidates:
+        if path.exists():
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+    raise ModelError(f"{run_dir} holds no weights ({', '.join(str(p) for p in candidates)}); train it again")
 
 
 def random_item_features(modalities: list[tuple[str, int]], n: int, rng: np.random.Generator) -> np.ndarray:

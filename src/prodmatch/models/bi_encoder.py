@@ -118,19 +118,37 @@ class BiEncoderModel(FineTunedTextModel):
         todo = np.array([r for r in np.unique(rows).tolist() if r not in cache], dtype=np.int64)
         if len(todo):
             records = [texts[r] for r in todo.tolist()] if texts is not None else self.records(catalogue, todo)
-            self.encoder_.eval()
-            with torch.inference_mode():
-                vecs = self.encoder_.encode(
-                    records, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-                )
-            cache.update(zip(todo.tolist(), vecs.astype(np.float32), strict=True))
+            cache.update(zip(todo.tolist(), self.run_graph(records), strict=True))
         return np.stack([cache[r] for r in rows.tolist()]) if len(rows) else np.zeros((0, 1), np.float32)
 
     def _pair_scores(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray, texts: dict | None) -> np.ndarray:
-        """Cosines of the pairs' item vectors: symmetric, and the same in any batch."""
+        """Cosines of the pairs' item vectors: symmetric."""
         u = self.item_vectors(catalogue, left, texts)
         v = self.item_vectors(catalogue, right, texts)
         return np.einsum("ij,ij->i", u, v).astype(np.float32)
+
+    def score_texts(self, first: list[str], second: list[str]) -> np.ndarray:
+        vectors = self.run_graph(first + second)
+        return np.einsum("ij,ij->i", vectors[: len(first)], vectors[len(first) :]).astype(np.float32)
+
+    def tokenize(self, first: list[str], second: list[str] | None = None) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.encoder_.preprocess(first).items() if isinstance(v, torch.Tensor)}
+
+    def graph(self) -> torch.nn.Module:
+        """Token ids of records -> (B, d) unit vectors."""
+        return _UnitVectors(self.encoder_)
+
+
+class _UnitVectors(torch.nn.Module):
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        features = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            features["token_type_ids"] = token_type_ids
+        return torch.nn.functional.normalize(self.encoder(features)["sentence_embedding"].float(), dim=-1)
 
 
 def _examples(train: PairSet, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

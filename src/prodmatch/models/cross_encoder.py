@@ -37,8 +37,6 @@ __all__ = ["CrossEncoderModel", "CrossEncoderParams"]
 
 log = logging.getLogger(__name__)
 
-INFERENCE_PAIRS = 64  # sequences per inference batch
-
 
 @dataclass(frozen=True)
 class CrossEncoderParams(TextParams):
@@ -54,6 +52,7 @@ class CrossEncoderModel(FineTunedTextModel):
     name = "cross-encoder"
     params_class = CrossEncoderParams
     symmetric = True
+    joint = True
 
     # ------------------------------------------------------------------------------------------ fit
 
@@ -105,20 +104,30 @@ class CrossEncoderModel(FineTunedTextModel):
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, target), len(batch)
 
     def _forward(self, first: list[str], second: list[str]) -> torch.Tensor:
-        inputs = self.tokenizer_(
-            first,
-            second,
-            truncation="longest_first",
-            max_length=2 * self.records_.max_tokens - 1,  # each record fits its item budget: [CLS] a [SEP] b [SEP]
-            padding=True,
-            return_tensors="pt",
-        ).to(self.device_)
-        return self.encoder_(**inputs).logits[:, 0]
+        inputs = self.tokenize(first, second)
+        return self.graph()(**{k: v.to(self.device_) for k, v in inputs.items()})
+
+    def tokenize(self, first: list[str], second: list[str] | None = None) -> dict[str, torch.Tensor]:
+        return dict(
+            self.tokenizer_(
+                first,
+                second,
+                truncation="longest_first",
+                max_length=2 * self.records_.max_tokens
+                - 1,  # each record within its item budget: [CLS] a [SEP] b [SEP]
+                padding=True,
+                return_tensors="pt",
+            )
+        )
+
+    def graph(self) -> torch.nn.Module:
+        """Token ids of (record a, record b) sequences -> (B,) logits."""
+        return _PairLogit(self.encoder_)
 
     # --------------------------------------------------------------------------------------- scoring
 
     def _pair_scores(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray, texts: dict | None) -> np.ndarray:
-        """The mean logit over both orders of each distinct pair, in length-sorted batches."""
+        """The mean logit over both orders of each distinct pair (canonical by row, so exactly symmetric)."""
         left, right = np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
         if not len(left):
             return np.zeros(0, dtype=np.float32)
@@ -127,24 +136,26 @@ class CrossEncoderModel(FineTunedTextModel):
         rows = np.unique(pairs)
         if texts is None:
             texts = dict(zip(rows.tolist(), self.records(catalogue, rows), strict=True))
-        first = [texts[r] for r in pairs[:, 0].tolist()]
-        second = [texts[r] for r in pairs[:, 1].tolist()]
         t0 = time.perf_counter()
-        both = self._logits(first + second, second + first)
-        scores = 0.5 * (both[: len(pairs)] + both[len(pairs) :])
+        scores = self.score_texts([texts[r] for r in pairs[:, 0].tolist()], [texts[r] for r in pairs[:, 1].tolist()])
         log.debug("cross-encoder: %d pairs in %.1fs", len(pairs), time.perf_counter() - t0)
-        return scores[inverse.ravel()].astype(np.float32)
+        return scores[inverse.ravel()]
 
-    def _logits(self, first: list[str], second: list[str]) -> np.ndarray:
-        """Logits of the sequences (first[i], second[i]), batched by length."""
-        order = np.argsort([len(a) + len(b) for a, b in zip(first, second, strict=True)], kind="stable")
-        out = np.empty(len(first), dtype=np.float32)
-        self.encoder_.eval()
-        with torch.inference_mode(), self._autocast():
-            for s in range(0, len(order), INFERENCE_PAIRS):
-                idx = order[s : s + INFERENCE_PAIRS]
-                out[idx] = self._forward([first[i] for i in idx], [second[i] for i in idx]).float().cpu().numpy()
-        return out
+    def score_texts(self, first: list[str], second: list[str]) -> np.ndarray:
+        """The mean of both orders' logits."""
+        both = self.run_graph(first + second, second + first)
+        n = len(first)
+        return (0.5 * (both[:n] + both[n:])).astype(np.float32)
+
+
+class _PairLogit(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        kw = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kw).logits[:, 0]
 
 
 def _drop_span(record: str, rng: np.random.Generator) -> str:

@@ -494,9 +494,9 @@ class GBDTModel(PairModel):
         return self
 
     def use_runtime(self, runtime: str, threads: int = 1) -> GBDTModel:
-        """The booster is always LightGBM's own; ``runtime`` applies to the stacked networks."""
+        """The booster is always LightGBM's own; ``runtime`` applies to the stacked networks and text models."""
         self.predict_threads_ = threads
-        for net in self.stack_models_:
+        for net in [*self.stack_models_, *(m for models in self.text_models_.values() for m in models)]:
             net.use_runtime(runtime, threads)
         return self
 

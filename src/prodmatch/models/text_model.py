@@ -6,6 +6,10 @@ epochs of AdamW with linear warm-up and decay and gradient clipping; after each 
 average precision decides the best epoch (kept), early stopping (``--patience``) and a checkpoint of
 everything a resumed run needs. A subclass says how an encoder folder loads and saves, what its training
 examples and batches are, what one batch's loss is, and how pairs are scored.
+
+Scoring goes through one graph per model (:meth:`FineTunedTextModel.graph`: token ids -> unit vectors, or
+-> pair logits), run by torch or, after ``prodmatch export``, by ONNX Runtime (``use_runtime("onnx")``);
+batches are sorted by length and padded to their own longest sequence.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from prodmatch.config import TrainConfig
 from prodmatch.errors import ConfigError, ModelError
 from prodmatch.evaluation import pr_auc
 from prodmatch.io import write_json
-from prodmatch.models.base import PairModel
+from prodmatch.models.base import RUNTIMES, PairModel
 from prodmatch.pairs import PairSet
 from prodmatch.text.encoder import check_encoder_path, resolve_device
 from prodmatch.text.records import RecordTexts, item_records
@@ -48,6 +52,7 @@ log = logging.getLogger(__name__)
 
 ENCODER_DIR = "encoder"
 RECORDS_FILE = "records.json"
+INFERENCE_SEQUENCES = 64  # sequences per inference batch
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,8 @@ class FineTunedTextModel(PairModel):
 
     params_class = TextParams
     needs = frozenset({"names", "attributes", "texts"})
+    onnx_ = None  # a TextOnnxSession once use_runtime("onnx") is called
+    joint = False  # whether the graph reads a pair in one sequence (a cross-encoder) or one record at a time
 
     # --------------------------------------------------------------------------- subclass hooks
 
@@ -95,6 +102,18 @@ class FineTunedTextModel(PairModel):
 
     def _pair_scores(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray, texts: dict | None) -> np.ndarray:
         """(M,) float32 raw scores; ``texts``: row -> summarised record, when already made."""
+        raise NotImplementedError
+
+    def score_texts(self, first: list[str], second: list[str]) -> np.ndarray:
+        """(M,) float32 raw scores of pairs of (summarised) records, with no catalogue."""
+        raise NotImplementedError
+
+    def graph(self) -> torch.nn.Module:
+        """The module that scoring runs and ``prodmatch export`` writes: keyword token inputs -> (B, ...)."""
+        raise NotImplementedError
+
+    def tokenize(self, first: list[str], second: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """The graph's inputs for single records, or for pairs of them."""
         raise NotImplementedError
 
     def _reset_cache(self) -> None:
@@ -255,6 +274,44 @@ class FineTunedTextModel(PairModel):
             {**asdict(h), "valid_average_precision": ap} for h, ap in zip(result.history, precisions, strict=True)
         ]
         return self
+
+    # --------------------------------------------------------------------------------------- scoring
+
+    def use_runtime(self, runtime: str, threads: int = 1) -> FineTunedTextModel:
+        """Score with torch, or with ONNX Runtime over the run's exported ``model.onnx`` (``prodmatch export``)."""
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
+        self.onnx_ = None
+        if runtime == "onnx":
+            from prodmatch.export import load_text_onnx
+
+            if getattr(self, "run_dir_", None) is None:
+                raise ModelError("ONNX scoring needs a model loaded from an exported run directory")
+            self.onnx_ = load_text_onnx(self.run_dir_, threads)
+        self._reset_cache()
+        return self
+
+    def run_graph(self, first: list[str], second: list[str] | None = None) -> np.ndarray:
+        """The graph's float32 output for each record (or pair of records), in length-sorted, dynamically
+        padded batches, by torch or ONNX Runtime."""
+        lengths = [len(a) + (len(second[i]) if second is not None else 0) for i, a in enumerate(first)]
+        order = np.argsort(lengths, kind="stable")
+        out: np.ndarray | None = None
+        graph = self.graph() if self.onnx_ is None else None
+        if graph is not None:
+            graph.eval()
+        for s in range(0, len(order), INFERENCE_SEQUENCES):
+            idx = order[s : s + INFERENCE_SEQUENCES].tolist()
+            inputs = self.tokenize([first[i] for i in idx], [second[i] for i in idx] if second is not None else None)
+            if self.onnx_ is not None:
+                got = self.onnx_(inputs)
+            else:
+                with torch.inference_mode(), self._autocast():
+                    got = graph(**{k: v.to(self.device_) for k, v in inputs.items()}).float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(first), *got.shape[1:]), dtype=np.float32)
+            out[idx] = got
+        return out if out is not None else np.zeros(0, dtype=np.float32)
 
     def _autocast(self):
         return torch.autocast(self.device_, dtype=torch.bfloat16, enabled=self.precision_ == "bf16")

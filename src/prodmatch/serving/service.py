@@ -439,8 +439,12 @@ def _use_runtime(model: PairModel, run_dir: Path, runtime: str, threads: int) ->
     if runtime != "auto":
         model.use_runtime(runtime, threads)
         return runtime
-    networks = [Path(m.run_dir_) for m in getattr(model, "stack_models_", [])]
-    if not networks and not hasattr(model, "logits_from_features"):
+    stacked = [
+        *getattr(model, "stack_models_", []),
+        *(m for ms in getattr(model, "text_models_", {}).values() for m in ms),
+    ]
+    networks = [Path(m.run_dir_) for m in stacked]
+    if not networks and not hasattr(model, "logits_from_features") and not hasattr(model, "graph"):
         return "torch"  # nothing a network scores: the runtime does not apply
     if not any((d / ONNX_FILE).exists() for d in networks or [run_dir]):
         log.info("%s is not exported: scoring with torch (`prodmatch export %s` for ONNX Runtime)", run_dir, run_dir)
