@@ -16,8 +16,8 @@ paper gives no Magellan figure). Configurations:
 
 Per configuration: mean ± std of test F1 over the seeds, its distance to Ditto, training seconds, and the
 pairs per second of scoring the test pairs from a freshly loaded run (reading the data and encoding the items
-included). Then (i): the text model's training and encoding throughput in float32 and
-in bfloat16 autocast, in one run, as a ratio.
+included). Then (i): each text model's training and inference throughput in float32 and in bfloat16
+autocast, in one run, as a ratio.
 
     python bench/bench_em.py                                 # every set, config and seed: hours on 2 cores
     python bench/bench_em.py --datasets Abt-Buy,Amazon-Google --seeds 1
@@ -83,49 +83,64 @@ def run_config(data: Path, name: str, config: str, seed: int) -> dict:
     }
 
 
-def precision_throughput(data: Path, records: int = 256, steps: int = 4) -> None:
-    """(i) The bi-encoder's fine-tuning steps and encoding in float32 against bfloat16 autocast, one run."""
+def precision_throughput(data: Path, sequences: int = 128, steps: int = 4) -> None:
+    """(i) Each text model's fine-tuning steps and inference in float32 against bfloat16 autocast, one run.
+
+    A sequence is one record for the bi-encoder and a pair of records for the cross-encoder; both go through
+    the model's own graph and tokenizer (fine-tuning: forward and backward of batches of 32)."""
     import torch
 
     from prodmatch.config import DataConfig
     from prodmatch.io import read_catalogue
-    from prodmatch.text.encoder import check_encoder_path, load_sentence_encoder
+    from prodmatch.models import create_model
+    from prodmatch.text.encoder import check_encoder_path
     from prodmatch.text.records import RecordTexts, item_records
     from prodmatch.training import bf16_pays
 
     cat = read_catalogue(data, DataConfig(load_names=True, load_attributes=True, load_texts=True))
-    enc = load_sentence_encoder(check_encoder_path(None), "cpu")
-    texts = item_records(cat, np.arange(min(len(cat), 4 * records)))
-    summary = RecordTexts.fit(texts, enc.tokenizer, cap=64)
-    texts = summary.summarise(texts, enc.tokenizer)
-    enc.max_seq_length = summary.max_tokens
-    opt = torch.optim.AdamW(enc.parameters(), lr=1e-5)
-    rows, measured = [], {}
-    for label, bf16 in (("float32", False), ("bfloat16 autocast", True)):
-        enc.train()
-        t0 = time.perf_counter()
-        for s in range(steps):
-            batch = texts[(s * 32) % len(texts) :][:32]
-            feats = enc.preprocess(batch)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = enc(feats)["sentence_embedding"].float().pow(2).mean()
-            loss.backward()
-            opt.zero_grad(set_to_none=True)
-        train_rate = steps * 32 / (time.perf_counter() - t0)
-        enc.eval()
-        t0 = time.perf_counter()
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            enc.encode(texts[:records], batch_size=64, show_progress_bar=False)
-        encode_rate = records / (time.perf_counter() - t0)
-        measured[label] = (train_rate, encode_rate)
-    base = measured["float32"]
-    for label, (tr, en) in measured.items():
-        rows.append([label, f"{tr:.1f}", f"{tr / base[0]:.2f}x", f"{en:.1f}", f"{en / base[1]:.2f}x"])
+    rows = np.arange(min(len(cat), 2 * sequences))
+    table_rows = []
+    for kind in ("bi-encoder", "cross-encoder"):
+        measured = {}
+        for label, precision in (("float32", "fp32"), ("bfloat16 autocast", "bf16")):
+            model = create_model(kind, device="cpu")
+            model.device_, model.precision_ = "cpu", precision
+            torch.manual_seed(0)
+            model._load_encoder(check_encoder_path(None), fresh=True)
+            model.records_ = RecordTexts.fit(item_records(cat, rows), model.tokenizer_, cap=model.params.max_tokens)
+            texts = model.records(cat, rows)
+            first, second = texts[: len(texts) // 2], texts[len(texts) // 2 :]
+            graph = model.graph().train()
+            t0 = time.perf_counter()
+            for s in range(steps):
+                sl = slice((32 * s) % len(first), (32 * s) % len(first) + 32)
+                inputs = model.tokenize(first[sl], second[sl] if model.joint else None)
+                with model._autocast():
+                    loss = graph(**inputs).float().pow(2).mean()
+                loss.backward()
+                graph.zero_grad(set_to_none=True)
+            train_rate = steps * 32 / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            model.run_graph(first, second if model.joint else None)
+            measured[label] = (train_rate, len(first) / (time.perf_counter() - t0))
+        base = measured["float32"]
+        for label, (tr, inf) in measured.items():
+            table_rows.append(
+                [
+                    kind,
+                    model.records_.max_tokens,
+                    label,
+                    f"{tr:.1f}",
+                    f"{tr / base[0]:.2f}x",
+                    f"{inf:.1f}",
+                    f"{inf / base[1]:.2f}x",
+                ]
+            )
     table(
-        f"(i) bi-encoder throughput on {data.name} records ({summary.max_tokens} tokens), records/s; "
-        f"AMX here: {bf16_pays()} (precision auto picks bf16 only with AMX)",
-        ["arithmetic", "fine-tuning", "ratio", "encoding", "ratio"],
-        rows,
+        f"(i) text model throughput on {data.name} records, sequences/s (a record, or a pair of records for the "
+        f"cross-encoder); AMX here: {bf16_pays()} (precision auto picks bf16 only with AMX)",
+        ["model", "tokens per record", "arithmetic", "fine-tuning", "ratio", "inference", "ratio"],
+        table_rows,
     )
 
 
@@ -148,7 +163,7 @@ def main() -> None:
             import_em(args.em_root / name, data, encoder=args.encoder, overwrite=True)
         import_seconds = time.perf_counter() - t0
         ditto = published["Ditto"]
-        for config in args.configs.split(","):
+        for config in [c for c in args.configs.split(",") if c]:
             results = [run_config(data, name, config, seed) for seed in range(args.seeds)]
             f1 = np.array([r["f1"] for r in results]) * 100
             console.print(f"{name} {config}: F1 {f1.mean():.1f} ± {f1.std():.1f} (Ditto {ditto})")
