@@ -275,3 +275,22 @@ def test_gbdt_stacks_both_transformers_cross_fitted_and_round_trips(synth_dir, t
         ]
     loaded = load_model(tmp_path / "run")
     np.testing.assert_allclose(loaded.predict_proba(cat, valid), probs, atol=1e-5)
+
+
+def test_match_searches_with_the_bi_encoder_vectors_and_refuses_a_lone_cross_encoder(synth_dir, tmp_path):
+    from prodmatch.io import read_catalogue
+    from prodmatch.matching import MatchConfig, _reads_text_only, match_catalogue
+    from prodmatch.pairs import load_pairs, split_pairs
+
+    model = BiEncoderModel()
+    cat = read_catalogue(synth_dir, model.read_config(None))
+    train, valid, _ = split_pairs(load_pairs(synth_dir / "train.parquet", cat, require_target=True), seed=0)
+    model.fit(cat, train.subset(np.arange(200)), valid.subset(np.arange(60)), TrainConfig(epochs=1, seed=0, threads=2))
+    model.save(tmp_path / "bi")
+    summary = match_catalogue(tmp_path / "bi", synth_dir, tmp_path / "match", MatchConfig(k=5, token_k=0))
+    assert summary["item_vectors"] == "bi-encoder vectors"
+    assert summary["candidates"] > 0 and summary["quality"]["candidate_recall_at_5"] > 0.3
+    cross = CrossEncoderModel()
+    cross.modalities_ = []
+    with pytest.raises(ConfigError, match="--rescore"):
+        _reads_text_only(cross)

@@ -690,7 +690,7 @@ def import_em_command(
 
 @app.command()
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="A trained run directory of a network model, or of gbdt.")],
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory of a network or text model, or of gbdt.")],
     data: Annotated[
         Path | None,
         typer.Option("--data", "-d", help="Real items for the parity check (on top of random inputs)."),
@@ -698,9 +698,10 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset to target.")] = 18,
 ) -> None:
     """Export a run's network to RUN_DIR/model.onnx for ONNX Runtime, after checking that ONNX Runtime
-    and torch agree within 1e-5 on random (and, with --data, real) pairs. A gbdt run exports the
-    networks it stacks on; its boosted trees are served by LightGBM itself. `prodmatch serve` then
-    scores with ONNX Runtime."""
+    and torch agree within 1e-5 on random (and, with --data, real) pairs. A text model (bi-encoder,
+    cross-encoder) exports its transformer graph from token ids, checked on records of its own
+    vocabulary. A gbdt run exports the networks and text models it stacks; its boosted trees are served
+    by LightGBM itself. `prodmatch serve` then scores with ONNX Runtime."""
     from prodmatch.export import PARITY_TOL, export_onnx
 
     with _errors():

@@ -134,9 +134,14 @@ def item_vectors(model, catalogue: Catalogue, batch_size: int = INFERENCE_BATCH)
     """(N, d) float32 item vectors for candidate search, and what they are.
 
     The siamese tower's vectors when the model has a siamese network (itself, or stacked in gbdt): the
-    space its head compares items in. Otherwise the normalised modalities side by side, each weighted
-    equally (zeros where missing, so not all of unit length).
+    space its head compares items in. A bi-encoder's own unit vectors of the items' records, the space its
+    score is the cosine in. Otherwise the normalised modalities side by side, each weighted equally (zeros
+    where missing, so not all of unit length).
     """
+    if _reads_text_only(model):
+        vectors = model.item_vectors(catalogue, np.arange(len(catalogue)))
+        vectors[~informative_items(model, catalogue)] = 0.0
+        return vectors, f"{model.name} vectors"
     return feature_vectors(model, catalogue.item_features([n for n, _ in model.modalities_]), batch_size)
 
 
@@ -169,12 +174,29 @@ def feature_vectors(model, features: np.ndarray, batch_size: int = INFERENCE_BAT
 # ------------------------------------------------------------------------------------------ search
 
 
+def _reads_text_only(model) -> bool:
+    """A text model, which has no embedding column to search with. Only one with item vectors can search;
+    a cross-encoder, which scores pairs only, is refused with what to do instead."""
+    if model.modalities_ or not hasattr(model, "graph"):
+        return False
+    if not hasattr(model, "item_vectors"):
+        raise ConfigError(
+            f"{model.name} scores pairs only: it has no item vectors to find candidates with; match with another "
+            f"run (gbdt, siamese or bi-encoder) and give this one as --rescore RUN to re-score the uncertain pairs"
+        )
+    return True
+
+
 def informative_items(model, catalogue: Catalogue) -> np.ndarray:
     """(N,) bool: items with at least one of the model's embeddings present.
 
     An item with none (every vector missing, or with norm <= NORM_EPS) carries no evidence: a model's score
     for it is its prior, not a comparison, so catalogue search leaves it out rather than join such items.
     """
+    if _reads_text_only(model):  # a text model: items with any text
+        from prodmatch.text.records import item_records
+
+        return np.array([bool(r) for r in item_records(catalogue, np.arange(len(catalogue)))], dtype=bool)
     present = np.zeros(len(catalogue), dtype=bool)
     for name, _ in model.modalities_:
         present |= catalogue.modalities[name].present
