@@ -2,8 +2,8 @@
 of its items' vectors.
 
 Each item's record (:mod:`prodmatch.text.records`) goes through the encoder (all-MiniLM-L6-v2, bundled, or
-``encoder_path``) to one unit vector, computed once per item (the same vectors could serve candidate search;
-``match`` does not use them yet). Training follows R-SupCon / SimCSE practice with a multiple-negatives ranking loss:
+``encoder_path``) to one unit vector, computed once per item (``match`` searches candidates with the same
+vectors). Training follows R-SupCon / SimCSE practice with a multiple-negatives ranking loss:
 
 - every matching pair (a, b) is an example; in a batch, b must be a's nearest among every other example's
   items (in-batch negatives) and a labelled non-match of a or b (a hard negative), and the same from b's
