@@ -954,7 +954,7 @@ def rescore_uncertain(
     changed = int(((old >= threshold) != (fresh >= threshold)).sum())
     seconds = time.perf_counter() - t0
     log.info(
-        "cascade: %s re-scored %d of %d candidate pairs (%.1f%%, within %.2f of the threshold %.3f) in %.1fs; "
+        "cascade: %s re-scored %d of %d candidate pairs (%.2f%%, within %.2f of the threshold %.3f) in %.1fs; "
         "%d decisions changed",
         model.name,
         len(touch),
