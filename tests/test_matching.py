@@ -204,7 +204,8 @@ def test_small_components_are_cut_as_scipy_average_linkage_cuts_them():
 
 
 def test_a_cascade_rescores_only_the_uncertain_band_with_the_second_run(synth_dir, siamese_run, tmp_path):
-    from prodmatch.calibration import shift_prior
+    from scipy.special import expit, logit
+
     from prodmatch.io import read_catalogue
     from prodmatch.models import load_model
     from prodmatch.pairs import PairSet
@@ -225,19 +226,20 @@ def test_a_cascade_rescores_only_the_uncertain_band_with_the_second_run(synth_di
         assert cascade["model"] == "gbdt" and "re-scoring" in summary["stages"]
         assert summary["parameters"]["threshold"] == plain["parameters"]["threshold"]  # the first model's
         matches = pd.read_parquet(out / "matches.parquet")
-        if band == 1.0:  # every candidate: the second model's probabilities, moved to the estimated share
+        first = pd.read_parquet(tmp_path / "plain" / "matches.parquet")
+        if band == 1.0:  # every candidate: the first model's odds times the second's likelihood ratio
             assert cascade["rescored"] == summary["candidates"] and cascade["share_rescored"] == 1.0
             model = load_model(second)
+            both = first.merge(matches, on=["variantid1", "variantid2"], suffixes=("_first", "_cascade"))
+            assert len(both) > 0
             cat = read_catalogue(synth_dir, model.data_config())
-            rows = cat.ids.get_indexer(matches[["variantid1", "variantid2"]].to_numpy().ravel()).reshape(-1, 2)
+            rows = cat.ids.get_indexer(both[["variantid1", "variantid2"]].to_numpy().ravel()).reshape(-1, 2)
             pairs = PairSet(rows[:, 0], rows[:, 1], None, np.arange(len(rows)), None, None)
-            expected = shift_prior(
-                model.predict_proba(cat, pairs), model.calibrator.prior, summary["calibration"]["prior"]
-            )
-            np.testing.assert_allclose(matches["score"], expected, atol=1e-6)
+            evidence = logit(model.predict_proba(cat, pairs)) - logit(model.calibrator.prior)
+            expected = expit(logit(both["score_first"].to_numpy()) + evidence)
+            np.testing.assert_allclose(both["score_cascade"], expected, atol=1e-6)
         else:  # a narrow band: some pairs re-scored, the confident ones keep the first model's score
             assert 0 < cascade["rescored"] < summary["candidates"]
-            first = pd.read_parquet(tmp_path / "plain" / "matches.parquet")
             both = first.merge(matches, on=["variantid1", "variantid2"], suffixes=("_first", "_cascade"))
             sure = both["score_first"] > summary["parameters"]["threshold"] + band
             assert sure.sum() > 0

@@ -69,9 +69,10 @@ class MatchConfig:
         token_k: extra candidates per item from shared rare values (attribute values, name words; see
             :mod:`prodmatch.blocking`); 0 turns them off.
         token_max_block: a value held by more items than this is too common to block on.
-        rescore: a second run directory (a text model, or ``gbdt`` with one stacked) that re-scores the
-            candidates whose probability lies within ``rescore_band`` of the threshold: a cascade, where the
-            costly model reads only the pairs the first is unsure of. None: off.
+        rescore: a second run directory (a text model, or ``gbdt`` with one stacked) whose evidence updates
+            the candidates whose probability lies within ``rescore_band`` of the threshold: a cascade, where
+            the costly model reads only the pairs the first is unsure of (see :func:`rescore_uncertain`).
+            None: off.
         rescore_band: the half-width of that band, in (candidate-calibrated) probability.
     """
 
@@ -805,17 +806,7 @@ def match_catalogue(
     if config.rescore:
         with timed(stages, "re-scoring"):
             score, cascade = rescore_uncertain(
-                config.rescore,
-                data_dir,
-                cat,
-                left,
-                right,
-                score,
-                threshold,
-                config.rescore_band,
-                calibration,
-                labelled_sample,
-                progress,
+                config.rescore, data_dir, cat, left, right, score, threshold, config.rescore_band, progress
             )
     estimated = expected_quality(score, threshold)
     calibration |= {"estimated_precision": estimated[0], "estimated_recall_among_candidates": estimated[1]}
@@ -898,30 +889,38 @@ def rescore_uncertain(
     score: np.ndarray,
     threshold: float,
     band: float,
-    calibration: dict,
-    labelled_sample=None,
     progress=None,
 ) -> tuple[np.ndarray, dict]:
-    """The cascade's second stage: the candidates scored within ``band`` of ``threshold`` get the probability of
-    the model in ``run_dir`` instead, calibrated for the candidates as the first model's were.
+    """The cascade's second stage: the candidates scored within ``band`` of ``threshold`` are updated with the
+    evidence of the model in ``run_dir``.
 
-    The second model's probabilities are calibrated on its own labelled validation pairs. The candidates'
-    share of matches was estimated from the first model's probabilities over every candidate (the pairs in the
-    band are not a random sample, so they cannot estimate it); the second model's are moved to that share by
-    Bayes' rule from the share it was calibrated for. With ``labelled_sample``, the second model is Platt-
-    calibrated on that sample instead, as the first was. The threshold stays the first model's.
+    Bayes' rule, with the two models' evidence taken as independent given the label: a pair's odds become
+    the first model's odds times the second model's likelihood ratio, its probability's odds over the odds
+    of the share of matches it was calibrated for (both calibrated on labelled pairs). Not a replacement:
+    the pairs in the band were chosen because the first model put them near the threshold, so the second
+    model's probability alone, moved to the candidates' share of matches, would throw that away (on the
+    demo it was below the threshold for every pair of the band, where half are matches); and not a mean,
+    which would ignore how far each model is from its prior. Where both models read the same evidence (the
+    names) the update over-counts it; the threshold stays the first model's.
 
     Returns:
         (the candidates' probabilities, facts for summary.json's ``cascade``).
     """
     from pathlib import Path
 
+    from scipy.special import expit, logit
+
     from prodmatch.api import _model_and_catalogue
-    from prodmatch.calibration import shift_prior
     from prodmatch.pairs import PairSet
 
     t0 = time.perf_counter()
     model, other = _model_and_catalogue(run_dir, data_dir, None)
+    prior = model.calibrator.prior
+    if prior is None:
+        raise ConfigError(
+            f"--rescore {run_dir}: the run does not record the share of matches it was calibrated for (trained "
+            "before prodmatch 0.12), so its evidence cannot be weighed; train it again"
+        )
     rows = other.ids.get_indexer(cat.ids)
     touch = np.flatnonzero(np.abs(score - threshold) <= band)
     used = np.unique(np.concatenate([left[touch], right[touch]]))
@@ -930,25 +929,18 @@ def rescore_uncertain(
         raise ConfigError(f"--rescore {run_dir}: {data_dir} read for that model lacks candidate items, e.g. {missing}")
     ids = other.ids.to_numpy()
     advance = progress("re-scoring", len(touch)) if progress else None
-    fresh = np.empty(len(touch), dtype=np.float64)
+    second = np.empty(len(touch), dtype=np.float64)
     for s in range(0, len(touch), RESCORE_CHUNK):
         part = touch[s : s + RESCORE_CHUNK]
         a, b = rows[left[part]], rows[right[part]]
         pairs = PairSet(a.astype(np.int32), b.astype(np.int32), None, np.arange(len(part)), ids[a], ids[b])
-        fresh[s : s + len(part)] = model.predict_proba(other, pairs)
+        second[s : s + len(part)] = model.predict_proba(other, pairs)
         if advance:
             advance(len(part))
-    how = "as calibrated on its validation pairs"
-    if labelled_sample is not None:
-        from prodmatch.pairs import load_pairs
-
-        labelled = load_pairs(labelled_sample, other, require_target=True)
-        fresh, _ = calibrate_candidates(model, fresh, (model.predict_proba(other, labelled), labelled.target))
-        how = "Platt-calibrated on --labelled-sample"
-    elif calibration.get("method") == "em" and model.calibrator.prior is not None:
-        fresh = shift_prior(fresh, model.calibrator.prior, calibration["prior"])
-        how = f"moved to the candidates' estimated share of matches ({calibration['prior']:.2%})"
+    eps = 1e-12
     old = score[touch]
+    evidence = logit(np.clip(second, eps, 1 - eps)) - logit(prior)
+    fresh = expit(logit(np.clip(old, eps, 1 - eps)) + evidence)
     out = score.copy()
     out[touch] = fresh
     changed = int(((old >= threshold) != (fresh >= threshold)).sum())
@@ -974,7 +966,8 @@ def rescore_uncertain(
         "decisions_changed": changed,
         "now_matches": int(((fresh >= threshold) & (old < threshold)).sum()),
         "no_longer_matches": int(((fresh < threshold) & (old >= threshold)).sum()),
-        "calibration": how,
+        "combination": "odds of the first model times the second model's likelihood ratio",
+        "second_model_prior": float(prior),
         "pairs_per_second": float(len(touch) / seconds) if seconds > 0 else None,
         "seconds": round(seconds, 3),
     }
