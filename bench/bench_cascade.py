@@ -1,4 +1,4 @@
-"""(j) The cascade in `match`: a cheap model scores every candidate, a text model re-scores the uncertain ones.
+"""(k) The cascade in `match`: a cheap model scores every candidate, a text model re-scores the uncertain ones.
 
 On the demo catalogue (150,000 synthetic items, whose names carry brand, model and colour):
 
@@ -103,7 +103,7 @@ def main() -> None:
             ]
         )
     table(
-        f"(j) cascade on {data.name} ({args.items:,} items): gbdt scores every candidate, a cross-encoder tuned on "
+        f"(k) cascade on {data.name} ({args.items:,} items): gbdt scores every candidate, a cross-encoder tuned on "
         f"{args.text_pairs:,} pairs re-scores those within the band of the threshold",
         [
             "match",
