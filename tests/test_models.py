@@ -8,12 +8,13 @@ import pytest
 from conftest import SMALL
 from prodmatch import ConfigError, DataError, ModelError, TrainConfig, load_pairs, read_catalogue, split_pairs
 from prodmatch.models import MODELS, GBDTModel, TorchPairModel, create_model, load_model
+from prodmatch.models.text_model import FineTunedTextModel
 
 FAST = TrainConfig(epochs=1, batch_size=256, seed=0)
 NETWORKS = sorted(name for name, cls in MODELS.items() if issubclass(cls, TorchPairModel))
-# the models fitted on the synthetic set here; the bi-encoder fine-tunes a transformer, tested on a tiny
+# the models fitted on the synthetic set here; the text models fine-tune a transformer, tested on a tiny
 # hand-made set of its own (tests/test_text.py: round trip, symmetry, resume)
-EMBEDDING_MODELS = sorted(name for name in MODELS if name != "bi-encoder")
+EMBEDDING_MODELS = sorted(name for name, cls in MODELS.items() if not issubclass(cls, FineTunedTextModel))
 
 
 @pytest.fixture(scope="module")
