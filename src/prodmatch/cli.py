@@ -568,7 +568,7 @@ def match(
         cascade = summary["cascade"]
         if cascade:
             stdout.print(
-                f"cascade: {cascade['model']} re-scored {cascade['rescored']:,} pairs ({cascade['share_rescored']:.1%} of the "
+                f"cascade: {cascade['model']} re-scored {cascade['rescored']:,} pairs ({cascade['share_rescored']:.2%} of the "
                 f"candidates, within {cascade['band']} of the threshold) in {cascade['seconds']:.1f}s; "
                 f"{cascade['now_matches']:,} became matches, {cascade['no_longer_matches']:,} stopped being ones"
             )
