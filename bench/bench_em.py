@@ -128,7 +128,7 @@ def precision_throughput(data: Path, sequences: int = 128, steps: int = 4) -> No
             table_rows.append(
                 [
                     kind,
-                    model.records_.max_tokens,
+                    str(model.records_.max_tokens),
                     label,
                     f"{tr:.1f}",
                     f"{tr / base[0]:.2f}x",
@@ -181,23 +181,24 @@ def main() -> None:
                     f"{np.mean([r['score_pairs_per_s'] for r in results]):,.0f}",
                 ]
             )
-    table(
-        f"(h) test F1 (%): published, and prodmatch ({args.encoder} text embeddings, 2-core CPU, "
-        f"mean ± std over {args.seeds} seeds)",
-        [
-            "dataset",
-            "Magellan",
-            "DeepMatcher+",
-            "Ditto",
-            "prodmatch",
-            "F1",
-            "vs Ditto",
-            "precision / recall",
-            "seconds (import + train)",
-            "test pairs/s scored",
-        ],
-        rows,
-    )
+    if rows:
+        table(
+            f"(h) test F1 (%): published, and prodmatch ({args.encoder} text embeddings, 2-core CPU, "
+            f"mean ± std over {args.seeds} seeds)",
+            [
+                "dataset",
+                "Magellan",
+                "DeepMatcher+",
+                "Ditto",
+                "prodmatch",
+                "F1",
+                "vs Ditto",
+                "precision / recall",
+                "seconds (import + train)",
+                "test pairs/s scored",
+            ],
+            rows,
+        )
     if not args.skip_throughput and data is not None:
         precision_throughput(data)
 
