@@ -68,6 +68,8 @@ class CrossEncoderModel(FineTunedTextModel):
             raise ConfigError(f"augment must be a share in [0, 1], got {self.params.augment}")
         lo, hi = np.minimum(train.left, train.right), np.maximum(train.left, train.right)
         keep = lo != hi
+        if not keep.all():
+            log.warning("cross-encoder: %d training pairs pair an item with itself; left out", int((~keep).sum()))
         pairs, inverse = np.unique(np.stack([lo[keep], hi[keep]], axis=1), axis=0, return_inverse=True)
         target = np.bincount(inverse.ravel(), weights=train.target[keep], minlength=len(pairs))
         target /= np.bincount(inverse.ravel(), minlength=len(pairs))
