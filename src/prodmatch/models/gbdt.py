@@ -330,6 +330,7 @@ class GBDTModel(PairModel):
             kind,
             lambda: create_model(kind, encoder_path=self.params.encoder_path, device=self.params.device),
             callback,
+            finish=_score_in_fp32,
         )
         log.info("gbdt: %s cross-fitted in %.1fs", kind, time.perf_counter() - t0)
         return oof
@@ -594,7 +595,9 @@ class GBDTModel(PairModel):
         text_stack = config.get("text_stack") or {}
         if isinstance(text_stack, list):  # saved before the cross-encoder: bi-encoder folds only
             text_stack = {"bi-encoder": text_stack}
-        self.text_models_ = {kind: [load_model(run_dir / sub) for sub in subs] for kind, subs in text_stack.items()}
+        self.text_models_ = {
+            kind: [_score_in_fp32(load_model(run_dir / sub)) for sub in subs] for kind, subs in text_stack.items()
+        }
         self._numpy_nets = None
 
     def _check_catalogue(self, catalogue: Catalogue) -> None:
@@ -619,7 +622,7 @@ def _text_feature(kind: str) -> str:
 
 
 def _score_in_fp32(net: PairModel) -> PairModel:
-    """Make a stacked network score in float32 (it may have trained in bf16).
+    """Make a stacked network or text model score in float32 (it may have trained in bf16).
 
     Its score is a feature that trees split on: bf16 rounds it to about three digits, differently on
     CPUs with and without AMX, and differently from ONNX Runtime (fp32), so a pair's probability would
