@@ -175,13 +175,7 @@ def _export_network(model, run_dir: Path, catalogue, opset: int, samples: int, s
         parity = {"random": _parity(model, wrapper, scorer, *_random_pairs(model, samples, seed))}
         if catalogue is not None:
             parity["real"] = _parity(model, wrapper, scorer, *_real_pairs(model, catalogue, samples, seed))
-        for name, p in parity.items():
-            worst = max(p["max_rel_logit"], p["max_abs_probability"])
-            if worst > PARITY_TOL:
-                raise ModelError(
-                    f"ONNX export of {run_dir}: ONNX Runtime differs from torch by {worst:.2e} on {name} inputs "
-                    f"(allowed {PARITY_TOL:.0e}); nothing was written. Try another --opset"
-                )
+        _check_parity(run_dir, parity, "inputs")
         size = tmp.stat().st_size
     report = ExportReport(str(run_dir), str(run_dir / ONNX_FILE), size, opset, parity, time.perf_counter() - t0)
     write_json(
@@ -230,13 +224,7 @@ def _export_text(model, run_dir: Path, catalogue, opset: int, samples: int, seed
         if catalogue is not None:
             a, b = rng.integers(0, len(catalogue), (2, samples))
             parity["real"] = _text_parity(model, session, model.records(catalogue, a), model.records(catalogue, b))
-        for name, p in parity.items():
-            worst = max(p["max_rel_logit"], p["max_abs_probability"])
-            if worst > PARITY_TOL:
-                raise ModelError(
-                    f"ONNX export of {run_dir}: ONNX Runtime differs from torch by {worst:.2e} on {name} records "
-                    f"(allowed {PARITY_TOL:.0e}); nothing was written. Try another --opset"
-                )
+        _check_parity(run_dir, parity, "records")
         size = tmp.stat().st_size
     report = ExportReport(str(run_dir), str(run_dir / ONNX_FILE), size, opset, parity, time.perf_counter() - t0)
     write_json(
@@ -252,6 +240,17 @@ def _export_text(model, run_dir: Path, catalogue, opset: int, samples: int, seed
         run_dir / ONNX_META_FILE,
     )
     return report
+
+
+def _check_parity(run_dir: Path, parity: dict[str, dict[str, float]], what: str) -> None:
+    """Stop the export (nothing written) when ONNX Runtime and torch differ by more than PARITY_TOL."""
+    for name, p in parity.items():
+        worst = max(p["max_rel_logit"], p["max_abs_probability"])
+        if worst > PARITY_TOL:
+            raise ModelError(
+                f"ONNX export of {run_dir}: ONNX Runtime differs from torch by {worst:.2e} on {name} {what} "
+                f"(allowed {PARITY_TOL:.0e}); nothing was written. Try another --opset"
+            )
 
 
 def _random_records(model, n: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
@@ -275,13 +274,7 @@ def _text_parity(model, session: TextOnnxSession, first: list[str], second: list
         got = model.score_texts(first, second).astype(np.float64)
     finally:
         model.onnx_ = None
-    gap = np.abs(got - reference)
-    return {
-        "pairs": len(first),
-        "max_abs_probability": float(np.abs(model.calibrator(got) - model.calibrator(reference)).max()),
-        "max_abs_logit": float(gap.max()),
-        "max_rel_logit": float((gap / np.maximum(1.0, np.abs(reference))).max()),
-    }
+    return _parity_report(model, got, reference)
 
 
 class TextOnnxSession:
@@ -289,14 +282,8 @@ class TextOnnxSession:
     fed the token tensors its graph declares."""
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = _cpu_session(path, threads)
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, inputs: dict) -> np.ndarray:
@@ -334,14 +321,8 @@ class OnnxPairScorer:
     """
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = _cpu_session(path, threads)
 
     def __call__(self, left: np.ndarray, right: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """Logits of the pairs (left[i], right[i]) of item-feature rows."""
@@ -363,6 +344,17 @@ class OnnxPairScorer:
             }
             out[s : s + batch_size] = self.session.run(None, feeds)[0]
         return out
+
+
+def _cpu_session(path: str | Path, threads: int):
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads and one inter-op thread, quiet."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def load_onnx_scorer(run_dir: str | Path, threads: int = 1) -> OnnxPairScorer:
@@ -432,10 +424,15 @@ def _real_pairs(model, catalogue, n: int, seed: int) -> tuple[np.ndarray, np.nda
 def _parity(model, wrapper, scorer: OnnxPairScorer, left: np.ndarray, right: np.ndarray) -> dict[str, float]:
     with torch.inference_mode():
         reference = wrapper(torch.from_numpy(left), torch.from_numpy(right)).numpy()
-    got = scorer(left, right)
-    gap = np.abs(got.astype(np.float64) - reference)
+    return _parity_report(model, scorer(left, right), reference)
+
+
+def _parity_report(model, got: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """How far ONNX Runtime's raw scores ``got`` are from torch's ``reference``, and their probabilities."""
+    got = got.astype(np.float64)
+    gap = np.abs(got - reference)
     return {
-        "pairs": len(left),
+        "pairs": len(got),
         "max_abs_probability": float(np.abs(model.calibrator(got) - model.calibrator(reference)).max()),
         "max_abs_logit": float(gap.max()),
         "max_rel_logit": float((gap / np.maximum(1.0, np.abs(reference))).max()),
