@@ -1,0 +1,161 @@
+"""Catalogue matching: candidate search, scoring and clustering of a whole catalogue into products.
+
+1. **Candidates.** Every item's top-k nearest items by inner product of normalised item vectors, with
+   faiss: exact (``flat``) for small catalogues, HNSW for large ones (``auto`` picks by size). Item
+   vectors are the siamese tower's when the model has one (``siamese``, or the networks stacked in
+   ``gbdt``), else the normalised concatenated modalities. Optional blocking by level-2 category.
+   Each unordered pair appears once.
+2. **Scoring** of every candidate pair with the model, in large vectorised batches.
+3. **Clustering.** Pairs at or above the threshold are edges; connected components are the first cut.
+   Guard against chaining: inside every component of three or more items, average-linkage clustering on
+   the scores (a pair that was not scored counts as 0) cut at the same threshold. A chain a-b-c whose ends
+   were never matched has an average a-c link of at most (s_ab + 0) / 2, so one weak link cannot merge two
+   groups: a group joins another only if it matches it on average.
+
+The stages live in their own modules (:mod:`.candidates`, :mod:`.scoring`, :mod:`.clustering`,
+:mod:`.quality`, :mod:`.incremental`); two engines drive them: :mod:`.local` (one process, the default) and
+:mod:`.spark` (Apache Spark, for catalogues beyond one machine), writing the same output files.
+"""
+
+from __future__ import annotations
+
+from prodmatch.errors import ConfigError
+from prodmatch.matching.candidates import (
+    _reads_text_only,
+    ann_recall,
+    build_index,
+    candidate_pairs,
+    feature_vectors,
+    incomplete_item_candidates,
+    informative_items,
+    item_vectors,
+    neighbours_within,
+    search,
+)
+from prodmatch.matching.clustering import ClusterReport, average_linkage_cut, cluster_items
+from prodmatch.matching.config import (
+    CLUSTERS_FILE,
+    INDEX_KINDS,
+    MATCHES_FILE,
+    MAX_K,
+    RECALL_KS,
+    SUMMARY_FILE,
+    MatchConfig,
+    _staged_output,
+    replace_index,
+    timed,
+)
+from prodmatch.matching.incremental import (
+    IDS_FILE,
+    INDEX_FILE,
+    INDEX_META_FILE,
+    VECTORS_FILE,
+    build_catalogue_index,
+    check_index_items,
+    match_new_items,
+)
+from prodmatch.matching.local import match_local
+from prodmatch.matching.quality import (
+    best_threshold_f1,
+    candidate_recall,
+    cluster_quality,
+    oracle_quality,
+    pairs_of_groups,
+    recall_at_ks,
+)
+from prodmatch.matching.scoring import calibrate_candidates, rescore_uncertain
+
+__all__ = [
+    "CLUSTERS_FILE",
+    "ENGINES",
+    "IDS_FILE",
+    "INDEX_FILE",
+    "INDEX_KINDS",
+    "INDEX_META_FILE",
+    "MATCHES_FILE",
+    "MAX_K",
+    "RECALL_KS",
+    "SUMMARY_FILE",
+    "VECTORS_FILE",
+    "ClusterReport",
+    "MatchConfig",
+    "_reads_text_only",
+    "_staged_output",
+    "ann_recall",
+    "average_linkage_cut",
+    "best_threshold_f1",
+    "build_catalogue_index",
+    "build_index",
+    "calibrate_candidates",
+    "candidate_pairs",
+    "candidate_recall",
+    "check_index_items",
+    "cluster_items",
+    "cluster_quality",
+    "feature_vectors",
+    "incomplete_item_candidates",
+    "informative_items",
+    "item_vectors",
+    "match_catalogue",
+    "match_local",
+    "match_new_items",
+    "neighbours_within",
+    "oracle_quality",
+    "pairs_of_groups",
+    "recall_at_ks",
+    "replace_index",
+    "rescore_uncertain",
+    "search",
+    "timed",
+]
+
+ENGINES = ("local", "spark")
+
+
+def match_catalogue(
+    run_dir,
+    data_dir,
+    out_dir,
+    config: MatchConfig | None = None,
+    *,
+    engine: str = "local",
+    spark=None,
+    master: str | None = None,
+    spark_conf: dict[str, str] | None = None,
+    overwrite: bool = False,
+    progress=None,
+    labelled_sample=None,
+) -> dict:
+    """Find every group of listings that are one product in ``data_dir``; write ``matches.parquet``,
+    ``clusters.parquet`` and ``summary.json`` into ``out_dir``.
+
+    Args:
+        engine: ``local`` (one process; see :func:`match_local` for the other arguments) or ``spark``
+            (Apache Spark; see :func:`prodmatch.matching.spark.match_spark`): the same files, columns and
+            dtypes either way.
+        spark: a running ``SparkSession`` to use (Databricks, YARN, ...); None starts one on ``master``.
+        master: the Spark master for a session started here (default ``local[*]``).
+        spark_conf: extra Spark settings for a session started here.
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine must be one of {list(ENGINES)}, got {engine!r}")
+    if engine == "local":
+        if spark is not None or master is not None or spark_conf:
+            raise ConfigError("--master, --spark-conf and a Spark session apply to --engine spark only")
+        return match_local(
+            run_dir, data_dir, out_dir, config, overwrite=overwrite, progress=progress, labelled_sample=labelled_sample
+        )
+    from prodmatch.matching.spark import match_spark
+
+    return match_spark(
+        run_dir,
+        data_dir,
+        out_dir,
+        config,
+        spark=spark,
+        master=master,
+        spark_conf=spark_conf,
+        overwrite=overwrite,
+        progress=progress,
+        labelled_sample=labelled_sample,
+    )

@@ -1,0 +1,278 @@
+"""Stage 1, candidates: item vectors, and every item's nearest items by faiss (exact or HNSW), with the extra
+candidates of items missing a modality."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from prodmatch.catalogue import Catalogue, l2_normalize
+from prodmatch.config import INFERENCE_BATCH
+from prodmatch.errors import ConfigError
+from prodmatch.matching.config import RECALL_KS, MatchConfig
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------------------------------ vectors
+
+
+def item_vectors(model, catalogue: Catalogue, batch_size: int = INFERENCE_BATCH) -> tuple[np.ndarray, str]:
+    """(N, d) float32 item vectors for candidate search, and what they are.
+
+    The siamese tower's vectors when the model has a siamese network (itself, or stacked in gbdt): the
+    space its head compares items in. A bi-encoder's own unit vectors of the items' records, the space its
+    score is the cosine in. Otherwise the normalised modalities side by side, each weighted equally (zeros
+    where missing, so not all of unit length).
+    """
+    if _reads_text_only(model):
+        vectors = model.item_vectors(catalogue, np.arange(len(catalogue)))
+        vectors[~informative_items(model, catalogue)] = 0.0
+        return vectors, f"{model.name} vectors"
+    return feature_vectors(model, catalogue.item_features([n for n, _ in model.modalities_]), batch_size)
+
+
+def feature_vectors(model, features: np.ndarray, batch_size: int = INFERENCE_BATCH) -> tuple[np.ndarray, str]:
+    """:func:`item_vectors` of raw item-feature rows (``Catalogue.item_features`` layout), for new items."""
+    import torch
+
+    from prodmatch.models.siamese import SiameseNet
+    from prodmatch.models.torch_model import tower_vectors
+
+    network = getattr(model, "network_", None)
+    if not isinstance(network, SiameseNet):
+        stacked = [
+            m for m in getattr(model, "stack_models_", []) if isinstance(getattr(m, "network_", None), SiameseNet)
+        ]
+        network = stacked[0].network_ if stacked else None
+    width = sum(d for _, d in model.modalities_)
+    blank = ~features[:, width:].any(axis=1)  # no embedding at all: a zero vector, near nothing
+    if network is not None:
+        rows = np.arange(len(features))
+        out = tower_vectors(network, torch.from_numpy(features), rows, batch_size).numpy()
+        out[blank] = 0.0
+        return l2_normalize(out, eps=0.0), "siamese tower"
+    # Not renormalised: an item missing a modality ranks others by the modalities it has (the missing part
+    # adds 0 to every inner product) instead of finding only items that miss it too.
+    out = np.ascontiguousarray(features[:, :width]) / np.float32(np.sqrt(len(model.modalities_)))
+    return out.astype(np.float32), "normalised modalities"
+
+
+# ------------------------------------------------------------------------------------------ search
+
+
+def _reads_text_only(model) -> bool:
+    """A text model, which has no embedding column to search with. Only one with item vectors can search;
+    a cross-encoder, which scores pairs only, is refused with what to do instead."""
+    if model.modalities_ or not hasattr(model, "graph"):
+        return False
+    if not hasattr(model, "item_vectors"):
+        raise ConfigError(
+            f"{model.name} scores pairs only: it has no item vectors to find candidates with; match with another "
+            f"run (gbdt, siamese or bi-encoder) and give this one as --rescore RUN to re-score the uncertain pairs"
+        )
+    return True
+
+
+def informative_items(model, catalogue: Catalogue) -> np.ndarray:
+    """(N,) bool: items with at least one of the model's embeddings present.
+
+    An item with none (every vector missing, or with norm <= NORM_EPS) carries no evidence: a model's score
+    for it is its prior, not a comparison, so catalogue search leaves it out rather than join such items.
+    """
+    if _reads_text_only(model):  # a text model: items with any text
+        from prodmatch.text.records import item_records
+
+        return np.array([bool(r) for r in item_records(catalogue, np.arange(len(catalogue)))], dtype=bool)
+    present = np.zeros(len(catalogue), dtype=bool)
+    for name, _ in model.modalities_:
+        present |= catalogue.modalities[name].present
+    return present
+
+
+def build_index(vectors: np.ndarray, kind: str, config: MatchConfig):
+    """A faiss inner-product index over ``vectors`` (flat: exact; hnsw: approximate)."""
+    import faiss
+
+    d = vectors.shape[1]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.hnsw_ef_construction
+        index.hnsw.efSearch = config.hnsw_ef_search
+    else:
+        raise ConfigError(f"unknown index kind {kind!r}")
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def search(index, vectors: np.ndarray, k: int, batch: int = 65536, progress: Callable[[int], None] | None = None):
+    """(M, k) neighbour rows (-1 where fewer exist) of each query vector."""
+    out = np.empty((len(vectors), k), dtype=np.int64)
+    for start in range(0, len(vectors), batch):
+        _, idx = index.search(np.ascontiguousarray(vectors[start : start + batch]), k)
+        out[start : start + batch] = idx
+        if progress:
+            progress(min(batch, len(vectors) - start))
+    return out
+
+
+def candidate_pairs(
+    vectors: np.ndarray,
+    config: MatchConfig,
+    groups: np.ndarray | None = None,
+    progress: Callable[[int], None] | None = None,
+    searchable: np.ndarray | None = None,
+    probe: np.ndarray | None = None,
+    probe_k: int = max(RECALL_KS),
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Every item's top-k neighbours as unique unordered pairs (left < right).
+
+    Args:
+        vectors: (N, d) item vectors (inner product ranks neighbours).
+        config: k, index kind, HNSW settings.
+        groups: (N,) block of each item (-1: no block, searched among themselves); None: one block.
+        searchable: (N,) bool, items that take part (see :func:`informative_items`); None: all.
+        progress: called with the number of items searched after each batch.
+        probe: (Q,) rows whose own top-``probe_k`` lists, by the same search, go to ``facts["probe_neighbours"]``
+            ((Q, probe_k) rows, best first, -1 where none), for measuring recall at several k.
+
+    Returns:
+        (left, right, facts): int64 rows with left < right, and what was searched how; ``facts["index_object"]``
+        is the faiss index when there was one block (for measuring its recall), else None.
+    """
+    n = len(vectors)
+    blocks = [np.arange(n)] if groups is None else [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    if searchable is not None:
+        blocks = [rows[searchable[rows]] for rows in blocks]
+        if progress and not searchable.all():
+            progress(int((~searchable).sum()))
+    lefts, rights = [], []
+    kinds = set()
+    index = None
+    probe_out = None if probe is None else np.full((len(probe), probe_k + 1), -1, dtype=np.int64)
+    for rows in blocks:
+        if len(rows) < 2:
+            if progress:
+                progress(len(rows))
+            continue
+        kind = config.index_kind(len(rows))
+        kinds.add(kind)
+        index = build_index(vectors[rows], kind, config)
+        k = min(config.k + 1, len(rows))  # +1: an item finds itself
+        nbrs = search(index, vectors[rows], k, progress=progress)
+        if probe is not None:
+            at = np.flatnonzero(np.isin(probe, rows))
+            if len(at):
+                found = search(index, vectors[probe[at]], min(probe_k + 1, len(rows)))
+                found = np.where(found >= 0, rows[np.maximum(found, 0)], -1)
+                found[found == probe[at][:, None]] = -1  # not itself
+                ranked = np.argsort(found < 0, axis=1, kind="stable")  # itself (now -1) to the end
+                probe_out[at, : found.shape[1]] = np.take_along_axis(found, ranked, 1)
+        q = np.repeat(np.arange(len(rows)), k)
+        r = nbrs.ravel()
+        ok = (r >= 0) & (r != q)
+        lefts.append(rows[np.minimum(q[ok], r[ok])])
+        rights.append(rows[np.maximum(q[ok], r[ok])])
+    left = np.concatenate(lefts) if lefts else np.zeros(0, dtype=np.int64)
+    right = np.concatenate(rights) if rights else np.zeros(0, dtype=np.int64)
+    key = np.unique(left * n + right)
+    facts = {"blocks": len(blocks), "index": sorted(kinds), "index_object": index if len(blocks) == 1 else None}
+    if probe_out is not None:
+        facts["probe_neighbours"] = probe_out[:, :probe_k]
+    return key // n, key % n, facts
+
+
+def neighbours_within(
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    targets: np.ndarray,
+    k: int,
+    block: np.ndarray,
+    kind: str = "flat",
+    config: MatchConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query row's top-k target rows of its own block, as flat (query, neighbour) row pairs, itself and
+    empty slots left out. One ``kind`` index per block."""
+    config = config or MatchConfig()
+    qs, js = [], []
+    for b in np.unique(block[queries]):
+        qb, tb = queries[block[queries] == b], targets[block[targets] == b]
+        if len(tb) < 2:
+            continue
+        index = build_index(vectors[tb], kind, config)
+        found = search(index, vectors[qb], min(k + 1, len(tb)))  # +1: an item may find itself
+        qs.append(np.repeat(qb, found.shape[1]))
+        js.append(np.where(found >= 0, tb[np.maximum(found, 0)], -1).ravel())
+    q = np.concatenate(qs) if qs else np.zeros(0, dtype=np.int64)
+    j = np.concatenate(js) if js else np.zeros(0, dtype=np.int64)
+    ok = (j >= 0) & (j != q)
+    return q[ok], j[ok]
+
+
+def incomplete_item_candidates(
+    model, catalogue: Catalogue, searchable: np.ndarray, k: int, exact_max_items: int = 20_000
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Extra candidates for the items missing one of the model's modalities: their exact top-k among all
+    searchable items by the modalities they have (inner product of the normalised modalities, the missing
+    one adding 0 to every item's score); over ``exact_max_items`` items, among the items of their level-2
+    category when the data has categories.
+
+    A tower's vectors place such items by what the network learnt of them, and its head, not the vectors'
+    inner product, is what was trained to match them, so their partners can fall outside their top-k in
+    the tower's space (measured on synthetic data: a third to a half of the pairs missing a picture). This
+    pass costs one exact search per incomplete item (a few percent of a catalogue).
+
+    Returns:
+        (left, right, n_incomplete) with left < right.
+    """
+    from prodmatch.mining import modality_vectors
+
+    names = [name for name, _ in model.modalities_]
+    if len(names) < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0
+    complete = np.ones(len(catalogue), dtype=bool)
+    for name in names:
+        complete &= catalogue.modalities[name].present
+    queries = np.flatnonzero(searchable & ~complete)
+    targets = np.flatnonzero(searchable)
+    if len(queries) == 0 or len(targets) < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), len(queries)
+    vectors = modality_vectors(catalogue, names)
+    if len(targets) > exact_max_items and catalogue.categories is not None:
+        block = catalogue.categories["category2"].cat.codes.to_numpy()  # large: within each category
+    else:
+        block = np.zeros(len(catalogue), dtype=np.int64)
+    q, r = neighbours_within(vectors, queries, targets, k, block)
+    return np.minimum(q, r), np.maximum(q, r), len(queries)
+
+
+def ann_recall(vectors: np.ndarray, index, k: int, sample: int = 2000, seed: int = 0) -> float:
+    """Share of the exact top-k neighbours that ``index`` also returns, on a sample of query items."""
+    import faiss
+
+    rng = np.random.default_rng(seed)
+    queries = rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)
+    k = min(k + 1, len(vectors))
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(np.ascontiguousarray(vectors))
+    exact = search(flat, vectors[queries], k)
+    approx = search(index, vectors[queries], k)
+    hits = sum(len(np.intersect1d(e, a)) for e, a in zip(exact, approx, strict=True))
+    return hits / exact.size
+
+
+def _recall_probe(data_dir, searchable: np.ndarray, sample: int = 2000, seed: int = 0) -> np.ndarray | None:
+    """Rows of a random sample of searchable items whose top-k lists measure recall@k, when the data has the
+    truth to measure it with; else None."""
+    from pathlib import Path
+
+    from prodmatch.synth import TRUTH_FILE
+
+    if not (Path(data_dir) / TRUTH_FILE).exists():
+        return None
+    rows = np.flatnonzero(searchable)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(rows, size=min(sample, len(rows)), replace=False))

@@ -1,0 +1,208 @@
+"""Incremental matching: a saved index of the catalogue, and new listings matched against it, joining
+existing clusters or forming new ones without re-cutting the old."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+
+import numpy as np
+import pandas as pd
+
+from prodmatch.catalogue import Catalogue
+from prodmatch.errors import ConfigError
+from prodmatch.matching.candidates import build_index, candidate_pairs, item_vectors, search
+from prodmatch.matching.clustering import cluster_items
+from prodmatch.matching.config import (
+    CLUSTERS_FILE,
+    MATCHES_FILE,
+    SUMMARY_FILE,
+    MatchConfig,
+    _staged_output,
+    replace_index,
+)
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------------------------ incremental
+
+INDEX_FILE = "index.faiss"
+VECTORS_FILE = "vectors.npy"
+IDS_FILE = "ids.parquet"
+INDEX_META_FILE = "index.json"
+
+
+def build_catalogue_index(
+    run_dir, data_dir, out_dir, config: MatchConfig | None = None, *, overwrite: bool = False
+) -> dict:
+    """Save the catalogue's item vectors and their nearest-neighbour index, for matching new items later."""
+    import faiss
+
+    from prodmatch.api import _model_and_catalogue
+    from prodmatch.io import write_json, write_parquet
+
+    config = config or MatchConfig()
+    with _staged_output(out_dir, overwrite, INDEX_META_FILE) as tmp:
+        t0 = time.perf_counter()
+        model, cat = _model_and_catalogue(run_dir, data_dir, None)
+        vectors, vector_kind = item_vectors(model, cat)
+        kind = config.index_kind(len(cat))
+        index = build_index(vectors, kind, config)
+        faiss.write_index(index, str(tmp / INDEX_FILE))
+        with open(tmp / VECTORS_FILE, "wb") as f:
+            np.save(f, vectors)
+        write_parquet(pd.DataFrame({"variantid": cat.ids.to_numpy()}), tmp / IDS_FILE)
+        store = None
+        if hasattr(model, "item_store"):  # what serving needs of every item, saved so a server loads it
+            from prodmatch.store import STORE_DIR, fingerprint
+
+            store = model.item_store(cat)
+            store.save(tmp / STORE_DIR, fingerprint(model, cat))
+        meta = {
+            "run_dir": str(run_dir),
+            "data": str(data_dir),
+            "items": len(cat),
+            "item_vectors": vector_kind,
+            "index": kind,
+            "parameters": config.to_dict(),
+            "item_store": None if store is None else {"directory": STORE_DIR, "bytes": store.nbytes()},
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        write_json(meta, tmp / INDEX_META_FILE)
+    return meta
+
+
+def check_index_items(index_dir, catalogue: Catalogue, data_dir) -> None:
+    """Raise ConfigError unless the saved index at ``index_dir`` holds exactly ``catalogue``'s items, in order."""
+    from pathlib import Path
+
+    saved = pd.read_parquet(Path(index_dir) / IDS_FILE)["variantid"].to_numpy()
+    if len(saved) != len(catalogue) or not np.array_equal(saved, catalogue.ids.to_numpy()):
+        raise ConfigError(f"{index_dir} indexes other items than {data_dir}; rebuild it with `prodmatch index`")
+
+
+def match_new_items(
+    run_dir,
+    data_dir,
+    index_dir,
+    new_dir,
+    clusters_path,
+    out_dir,
+    config: MatchConfig | None = None,
+    *,
+    overwrite: bool = False,
+) -> dict:
+    """Match newly listed items against a saved index and assign them to existing clusters or new ones.
+
+    Candidates of a new item: its top-k among the indexed catalogue (the saved index, not rebuilt) and its
+    top-k among the other new items. Scored pairs at or above the threshold are clustered with the same
+    guard as a full run, over the new items and the catalogue items they match. A resulting group that
+    can join the existing cluster it matches best on average over all that cluster's members (pairs never
+    scored count as 0), if that average reaches the threshold, the rule average linkage applies in a full
+    run; otherwise it becomes a new cluster. Existing clusters are never merged or split: that is where
+    the result can differ from a full rebuild, which may re-cut old clusters once new items link them.
+
+    Writes ``matches.parquet`` (new pairs), ``clusters.parquet`` (variantid, cluster_id, is_new_cluster for
+    the new items) and ``summary.json``.
+    """
+    import json as _json
+    from pathlib import Path
+
+    import faiss
+
+    from prodmatch.api import _model_and_catalogue
+    from prodmatch.io import read_catalogue, write_json, write_parquet
+    from prodmatch.pairs import PairSet
+
+    config = config or MatchConfig()
+    if config.rescore:
+        raise ConfigError("rescore applies to a full match; incremental matching scores with run_dir only")
+    index_dir = Path(index_dir)
+    meta = _json.loads((index_dir / INDEX_META_FILE).read_text())
+    t0 = time.perf_counter()
+    model, cat = _model_and_catalogue(run_dir, data_dir, None)
+    check_index_items(index_dir, cat, data_dir)
+    new_cat = read_catalogue(new_dir, model.data_config())
+    combined = cat.concat(new_cat)
+    n_old, n_new = len(cat), len(new_cat)
+    index = faiss.read_index(str(index_dir / INDEX_FILE))
+    if isinstance(index, faiss.IndexHNSWFlat):
+        index.hnsw.efSearch = config.hnsw_ef_search
+    new_vectors, _ = item_vectors(model, new_cat)
+    k = min(config.k, n_old)
+    nbrs = search(index, new_vectors, k)
+    q = np.repeat(np.arange(n_new), k)
+    r = nbrs.ravel()
+    ok = r >= 0
+    left = [r[ok]]  # old rows
+    right = [n_old + q[ok]]
+    if n_new > 1:
+        wl, wr, _ = candidate_pairs(new_vectors, replace_index(config, "flat"))  # new among new: exact
+        left.append(n_old + wl)
+        right.append(n_old + wr)
+    left, right = np.concatenate(left), np.concatenate(right)
+    key = np.unique(left * (n_old + n_new) + right)
+    left, right = key // (n_old + n_new), key % (n_old + n_new)
+    ids = combined.ids.to_numpy()
+    pairs = PairSet(left.astype(np.int32), right.astype(np.int32), None, np.arange(len(left)), ids[left], ids[right])
+    score = model.predict_proba(combined, pairs)
+    threshold = model.threshold if config.threshold is None else config.threshold
+    labels, report = cluster_items(n_old + n_new, left, right, score, threshold, config.linkage_max)
+
+    existing = pd.read_parquet(clusters_path).set_index("variantid")["cluster_id"]
+    old_cluster = existing.reindex(cat.ids).to_numpy()
+    if pd.isna(old_cluster).any():
+        raise ConfigError(f"{clusters_path} lacks some catalogue items; use the clusters of a full `match` run")
+    old_cluster = old_cluster.astype(np.int64)
+    next_id = int(old_cluster.max()) + 1 if len(old_cluster) else 0
+    assigned = np.full(n_new, -1, dtype=np.int64)
+    is_new = np.zeros(n_new, dtype=bool)
+    kept = score >= threshold
+    # A group of new items joins the existing cluster it matches best *on average over all its members*
+    # (unscored pairs count as 0), the rule average linkage applies in a full run; else it is a new cluster.
+    new_old = (left < n_old) & (right >= n_old)
+    frame = pd.DataFrame({"g": labels[right[new_old]], "c": old_cluster[left[new_old]], "s": score[new_old]})
+    total = frame.groupby(["g", "c"])["s"].sum().reset_index()
+    group_size = pd.Series(labels[n_old:]).value_counts()
+    cluster_size = pd.Series(old_cluster).value_counts()
+    total["avg"] = total["s"] / (
+        group_size.reindex(total["g"]).to_numpy() * cluster_size.reindex(total["c"]).to_numpy()
+    )
+    best = (
+        total[total["avg"] >= threshold]
+        .sort_values(["g", "avg"], ascending=[True, False])
+        .drop_duplicates("g")
+        .set_index("g")["c"]
+    )
+    group_of_new = labels[n_old:]
+    joins = best.reindex(group_of_new).to_numpy()
+    has = ~pd.isna(joins)
+    assigned[has] = joins[has].astype(np.int64)
+    fresh_groups, fresh = np.unique(group_of_new[~has], return_inverse=True)
+    assigned[~has] = next_id + fresh
+    is_new[~has] = True
+
+    with _staged_output(out_dir, overwrite, SUMMARY_FILE) as tmp:
+        write_parquet(
+            pd.DataFrame({"variantid1": ids[left[kept]], "variantid2": ids[right[kept]], "score": score[kept]}),
+            tmp / MATCHES_FILE,
+        )
+        write_parquet(
+            pd.DataFrame({"variantid": new_cat.ids.to_numpy(), "cluster_id": assigned, "is_new_cluster": is_new}),
+            tmp / CLUSTERS_FILE,
+        )
+        summary = {
+            "mode": "incremental",
+            "index": meta,
+            "new_items": n_new,
+            "candidates": len(left),
+            "matches": int(kept.sum()),
+            "joined_existing_clusters": int(has.sum()),
+            "new_clusters": len(fresh_groups),
+            "parameters": {**config.to_dict(), "threshold": threshold},
+            "clustering": asdict(report),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        write_json(summary, tmp / SUMMARY_FILE)
+    return summary

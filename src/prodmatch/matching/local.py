@@ -1,0 +1,219 @@
+"""The local engine: a whole catalogue matched in one process."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+
+import numpy as np
+import pandas as pd
+
+from prodmatch.catalogue import NORM_EPS
+from prodmatch.errors import ConfigError
+from prodmatch.matching.candidates import (
+    _recall_probe,
+    ann_recall,
+    candidate_pairs,
+    incomplete_item_candidates,
+    informative_items,
+    item_vectors,
+)
+from prodmatch.matching.clustering import cluster_items
+from prodmatch.matching.config import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, MatchConfig, _staged_output, timed
+from prodmatch.matching.quality import candidate_recall, cluster_quality, oracle_quality, recall_at_ks
+from prodmatch.matching.scoring import calibrate_candidates, rescore_uncertain
+
+log = logging.getLogger(__name__)
+
+
+def match_local(
+    run_dir,
+    data_dir,
+    out_dir,
+    config: MatchConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress=None,
+    labelled_sample=None,
+) -> dict:
+    """Find every group of listings that are one product in ``data_dir``; write matches, clusters, summary.
+
+    The outputs are written into a temporary directory beside ``out_dir`` and moved into place at the end,
+    so an interrupted run leaves no partial output. When ``data_dir`` holds ``truth.parquet`` (synthetic
+    data), candidate recall, ANN recall against exact search, and pairwise and B-cubed cluster quality are
+    computed too.
+
+    Args:
+        run_dir: a trained run directory.
+        data_dir: the catalogue (E-CUP layout; no pairs needed).
+        out_dir: where matches.parquet, clusters.parquet and summary.json go.
+        config: k, threshold, blocking, index.
+        overwrite: replace an existing output directory.
+        progress: ``progress(stage, total)`` returning a callable that advances by n, or None.
+        labelled_sample: a pairs file (variantid1, variantid2, target) labelling a random sample of the
+            candidate pairs, to calibrate on (see :func:`calibrate_candidates`).
+
+    Returns:
+        The summary dict (also in summary.json).
+    """
+    from pathlib import Path
+
+    from prodmatch.api import _model_and_catalogue
+    from prodmatch.calibration import expected_f1_threshold, expected_quality
+    from prodmatch.io import write_json, write_parquet
+    from prodmatch.oracle import ORACLE_ITEMS_FILE, Oracle
+    from prodmatch.pairs import PairSet
+    from prodmatch.synth import TRUTH_FILE
+
+    config = config or MatchConfig()
+    out_dir = Path(out_dir)
+    staging = _staged_output(out_dir, overwrite, SUMMARY_FILE)  # checks out_dir now, before any work
+    stages: dict[str, dict] = {}
+    t_start = time.perf_counter()
+    with timed(stages, "load"):
+        model, cat = _model_and_catalogue(run_dir, data_dir, None, text=config.token_k > 0)
+    threshold = model.threshold if config.threshold is None else config.threshold
+    n = len(cat)
+
+    def whole(stage: str):  # a one-step bar for stages without finer progress
+        return progress(stage, 1) if progress else (lambda _n: None)
+
+    with timed(stages, "vectors"):
+        done = whole("item vectors")
+        vectors, vector_kind = item_vectors(model, cat)
+        done(1)
+    groups = None
+    if config.block_by == "category":
+        if cat.categories is None:
+            raise ConfigError(f"--block-by category: {data_dir} has no attributes.parquet with categories")
+        groups = cat.categories["category2"].cat.codes.to_numpy()
+    with timed(stages, "candidates"):
+        advance = progress("candidates", n) if progress else None
+        searchable = informative_items(model, cat)
+        if not searchable.all():
+            log.warning(
+                "%d of %d items have none of the model's embeddings (missing, or norm <= %g): they are not "
+                "matched and stay single-item clusters",
+                int((~searchable).sum()),
+                n,
+                NORM_EPS,
+            )
+        probe = _recall_probe(data_dir, searchable)
+        left, right, search_facts = candidate_pairs(vectors, config, groups, advance, searchable, probe)
+        search_facts["items_without_embeddings"] = int((~searchable).sum())
+        more_left, more_right, search_facts["incomplete_items"] = incomplete_item_candidates(
+            model, cat, searchable, config.k, exact_max_items=config.exact_max_items
+        )
+        if len(more_left):
+            key = np.unique(np.concatenate([left * n + right, more_left * n + more_right]))
+            search_facts["candidates_from_incomplete_items"] = int(len(key) - len(left))
+            left, right = key // n, key % n
+        if config.token_k > 0:
+            from prodmatch.blocking import item_tokens, shared_token_neighbours
+
+            rows = np.flatnonzero(searchable)
+            q, j, token_report = shared_token_neighbours(
+                item_tokens(cat, rows), rows, rows, config.token_k, config.token_max_block, vectors
+            )
+            key = np.unique(np.concatenate([left * n + right, np.minimum(q, j) * n + np.maximum(q, j)]))
+            search_facts["shared_values"] = token_report.to_dict() | {"new_candidates": int(len(key) - len(left))}
+            left, right = key // n, key % n
+    log.info("%d candidate pairs from %d items (k=%d, %s)", len(left), n, config.k, ", ".join(search_facts["index"]))
+
+    with timed(stages, "scoring"):
+        # One call: a tower-and-head model computes each item's vector once for all pairs (in chunks it
+        # would recompute most items' vectors once per chunk).
+        ids = cat.ids.to_numpy()
+        pairs = PairSet(
+            left.astype(np.int32), right.astype(np.int32), None, np.arange(len(left)), ids[left], ids[right]
+        )
+        done = progress("scoring", len(left)) if progress else None
+        score = model.predict_proba(cat, pairs)
+        if done:
+            done(len(left))
+    calibration: dict = {"method": "none"}
+    if config.calibrate == "prior":
+        sample = None
+        if labelled_sample is not None:
+            from prodmatch.pairs import load_pairs
+
+            labelled = load_pairs(labelled_sample, cat, require_target=True)
+            sample = (model.predict_proba(cat, labelled), labelled.target)
+        score, calibration = calibrate_candidates(model, score, sample)
+        if config.threshold is None and calibration["method"] != "none":  # else the model's own threshold
+            threshold = expected_f1_threshold(score)
+            calibration["threshold_rule"] = "best expected F1 over the candidates"
+    cascade: dict = {}
+    if config.rescore:
+        with timed(stages, "re-scoring"):
+            score, cascade = rescore_uncertain(
+                config.rescore, data_dir, cat, left, right, score, threshold, config.rescore_band, progress
+            )
+    estimated = expected_quality(score, threshold)
+    calibration |= {"estimated_precision": estimated[0], "estimated_recall_among_candidates": estimated[1]}
+    with timed(stages, "clustering"):
+        done = whole("clustering")
+        labels, cluster_report = cluster_items(n, left, right, score, threshold, config.linkage_max)
+        done(1)
+
+    quality: dict = {}
+    truth_path = Path(data_dir) / TRUTH_FILE
+    if truth_path.exists():
+        with timed(stages, "quality"):
+            done = whole("quality")
+            truth = pd.read_parquet(truth_path, columns=["variantid", "product_id"])
+            product = truth.set_index("variantid")["product_id"].reindex(cat.ids).to_numpy()
+            if not pd.isna(product).any():
+                quality = {
+                    f"candidate_recall_at_{config.k}": candidate_recall(left, right, product),
+                    **cluster_quality(labels, product),
+                }
+                same = product[left] == product[right]
+                kept_now = score >= threshold
+                quality["match_precision"] = float(same[kept_now].mean()) if kept_now.any() else None
+                quality["match_recall_among_candidates"] = (
+                    float(same[kept_now].sum() / same.sum()) if same.any() else None
+                )
+                if search_facts["index"] == ["hnsw"] and search_facts["index_object"] is not None:
+                    # the index holds the searchable items only, in row order
+                    index_vectors = vectors[searchable]
+                    quality["ann_recall_vs_exact"] = ann_recall(index_vectors, search_facts["index_object"], config.k)
+                neighbours = search_facts.pop("probe_neighbours")
+                quality["recall_sample"] = len(probe)
+                quality["recall_at_k"] = recall_at_ks(neighbours, probe, product)
+                if (Path(data_dir) / ORACLE_ITEMS_FILE).exists():
+                    quality |= oracle_quality(
+                        Oracle.load(data_dir), ids, product, left, right, score, probe, config.linkage_max
+                    )
+            else:
+                log.warning("%s does not cover every item; quality is not computed", truth_path)
+            done(1)
+
+    with timed(stages, "writing"), staging as tmp:
+        kept = score >= threshold
+        write_parquet(
+            pd.DataFrame({"variantid1": ids[left[kept]], "variantid2": ids[right[kept]], "score": score[kept]}),
+            tmp / MATCHES_FILE,
+        )
+        write_parquet(pd.DataFrame({"variantid": ids, "cluster_id": labels}), tmp / CLUSTERS_FILE)
+        summary = {
+            "model": model.name,
+            "run_dir": str(run_dir),
+            "data": str(data_dir),
+            "items": n,
+            "parameters": {**config.to_dict(), "threshold": threshold},
+            "item_vectors": vector_kind,
+            "search": {k: v for k, v in search_facts.items() if k not in ("index_object", "probe_neighbours")},
+            "candidates": len(left),
+            "matches": int(kept.sum()),
+            "calibration": calibration,
+            "cascade": cascade,
+            "clustering": asdict(cluster_report),
+            "quality": quality,
+            "stages": stages,
+            "seconds": round(time.perf_counter() - t_start, 3),
+        }
+        write_json(summary, tmp / SUMMARY_FILE)
+    summary["stages"] = stages
+    return summary
