@@ -59,6 +59,21 @@ def _normalise(text: pd.Series) -> pd.Series:
 def item_tokens(catalogue: Catalogue, rows: np.ndarray | None = None) -> sp.csr_matrix:
     """(N, T) 0/1 matrix: which tokens (attribute values, name words) each item holds; rows outside ``rows``
     (None: all) are left empty. An item with neither attributes nor a name has no token."""
+    n = len(catalogue)
+    items, token = token_occurrences(catalogue, rows)
+    if not len(items):
+        return sp.csr_matrix((n, 0), dtype=np.float32)
+    codes, uniques = pd.factorize(token)
+    m = sp.csr_matrix((np.ones(len(codes), dtype=np.float32), (items, codes)), shape=(n, len(uniques)))
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def token_occurrences(catalogue: Catalogue, rows: np.ndarray | None = None) -> tuple[np.ndarray, pd.Series]:
+    """(item row, token) of every token (attribute value, name word) the items of ``rows`` (None: all) hold,
+    repeats included: what :func:`item_tokens` counts, and what the Spark engine explodes. A token depends
+    on its item alone, so any subset of a catalogue gives its items' tokens."""
     from sklearn.feature_extraction.text import CountVectorizer
 
     n = len(catalogue)
@@ -93,13 +108,8 @@ def item_tokens(catalogue: Catalogue, rows: np.ndarray | None = None) -> sp.csr_
             item_of.append(rows[words.row])
             token.append("v:" + pd.Series(vocab[words.col], dtype=object))  # one space with values
     if not item_of:
-        return sp.csr_matrix((n, 0), dtype=np.float32)
-    items = np.concatenate(item_of)
-    codes, uniques = pd.factorize(pd.concat(token, ignore_index=True))
-    m = sp.csr_matrix((np.ones(len(codes), dtype=np.float32), (items, codes)), shape=(n, len(uniques)))
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    return m
+        return np.zeros(0, dtype=np.int64), pd.Series([], dtype=object)
+    return np.concatenate(item_of), pd.concat(token, ignore_index=True)
 
 
 def shared_token_neighbours(

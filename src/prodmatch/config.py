@@ -32,6 +32,9 @@ class DataConfig:
         load_extra_pictures: read ``pic_embeddings_resnet_v1`` (extra photos) of the picture file when it exists.
         load_texts: read the long text of text_and_bert.parquet (``text``, a whole serialised record, or
             ``description``) when it exists.
+        dims: the expected length of each of ``modalities`` (a fitted model's): a file that holds no vector
+            at all of one of them (a small batch of new items without photos) then reads as every item
+            missing it, where without ``dims`` its length is unknown and that is an error.
     """
 
     modalities: tuple[str, ...] | None = None
@@ -42,8 +45,11 @@ class DataConfig:
     load_attributes: bool = False
     load_extra_pictures: bool = False
     load_texts: bool = False
+    dims: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.dims is not None and (self.modalities is None or len(self.dims) != len(self.modalities)):
+            raise ConfigError("DataConfig.dims needs one length per modality of DataConfig.modalities")
         if self.invalid_vectors not in ("error", "missing"):
             raise ConfigError(f"invalid_vectors must be 'error' or 'missing', got {self.invalid_vectors!r}")
 

@@ -370,10 +370,11 @@ def _read_modality(
     config: DataConfig,
 ) -> Modality:
     arr = col.combine_chunks()  # one Array: row groups arrive as chunks
+    expected = dict(zip(config.modalities, config.dims, strict=True)).get(name) if config.dims else None
     if _embedding_kind(arr.type, name) == "nested":
-        present_file, block = _nested_first_vectors(arr, path, name, ids)
+        present_file, block = _nested_first_vectors(arr, path, name, ids, expected)
     else:
-        present_file, block = _flat_vectors(arr, path, name, ids)
+        present_file, block = _flat_vectors(arr, path, name, ids, expected)
     n_empty = len(present_file) - int(present_file.sum())
     bad = ~np.isfinite(block).all(axis=1)
     if bad.any():
@@ -419,16 +420,20 @@ def _read_modality(
     return Modality(name=name, matrix=matrix, present=present, source=str(path))
 
 
-def _flat_vectors(arr: pa.Array, path: Path, name: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _flat_vectors(
+    arr: pa.Array, path: Path, name: str, ids: np.ndarray, expected: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(present (n,), block (n_present, D) float32) of a list<number> column; empty and null lists are absent."""
     lengths = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)  # (n,)
     present = lengths > 0
-    dim = _single_dim(lengths[present], ids[present], path, name)
+    dim = _single_dim(lengths[present], ids[present], path, name, expected)
     values = arr.flatten().to_numpy(zero_copy_only=False)  # values of non-null lists only, in row order
     return present, values.reshape(-1, dim).astype(np.float32, copy=False)
 
 
-def _nested_first_vectors(arr: pa.Array, path: Path, name: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _nested_first_vectors(
+    arr: pa.Array, path: Path, name: str, ids: np.ndarray, expected: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`_flat_vectors` for list<list<number>>, taking each row's first inner vector (the notebook's x[0])."""
     outer = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)  # (n,) vectors per row
     multi = int((outer > 1).sum())
@@ -439,7 +444,7 @@ def _nested_first_vectors(arr: pa.Array, path: Path, name: str, ids: np.ndarray)
     inner_len = pc.list_value_length(inner).fill_null(0).to_numpy(zero_copy_only=False)
     present = outer > 0
     present[present] = inner_len[first[present]] > 0
-    dim = _single_dim(inner_len[first[present]], ids[present], path, name)
+    dim = _single_dim(inner_len[first[present]], ids[present], path, name, expected)
     if (inner_len == dim).all():  # the usual case: reshape, no copying per row
         values = inner.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
         if len(values) == int(present.sum()):  # exactly one vector per present row: already in order
@@ -449,9 +454,12 @@ def _nested_first_vectors(arr: pa.Array, path: Path, name: str, ids: np.ndarray)
     return present, firsts.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
 
 
-def _single_dim(lengths: np.ndarray, ids: np.ndarray, path: Path, name: str) -> int:
-    """The one vector length of a column, or a DataError naming every length found with example ids."""
+def _single_dim(lengths: np.ndarray, ids: np.ndarray, path: Path, name: str, expected: int | None = None) -> int:
+    """The one vector length of a column, or a DataError naming every length found with example ids. A column
+    with no vector at all has the ``expected`` length, when there is one."""
     dims, counts = np.unique(lengths, return_counts=True)
+    if len(dims) == 0 and expected is not None:
+        return int(expected)
     if len(dims) == 0:
         raise DataError(f"{path}: column {name} has no vectors at all")
     if len(dims) > 1:

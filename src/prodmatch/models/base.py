@@ -140,7 +140,9 @@ class PairModel:
     def data_config(self) -> DataConfig:
         """How to read a data directory for this fitted model: its modalities and the side data it needs."""
         self._check_fitted()
-        return self.read_config(DataConfig(modalities=tuple(n for n, _ in self.modalities_)))
+        return self.read_config(
+            DataConfig(modalities=tuple(n for n, _ in self.modalities_), dims=tuple(d for _, d in self.modalities_))
+        )
 
     def reads(self) -> frozenset[str]:
         """The side data this model reads with its parameters: the class's ``needs`` (a model may add to them)."""

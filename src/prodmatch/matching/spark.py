@@ -1,0 +1,1160 @@
+"""The Spark engine: the local engine's stages, distributed with Apache Spark (PySpark 4, Java 17).
+
+Same model, same rules, same output files; nothing the size of the catalogue is collected to the driver,
+which holds the model, the coarse centroids and small statistics only.
+
+1. **Items**: each item file is read by Spark (a file or a folder of parquet parts, any path Spark reads)
+   and joined on the id. Executors parse a batch of items with the local engine's own reader
+   (:func:`prodmatch.io.read_catalogue`), so validation and normalisation are one implementation.
+2. **Item vectors**: the model, broadcast once and loaded once per Python worker, computes each batch's
+   search vectors, the items' tokens and their modality vectors (``mapInArrow``).
+3. **Candidates**: a distributed IVF search. Coarse centroids are trained with faiss k-means on a sample on
+   the driver; every item is the target of its nearest centroid's cell and a query of its ``probes``
+   nearest cells; each cell runs faiss exact top-k of its queries among its targets (``applyInArrow``), a
+   cell over ``cell_cap`` targets split in chunks that every query visits (no straggler holds a popular
+   cell); each query's lists are merged to its global top-k. One cell per block when the local engine
+   would search exactly (``MatchConfig.index_kind``): the same neighbours. The items missing a modality get
+   the same exact pass the local engine gives them, and the shared rare values are Spark joins.
+4. **Scoring**: pairs are grouped by the cell of their first item, so each group needs the items of few
+   cells; a group's pairs and items meet in ``cogroup().applyInArrow`` and are scored by the model's own
+   ``predict_proba``. Calibration for the candidates (EM prior, best expected F1) runs on aggregates.
+5. **Clustering**: connected components of the pairs at or above the threshold by min-label propagation
+   with pointer jumping, the lineage cut by a parquet checkpoint every few rounds; then whole components,
+   grouped, go through the local engine's :func:`prodmatch.matching.clustering.cluster_items` (the
+   anti-chaining guard): one implementation, two drivers.
+
+Outputs are staged under a hidden path beside ``out_dir`` and renamed at the end (Hadoop FileSystem), so
+an interrupted run leaves no partial output. ``matches.parquet`` and ``clusters.parquet`` are folders of
+parquet parts, which ``pandas.read_parquet`` and Spark read alike.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from prodmatch.errors import ConfigError, DataError
+from prodmatch.matching.clustering import ClusterReport, cluster_items
+from prodmatch.matching.config import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, MatchConfig
+
+__all__ = ["SparkOptions", "connected_components", "java_version", "match_spark", "spark_session"]
+
+log = logging.getLogger(__name__)
+
+MIN_JAVA = 17
+RUN_FILES_SKIPPED = ("plots", "checkpoint.pt", "checkpoints")  # not needed to score: not broadcast
+
+
+@dataclass(frozen=True)
+class SparkOptions:
+    """How the Spark engine runs (what :class:`MatchConfig` says is matched the same on both engines).
+
+    Attributes:
+        master: the master of a session started here (``local[*]``, ``yarn``, ``spark://...``); ignored
+            when a session is passed in.
+        conf: extra Spark settings of a session started here.
+        partitions: shuffle partitions, and groups of cells and components; None: 4 per core.
+        cells: coarse IVF cells; None: one when the local engine would search exactly, else sqrt(items).
+        probes: cells each item searches (its nearest ``probes`` centroids).
+        cell_cap: a cell with more targets than this is split in chunks (every query of the cell visits each).
+        centroid_sample: items sampled to train the centroids on the driver (with faiss k-means).
+        checkpoint_dir: where intermediate data and connected-components checkpoints go; None: inside the
+            staging folder, removed at the end.
+        checkpoint_every: connected-components rounds between lineage cuts.
+    """
+
+    master: str | None = None
+    conf: dict = field(default_factory=dict)
+    partitions: int | None = None
+    cells: int | None = None
+    probes: int = 8
+    cell_cap: int = 20_000
+    centroid_sample: int = 100_000
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 3
+
+    def __post_init__(self) -> None:
+        if self.probes < 1:
+            raise ConfigError(f"--probes must be at least 1, got {self.probes}")
+        if self.cells is not None and self.cells < 1:
+            raise ConfigError(f"--cells must be at least 1, got {self.cells}")
+        if self.cell_cap < 2:
+            raise ConfigError(f"--cell-cap must be at least 2, got {self.cell_cap}")
+        if self.partitions is not None and self.partitions < 1:
+            raise ConfigError(f"--partitions must be at least 1, got {self.partitions}")
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
+
+
+# ------------------------------------------------------------------------------------------ session
+
+
+def java_version(java: str | None = None) -> int | None:
+    """The major version of the ``java`` that Spark would start ($JAVA_HOME's, else the one on PATH); None
+    when there is none."""
+    home = os.environ.get("JAVA_HOME")
+    java = java or (str(Path(home) / "bin" / "java") if home else shutil.which("java"))
+    if not java or not Path(java).exists():
+        return None
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not found:
+        return None
+    major = int(found.group(1))
+    return int(found.group(2)) if major == 1 and found.group(2) else major  # "1.8" is Java 8
+
+
+def _require_spark() -> None:
+    try:
+        import pyspark  # noqa: F401
+    except ImportError as e:
+        raise ConfigError("--engine spark needs PySpark: pip install 'prodmatch[spark]' (and Java 17 or newer)") from e
+    version = java_version()
+    if version is None or version < MIN_JAVA:
+        found = "no java found (JAVA_HOME, PATH)" if version is None else f"found Java {version}"
+        raise ConfigError(
+            f"--engine spark needs Java {MIN_JAVA} or newer ({found}): install OpenJDK {MIN_JAVA} (e.g. apt install "
+            f"openjdk-{MIN_JAVA}-jre-headless) and set JAVA_HOME; the local engine needs no Java"
+        )
+
+
+def spark_session(master: str | None = None, conf: dict | None = None):
+    """A SparkSession for prodmatch (Arrow on), started with ``master`` (default ``local[*]``) and ``conf``."""
+    _require_spark()
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName("prodmatch").master(master or "local[*]")
+    settings = {
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.adaptive.enabled": "true",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": "4g",  # local mode: the driver is the executor too
+    }
+    if (master or "local").startswith("local") and "PYSPARK_PYTHON" not in os.environ:
+        os.environ["PYSPARK_PYTHON"] = sys.executable  # local workers import prodmatch from this environment
+    settings |= {str(k): str(v) for k, v in (conf or {}).items()}
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+class _FileSystem:
+    """The Hadoop FileSystem of a path (local, hdfs:, s3a:, ...), through the session's JVM."""
+
+    def __init__(self, spark, path: str):
+        self._jvm = spark.sparkContext._jvm
+        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+        self.fs = self._path(path).getFileSystem(self._conf)
+
+    def _path(self, path: str):
+        return self._jvm.org.apache.hadoop.fs.Path(str(path))
+
+    def exists(self, path: str) -> bool:
+        return bool(self.fs.exists(self._path(path)))
+
+    def is_empty_dir(self, path: str) -> bool:
+        return len(self.fs.listStatus(self._path(path))) == 0
+
+    def delete(self, path: str) -> None:
+        self.fs.delete(self._path(path), True)
+
+    def rename(self, src: str, dst: str) -> None:
+        if not self.fs.rename(self._path(src), self._path(dst)):
+            raise OSError(f"could not rename {src} to {dst}")
+
+    def write_text(self, path: str, text: str) -> None:
+        out = self.fs.create(self._path(path), True)
+        try:
+            out.write(bytearray(text.encode()))
+        finally:
+            out.close()
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([str(base).rstrip("/"), *parts])
+
+
+# ------------------------------------------------------------------------------------------ executors
+
+_WORKER_MODELS: dict[str, object] = {}
+
+
+def _worker_model(bundle):
+    """The model of a broadcast run directory, unpacked and loaded once per Python worker."""
+    key, data = bundle.value
+    model = _WORKER_MODELS.get(key)
+    if model is None:
+        from prodmatch.models import load_model
+
+        where = Path(tempfile.mkdtemp(prefix="prodmatch-run-"))
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(where, filter="data")
+        model = _WORKER_MODELS[key] = load_model(where)
+    return model
+
+
+def _batch_catalogue(table: pa.Table, layout: dict[str, list[str]], id_column: str, data_config):
+    """The Catalogue of a batch of joined item rows, read by the local engine's reader: the batch is split
+    back into its item files in a private folder."""
+    import pyarrow.parquet as pq
+
+    from prodmatch.io import read_catalogue
+
+    with tempfile.TemporaryDirectory(prefix="prodmatch-items-") as tmp:
+        for name, columns in layout.items():
+            pq.write_table(table.select([id_column, *columns]), Path(tmp) / name)
+        return read_catalogue(tmp, data_config)
+
+
+def _vectors(table: pa.Table, column: str) -> np.ndarray:
+    arr = table[column].combine_chunks()
+    if len(arr) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return np.ascontiguousarray(values.reshape(len(arr), -1))
+
+
+def _ids_array(values) -> pa.Array:
+    return pa.array(values.tolist() if values.dtype == object else values)
+
+
+def _item_rows_fn(bundle, layout, id_column, data_config, want_tokens: bool, want_modality_vectors: bool):
+    """mapInArrow: joined item rows -> (id, vec, searchable, category, tokens, mvec, complete)."""
+
+    def run(batches):
+        from prodmatch.matching.candidates import informative_items, item_vectors
+
+        model = _worker_model(bundle)
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            cat = _batch_catalogue(pa.Table.from_batches([batch]), layout, id_column, data_config)
+            vectors, _ = item_vectors(model, cat)
+            searchable = informative_items(model, cat)
+            n, d = vectors.shape
+            columns = {
+                "id": _ids_array(cat.ids.to_numpy()),
+                "vec": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), d).cast(
+                    pa.list_(pa.float32())
+                ),
+                "searchable": pa.array(searchable),
+                "category": pa.array(
+                    cat.categories["category2"].astype(object).where(cat.categories["category2"].notna(), None).tolist()
+                    if cat.categories is not None
+                    else [None] * n,
+                    pa.string(),
+                ),
+            }
+            if want_tokens:
+                from prodmatch.blocking import token_occurrences
+
+                rows, token = token_occurrences(cat)
+                lists = [[] for _ in range(n)]
+                for r, t in zip(rows.tolist(), token.tolist(), strict=True):
+                    lists[r].append(t)
+                columns["tokens"] = pa.array([sorted(set(x)) for x in lists], pa.list_(pa.string()))
+            if want_modality_vectors:
+                from prodmatch.mining import modality_vectors
+
+                names = [name for name, _ in model.modalities_]
+                mv = modality_vectors(cat, names)
+                complete = np.ones(n, dtype=bool)
+                for name in names:
+                    complete &= cat.modalities[name].present
+                columns["mvec"] = pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.ascontiguousarray(mv, dtype=np.float32).ravel(), pa.float32()), mv.shape[1]
+                ).cast(pa.list_(pa.float32()))
+                columns["complete"] = pa.array(complete)
+            yield pa.RecordBatch.from_pydict(columns)
+
+    return run
+
+
+def _assign_fn(centroids: np.ndarray, probes: int):
+    """mapInArrow: (id, vec, block, is_query) -> a target row in the nearest cell, a query row in each of
+    the ``probes`` nearest (only for queries)."""
+
+    def run(batches):
+        import faiss
+
+        index = faiss.IndexFlatIP(centroids.shape[1])
+        index.add(centroids)
+        p = min(probes, len(centroids))
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            table = pa.Table.from_batches([batch])
+            vec = _vectors(table, "vec")
+            _, cells = index.search(vec, p)
+            n = len(vec)
+            query = table["is_query"].to_numpy(zero_copy_only=False)
+            target = table["is_target"].to_numpy(zero_copy_only=False)
+            # the nearest cell: the item's target row (if a target); every probed cell: a query row
+            take_t = np.flatnonzero(target)
+            take_q = np.repeat(np.flatnonzero(query), p)
+            cell_q = cells[query].ravel()
+            rows = np.concatenate([take_t, take_q])
+            out = table.take(pa.array(rows)).select(["id", "vec", "block"])
+            out = out.append_column("cell", pa.array(np.concatenate([cells[take_t, 0], cell_q]).astype(np.int64)))
+            out = out.append_column(
+                "role_target", pa.array(np.concatenate([np.ones(len(take_t), bool), np.zeros(len(take_q), bool)]))
+            )
+            del n
+            yield from out.to_batches()
+
+    return run
+
+
+def _search_cell_fn(k: int):
+    """applyInArrow per (block, cell, chunk): each query's exact top-(k+1) targets by inner product."""
+
+    def run(table: pa.Table) -> pa.Table:
+        import faiss
+
+        target = table["role_target"].to_numpy(zero_copy_only=False)
+        t_tab, q_tab = table.filter(pa.array(target)), table.filter(pa.array(~target))
+        empty = pa.table({"q": table["id"].slice(0, 0), "t": table["id"].slice(0, 0), "s": pa.array([], pa.float32())})
+        if t_tab.num_rows == 0 or q_tab.num_rows == 0:
+            return empty
+        tv, qv = _vectors(t_tab, "vec"), _vectors(q_tab, "vec")
+        index = faiss.IndexFlatIP(tv.shape[1])
+        index.add(tv)
+        kk = min(k + 1, len(tv))
+        dist, nbr = index.search(qv, kk)
+        ok = nbr >= 0
+        q_rows = np.repeat(np.arange(len(qv)), kk)[ok.ravel()]
+        t_rows = nbr[ok]
+        return pa.table(
+            {
+                "q": q_tab["id"].take(pa.array(q_rows)),
+                "t": t_tab["id"].take(pa.array(t_rows)),
+                "s": pa.array(dist[ok].astype(np.float32)),
+            }
+        )
+
+    return run
+
+
+def _score_fn(bundle, layout, id_column, data_config, shipped):
+    """cogroup applyInArrow: a group's pairs (id1, id2) and its items -> (id1, id2, score)."""
+
+    def run(pairs: pa.Table, items: pa.Table) -> pa.Table:
+        from prodmatch.pairs import PairSet
+
+        if pairs.num_rows == 0:
+            return pa.table({"id1": pairs["id1"], "id2": pairs["id2"], "score": pa.array([], pa.float64())})
+        model = _worker_model(bundle)
+        shipped.add(items.num_rows)
+        cat = _batch_catalogue(items.drop_columns(["part"]), layout, id_column, data_config)
+        id1 = pairs["id1"].to_numpy(zero_copy_only=False)
+        id2 = pairs["id2"].to_numpy(zero_copy_only=False)
+        a, b = cat.ids.get_indexer(id1), cat.ids.get_indexer(id2)
+        if (a < 0).any() or (b < 0).any():
+            raise RuntimeError("prodmatch: a scoring group lacks items of its pairs (a bug; please report it)")
+        pairset = PairSet(a.astype(np.int32), b.astype(np.int32), None, np.arange(len(a)), id1, id2)
+        score = model.predict_proba(cat, pairset)
+        return pa.table({"id1": pairs["id1"], "id2": pairs["id2"], "score": pa.array(np.asarray(score, np.float64))})
+
+    return run
+
+
+def _guard_fn(threshold: float, linkage_max: int):
+    """applyInArrow per group of whole components: the local engine's clustering of their scored pairs ->
+    (id, rep, and the group's ClusterReport counts on its first row)."""
+
+    def run(table: pa.Table) -> pa.Table:
+        id1 = table["id1"].to_numpy(zero_copy_only=False)
+        id2 = table["id2"].to_numpy(zero_copy_only=False)
+        ids, inverse = np.unique(np.concatenate([id1, id2]), return_inverse=True)
+        left, right = inverse[: len(id1)], inverse[len(id1) :]
+        score = table["score"].to_numpy(zero_copy_only=False).astype(np.float64)
+        labels, report = cluster_items(len(ids), left, right, score, threshold, linkage_max)
+        rep = pd.Series(ids).groupby(labels).transform("min").to_numpy()  # a cluster's smallest id names it
+        counts = np.zeros((4, len(ids)), dtype=np.int64)
+        counts[:, 0] = [
+            report.components,
+            report.components_relinked,
+            report.components_split,
+            report.components_too_large,
+        ]
+        return pa.table(
+            {
+                "id": _ids_array(ids),
+                "rep": _ids_array(rep),
+                "components": counts[0],
+                "relinked": counts[1],
+                "split": counts[2],
+                "too_large": counts[3],
+            }
+        )
+
+    return run
+
+
+# ------------------------------------------------------------------------------------------ stages
+
+
+def connected_components(
+    spark,
+    edges,
+    checkpoint_dir: str,
+    *,
+    checkpoint_every: int = 3,
+    max_rounds: int | None = None,
+):
+    """Connected components of an undirected edge list in Spark: (labels, rounds).
+
+    ``edges`` has columns ``src`` and ``dst`` (any orderable id type); ``labels`` has ``id`` and
+    ``component``, the smallest id of its component, for every node with an edge. Min-label propagation
+    (each node takes the smallest label among itself and its neighbours) with pointer jumping (each node
+    then takes its label's label) after every round: plain propagation needs as many rounds as the
+    longest shortest path (a chain of a million listings: a million rounds); jumping shortens the paths
+    labels travel geometrically, so the rounds grow with the logarithm of that path's length (measured:
+    tests/test_spark.py). The lineage is cut every ``checkpoint_every`` rounds by writing the labels to
+    parquet under ``checkpoint_dir`` and reading them back, so the query plan never grows with the rounds.
+
+    Raises:
+        RuntimeError: not converged within ``max_rounds`` (default 2 log2(nodes) + 8), which the bound above
+            rules out; naming the round and the labels still changing.
+    """
+    from pyspark.sql import functions as F
+
+    both = edges.select(F.col("src").alias("a"), F.col("dst").alias("b")).union(
+        edges.select(F.col("dst").alias("a"), F.col("src").alias("b"))
+    )
+    both = both.where(F.col("a") != F.col("b")).distinct()
+    both = _materialise(spark, both, _join(checkpoint_dir, "cc_edges"))
+    labels = both.groupBy("a").agg(F.min("b").alias("m"))
+    labels = labels.select(F.col("a").alias("id"), F.least("a", "m").alias("component"))
+    labels = _materialise(spark, labels, _join(checkpoint_dir, "cc_labels_0"))
+    nodes = labels.count()
+    cap = max_rounds or 2 * math.ceil(math.log2(nodes + 1)) + 8
+    rounds = 0
+    while True:
+        rounds += 1
+        nb = both.join(labels.withColumnRenamed("id", "b").withColumnRenamed("component", "lb"), "b")
+        nb = nb.groupBy("a").agg(F.min("lb").alias("m")).withColumnRenamed("a", "id")
+        step = labels.join(nb, "id", "left").select("id", F.least("component", F.coalesce("m", "component")).alias("c"))
+        jump = step.alias("x").join(step.alias("y"), F.col("x.c") == F.col("y.id"))
+        fresh = jump.select(F.col("x.id").alias("id"), F.col("y.c").alias("component"))
+        if rounds % checkpoint_every == 0:
+            fresh = _materialise(spark, fresh, _join(checkpoint_dir, f"cc_labels_{rounds}"))
+        else:
+            fresh = fresh.persist()
+        changed = fresh.join(labels.withColumnRenamed("component", "old"), "id").where(
+            F.col("component") != F.col("old")
+        )
+        moving = changed.count()
+        labels = fresh
+        log.info("connected components: round %d, %d labels changed", rounds, moving)
+        if moving == 0:
+            return labels, rounds
+        if rounds >= cap:
+            raise RuntimeError(
+                f"connected components did not converge in {rounds} rounds ({moving:,} labels still changing "
+                f"among {nodes:,} nodes); the bound is 2 log2(nodes) + 8: please report this graph"
+            )
+
+
+def _materialise(spark, df, path: str):
+    """Write ``df`` to parquet at ``path`` and read it back: computed once, lineage cut."""
+    df.write.mode("overwrite").parquet(path)
+    return spark.read.parquet(path)
+
+
+def _read_items(spark, data_dir: str, data_config, fs: _FileSystem):
+    """The catalogue's item files joined on the id, and the layout (file -> columns) to split batches back.
+
+    The columns are the ones the local reader would read for ``data_config``; an item missing from one file
+    gets nulls there, which that reader reads as missing (as it reads an item absent from the file)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    from prodmatch.io import (
+        ATTRIBUTES_COLUMN,
+        ATTRIBUTES_FILE,
+        EXTRA_PICTURES_COLUMN,
+        PICTURE_FILES,
+        TEXT_COLUMNS,
+        TEXT_FILE,
+        _embedding_kind,
+    )
+
+    id_column = data_config.id_column
+    if not fs.exists(_join(data_dir, TEXT_FILE)):
+        raise DataError(f"{_join(data_dir, TEXT_FILE)} not found: a data directory needs {TEXT_FILE}")
+    pictures = [f for f in PICTURE_FILES if fs.exists(_join(data_dir, f))]
+    if len(pictures) > 1:
+        raise DataError(f"both {PICTURE_FILES[0]} and {PICTURE_FILES[1]} are in {data_dir}; keep one")
+    side = {
+        TEXT_FILE: (["name"] if data_config.load_names else [])
+        + (list(TEXT_COLUMNS) if data_config.load_texts else []),
+        ATTRIBUTES_FILE: (["categories"] if data_config.load_categories else [])
+        + ([ATTRIBUTES_COLUMN] if data_config.load_attributes else []),
+    }
+    for name in pictures:
+        side[name] = [EXTRA_PICTURES_COLUMN] if data_config.load_extra_pictures else []
+    files = [TEXT_FILE, *pictures]
+    if side[ATTRIBUTES_FILE] and fs.exists(_join(data_dir, ATTRIBUTES_FILE)):
+        files.append(ATTRIBUTES_FILE)
+    wanted = set(data_config.modalities) if data_config.modalities is not None else None
+    layout: dict[str, list[str]] = {}
+    frames = []
+    found: dict[str, str] = {}
+    for name in files:
+        path = _join(data_dir, name)
+        df = spark.read.parquet(path)
+        if id_column not in df.columns:
+            raise DataError(f"{path}: no id column {id_column!r}; columns are {df.columns}")
+        columns = []
+        for fld in df.schema.fields:
+            if fld.name == id_column:
+                continue
+            is_modality = name != ATTRIBUTES_FILE and _embedding_kind(to_arrow_type(fld.dataType), fld.name)
+            if (is_modality and (wanted is None or fld.name in wanted)) or fld.name in side.get(name, []):
+                if fld.name in found:
+                    raise DataError(f"column {fld.name!r} is in both {found[fld.name]} and {path}; keep one")
+                found[fld.name] = path
+                columns.append(fld.name)
+        longs = [c for c in TEXT_COLUMNS if c in columns]
+        columns = [c for c in columns if c not in longs[1:]]  # the first long text found, as locally
+        layout[name] = columns
+        dup = df.groupBy(id_column).count().where(F.col("count") > 1).limit(5).collect()
+        if dup:
+            raise DataError(
+                f"{path}: duplicate {id_column} values, e.g. {[r[id_column] for r in dup]}; keep one row per item"
+            )
+        frames.append((name, df.select(id_column, *columns)))
+    absent = sorted((wanted or set()) - set(found))
+    if absent:
+        raise DataError(f"modalities {absent} not found in the item files of {data_dir}")
+    items = frames[0][1]
+    for name, df in frames[1:]:
+        how = "left" if name == ATTRIBUTES_FILE else "full_outer"  # attributes of items without embeddings: ignored
+        items = items.join(df, id_column, how)
+    return items, layout
+
+
+def _ivf_search(
+    spark, rows, k: int, cells: int, probes: int, cell_cap: int, sample: int, work: str, tag: str, seed: int = 0
+):
+    """Every query's top-k targets of its own block, by a cell-wise exact search (see the module docstring).
+
+    ``rows``: (id, vec, block, is_query, is_target). Returns (DataFrame of (q, t, s) with q != t, at most k
+    per q; facts; the target rows' (id, cell, block) when there is more than one cell, else None).
+    """
+    from pyspark.sql import functions as F
+
+    dim = len(rows.select("vec").first()[0])
+    if cells > 1:
+        targets = rows.where("is_target")
+        n_targets = targets.count()
+        fraction = min(1.0, sample / max(n_targets, 1))
+        picked = targets.sample(fraction=fraction, seed=seed).select("vec").limit(sample).collect()
+        train = np.asarray([r[0] for r in picked], dtype=np.float32)
+        cells = max(1, min(cells, len(train) // 4))
+    if cells > 1:
+        import faiss
+
+        kmeans = faiss.Kmeans(dim, cells, niter=20, seed=seed, spherical=True, verbose=False)
+        kmeans.train(train)
+        centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+    else:
+        centroids = np.zeros((1, dim), dtype=np.float32)
+    assigned = rows.mapInArrow(
+        _assign_fn(centroids, probes if cells > 1 else 1),
+        f"id {rows.schema['id'].dataType.simpleString()}, vec array<float>, block string, cell bigint, "
+        "role_target boolean",
+    )
+    assigned = _materialise(spark, assigned, _join(work, f"{tag}_assigned"))
+    sizes = assigned.where("role_target").groupBy("block", "cell").count()
+    chunks = sizes.select("block", "cell", F.ceil(F.col("count") / F.lit(cell_cap)).alias("chunks"))
+    stats = sizes.agg(
+        F.count("*").alias("cells"), F.max("count").alias("largest"), F.countDistinct("block").alias("blocks")
+    ).first()
+    split = chunks.where("chunks > 1").count()
+    with_chunks = assigned.join(F.broadcast(chunks) if cells == 1 else chunks, ["block", "cell"], "left")
+    with_chunks = with_chunks.where(F.col("chunks").isNotNull())  # a probe of a cell with no target: nothing
+    t_part = with_chunks.where("role_target").withColumn("chunk", F.pmod(F.xxhash64("id"), F.col("chunks")))
+    q_part = with_chunks.where(~F.col("role_target")).withColumn(
+        "chunk", F.explode(F.sequence(F.lit(0).cast("bigint"), F.col("chunks") - 1))
+    )
+    cols = ["id", "vec", "block", "cell", "chunk", "role_target"]
+    cell_rows = t_part.select(*cols).unionByName(q_part.select(*cols))
+    found = cell_rows.groupBy("block", "cell", "chunk").applyInArrow(
+        _search_cell_fn(k),
+        f"q {rows.schema['id'].dataType.simpleString()}, t {rows.schema['id'].dataType.simpleString()}, s float",
+    )
+    from pyspark.sql import Window
+
+    best = Window.partitionBy("q").orderBy(F.col("s").desc(), F.col("t"))
+    top = found.withColumn("r", F.row_number().over(best)).where(F.col("r") <= k + 1)
+    top = top.where(F.col("q") != F.col("t")).select("q", "t", "s")
+    facts = {
+        "blocks": int(stats["blocks"] or 0),
+        "cells": int(stats["cells"] or 0),
+        "probes": probes if cells > 1 else 1,
+        "largest_cell": int(stats["largest"] or 0),
+        "cells_split": int(split),
+        "cell_cap": cell_cap,
+        "dimensions": dim,
+    }
+    home = assigned.where("role_target").select("id", "cell", "block") if cells > 1 else None
+    return top, facts, home
+
+
+def _expected_f1_threshold(scores, bins: int = 4096) -> float:
+    """:func:`prodmatch.calibration.expected_f1_threshold` of a Spark column of probabilities, exactly, with
+    aggregates: per-bin counts and sums bound the best F1 inside each bin; only the bins that could hold the
+    best threshold are brought to the driver and searched score by score."""
+    from pyspark.sql import functions as F
+
+    per_bin = (
+        scores.select(F.least(F.floor(F.col("score") * bins), F.lit(bins - 1)).cast("int").alias("b"), "score")
+        .groupBy("b")
+        .agg(F.count("*").alias("n"), F.sum("score").alias("s"))
+    )
+    table = per_bin.toPandas().sort_values("b", ascending=False)
+    total = float(table["s"].sum())
+    if not len(table) or total <= 0:
+        return 0.5
+    n_above = np.concatenate([[0], np.cumsum(table["n"].to_numpy())[:-1]])  # in bins above this one
+    s_above = np.concatenate([[0.0], np.cumsum(table["s"].to_numpy())[:-1]])
+    whole = 2 * (s_above + table["s"].to_numpy()) / (n_above + table["n"].to_numpy() + total)  # all of the bin
+    bound = 2 * (s_above + table["s"].to_numpy()) / (n_above + 1 + total)  # best conceivable inside it
+    open_bins = table["b"].to_numpy()[bound >= whole.max() - 1e-12]
+    inside = scores.where(
+        F.least(F.floor(F.col("score") * bins), F.lit(bins - 1)).cast("int").isin([int(b) for b in open_bins])
+    )
+    values = np.sort(np.asarray([r[0] for r in inside.select("score").collect()], dtype=np.float64))[::-1]
+    where = {int(b): i for i, b in enumerate(table["b"].to_numpy())}
+    best, best_value = -1.0, 0.5
+    b_of = np.minimum(np.floor(values * bins), bins - 1).astype(int)
+    for b in sorted(set(b_of.tolist()), reverse=True):
+        v = values[b_of == b]  # descending
+        i = where[b]
+        f1 = 2 * (s_above[i] + np.cumsum(v)) / (n_above[i] + np.arange(1, len(v) + 1) + total)
+        j = int(np.argmax(f1))
+        if f1[j] > best:
+            best, best_value = float(f1[j]), float(v[j])
+    return best_value
+
+
+def _calibrate(scores, model) -> tuple[object, dict]:
+    """:func:`prodmatch.matching.scoring.calibrate_candidates` (the EM estimate of the candidates' share of
+    matches, then Bayes' rule) on a Spark column of probabilities."""
+    from pyspark.sql import functions as F
+
+    from prodmatch.calibration import PriorEstimate
+
+    training_prior = model.calibrator.prior
+    if training_prior is None:
+        log.warning("the run does not record its calibration prior; probabilities are used as they are")
+        return scores, PriorEstimate(float("nan"), "none", None).to_dict()
+
+    def shifted(old: float, new: float):
+        p = F.least(F.greatest(F.col("score").cast("double"), F.lit(1e-12)), F.lit(1 - 1e-12))
+        odds = p / (1 - p) * F.lit((new / (1 - new)) / (old / (1 - old)))
+        return odds / (1 + odds)
+
+    mean = scores.agg(F.mean("score")).first()[0]
+    pi = float(np.clip(mean, 1e-6, 1 - 1e-6)) if mean is not None else training_prior
+    it = 0
+    for it in range(1, 201):  # noqa: B007 (the count is reported)
+        new = float(np.clip(scores.agg(F.mean(shifted(training_prior, pi))).first()[0], 1e-6, 1 - 1e-6))
+        done = abs(new - pi) < 1e-7
+        pi = new
+        if done:
+            break
+    estimate = PriorEstimate(prior=pi, method="em", training_prior=training_prior, iterations=it)
+    if pi < 1e-4:
+        log.warning("the share of matches among the candidates cannot be estimated; probabilities used as they are")
+        return scores, estimate.to_dict() | {"method": "none", "reason": "the EM estimate fell to zero"}
+    log.info("matches among the candidates: %.2f%% estimated", 100 * pi)
+    return scores.withColumn("score", shifted(training_prior, pi)), estimate.to_dict()
+
+
+def _consecutive_ids(spark, reps, work: str):
+    """(rep, cluster_id): the distinct representatives numbered 0..C-1 in their sort order, without a
+    single-partition window: per-partition counts (P numbers) give each partition its offset."""
+    from pyspark.sql import functions as F
+
+    ordered = _materialise(spark, reps.distinct().orderBy("rep"), _join(work, "reps"))
+    tagged = ordered.select("rep", F.spark_partition_id().alias("pid"), F.monotonically_increasing_id().alias("mid"))
+    counts = {r["pid"]: r["count"] for r in tagged.groupBy("pid").count().collect()}
+    offsets, total = {}, 0
+    for pid in sorted(counts):
+        offsets[pid] = total
+        total += counts[pid]
+    offset_of = F.create_map(*[x for pid, off in offsets.items() for x in (F.lit(pid), F.lit(off))])
+    low = F.col("mid").bitwiseAND(F.lit((1 << 33) - 1))  # the record's place in its partition
+    return tagged.select("rep", (offset_of[F.col("pid")] + low).cast("bigint").alias("cluster_id")), total
+
+
+# ------------------------------------------------------------------------------------------ the job
+
+
+def match_spark(
+    run_dir,
+    data_dir,
+    out_dir,
+    config: MatchConfig | None = None,
+    *,
+    spark=None,
+    master: str | None = None,
+    spark_conf: dict | None = None,
+    options: SparkOptions | None = None,
+    overwrite: bool = False,
+    progress=None,
+    labelled_sample=None,
+) -> dict:
+    """:func:`prodmatch.matching.match_local` on Apache Spark: the same outputs (see the module docstring).
+
+    Args:
+        spark: a running SparkSession (Databricks, YARN, ...); None starts one with ``master`` and
+            ``spark_conf`` (or ``options.master`` / ``options.conf``).
+        options: the engine's own settings (partitions, cells, probes, cell cap, checkpoints).
+    """
+    from pyspark.sql import functions as F
+
+    from prodmatch.io import read_catalogue  # noqa: F401 (imported here so a missing extra fails early)
+    from prodmatch.matching.config import timed
+    from prodmatch.models import load_model
+
+    config = config or MatchConfig()
+    options = options or SparkOptions()
+    if labelled_sample is not None:
+        raise ConfigError("--labelled-sample is not supported with --engine spark yet; use --engine local")
+    if config.rescore:
+        raise ConfigError("--rescore is not supported with --engine spark yet; use --engine local")
+    if spark is None:
+        spark = spark_session(master or options.master, {**options.conf, **(spark_conf or {})})
+    sc = spark.sparkContext
+    partitions = options.partitions or 4 * sc.defaultParallelism
+    spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
+    data_dir, out_dir = str(data_dir).rstrip("/"), str(out_dir).rstrip("/")
+    fs = _FileSystem(spark, out_dir)
+    if fs.exists(out_dir) and not fs.is_empty_dir(out_dir):
+        if not overwrite:
+            raise ConfigError(f"{out_dir} is not empty; pass --overwrite to replace it or choose another --out")
+        if not fs.exists(_join(out_dir, SUMMARY_FILE)):
+            raise ConfigError(f"{out_dir} holds files that prodmatch did not write; refusing to delete them")
+    parent, _, name = out_dir.rpartition("/")
+    staging = _join(parent or ".", f".{name}.{uuid.uuid4().hex[:8]}")
+    work = options.checkpoint_dir or _join(staging, "_work")
+    stages: dict[str, dict] = {}
+    t_start = time.perf_counter()
+
+    def whole(stage: str):
+        return progress(stage, 1) if progress else (lambda _n: None)
+
+    try:
+        with timed(stages, "load"):
+            model = load_model(run_dir)
+            data_config = model.data_config()
+            if config.token_k > 0:
+                from dataclasses import replace
+
+                data_config = replace(data_config, load_names=True, load_attributes=True)
+            if config.block_by == "category":
+                from dataclasses import replace
+
+                data_config = replace(data_config, load_categories=True)
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as tar:
+                for path in sorted(Path(run_dir).iterdir()):
+                    if path.name not in RUN_FILES_SKIPPED:
+                        tar.add(path, arcname=path.name)
+            bundle = sc.broadcast((uuid.uuid4().hex, buffer.getvalue()))
+            items, layout = _read_items(spark, data_dir, data_config, _FileSystem(spark, data_dir))
+            id_type = items.schema[data_config.id_column].dataType.simpleString()
+            if id_type not in ("bigint", "int", "string"):
+                raise DataError(
+                    f"{data_dir}: {data_config.id_column} has type {id_type}; ids must be integers or strings"
+                )
+            items = items.withColumn(
+                data_config.id_column, F.col(data_config.id_column).cast("string" if id_type == "string" else "bigint")
+            )
+            id_type = "string" if id_type == "string" else "bigint"
+            items = items.where(F.col(data_config.id_column).isNotNull())
+            items = _materialise(spark, items.repartition(partitions), _join(work, "items"))
+        threshold = model.threshold if config.threshold is None else config.threshold
+        multi = len(model.modalities_) >= 2
+
+        with timed(stages, "vectors"):
+            done = whole("item vectors")
+            schema = f"id {id_type}, vec array<float>, searchable boolean, category string"
+            if config.token_k > 0:
+                schema += ", tokens array<string>"
+            if multi:
+                schema += ", mvec array<float>, complete boolean"
+            vec = items.mapInArrow(
+                _item_rows_fn(bundle, layout, data_config.id_column, data_config, config.token_k > 0, multi), schema
+            )
+            vec = _materialise(spark, vec, _join(work, "vectors"))
+            counts = vec.agg(F.count("*").alias("n"), F.sum(F.col("searchable").cast("int")).alias("s")).first()
+            n, n_searchable = int(counts["n"]), int(counts["s"] or 0)
+            done(1)
+        if n_searchable < n:
+            log.warning(
+                "%d of %d items have none of the model's embeddings: they are not matched and stay single-item "
+                "clusters",
+                n - n_searchable,
+                n,
+            )
+        block = F.col("category") if config.block_by == "category" else F.lit("")
+        block = F.coalesce(block, F.lit("\x00none"))  # no category: searched among themselves, as locally
+
+        with timed(stages, "candidates"):
+            done = whole("candidates")
+            exact = config.index_kind(n_searchable) == "flat"
+            cells = 1 if exact and options.cells is None else (options.cells or max(1, round(math.sqrt(n_searchable))))
+            base = vec.where("searchable").select(
+                "id", "vec", block.alias("block"), F.lit(True).alias("is_query"), F.lit(True).alias("is_target")
+            )
+            top, search_facts, home = _ivf_search(
+                spark, base, config.k, cells, options.probes, options.cell_cap, options.centroid_sample, work, "ivf"
+            )
+            pairs = top.select(F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2")).distinct()
+            pairs = _materialise(spark, pairs, _join(work, "candidates_ivf"))
+            search_facts = {
+                "blocks": search_facts.pop("blocks"),
+                "index": ["flat"] if search_facts["cells"] <= 1 else ["ivf"],
+                "ivf": search_facts,
+                "items_without_embeddings": n - n_searchable,
+                "incomplete_items": 0,
+            }
+            if multi:
+                big = n_searchable > config.exact_max_items and "category" in vec.columns
+                inc_block = F.coalesce(F.col("category"), F.lit("\x00none")) if big else F.lit("")
+                inc = vec.where("searchable").select(
+                    "id",
+                    F.col("mvec").alias("vec"),
+                    inc_block.alias("block"),
+                    (~F.col("complete")).alias("is_query"),
+                    F.lit(True).alias("is_target"),
+                )
+                search_facts["incomplete_items"] = vec.where("searchable AND NOT complete").count()
+                if search_facts["incomplete_items"]:
+                    more, _, _ = _ivf_search(
+                        spark, inc, config.k, 1, 1, options.cell_cap, options.centroid_sample, work, "incomplete"
+                    )
+                    more = more.select(F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2"))
+                    before = pairs.count()
+                    pairs = _materialise(spark, pairs.unionByName(more).distinct(), _join(work, "candidates_inc"))
+                    search_facts["candidates_from_incomplete_items"] = pairs.count() - before
+            if config.token_k > 0:
+                token_pairs, token_report = _shared_values(vec, config, n_searchable)
+                before = pairs.count()
+                pairs = pairs.unionByName(token_pairs).distinct()
+            pairs = _materialise(spark, pairs, _join(work, "candidates"))
+            n_candidates = pairs.count()
+            if config.token_k > 0:
+                search_facts["shared_values"] = token_report | {"new_candidates": n_candidates - before}
+            done(1)
+        log.info("%d candidate pairs from %d items (k=%d, %d cells)", n_candidates, n, config.k, cells)
+
+        with timed(stages, "scoring"):
+            done = whole("scoring")
+            if home is None:
+                part_of = vec.where("searchable").select(
+                    "id", F.pmod(F.xxhash64("id"), F.lit(partitions)).alias("part")
+                )
+            else:
+                part_of = home.select("id", F.pmod(F.xxhash64("block", "cell"), F.lit(partitions)).alias("part"))
+            grouped = pairs.join(part_of.withColumnRenamed("id", "id1"), "id1")
+            grouped.write.parquet(_join(work, "grouped"))
+            grouped = spark.read.parquet(_join(work, "grouped"))  # two reads, two plans: cogroup's sides
+            seen = spark.read.parquet(_join(work, "grouped"))
+            needed = (
+                seen.select("part", F.col("id1").alias("id"))
+                .unionByName(seen.select("part", F.col("id2").alias("id")))
+                .distinct()
+            )
+            id_col = data_config.id_column
+            group_items = needed.join(items.withColumnRenamed(id_col, "id"), "id").withColumnRenamed("id", id_col)
+            shipped = sc.accumulator(0)
+            scored = (
+                grouped.groupBy("part")
+                .cogroup(group_items.groupBy("part"))
+                .applyInArrow(
+                    _score_fn(bundle, layout, id_col, data_config, shipped),
+                    f"id1 {id_type}, id2 {id_type}, score double",
+                )
+            )
+            scored = _materialise(spark, scored, _join(work, "scored"))
+            if scored.count() != n_candidates:
+                raise RuntimeError("prodmatch: scoring lost candidate pairs (a bug; please report it)")
+            done(1)
+        calibration: dict = {"method": "none"}
+        if config.calibrate == "prior":
+            scored, calibration = _calibrate(scored, model)
+            scored = _materialise(spark, scored, _join(work, "calibrated"))
+            if config.threshold is None and calibration["method"] != "none":
+                threshold = _expected_f1_threshold(scored)
+                calibration["threshold_rule"] = "best expected F1 over the candidates"
+        agg = scored.agg(
+            F.sum("score").alias("total"),
+            F.sum(F.when(F.col("score") >= threshold, F.col("score"))).alias("kept_sum"),
+            F.sum((F.col("score") >= threshold).cast("int")).alias("kept"),
+        ).first()
+        kept_n = int(agg["kept"] or 0)
+        calibration |= {
+            "estimated_precision": float(agg["kept_sum"] / kept_n) if kept_n else 1.0,
+            "estimated_recall_among_candidates": float((agg["kept_sum"] or 0.0) / agg["total"])
+            if agg["total"]
+            else 0.0,
+        }
+
+        with timed(stages, "clustering"):
+            done = whole("clustering")
+            edges = scored.where(F.col("score") >= threshold).select(
+                F.col("id1").alias("src"), F.col("id2").alias("dst")
+            )
+            labels, rounds = connected_components(
+                spark, edges, _join(work, "cc"), checkpoint_every=options.checkpoint_every
+            )
+            comp1 = labels.withColumnRenamed("id", "id1").withColumnRenamed("component", "c1")
+            comp2 = labels.withColumnRenamed("id", "id2").withColumnRenamed("component", "c2")
+            inner = scored.join(comp1, "id1").join(comp2, "id2").where(F.col("c1") == F.col("c2"))
+            inner = inner.withColumn("bucket", F.pmod(F.xxhash64("c1"), F.lit(partitions)))
+            guarded = (
+                inner.select("bucket", "id1", "id2", "score")
+                .groupBy("bucket")
+                .applyInArrow(
+                    _guard_fn(threshold, config.linkage_max),
+                    f"id {id_type}, rep {id_type}, components bigint, relinked bigint, split bigint, too_large bigint",
+                )
+            )
+            guarded = _materialise(spark, guarded, _join(work, "guarded"))
+            reps = (
+                vec.select("id")
+                .join(guarded.select("id", "rep"), "id", "left")
+                .select("id", F.coalesce("rep", "id").alias("rep"))
+            )
+            numbered, n_clusters = _consecutive_ids(spark, reps.select("rep"), work)
+            clusters = reps.join(numbered, "rep").select(
+                F.col("id").alias("variantid"), F.col("cluster_id").cast("bigint")
+            )
+            clusters = _materialise(spark, clusters, _join(work, "clusters"))
+            report = _cluster_report(clusters, guarded, kept_n, n_clusters)
+            done(1)
+
+        quality: dict = {}
+        truth_path = _join(data_dir, "truth.parquet")
+        if _FileSystem(spark, truth_path).exists(truth_path):
+            with timed(stages, "quality"):
+                done = whole("quality")
+                quality = _quality(spark, truth_path, clusters, scored, threshold, config, id_type)
+                done(1)
+
+        with timed(stages, "writing"):
+            tmp_out = _join(staging, "out")
+            matches = scored.where(F.col("score") >= threshold).select(
+                F.col("id1").alias("variantid1"), F.col("id2").alias("variantid2"), "score"
+            )
+            matches.write.parquet(_join(tmp_out, MATCHES_FILE))
+            clusters.write.parquet(_join(tmp_out, CLUSTERS_FILE))
+            summary = {
+                "model": model.name,
+                "run_dir": str(run_dir),
+                "data": data_dir,
+                "items": n,
+                "engine": {
+                    "name": "spark",
+                    "master": sc.master,
+                    "spark_version": spark.version,
+                    **{k: v for k, v in asdict(options).items() if k not in ("master", "conf")},
+                    "partitions": partitions,
+                    "connected_components_rounds": rounds,
+                    "items_shipped_per_item_scored": float(shipped.value / max(n_searchable, 1)),
+                },
+                "parameters": {**config.to_dict(), "threshold": threshold},
+                "item_vectors": _vector_kind(model),
+                "search": search_facts,
+                "candidates": n_candidates,
+                "matches": kept_n,
+                "calibration": calibration,
+                "cascade": {},
+                "clustering": asdict(report),
+                "quality": quality,
+                "stages": stages,
+                "seconds": round(time.perf_counter() - t_start, 3),
+            }
+            _FileSystem(spark, tmp_out).write_text(
+                _join(tmp_out, SUMMARY_FILE), json.dumps(summary, indent=2, default=str)
+            )
+        if fs.exists(out_dir):
+            fs.delete(out_dir)
+        fs.rename(tmp_out, out_dir)
+    except BaseException as e:
+        fs.delete(staging)
+        if type(e).__name__ in ("PythonException", "Py4JJavaError"):
+            raise RuntimeError(f"--engine spark: a stage failed on an executor: {_first_line(e)}") from e
+        raise
+    fs.delete(staging)
+    if options.checkpoint_dir is not None:
+        fs.delete(work)
+    return summary
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error)
+    for line in text.splitlines():
+        if ("Error" in line and "prodmatch" in line) or line.startswith(("prodmatch.errors", "RuntimeError")):
+            return line.strip()
+    lines = [x for x in text.splitlines() if x.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
+
+
+def _vector_kind(model) -> str:
+    from prodmatch.matching.candidates import _reads_text_only
+
+    if _reads_text_only(model):
+        return f"{model.name} vectors"
+    from prodmatch.models.siamese import SiameseNet
+
+    tower = isinstance(getattr(model, "network_", None), SiameseNet) or any(
+        isinstance(getattr(m, "network_", None), SiameseNet) for m in getattr(model, "stack_models_", [])
+    )
+    return "siamese tower" if tower else "normalised modalities"
+
+
+def _shared_values(vec, config: MatchConfig, n_targets: int):
+    """:func:`prodmatch.blocking.shared_token_neighbours` as Spark joins: each item's ``token_k`` items
+    sharing the heaviest rare tokens (weight log((targets + 1) / holders)), ties broken by the inner product
+    of the search vectors, then by id."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    held = vec.where("searchable").select("id", F.explode("tokens").alias("token"))
+    holders = held.groupBy("token").agg(F.count("*").alias("df"))
+    totals = holders.agg(
+        F.count("*").alias("tokens"),
+        F.sum((F.col("df") > config.token_max_block).cast("int")).alias("purged"),
+        F.sum(((F.col("df") >= 2) & (F.col("df") <= config.token_max_block)).cast("int")).alias("kept"),
+    ).first()
+    with_tokens = held.select("id").distinct().count()
+    useful = holders.where((F.col("df") >= 2) & (F.col("df") <= config.token_max_block)).select(
+        "token", F.log(F.lit(float(n_targets + 1)) / F.col("df")).cast("float").alias("w")
+    )
+    kept = held.join(useful, "token")
+    pairs = (
+        kept.alias("a")
+        .join(kept.select("token", "id").alias("b"), "token")
+        .where(F.col("a.id") != F.col("b.id"))
+        .groupBy(F.col("a.id").alias("q"), F.col("b.id").alias("j"))
+        .agg(F.sum("w").cast("float").alias("w"))  # float32, as the local engine sums them
+    )
+    vq = vec.select(F.col("id").alias("q"), F.col("vec").alias("vq"))
+    vj = vec.select(F.col("id").alias("j"), F.col("vec").alias("vj"))
+    dot = F.aggregate(F.zip_with("vq", "vj", lambda x, y: x * y), F.lit(0.0).cast("float"), lambda acc, x: acc + x)
+    ranked = pairs.join(vq, "q").join(vj, "j").withColumn("tie", dot)
+    order = Window.partitionBy("q").orderBy(F.col("w").desc(), F.col("tie").desc(), F.col("j"))
+    top = ranked.withColumn("r", F.row_number().over(order)).where(F.col("r") <= config.token_k)
+    report = {
+        "k": config.token_k,
+        "max_block": config.token_max_block,
+        "items_with_tokens": int(with_tokens),
+        "tokens": int(totals["tokens"] or 0),
+        "tokens_purged": int(totals["purged"] or 0),
+        "tokens_kept": int(totals["kept"] or 0),
+    }
+    out = top.select(F.least("q", "j").alias("id1"), F.greatest("q", "j").alias("id2"))
+    return out, report
+
+
+def _cluster_report(clusters, guarded, edges: int, n_clusters: int) -> ClusterReport:
+    from pyspark.sql import functions as F
+
+    sums = guarded.agg(*[F.sum(c).alias(c) for c in ("components", "relinked", "split", "too_large")]).first()
+    sizes = clusters.groupBy("cluster_id").count().groupBy(F.col("count").alias("size")).count().toPandas()
+    sizes = sizes.set_index("size")["count"].sort_index()
+    report = ClusterReport(
+        edges=edges,
+        components=int(sums["components"] or 0),
+        components_relinked=int(sums["relinked"] or 0),
+        components_split=int(sums["split"] or 0),
+        components_too_large=int(sums["too_large"] or 0),
+        clusters=n_clusters,
+        items_in_multi_item_clusters=int((sizes.index[sizes.index > 1] * sizes[sizes.index > 1]).sum()),
+        largest_cluster=int(sizes.index.max()) if len(sizes) else 0,
+    )
+    report.sizes = {str(k): int(v) for k, v in sizes.items() if k <= 10}
+    report.sizes[">10"] = int(sizes[sizes.index > 10].sum())
+    return report
+
+
+def _quality(spark, truth_path: str, clusters, scored, threshold: float, config: MatchConfig, id_type: str) -> dict:
+    """:func:`prodmatch.matching.quality.cluster_quality` and candidate recall, as Spark aggregates."""
+    from pyspark.sql import functions as F
+
+    truth = spark.read.parquet(truth_path).select(
+        F.col("variantid").cast(id_type).alias("variantid"), F.col("product_id").cast("string").alias("p")
+    )
+    frame = clusters.join(truth, "variantid", "left")
+    if frame.where(F.col("p").isNull()).limit(1).count():
+        log.warning("%s does not cover every item; quality is not computed", truth_path)
+        return {}
+
+    def pairs_of(col_counts):
+        return col_counts.agg(F.sum(F.col("count") * (F.col("count") - 1) / 2)).first()[0] or 0.0
+
+    both = frame.groupBy("cluster_id", "p").count()
+    tp = float(pairs_of(both))
+    predicted = float(pairs_of(frame.groupBy("cluster_id").count()))
+    true = float(pairs_of(frame.groupBy("p").count()))
+    precision = tp / predicted if predicted else 1.0
+    recall = tp / true if true else 1.0
+    c_size = frame.groupBy("cluster_id").agg(F.count("*").alias("cs"))
+    p_size = frame.groupBy("p").agg(F.count("*").alias("ps"))
+    bc = (
+        both.join(c_size, "cluster_id")
+        .join(p_size, "p")
+        .agg(
+            (F.sum(F.col("count") * F.col("count") / F.col("cs")) / F.sum("count")).alias("bp"),
+            (F.sum(F.col("count") * F.col("count") / F.col("ps")) / F.sum("count")).alias("br"),
+        )
+        .first()
+    )
+    p1 = truth.withColumnRenamed("variantid", "id1").withColumnRenamed("p", "p1")
+    p2 = truth.withColumnRenamed("variantid", "id2").withColumnRenamed("p", "p2")
+    judged = scored.join(p1, "id1").join(p2, "id2").withColumn("same", F.col("p1") == F.col("p2"))
+    c = judged.agg(
+        F.sum(F.col("same").cast("int")).alias("same"),
+        F.sum((F.col("same") & (F.col("score") >= threshold)).cast("int")).alias("tp"),
+        F.sum((F.col("score") >= threshold).cast("int")).alias("kept"),
+    ).first()
+    same, tp_m, kept = int(c["same"] or 0), int(c["tp"] or 0), int(c["kept"] or 0)
+    return {
+        f"candidate_recall_at_{config.k}": same / true if true else None,
+        "pairwise_precision": precision,
+        "pairwise_recall": recall,
+        "pairwise_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "bcubed_precision": float(bc["bp"]),
+        "bcubed_recall": float(bc["br"]),
+        "match_precision": tp_m / kept if kept else None,
+        "match_recall_among_candidates": tp_m / same if same else None,
+    }
