@@ -445,8 +445,8 @@ def _leaderboard_table(board: Any) -> Table:
 @app.command()
 def match(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
-    data: Annotated[Path, typer.Option("--data", "-d", help="The catalogue to match (E-CUP layout).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="The catalogue to match (E-CUP layout).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output directory.")],
     k: Annotated[int, typer.Option(help="Nearest neighbours searched per item.")] = 20,
     threshold: Annotated[
         float | None, typer.Option(help="Match probability threshold; default: the model's saved one.")
@@ -499,6 +499,39 @@ def match(
     clusters: Annotated[
         Path | None, typer.Option(help="Incremental: the catalogue's clusters.parquet from a full match.")
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local: one process (default). spark: Apache Spark (pip install 'prodmatch[spark]', Java 17+), "
+            "for catalogues beyond one machine; the same output files. --data and --out may then be any path "
+            "Spark reads (file:, hdfs:, s3a:)."
+        ),
+    ] = "local",
+    master: Annotated[
+        str | None, typer.Option(help="--engine spark: the Spark master (local[*], yarn, spark://host:7077).")
+    ] = None,
+    spark_conf: Annotated[
+        list[str] | None,
+        typer.Option("--spark-conf", help="--engine spark: a Spark setting KEY=VALUE (repeat the option)."),
+    ] = None,
+    partitions: Annotated[
+        int | None, typer.Option(help="--engine spark: shuffle partitions and groups; default 4 per core.")
+    ] = None,
+    cells: Annotated[
+        int | None,
+        typer.Option(
+            help="--engine spark: IVF cells of the candidate search; default sqrt(items), or one (exact) where the "
+            "local engine searches exactly."
+        ),
+    ] = None,
+    probes: Annotated[int, typer.Option(help="--engine spark: cells each item searches.")] = 8,
+    cell_cap: Annotated[
+        int, typer.Option(help="--engine spark: a cell with more items than this is searched in chunks.")
+    ] = 20_000,
+    checkpoint_dir: Annotated[
+        str | None,
+        typer.Option(help="--engine spark: where intermediate data and checkpoints go (default: beside --out)."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -537,16 +570,49 @@ def match(
                 raise ConfigError(
                     "--rescore applies to a full match; incremental matching (--new) scores with RUN_DIR only"
                 )
-            summary = match_new_items(run_dir, data, index_dir, new, clusters, out, cfg, overwrite=overwrite)
+            if engine != "local":
+                raise ConfigError("incremental matching (--new) runs on --engine local only for now")
+            summary = match_new_items(
+                run_dir, Path(data), index_dir, new, clusters, Path(out), cfg, overwrite=overwrite
+            )
             stdout.print(
                 f"{summary['new_items']:,} new items: {summary['joined_existing_clusters']:,} joined existing clusters, "
                 f"{summary['new_clusters']:,} new clusters; {summary['matches']:,} matches "
                 f"({summary['seconds']:.1f}s). outputs: {out}/matches.parquet, clusters.parquet, summary.json"
             )
             return
+        spark_args: dict = {}
+        if engine == "spark":
+            from prodmatch.matching.spark import SparkOptions
+
+            conf = {}
+            for item in spark_conf or []:
+                key, sep, value = item.partition("=")
+                if not sep or not key:
+                    raise ConfigError(f"--spark-conf takes KEY=VALUE, got {item!r}")
+                conf[key.strip()] = value.strip()
+            spark_args["options"] = SparkOptions(
+                master=master,
+                conf=conf,
+                partitions=partitions,
+                cells=cells,
+                probes=probes,
+                cell_cap=cell_cap,
+                checkpoint_dir=checkpoint_dir,
+            )
+        elif master or spark_conf or checkpoint_dir or partitions or cells:
+            raise ConfigError("--master, --spark-conf, --partitions, --cells and --checkpoint-dir need --engine spark")
         with _stage_bars(progress) as stage:
             summary = match_catalogue(
-                run_dir, data, out, cfg, overwrite=overwrite, progress=stage, labelled_sample=labelled_sample
+                run_dir,
+                data if engine == "spark" else Path(data),
+                out if engine == "spark" else Path(out),
+                cfg,
+                engine=engine,
+                overwrite=overwrite,
+                progress=stage,
+                labelled_sample=labelled_sample,
+                **spark_args,
             )
         table = Table(title=f"{summary['items']:,} items -> {summary['clustering']['clusters']:,} clusters")
         table.add_column("stage")

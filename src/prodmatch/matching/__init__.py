@@ -122,6 +122,7 @@ def match_catalogue(
     spark=None,
     master: str | None = None,
     spark_conf: dict[str, str] | None = None,
+    options=None,
     overwrite: bool = False,
     progress=None,
     labelled_sample=None,
@@ -136,11 +137,13 @@ def match_catalogue(
         spark: a running ``SparkSession`` to use (Databricks, YARN, ...); None starts one on ``master``.
         master: the Spark master for a session started here (default ``local[*]``).
         spark_conf: extra Spark settings for a session started here.
+        options: :class:`prodmatch.matching.spark.SparkOptions` (partitions, cells, probes, cell cap,
+            checkpoints).
     """
     if engine not in ENGINES:
         raise ConfigError(f"--engine must be one of {list(ENGINES)}, got {engine!r}")
     if engine == "local":
-        if spark is not None or master is not None or spark_conf:
+        if spark is not None or master is not None or spark_conf or options is not None:
             raise ConfigError("--master, --spark-conf and a Spark session apply to --engine spark only")
         return match_local(
             run_dir, data_dir, out_dir, config, overwrite=overwrite, progress=progress, labelled_sample=labelled_sample
@@ -155,6 +158,7 @@ def match_catalogue(
         spark=spark,
         master=master,
         spark_conf=spark_conf,
+        options=options,
         overwrite=overwrite,
         progress=progress,
         labelled_sample=labelled_sample,

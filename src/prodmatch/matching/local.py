@@ -202,6 +202,7 @@ def match_local(
             "run_dir": str(run_dir),
             "data": str(data_dir),
             "items": n,
+            "engine": {"name": "local"},
             "parameters": {**config.to_dict(), "threshold": threshold},
             "item_vectors": vector_kind,
             "search": {k: v for k, v in search_facts.items() if k not in ("index_object", "probe_neighbours")},

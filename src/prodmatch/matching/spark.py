@@ -427,55 +427,68 @@ def connected_components(
     """Connected components of an undirected edge list in Spark: (labels, rounds).
 
     ``edges`` has columns ``src`` and ``dst`` (any orderable id type); ``labels`` has ``id`` and
-    ``component``, the smallest id of its component, for every node with an edge. Min-label propagation
-    (each node takes the smallest label among itself and its neighbours) with pointer jumping (each node
-    then takes its label's label) after every round: plain propagation needs as many rounds as the
-    longest shortest path (a chain of a million listings: a million rounds); jumping shortens the paths
-    labels travel geometrically, so the rounds grow with the logarithm of that path's length (measured:
-    tests/test_spark.py). The lineage is cut every ``checkpoint_every`` rounds by writing the labels to
+    ``component``, the smallest id of its component, for every node with an edge (self-loops ignored).
+
+    The alternating large-star / small-star algorithm of Kiveris et al. ("Connected Components in
+    MapReduce and Beyond", 2014): large-star links every neighbour larger than a node to the smallest of
+    its neighbourhood, small-star links a node and its smaller neighbours to the smallest of them; each
+    keeps the components and the pair shrinks them until every component is a star around its smallest
+    id. Plain min-label propagation needs as many rounds as the longest shortest path (a chain of a
+    million listings: a million rounds); this needs O(log^2 n) rounds (proved there), in practice about
+    log2 of the longest path (a chain of 4,000 in 12 rounds, tests/test_spark.py). The edges stay at most
+    as many as the input's. The lineage is cut every ``checkpoint_every`` rounds by writing the edges to
     parquet under ``checkpoint_dir`` and reading them back, so the query plan never grows with the rounds.
 
     Raises:
-        RuntimeError: not converged within ``max_rounds`` (default 2 log2(nodes) + 8), which the bound above
-            rules out; naming the round and the labels still changing.
+        RuntimeError: not converged within ``max_rounds`` (default log2(nodes)^2 + 16, the proved order),
+            naming the edges still moving.
     """
     from pyspark.sql import functions as F
 
-    both = edges.select(F.col("src").alias("a"), F.col("dst").alias("b")).union(
-        edges.select(F.col("dst").alias("a"), F.col("src").alias("b"))
+    def undirected(df):
+        return df.union(df.select(F.col("v").alias("u"), F.col("u").alias("v"))).distinct()
+
+    def large_star(e):
+        nb = undirected(e)
+        low = nb.groupBy("u").agg(F.least(F.min("v"), F.first("u")).alias("m"))
+        return nb.where(F.col("v") > F.col("u")).join(low, "u").select(F.col("v").alias("u"), F.col("m").alias("v"))
+
+    def small_star(e):
+        nb = undirected(e).where(F.col("v") < F.col("u"))  # each node's smaller neighbours
+        low = nb.groupBy("u").agg(F.min("v").alias("m"))
+        linked = nb.join(low, "u").where(F.col("v") != F.col("m")).select(F.col("v").alias("u"), F.col("m").alias("v"))
+        return linked.union(low.select("u", F.col("m").alias("v"))).distinct()
+
+    e = edges.select(F.col("src").alias("u"), F.col("dst").alias("v")).where(F.col("u") != F.col("v"))
+    e = _materialise(
+        spark,
+        e.select(F.greatest("u", "v").alias("u"), F.least("u", "v").alias("v")).distinct(),
+        _join(checkpoint_dir, "cc_0"),
     )
-    both = both.where(F.col("a") != F.col("b")).distinct()
-    both = _materialise(spark, both, _join(checkpoint_dir, "cc_edges"))
-    labels = both.groupBy("a").agg(F.min("b").alias("m"))
-    labels = labels.select(F.col("a").alias("id"), F.least("a", "m").alias("component"))
-    labels = _materialise(spark, labels, _join(checkpoint_dir, "cc_labels_0"))
-    nodes = labels.count()
-    cap = max_rounds or 2 * math.ceil(math.log2(nodes + 1)) + 8
+    nodes = e.select("u").union(e.select("v")).distinct().count()
+    cap = max_rounds or math.ceil(math.log2(nodes + 2)) ** 2 + 16
     rounds = 0
     while True:
         rounds += 1
-        nb = both.join(labels.withColumnRenamed("id", "b").withColumnRenamed("component", "lb"), "b")
-        nb = nb.groupBy("a").agg(F.min("lb").alias("m")).withColumnRenamed("a", "id")
-        step = labels.join(nb, "id", "left").select("id", F.least("component", F.coalesce("m", "component")).alias("c"))
-        jump = step.alias("x").join(step.alias("y"), F.col("x.c") == F.col("y.id"))
-        fresh = jump.select(F.col("x.id").alias("id"), F.col("y.c").alias("component"))
+        e = small_star(large_star(e))
         if rounds % checkpoint_every == 0:
-            fresh = _materialise(spark, fresh, _join(checkpoint_dir, f"cc_labels_{rounds}"))
+            e = _materialise(spark, e, _join(checkpoint_dir, f"cc_{rounds}"))
         else:
-            fresh = fresh.persist()
-        changed = fresh.join(labels.withColumnRenamed("component", "old"), "id").where(
-            F.col("component") != F.col("old")
-        )
-        moving = changed.count()
-        labels = fresh
-        log.info("connected components: round %d, %d labels changed", rounds, moving)
+            e = e.localCheckpoint(eager=True)
+        # done when every component is a star around its smallest node: no node is both a leaf (u, the
+        # larger end) and a centre (v) of an edge
+        moving = e.select(F.col("u").alias("v")).join(e, "v", "left_semi").count()
+        log.info("connected components: round %d, %d nodes still linked to a non-root", rounds, moving)
         if moving == 0:
-            return labels, rounds
+            break
         if rounds >= cap:
             raise RuntimeError(
-                f"connected components did not converge in {rounds} rounds ({moving:,} labels still changing "
-                f"among {nodes:,} nodes); the bound is 2 log2(nodes) + 8: please report this graph"
+                f"connected components did not converge in {rounds} rounds ({moving:,} nodes still moving among "
+                f"{nodes:,}); the algorithm's bound is O(log^2 n) rounds: please report this graph"
             )
+    centres = e.select(F.col("v").alias("id"), F.col("v").alias("component")).distinct()
+    labels = e.select(F.col("u").alias("id"), F.col("v").alias("component")).union(centres)
+    return labels, rounds
 
 
 def _materialise(spark, df, path: str):

@@ -1,0 +1,170 @@
+"""The Spark engine: connected components against scipy, parity with the local engine, and its errors."""
+
+from __future__ import annotations
+
+import math
+import stat
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components as scipy_components
+
+pytest.importorskip("pyspark")
+
+from prodmatch.errors import ConfigError
+from prodmatch.matching import MatchConfig, match_catalogue
+from prodmatch.matching import spark as engine
+
+if (engine.java_version() or 0) < engine.MIN_JAVA:
+    pytest.skip("the Spark engine needs Java 17 or newer", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def spark():
+    session = engine.spark_session("local[2]", {"spark.sql.shuffle.partitions": "4"})
+    yield session
+    session.stop()
+
+
+def _same_partition(a: dict, b: dict) -> bool:
+    """Two {node: label} maps cut the nodes into the same groups."""
+    frame = pd.DataFrame({"a": pd.Series(a), "b": pd.Series(b)})
+    return bool((frame.groupby("a")["b"].nunique() == 1).all() and (frame.groupby("b")["a"].nunique() == 1).all())
+
+
+def _graphs():
+    rng = np.random.default_rng(0)
+    n = 3000
+    src, dst = rng.integers(0, n, 2500), rng.integers(0, n, 2500)
+    yield "random sparse", src, dst
+    src, dst = rng.integers(0, 400, 600), rng.integers(0, 400, 600)
+    yield "random dense", src, dst
+    order = rng.permutation(4000) * 7 + 11  # a chain of 4,000 nodes whose ids are in no order
+    yield "long chain, shuffled ids", order[:-1], order[1:]
+    chain = np.arange(4000)
+    yield "long chain, ascending ids", chain[::-1][:-1], chain[::-1][1:]
+    yield "star", np.zeros(2000, dtype=np.int64), np.arange(1, 2001)
+
+
+@pytest.mark.parametrize("case", list(range(5)))
+def test_connected_components_agree_with_scipy(spark, tmp_path, case):
+    name, src, dst = list(_graphs())[case]
+    frame = pd.DataFrame({"src": src.astype(np.int64), "dst": dst.astype(np.int64)})
+    labels, rounds = engine.connected_components(spark, spark.createDataFrame(frame), str(tmp_path / "cc"))
+    got = labels.toPandas().set_index("id")["component"].to_dict()
+
+    nodes, inverse = np.unique(np.concatenate([src, dst]), return_inverse=True)
+    a, b = inverse[: len(src)], inverse[len(src) :]
+    keep = a != b
+    graph = sp.coo_matrix((np.ones(keep.sum()), (a[keep], b[keep])), shape=(len(nodes), len(nodes)))
+    _, comp = scipy_components(graph, directed=False)
+    with_edges = np.zeros(len(nodes), dtype=bool)
+    with_edges[a[keep]] = with_edges[b[keep]] = True
+    want = {int(nodes[i]): int(comp[i]) for i in np.flatnonzero(with_edges)}
+    assert set(got) == set(want), name
+    assert _same_partition(got, want), name
+    # every component is labelled by its smallest id
+    smallest = pd.Series(list(want)).groupby(pd.Series(list(want.values()))).min()
+    assert all(got[node] == smallest[want[node]] for node in want), name
+    bound = math.ceil(math.log2(len(want) + 2)) ** 2 + 16
+    assert rounds <= bound, (name, rounds)
+    if "chain" in name:  # propagation alone would need ~4,000 rounds
+        assert rounds <= 30, (name, rounds)
+
+
+@pytest.fixture(scope="module")
+def gbdt_run(synth_dir, tmp_path_factory):
+    from conftest import train_small
+
+    return train_small(synth_dir, tmp_path_factory.mktemp("gbdt_spark") / "run", "gbdt")
+
+
+def _pairs(path) -> pd.DataFrame:
+    frame = pd.read_parquet(path)
+    lo = np.minimum(frame["variantid1"], frame["variantid2"])
+    hi = np.maximum(frame["variantid1"], frame["variantid2"])
+    return pd.DataFrame({"a": lo, "b": hi, "score": frame["score"]}).sort_values(["a", "b"]).reset_index(drop=True)
+
+
+def test_spark_engine_gives_the_local_engines_clusters(spark, synth_dir, gbdt_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from prodmatch.cli import app
+
+    config = MatchConfig(k=10, token_k=0)
+    local = match_catalogue(gbdt_run, synth_dir, tmp_path / "local", config)
+    args = ["match", str(gbdt_run), "--data", str(synth_dir), "--out", str(tmp_path / "spark"), "--k", "10"]
+    args += ["--token-k", "0", "--engine", "spark", "--master", "local[2]", "--no-progress"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    import json
+
+    remote = json.loads((tmp_path / "spark" / "summary.json").read_text())
+
+    # the same output contract: files, columns, dtypes
+    for name in ("matches.parquet", "clusters.parquet"):
+        a, b = pd.read_parquet(tmp_path / "local" / name), pd.read_parquet(tmp_path / "spark" / name)
+        assert list(a.columns) == list(b.columns) and a.dtypes.to_dict() == b.dtypes.to_dict(), name
+    assert set(local) == set(remote)
+    assert remote["engine"]["name"] == "spark" and remote["engine"]["connected_components_rounds"] >= 1
+    assert remote["candidates"] == local["candidates"] and remote["matches"] == local["matches"]
+    assert remote["parameters"]["threshold"] == pytest.approx(local["parameters"]["threshold"], abs=1e-9)
+
+    a, b = _pairs(tmp_path / "local" / "matches.parquet"), _pairs(tmp_path / "spark" / "matches.parquet")
+    assert len(a) == len(b) > 0
+    assert (a[["a", "b"]].to_numpy() == b[["a", "b"]].to_numpy()).all()
+    assert np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max() <= 1e-6
+
+    ca = pd.read_parquet(tmp_path / "local" / "clusters.parquet").set_index("variantid")["cluster_id"]
+    cb = pd.read_parquet(tmp_path / "spark" / "clusters.parquet").set_index("variantid")["cluster_id"]
+    assert set(ca.index) == set(cb.index)
+    assert _same_partition(ca.to_dict(), cb.to_dict())
+    assert sorted(cb.unique()) == list(range(cb.nunique()))  # numbered 0..C-1, as locally
+    for key in ("clusters", "components", "components_split", "largest_cluster", "sizes"):
+        assert remote["clustering"][key] == local["clustering"][key], key
+    for key in ("pairwise_f1", "bcubed_precision", "bcubed_recall", "candidate_recall_at_10"):
+        assert remote["quality"][key] == pytest.approx(local["quality"][key], abs=1e-9), key
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_interrupted_spark_match_leaves_nothing(spark, synth_dir, gbdt_run, tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "_ivf_search", crash)
+    with pytest.raises(KeyboardInterrupt):
+        match_catalogue(gbdt_run, synth_dir, tmp_path / "out", MatchConfig(k=5), engine="spark", spark=spark)
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.iterdir())  # the staging folder, with its intermediate data, is gone too
+
+
+def test_spark_engine_without_java_says_what_to_install(tmp_path, monkeypatch, synth_dir, gbdt_run):
+    from typer.testing import CliRunner
+
+    from prodmatch.cli import app
+
+    fake = tmp_path / "jdk" / "bin" / "java"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    assert engine.java_version() == 11
+    with pytest.raises(ConfigError, match="Java 17 or newer"):
+        engine.spark_session("local[1]")
+    args = ["match", str(gbdt_run), "--data", str(synth_dir), "--out", str(tmp_path / "o"), "--engine", "spark"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "openjdk-17" in r.output
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "nowhere"))
+    assert engine.java_version() is None
+
+
+def test_spark_only_options_need_the_spark_engine(synth_dir, gbdt_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from prodmatch.cli import app
+
+    args = ["match", str(gbdt_run), "--data", str(synth_dir), "--out", str(tmp_path / "o"), "--master", "local[2]"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "--engine spark" in r.output
