@@ -554,7 +554,11 @@ def _read_items(spark, data_dir: str, data_config, fs: _FileSystem):
         longs = [c for c in TEXT_COLUMNS if c in columns]
         columns = [c for c in columns if c not in longs[1:]]  # the first long text found, as locally
         layout[name] = columns
-        dup = df.groupBy(id_column).count().where(F.col("count") > 1).limit(5).collect()
+        bad = df.groupBy(id_column).count().where((F.col("count") > 1) | F.col(id_column).isNull()).limit(6).collect()
+        nulls = [r["count"] for r in bad if r[id_column] is None]
+        if nulls:
+            raise DataError(f"{path}: {id_column} has {nulls[0]} nulls; every item needs an id")
+        dup = [r for r in bad if r[id_column] is not None]
         if dup:
             raise DataError(
                 f"{path}: duplicate {id_column} values, e.g. {[r[id_column] for r in dup]}; keep one row per item"
@@ -709,12 +713,12 @@ def _calibrate(scores, model) -> tuple[object, dict]:
     return scores.withColumn("score", shifted(training_prior, pi)), estimate.to_dict()
 
 
-def _consecutive_ids(spark, reps, work: str):
+def _consecutive_ids(spark, reps, path: str):
     """(rep, cluster_id): the distinct representatives numbered 0..C-1 in their sort order, without a
     single-partition window: per-partition counts (P numbers) give each partition its offset."""
     from pyspark.sql import functions as F
 
-    ordered = _materialise(spark, reps.distinct().orderBy("rep"), _join(work, "reps"))
+    ordered = _materialise(spark, reps.distinct().orderBy("rep"), path)
     tagged = ordered.select("rep", F.spark_partition_id().alias("pid"), F.monotonically_increasing_id().alias("mid"))
     counts = {r["pid"]: r["count"] for r in tagged.groupBy("pid").count().collect()}
     offsets, total = {}, 0
@@ -727,6 +731,189 @@ def _consecutive_ids(spark, reps, work: str):
 
 
 # ------------------------------------------------------------------------------------------ the job
+
+
+@dataclass
+class _Job:
+    """What every stage of a Spark run shares: the session, the model broadcast once, the items read."""
+
+    spark: object
+    model: object
+    bundle: object
+    data_config: object
+    partitions: int
+    work: str
+    items: object = None
+    layout: dict = field(default_factory=dict)
+    id_type: str = "bigint"
+
+
+def _start(spark, master, spark_conf, options: SparkOptions):
+    if spark is None:
+        spark = spark_session(master or options.master, {**options.conf, **(spark_conf or {})})
+    partitions = options.partitions or 4 * spark.sparkContext.defaultParallelism
+    spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
+    return spark, partitions
+
+
+def _staging(spark, out_dir: str, overwrite: bool, marker: str, options: SparkOptions) -> tuple[_FileSystem, str, str]:
+    """(the output's file system, a hidden staging path beside ``out_dir``, the work path for intermediate
+    data); refuses a non-empty ``out_dir`` that prodmatch did not write (``marker`` is its file)."""
+    fs = _FileSystem(spark, out_dir)
+    if fs.exists(out_dir) and not fs.is_empty_dir(out_dir):
+        if not overwrite:
+            raise ConfigError(f"{out_dir} is not empty; pass --overwrite to replace it or choose another --out")
+        if not fs.exists(_join(out_dir, marker)):
+            raise ConfigError(f"{out_dir} holds files that prodmatch did not write; refusing to delete them")
+    parent, _, name = out_dir.rpartition("/")
+    token = uuid.uuid4().hex[:8]
+    staging = _join(parent or ".", f".{name}.{token}")
+    work = (
+        _join(options.checkpoint_dir, f"prodmatch-{name}-{token}")
+        if options.checkpoint_dir
+        else _join(staging, "_work")
+    )
+    return fs, staging, work
+
+
+def _finish(fs: _FileSystem, staging: str, work: str, tmp_out: str, out_dir: str) -> None:
+    if fs.exists(out_dir):
+        fs.delete(out_dir)
+    fs.rename(tmp_out, out_dir)
+    fs.delete(staging)
+    fs.delete(work)
+
+
+def _fail(fs: _FileSystem, staging: str, work: str, error: BaseException) -> None:
+    """Remove what a failed run staged; turn an executor's failure into one clear error."""
+    fs.delete(staging)
+    fs.delete(work)
+    if type(error).__name__ in ("PythonException", "Py4JJavaError"):
+        raise RuntimeError(f"--engine spark: a stage failed on an executor: {_first_line(error)}") from error
+
+
+def _load(
+    spark,
+    run_dir,
+    data_dir: str,
+    partitions: int,
+    work: str,
+    data_config=None,
+    *,
+    text: bool = False,
+    categories: bool = False,
+) -> _Job:
+    """The model, broadcast once (its run directory's files, unpacked once per Python worker), and the items."""
+    from dataclasses import replace
+
+    from prodmatch.models import load_model
+
+    model = load_model(run_dir)
+    data_config = data_config or model.data_config()
+    if text:
+        data_config = replace(data_config, load_names=True, load_attributes=True)
+    if categories:
+        data_config = replace(data_config, load_categories=True)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in sorted(Path(run_dir).iterdir()):
+            if path.name not in RUN_FILES_SKIPPED:
+                tar.add(path, arcname=path.name)
+    bundle = spark.sparkContext.broadcast((uuid.uuid4().hex, buffer.getvalue()))
+    job = _Job(spark, model, bundle, data_config, partitions, work)
+    job.items, job.layout, job.id_type = _items_of(job, data_dir, "items")
+    return job
+
+
+def _items_of(job: _Job, data_dir: str, tag: str):
+    """(items, layout, id type) of a data directory, the ids cast to bigint or string, written once."""
+    from pyspark.sql import functions as F
+
+    id_column = job.data_config.id_column
+    items, layout = _read_items(job.spark, data_dir, job.data_config, _FileSystem(job.spark, data_dir))
+    id_type = items.schema[id_column].dataType.simpleString()
+    if id_type not in ("bigint", "int", "smallint", "tinyint", "string"):
+        raise DataError(f"{data_dir}: {id_column} has type {id_type}; ids must be integers or strings")
+    id_type = "string" if id_type == "string" else "bigint"
+    items = items.withColumn(id_column, F.col(id_column).cast(id_type))
+    return _materialise(job.spark, items.repartition(job.partitions), _join(job.work, tag)), layout, id_type
+
+
+def _vectors_of(job: _Job, items, tag: str, *, tokens: bool = False, modality_vectors: bool = False):
+    """(id, vec, searchable, category[, tokens][, mvec, complete]) of every item, written once; and counts."""
+    from pyspark.sql import functions as F
+
+    schema = f"id {job.id_type}, vec array<float>, searchable boolean, category string"
+    if tokens:
+        schema += ", tokens array<string>"
+    if modality_vectors:
+        schema += ", mvec array<float>, complete boolean"
+    fn = _item_rows_fn(job.bundle, job.layout, job.data_config.id_column, job.data_config, tokens, modality_vectors)
+    vec = _materialise(job.spark, items.mapInArrow(fn, schema), _join(job.work, tag))
+    counts = vec.agg(F.count("*").alias("n"), F.sum(F.col("searchable").cast("int")).alias("s")).first()
+    n, n_searchable = int(counts["n"]), int(counts["s"] or 0)
+    if n_searchable < n:
+        log.warning(
+            "%d of %d items have none of the model's embeddings: they are not matched and stay single-item clusters",
+            n - n_searchable,
+            n,
+        )
+    return vec, n, n_searchable
+
+
+def _score(job: _Job, pairs, part_of, items, tag: str):
+    """(id1, id2, score) of every pair, written once, and the item rows shipped to scoring groups.
+
+    ``part_of`` (id, part) puts a pair in its first item's group; a group's pairs and the rows of the items
+    they name meet in one ``cogroup`` call and are scored by the model's own ``predict_proba``."""
+    from pyspark.sql import functions as F
+
+    spark, id_col = job.spark, job.data_config.id_column
+    grouped = pairs.join(part_of.withColumnRenamed("id", "id1"), "id1")
+    grouped.write.parquet(_join(job.work, f"{tag}_grouped"))
+    grouped = spark.read.parquet(_join(job.work, f"{tag}_grouped"))  # two reads, two plans: cogroup's sides
+    seen = spark.read.parquet(_join(job.work, f"{tag}_grouped"))
+    needed = (
+        seen.select("part", F.col("id1").alias("id"))
+        .unionByName(seen.select("part", F.col("id2").alias("id")))
+        .distinct()
+    )
+    group_items = needed.join(items.withColumnRenamed(id_col, "id"), "id").withColumnRenamed("id", id_col)
+    shipped = spark.sparkContext.accumulator(0)
+    scored = (
+        grouped.groupBy("part")
+        .cogroup(group_items.groupBy("part"))
+        .applyInArrow(
+            _score_fn(job.bundle, job.layout, id_col, job.data_config, shipped),
+            f"id1 {job.id_type}, id2 {job.id_type}, score double",
+        )
+    )
+    scored = _materialise(spark, scored, _join(job.work, tag))
+    if scored.count() != pairs.count():
+        raise RuntimeError("prodmatch: scoring lost candidate pairs (a bug; please report it)")
+    return scored, shipped.value
+
+
+def _cluster(job: _Job, scored, threshold: float, linkage_max: int, checkpoint_every: int):
+    """(id, rep, report counts) of every item in a component, by the local engine's guard, and the rounds
+    connected components took."""
+    from pyspark.sql import functions as F
+
+    edges = scored.where(F.col("score") >= threshold).select(F.col("id1").alias("src"), F.col("id2").alias("dst"))
+    labels, rounds = connected_components(job.spark, edges, _join(job.work, "cc"), checkpoint_every=checkpoint_every)
+    comp1 = labels.withColumnRenamed("id", "id1").withColumnRenamed("component", "c1")
+    comp2 = labels.withColumnRenamed("id", "id2").withColumnRenamed("component", "c2")
+    inner = scored.join(comp1, "id1").join(comp2, "id2").where(F.col("c1") == F.col("c2"))
+    inner = inner.withColumn("bucket", F.pmod(F.xxhash64("c1"), F.lit(job.partitions)))
+    guarded = (
+        inner.select("bucket", "id1", "id2", "score")
+        .groupBy("bucket")
+        .applyInArrow(
+            _guard_fn(threshold, linkage_max),
+            f"id {job.id_type}, rep {job.id_type}, components bigint, relinked bigint, split bigint, too_large bigint",
+        )
+    )
+    return _materialise(job.spark, guarded, _join(job.work, "guarded")), rounds
 
 
 def match_spark(
@@ -752,9 +939,7 @@ def match_spark(
     """
     from pyspark.sql import functions as F
 
-    from prodmatch.io import read_catalogue  # noqa: F401 (imported here so a missing extra fails early)
     from prodmatch.matching.config import timed
-    from prodmatch.models import load_model
 
     config = config or MatchConfig()
     options = options or SparkOptions()
@@ -762,21 +947,10 @@ def match_spark(
         raise ConfigError("--labelled-sample is not supported with --engine spark yet; use --engine local")
     if config.rescore:
         raise ConfigError("--rescore is not supported with --engine spark yet; use --engine local")
-    if spark is None:
-        spark = spark_session(master or options.master, {**options.conf, **(spark_conf or {})})
+    spark, partitions = _start(spark, master, spark_conf, options)
     sc = spark.sparkContext
-    partitions = options.partitions or 4 * sc.defaultParallelism
-    spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
     data_dir, out_dir = str(data_dir).rstrip("/"), str(out_dir).rstrip("/")
-    fs = _FileSystem(spark, out_dir)
-    if fs.exists(out_dir) and not fs.is_empty_dir(out_dir):
-        if not overwrite:
-            raise ConfigError(f"{out_dir} is not empty; pass --overwrite to replace it or choose another --out")
-        if not fs.exists(_join(out_dir, SUMMARY_FILE)):
-            raise ConfigError(f"{out_dir} holds files that prodmatch did not write; refusing to delete them")
-    parent, _, name = out_dir.rpartition("/")
-    staging = _join(parent or ".", f".{name}.{uuid.uuid4().hex[:8]}")
-    work = options.checkpoint_dir or _join(staging, "_work")
+    fs, staging, work = _staging(spark, out_dir, overwrite, SUMMARY_FILE, options)
     stages: dict[str, dict] = {}
     t_start = time.perf_counter()
 
@@ -785,58 +959,23 @@ def match_spark(
 
     try:
         with timed(stages, "load"):
-            model = load_model(run_dir)
-            data_config = model.data_config()
-            if config.token_k > 0:
-                from dataclasses import replace
-
-                data_config = replace(data_config, load_names=True, load_attributes=True)
-            if config.block_by == "category":
-                from dataclasses import replace
-
-                data_config = replace(data_config, load_categories=True)
-            buffer = io.BytesIO()
-            with tarfile.open(fileobj=buffer, mode="w") as tar:
-                for path in sorted(Path(run_dir).iterdir()):
-                    if path.name not in RUN_FILES_SKIPPED:
-                        tar.add(path, arcname=path.name)
-            bundle = sc.broadcast((uuid.uuid4().hex, buffer.getvalue()))
-            items, layout = _read_items(spark, data_dir, data_config, _FileSystem(spark, data_dir))
-            id_type = items.schema[data_config.id_column].dataType.simpleString()
-            if id_type not in ("bigint", "int", "string"):
-                raise DataError(
-                    f"{data_dir}: {data_config.id_column} has type {id_type}; ids must be integers or strings"
-                )
-            items = items.withColumn(
-                data_config.id_column, F.col(data_config.id_column).cast("string" if id_type == "string" else "bigint")
+            job = _load(
+                spark,
+                run_dir,
+                data_dir,
+                partitions,
+                work,
+                text=config.token_k > 0,
+                categories=config.block_by == "category",
             )
-            id_type = "string" if id_type == "string" else "bigint"
-            items = items.where(F.col(data_config.id_column).isNotNull())
-            items = _materialise(spark, items.repartition(partitions), _join(work, "items"))
+            model, items, id_type = job.model, job.items, job.id_type
         threshold = model.threshold if config.threshold is None else config.threshold
         multi = len(model.modalities_) >= 2
 
         with timed(stages, "vectors"):
             done = whole("item vectors")
-            schema = f"id {id_type}, vec array<float>, searchable boolean, category string"
-            if config.token_k > 0:
-                schema += ", tokens array<string>"
-            if multi:
-                schema += ", mvec array<float>, complete boolean"
-            vec = items.mapInArrow(
-                _item_rows_fn(bundle, layout, data_config.id_column, data_config, config.token_k > 0, multi), schema
-            )
-            vec = _materialise(spark, vec, _join(work, "vectors"))
-            counts = vec.agg(F.count("*").alias("n"), F.sum(F.col("searchable").cast("int")).alias("s")).first()
-            n, n_searchable = int(counts["n"]), int(counts["s"] or 0)
+            vec, n, n_searchable = _vectors_of(job, items, "vectors", tokens=config.token_k > 0, modality_vectors=multi)
             done(1)
-        if n_searchable < n:
-            log.warning(
-                "%d of %d items have none of the model's embeddings: they are not matched and stay single-item "
-                "clusters",
-                n - n_searchable,
-                n,
-            )
         block = F.col("category") if config.block_by == "category" else F.lit("")
         block = F.coalesce(block, F.lit("\x00none"))  # no category: searched among themselves, as locally
 
@@ -897,27 +1036,7 @@ def match_spark(
                 )
             else:
                 part_of = home.select("id", F.pmod(F.xxhash64("block", "cell"), F.lit(partitions)).alias("part"))
-            grouped = pairs.join(part_of.withColumnRenamed("id", "id1"), "id1")
-            grouped.write.parquet(_join(work, "grouped"))
-            grouped = spark.read.parquet(_join(work, "grouped"))  # two reads, two plans: cogroup's sides
-            seen = spark.read.parquet(_join(work, "grouped"))
-            needed = (
-                seen.select("part", F.col("id1").alias("id"))
-                .unionByName(seen.select("part", F.col("id2").alias("id")))
-                .distinct()
-            )
-            id_col = data_config.id_column
-            group_items = needed.join(items.withColumnRenamed(id_col, "id"), "id").withColumnRenamed("id", id_col)
-            shipped = sc.accumulator(0)
-            scored = (
-                grouped.groupBy("part")
-                .cogroup(group_items.groupBy("part"))
-                .applyInArrow(
-                    _score_fn(bundle, layout, id_col, data_config, shipped),
-                    f"id1 {id_type}, id2 {id_type}, score double",
-                )
-            )
-            scored = _materialise(spark, scored, _join(work, "scored"))
+            scored, shipped = _score(job, pairs, part_of, items, "scored")
             if scored.count() != n_candidates:
                 raise RuntimeError("prodmatch: scoring lost candidate pairs (a bug; please report it)")
             done(1)
@@ -943,31 +1062,13 @@ def match_spark(
 
         with timed(stages, "clustering"):
             done = whole("clustering")
-            edges = scored.where(F.col("score") >= threshold).select(
-                F.col("id1").alias("src"), F.col("id2").alias("dst")
-            )
-            labels, rounds = connected_components(
-                spark, edges, _join(work, "cc"), checkpoint_every=options.checkpoint_every
-            )
-            comp1 = labels.withColumnRenamed("id", "id1").withColumnRenamed("component", "c1")
-            comp2 = labels.withColumnRenamed("id", "id2").withColumnRenamed("component", "c2")
-            inner = scored.join(comp1, "id1").join(comp2, "id2").where(F.col("c1") == F.col("c2"))
-            inner = inner.withColumn("bucket", F.pmod(F.xxhash64("c1"), F.lit(partitions)))
-            guarded = (
-                inner.select("bucket", "id1", "id2", "score")
-                .groupBy("bucket")
-                .applyInArrow(
-                    _guard_fn(threshold, config.linkage_max),
-                    f"id {id_type}, rep {id_type}, components bigint, relinked bigint, split bigint, too_large bigint",
-                )
-            )
-            guarded = _materialise(spark, guarded, _join(work, "guarded"))
+            guarded, rounds = _cluster(job, scored, threshold, config.linkage_max, options.checkpoint_every)
             reps = (
                 vec.select("id")
                 .join(guarded.select("id", "rep"), "id", "left")
                 .select("id", F.coalesce("rep", "id").alias("rep"))
             )
-            numbered, n_clusters = _consecutive_ids(spark, reps.select("rep"), work)
+            numbered, n_clusters = _consecutive_ids(spark, reps.select("rep"), _join(work, "reps"))
             clusters = reps.join(numbered, "rep").select(
                 F.col("id").alias("variantid"), F.col("cluster_id").cast("bigint")
             )
@@ -1002,7 +1103,7 @@ def match_spark(
                     **{k: v for k, v in asdict(options).items() if k not in ("master", "conf")},
                     "partitions": partitions,
                     "connected_components_rounds": rounds,
-                    "items_shipped_per_item_scored": float(shipped.value / max(n_searchable, 1)),
+                    "items_shipped_per_item_scored": float(shipped / max(n_searchable, 1)),
                 },
                 "parameters": {**config.to_dict(), "threshold": threshold},
                 "item_vectors": _vector_kind(model),
@@ -1019,17 +1120,10 @@ def match_spark(
             _FileSystem(spark, tmp_out).write_text(
                 _join(tmp_out, SUMMARY_FILE), json.dumps(summary, indent=2, default=str)
             )
-        if fs.exists(out_dir):
-            fs.delete(out_dir)
-        fs.rename(tmp_out, out_dir)
+        _finish(fs, staging, work, tmp_out, out_dir)
     except BaseException as e:
-        fs.delete(staging)
-        if type(e).__name__ in ("PythonException", "Py4JJavaError"):
-            raise RuntimeError(f"--engine spark: a stage failed on an executor: {_first_line(e)}") from e
+        _fail(fs, staging, work, e)
         raise
-    fs.delete(staging)
-    if options.checkpoint_dir is not None:
-        fs.delete(work)
     return summary
 
 
