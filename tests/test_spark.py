@@ -168,3 +168,51 @@ def test_spark_only_options_need_the_spark_engine(synth_dir, gbdt_run, tmp_path)
     args = ["match", str(gbdt_run), "--data", str(synth_dir), "--out", str(tmp_path / "o"), "--master", "local[2]"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2 and "--engine spark" in r.output
+
+
+def test_incremental_spark_match_joins_clusters_as_the_local_engine_does(spark, synth_dir, gbdt_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from prodmatch.cli import app
+    from prodmatch.matching import build_catalogue_index, match_new_items
+    from test_matching import _split_data
+
+    ids = pd.read_parquet(synth_dir / "truth.parquet")["variantid"].to_numpy()
+    new_ids = np.random.default_rng(1).choice(ids, size=150, replace=False)
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    _split_data(synth_dir, old_dir, new_dir, new_ids)
+    cfg = MatchConfig(k=10, token_k=0, calibrate="none")
+    match_catalogue(gbdt_run, old_dir, tmp_path / "old_match", cfg)
+    clusters = tmp_path / "old_match" / "clusters.parquet"
+    build_catalogue_index(gbdt_run, old_dir, tmp_path / "index", cfg)
+    local = match_new_items(gbdt_run, old_dir, tmp_path / "index", new_dir, clusters, tmp_path / "inc_local", cfg)
+
+    runner = CliRunner()
+    base = [str(gbdt_run), "--data", str(old_dir)]
+    r = runner.invoke(app, ["index", *base, "--out", str(tmp_path / "sindex"), "--engine", "spark"])
+    assert r.exit_code == 0, r.output
+    args = ["match", *base, "--out", str(tmp_path / "inc_spark"), "--k", "10", "--token-k", "0"]
+    args += ["--calibrate", "none", "--engine", "spark", "--no-progress"]
+    r = runner.invoke(
+        app, [*args, "--new", str(new_dir), "--index-dir", str(tmp_path / "index"), "--clusters", str(clusters)]
+    )
+    assert r.exit_code == 2 and "index --engine spark" in r.output  # a local index is refused with what to do
+    r = runner.invoke(
+        app, [*args, "--new", str(new_dir), "--index-dir", str(tmp_path / "sindex"), "--clusters", str(clusters)]
+    )
+    assert r.exit_code == 0, r.output
+    import json
+
+    remote = json.loads((tmp_path / "inc_spark" / "summary.json").read_text())
+    for key in ("new_items", "candidates", "matches", "joined_existing_clusters", "new_clusters"):
+        assert remote[key] == local[key], key
+    a, b = _pairs(tmp_path / "inc_local" / "matches.parquet"), _pairs(tmp_path / "inc_spark" / "matches.parquet")
+    assert (a[["a", "b"]].to_numpy() == b[["a", "b"]].to_numpy()).all()
+    assert np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max() <= 1e-6
+    la = pd.read_parquet(tmp_path / "inc_local" / "clusters.parquet").set_index("variantid")
+    sb = pd.read_parquet(tmp_path / "inc_spark" / "clusters.parquet").set_index("variantid").loc[la.index]
+    assert list(la.columns) == list(sb.columns) and la.dtypes.to_dict() == sb.dtypes.to_dict()
+    assert (la["is_new_cluster"] == sb["is_new_cluster"]).all()
+    joined = ~la["is_new_cluster"]
+    assert (la.loc[joined, "cluster_id"] == sb.loc[joined, "cluster_id"]).all()  # the same existing clusters
+    assert _same_partition(la.loc[~joined, "cluster_id"].to_dict(), sb.loc[~joined, "cluster_id"].to_dict())

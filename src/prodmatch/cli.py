@@ -490,14 +490,14 @@ def match(
         float, typer.Option(help="With --rescore: half-width of the band around the threshold, in probability.")
     ] = 0.2,
     new: Annotated[
-        Path | None,
+        str | None,
         typer.Option(help="Incremental: a data directory of newly listed items to match against --index-dir."),
     ] = None,
     index_dir: Annotated[
-        Path | None, typer.Option(help="Incremental: the catalogue's saved index (`prodmatch index`).")
+        str | None, typer.Option(help="Incremental: the catalogue's saved index (`prodmatch index`).")
     ] = None,
     clusters: Annotated[
-        Path | None, typer.Option(help="Incremental: the catalogue's clusters.parquet from a full match.")
+        str | None, typer.Option(help="Incremental: the catalogue's clusters.parquet from a full match.")
     ] = None,
     engine: Annotated[
         str,
@@ -563,37 +563,13 @@ def match(
             rescore=str(rescore) if rescore is not None else None,
             rescore_band=rescore_band,
         )
-        if new is not None or index_dir is not None or clusters is not None:
-            if new is None or index_dir is None or clusters is None:
-                raise ConfigError("incremental matching needs --new, --index-dir and --clusters together")
-            if rescore is not None:
-                raise ConfigError(
-                    "--rescore applies to a full match; incremental matching (--new) scores with RUN_DIR only"
-                )
-            if engine != "local":
-                raise ConfigError("incremental matching (--new) runs on --engine local only for now")
-            summary = match_new_items(
-                run_dir, Path(data), index_dir, new, clusters, Path(out), cfg, overwrite=overwrite
-            )
-            stdout.print(
-                f"{summary['new_items']:,} new items: {summary['joined_existing_clusters']:,} joined existing clusters, "
-                f"{summary['new_clusters']:,} new clusters; {summary['matches']:,} matches "
-                f"({summary['seconds']:.1f}s). outputs: {out}/matches.parquet, clusters.parquet, summary.json"
-            )
-            return
         spark_args: dict = {}
         if engine == "spark":
             from prodmatch.matching.spark import SparkOptions
 
-            conf = {}
-            for item in spark_conf or []:
-                key, sep, value = item.partition("=")
-                if not sep or not key:
-                    raise ConfigError(f"--spark-conf takes KEY=VALUE, got {item!r}")
-                conf[key.strip()] = value.strip()
             spark_args["options"] = SparkOptions(
                 master=master,
-                conf=conf,
+                conf=_spark_conf(spark_conf),
                 partitions=partitions,
                 cells=cells,
                 probes=probes,
@@ -602,6 +578,29 @@ def match(
             )
         elif master or spark_conf or checkpoint_dir or partitions or cells:
             raise ConfigError("--master, --spark-conf, --partitions, --cells and --checkpoint-dir need --engine spark")
+        if new is not None or index_dir is not None or clusters is not None:
+            if new is None or index_dir is None or clusters is None:
+                raise ConfigError("incremental matching needs --new, --index-dir and --clusters together")
+            if rescore is not None:
+                raise ConfigError(
+                    "--rescore applies to a full match; incremental matching (--new) scores with RUN_DIR only"
+                )
+            if engine == "spark":
+                from prodmatch.matching.spark import match_new_spark
+
+                summary = match_new_spark(
+                    run_dir, data, index_dir, new, clusters, out, cfg, overwrite=overwrite, **spark_args
+                )
+            else:
+                summary = match_new_items(
+                    run_dir, Path(data), index_dir, new, clusters, Path(out), cfg, overwrite=overwrite
+                )
+            stdout.print(
+                f"{summary['new_items']:,} new items: {summary['joined_existing_clusters']:,} joined existing clusters, "
+                f"{summary['new_clusters']:,} new clusters; {summary['matches']:,} matches "
+                f"({summary['seconds']:.1f}s). outputs: {out}/matches.parquet, clusters.parquet, summary.json"
+            )
+            return
         with _stage_bars(progress) as stage:
             summary = match_catalogue(
                 run_dir,
@@ -652,22 +651,62 @@ def match(
         stdout.print(f"outputs: {out}/matches.parquet, clusters.parquet, summary.json")
 
 
+def _spark_conf(items: list[str] | None) -> dict[str, str]:
+    """--spark-conf KEY=VALUE options as a dict."""
+    from prodmatch.errors import ConfigError
+
+    conf = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--spark-conf takes KEY=VALUE, got {item!r}")
+        conf[key.strip()] = value.strip()
+    return conf
+
+
 @app.command("index")
 def index_command(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
-    data: Annotated[Path, typer.Option("--data", "-d", help="The catalogue to index (E-CUP layout).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the index.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="The catalogue to index (E-CUP layout).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Directory for the index.")],
     index: Annotated[str, typer.Option(help="auto, flat (exact) or hnsw.")] = "auto",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local: a faiss index (default). spark: item vectors and IVF centroids as parquet, for "
+            "`match --engine spark --new`."
+        ),
+    ] = "local",
+    master: Annotated[str | None, typer.Option(help="--engine spark: the Spark master.")] = None,
+    spark_conf: Annotated[
+        list[str] | None, typer.Option("--spark-conf", help="--engine spark: a Spark setting KEY=VALUE.")
+    ] = None,
+    cells: Annotated[int | None, typer.Option(help="--engine spark: IVF cells (default sqrt(items)).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index directory.")] = False,
 ) -> None:
     """Save a catalogue's item vectors and nearest-neighbour index, so that newly listed items can be
     matched against it later (`prodmatch match ... --new NEW --index-dir OUT --clusters CLUSTERS`)
     without rebuilding it; for a gbdt model also its item-feature store (OUT/store), which
     `prodmatch serve --index-dir OUT` memory-maps instead of computing it at start-up."""
+    from prodmatch.errors import ConfigError
     from prodmatch.matching import MatchConfig, build_catalogue_index
 
     with _errors():
-        meta = build_catalogue_index(run_dir, data, out, MatchConfig(index=index), overwrite=overwrite)
+        if engine == "spark":
+            from prodmatch.matching.spark import SparkOptions, build_spark_index
+
+            options = SparkOptions(master=master, conf=_spark_conf(spark_conf), cells=cells)
+            meta = build_spark_index(run_dir, data, out, MatchConfig(index=index), options=options, overwrite=overwrite)
+            stdout.print(
+                f"indexed {meta['items']:,} items ({meta['item_vectors']}, {meta['index']}, {meta['cells']:,} cells) "
+                f"in {meta['seconds']:.1f}s -> {out}"
+            )
+            return
+        if engine != "local":
+            raise ConfigError(f"--engine must be 'local' or 'spark', got {engine!r}")
+        if master or spark_conf or cells:
+            raise ConfigError("--master, --spark-conf and --cells need --engine spark")
+        meta = build_catalogue_index(run_dir, Path(data), Path(out), MatchConfig(index=index), overwrite=overwrite)
         store = meta.get("item_store")
         saved = f", item-feature store {store['bytes'] / 2**20:,.0f} MB" if store else ""
         stdout.print(

@@ -54,7 +54,15 @@ from prodmatch.errors import ConfigError, DataError
 from prodmatch.matching.clustering import ClusterReport, cluster_items
 from prodmatch.matching.config import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, MatchConfig
 
-__all__ = ["SparkOptions", "connected_components", "java_version", "match_spark", "spark_session"]
+__all__ = [
+    "SparkOptions",
+    "build_spark_index",
+    "connected_components",
+    "java_version",
+    "match_new_spark",
+    "match_spark",
+    "spark_session",
+]
 
 log = logging.getLogger(__name__)
 
@@ -574,32 +582,54 @@ def _read_items(spark, data_dir: str, data_config, fs: _FileSystem):
     return items, layout
 
 
+def _train_centroids(targets, cells: int, sample: int, seed: int = 0) -> np.ndarray:
+    """(cells, d) unit centroids by faiss spherical k-means on at most ``sample`` target vectors, brought to
+    the driver (the one sample the driver holds); fewer cells when the sample is small."""
+    import faiss
+
+    n_targets = targets.count()
+    fraction = min(1.0, sample / max(n_targets, 1))
+    picked = targets.sample(fraction=fraction, seed=seed).select("vec").limit(sample).collect()
+    train = np.asarray([r[0] for r in picked], dtype=np.float32)
+    cells = max(1, min(cells, len(train) // 4))
+    if cells == 1:
+        return np.zeros((1, train.shape[1]), dtype=np.float32)
+    kmeans = faiss.Kmeans(train.shape[1], cells, niter=20, seed=seed, spherical=True, verbose=False)
+    kmeans.train(train)
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+
+
 def _ivf_search(
-    spark, rows, k: int, cells: int, probes: int, cell_cap: int, sample: int, work: str, tag: str, seed: int = 0
+    spark,
+    rows,
+    k: int,
+    cells: int,
+    probes: int,
+    cell_cap: int,
+    sample: int,
+    work: str,
+    tag: str,
+    *,
+    centroids: np.ndarray | None = None,
+    queries_are_targets: bool = True,
 ):
     """Every query's top-k targets of its own block, by a cell-wise exact search (see the module docstring).
 
-    ``rows``: (id, vec, block, is_query, is_target). Returns (DataFrame of (q, t, s) with q != t, at most k
-    per q; facts; the target rows' (id, cell, block) when there is more than one cell, else None).
+    ``rows``: (id, vec, block, is_query, is_target). ``centroids``: given (a saved index's), else trained
+    on the targets when ``cells`` > 1. ``queries_are_targets``: a query finds itself, so k + 1 are searched
+    and itself dropped (as the local engine does). Returns (DataFrame of (q, t, s) with q != t, at most k per
+    q; facts; the target rows' (id, cell, block) when there is more than one cell, else None).
     """
     from pyspark.sql import functions as F
 
     dim = len(rows.select("vec").first()[0])
-    if cells > 1:
-        targets = rows.where("is_target")
-        n_targets = targets.count()
-        fraction = min(1.0, sample / max(n_targets, 1))
-        picked = targets.sample(fraction=fraction, seed=seed).select("vec").limit(sample).collect()
-        train = np.asarray([r[0] for r in picked], dtype=np.float32)
-        cells = max(1, min(cells, len(train) // 4))
-    if cells > 1:
-        import faiss
-
-        kmeans = faiss.Kmeans(dim, cells, niter=20, seed=seed, spherical=True, verbose=False)
-        kmeans.train(train)
-        centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
-    else:
-        centroids = np.zeros((1, dim), dtype=np.float32)
+    if centroids is None:
+        centroids = (
+            _train_centroids(rows.where("is_target"), cells, sample)
+            if cells > 1
+            else np.zeros((1, dim), dtype=np.float32)
+        )
+    cells = len(centroids)
     assigned = rows.mapInArrow(
         _assign_fn(centroids, probes if cells > 1 else 1),
         f"id {rows.schema['id'].dataType.simpleString()}, vec array<float>, block string, cell bigint, "
@@ -627,7 +657,7 @@ def _ivf_search(
     from pyspark.sql import Window
 
     best = Window.partitionBy("q").orderBy(F.col("s").desc(), F.col("t"))
-    top = found.withColumn("r", F.row_number().over(best)).where(F.col("r") <= k + 1)
+    top = found.withColumn("r", F.row_number().over(best)).where(F.col("r") <= k + int(queries_are_targets))
     top = top.where(F.col("q") != F.col("t")).select("q", "t", "s")
     facts = {
         "blocks": int(stats["blocks"] or 0),
@@ -639,7 +669,7 @@ def _ivf_search(
         "dimensions": dim,
     }
     home = assigned.where("role_target").select("id", "cell", "block") if cells > 1 else None
-    return top, facts, home
+    return top, facts, home, centroids
 
 
 def _expected_f1_threshold(scores, bins: int = 4096) -> float:
@@ -986,7 +1016,7 @@ def match_spark(
             base = vec.where("searchable").select(
                 "id", "vec", block.alias("block"), F.lit(True).alias("is_query"), F.lit(True).alias("is_target")
             )
-            top, search_facts, home = _ivf_search(
+            top, search_facts, home, _ = _ivf_search(
                 spark, base, config.k, cells, options.probes, options.cell_cap, options.centroid_sample, work, "ivf"
             )
             pairs = top.select(F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2")).distinct()
@@ -1010,7 +1040,7 @@ def match_spark(
                 )
                 search_facts["incomplete_items"] = vec.where("searchable AND NOT complete").count()
                 if search_facts["incomplete_items"]:
-                    more, _, _ = _ivf_search(
+                    more, _, _, _ = _ivf_search(
                         spark, inc, config.k, 1, 1, options.cell_cap, options.centroid_sample, work, "incomplete"
                     )
                     more = more.select(F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2"))
@@ -1265,3 +1295,267 @@ def _quality(spark, truth_path: str, clusters, scored, threshold: float, config:
         "match_precision": tp_m / kept if kept else None,
         "match_recall_among_candidates": tp_m / same if same else None,
     }
+
+
+# ------------------------------------------------------------------------------------------ incremental
+
+INDEX_VECTORS = "vectors.parquet"
+INDEX_CENTROIDS = "centroids.parquet"
+
+
+def _read_json(spark, path: str) -> dict:
+    return json.loads("\n".join(r[0] for r in spark.read.text(path).collect()))
+
+
+def build_spark_index(
+    run_dir,
+    data_dir,
+    out_dir,
+    config: MatchConfig | None = None,
+    *,
+    spark=None,
+    master: str | None = None,
+    spark_conf: dict | None = None,
+    options: SparkOptions | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """The catalogue's item vectors and coarse centroids, saved for matching new items later with
+    :func:`match_new_spark`: ``vectors.parquet`` (id, vec, searchable, category), ``centroids.parquet`` and
+    ``index.json``. One cell (exact search) where the local engine would search exactly."""
+    from prodmatch.matching.incremental import INDEX_META_FILE
+
+    config = config or MatchConfig()
+    options = options or SparkOptions()
+    spark, partitions = _start(spark, master, spark_conf, options)
+    data_dir, out_dir = str(data_dir).rstrip("/"), str(out_dir).rstrip("/")
+    fs, staging, work = _staging(spark, out_dir, overwrite, INDEX_META_FILE, options)
+    t0 = time.perf_counter()
+    try:
+        job = _load(spark, run_dir, data_dir, partitions, work)
+        vec, n, n_searchable = _vectors_of(job, job.items, "vectors")
+        exact = config.index_kind(n_searchable) == "flat"
+        cells = 1 if exact and options.cells is None else (options.cells or max(1, round(math.sqrt(n_searchable))))
+        dim = len(vec.select("vec").first()[0])
+        targets = vec.where("searchable")
+        centroids = (
+            _train_centroids(targets, cells, options.centroid_sample)
+            if cells > 1
+            else np.zeros((1, dim), dtype=np.float32)
+        )
+        tmp_out = _join(staging, "out")
+        vec.select("id", "vec", "searchable", "category").write.parquet(_join(tmp_out, INDEX_VECTORS))
+        frame = pd.DataFrame({"cell": np.arange(len(centroids)), "vec": [c.tolist() for c in centroids]})
+        spark.createDataFrame(frame, "cell bigint, vec array<float>").coalesce(1).write.parquet(
+            _join(tmp_out, INDEX_CENTROIDS)
+        )
+        meta = {
+            "engine": "spark",
+            "run_dir": str(run_dir),
+            "data": data_dir,
+            "items": n,
+            "searchable_items": n_searchable,
+            "item_vectors": _vector_kind(job.model),
+            "index": "flat" if len(centroids) == 1 else "ivf",
+            "cells": len(centroids),
+            "id_type": job.id_type,
+            "parameters": config.to_dict(),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        _FileSystem(spark, tmp_out).write_text(_join(tmp_out, INDEX_META_FILE), json.dumps(meta, indent=2))
+        _finish(fs, staging, work, tmp_out, out_dir)
+    except BaseException as e:
+        _fail(fs, staging, work, e)
+        raise
+    return meta
+
+
+def match_new_spark(
+    run_dir,
+    data_dir,
+    index_dir,
+    new_dir,
+    clusters_path,
+    out_dir,
+    config: MatchConfig | None = None,
+    *,
+    spark=None,
+    master: str | None = None,
+    spark_conf: dict | None = None,
+    options: SparkOptions | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """:func:`prodmatch.matching.incremental.match_new_items` on Spark, against an index saved by
+    :func:`build_spark_index`, with the same join rule: a group of new items joins the existing cluster
+    it matches best on average over all that cluster's members (unscored pairs count as 0), if that
+    average reaches the threshold; else it is a new cluster. Existing clusters are never merged or split."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from prodmatch.matching.incremental import INDEX_META_FILE
+
+    config = config or MatchConfig()
+    options = options or SparkOptions()
+    if config.rescore:
+        raise ConfigError("rescore applies to a full match; incremental matching scores with run_dir only")
+    spark, partitions = _start(spark, master, spark_conf, options)
+    data_dir, out_dir = str(data_dir).rstrip("/"), str(out_dir).rstrip("/")
+    index_dir, new_dir, clusters_path = (str(x).rstrip("/") for x in (index_dir, new_dir, clusters_path))
+    meta_path = _join(index_dir, INDEX_META_FILE)
+    if not _FileSystem(spark, meta_path).exists(meta_path):
+        raise ConfigError(f"{meta_path} not found: build the index with `prodmatch index --engine spark`")
+    meta = _read_json(spark, meta_path)
+    if meta.get("engine") != "spark":
+        raise ConfigError(
+            f"{index_dir} is a local engine's index (faiss); with --engine spark build one with "
+            "`prodmatch index RUN --data DATA --out DIR --engine spark`"
+        )
+    fs, staging, work = _staging(spark, out_dir, overwrite, SUMMARY_FILE, options)
+    t0 = time.perf_counter()
+    try:
+        job = _load(spark, run_dir, data_dir, partitions, work)
+        id_col, id_type = job.data_config.id_column, job.id_type
+        index_vec = spark.read.parquet(_join(index_dir, INDEX_VECTORS)).withColumn("id", F.col("id").cast(id_type))
+        old_ids = job.items.select(F.col(id_col).alias("id"))
+        stray = (
+            old_ids.join(index_vec, "id", "left_anti").limit(1).count()
+            + index_vec.join(old_ids, "id", "left_anti").limit(1).count()
+        )
+        if stray:
+            raise ConfigError(f"{index_dir} indexes other items than {data_dir}; rebuild it with `prodmatch index`")
+        new_items, _, _ = _items_of(job, new_dir, "new_items")
+        columns = [c for c in job.items.columns]
+        types = {f.name: f.dataType for f in job.items.schema.fields}
+        new_items = new_items.select(
+            *[(F.col(c) if c in new_items.columns else F.lit(None)).cast(types[c]).alias(c) for c in columns]
+        )
+        again = new_items.join(job.items, id_col, "left_semi").limit(5).collect()
+        if again:
+            raise DataError(
+                f"{new_dir}: items already in the catalogue {data_dir}, e.g. {[r[id_col] for r in again]}; "
+                "new items must be new"
+            )
+        new_vec, n_new, _ = _vectors_of(job, new_items, "new_vectors")
+        centroids = np.asarray(
+            [r["vec"] for r in spark.read.parquet(_join(index_dir, INDEX_CENTROIDS)).orderBy("cell").collect()],
+            dtype=np.float32,
+        )
+        old_rows = index_vec.where("searchable").select(
+            "id", "vec", F.lit("").alias("block"), F.lit(False).alias("is_query"), F.lit(True).alias("is_target")
+        )
+        queries = new_vec.where("searchable").select(
+            "id", "vec", F.lit("").alias("block"), F.lit(True).alias("is_query"), F.lit(False).alias("is_target")
+        )
+        to_old, facts, _, _ = _ivf_search(
+            spark,
+            old_rows.unionByName(queries),
+            config.k,
+            len(centroids),
+            options.probes,
+            options.cell_cap,
+            options.centroid_sample,
+            work,
+            "new_old",
+            centroids=centroids,
+            queries_are_targets=False,
+        )
+        among_new, _, _, _ = _ivf_search(  # new among new: exact, as locally
+            spark,
+            queries.withColumn("is_target", F.lit(True)),
+            config.k,
+            1,
+            1,
+            options.cell_cap,
+            options.centroid_sample,
+            work,
+            "new_new",
+        )
+        pairs = (
+            to_old.unionByName(among_new)
+            .select(F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2"))
+            .distinct()
+        )
+        pairs = _materialise(spark, pairs, _join(work, "candidates"))
+        n_candidates = pairs.count()
+        everyone = index_vec.select("id").unionByName(new_vec.select("id"))
+        part_of = everyone.select("id", F.pmod(F.xxhash64("id"), F.lit(partitions)).alias("part"))
+        scored, _ = _score(job, pairs, part_of, job.items.unionByName(new_items), "scored")
+        threshold = job.model.threshold if config.threshold is None else config.threshold
+        guarded, rounds = _cluster(job, scored, threshold, config.linkage_max, options.checkpoint_every)
+
+        existing = spark.read.parquet(clusters_path).select(
+            F.col("variantid").cast(id_type).alias("id"), F.col("cluster_id").cast("bigint").alias("c")
+        )
+        if old_ids.join(existing, "id", "left_anti").limit(1).count():
+            raise ConfigError(f"{clusters_path} lacks some catalogue items; use the clusters of a full `match` run")
+        next_id = int(existing.agg(F.max("c")).first()[0] or -1) + 1
+        group = (
+            new_vec.select("id")
+            .join(guarded.select("id", "rep"), "id", "left")
+            .select("id", F.coalesce("rep", "id").alias("g"))
+        )
+        group = _materialise(spark, group, _join(work, "new_groups"))
+        new_side = group.select(F.col("id").alias("x"), "g")
+        old_side = existing.select(F.col("id").alias("o"), "c")
+        cross = (
+            scored.join(old_side.withColumnRenamed("o", "id1"), "id1")
+            .join(new_side.withColumnRenamed("x", "id2"), "id2")
+            .select("g", "c", "score")
+            .unionByName(
+                scored.join(old_side.withColumnRenamed("o", "id2"), "id2")
+                .join(new_side.withColumnRenamed("x", "id1"), "id1")
+                .select("g", "c", "score")
+            )
+        )
+        total = cross.groupBy("g", "c").agg(F.sum("score").alias("s"))
+        sizes_g = group.groupBy("g").agg(F.count("*").alias("gn"))
+        sizes_c = existing.groupBy("c").agg(F.count("*").alias("cn"))
+        avg = total.join(sizes_g, "g").join(sizes_c, "c").withColumn("avg", F.col("s") / (F.col("gn") * F.col("cn")))
+        order = Window.partitionBy("g").orderBy(F.col("avg").desc(), F.col("c"))
+        best = avg.where(F.col("avg") >= threshold).withColumn("r", F.row_number().over(order)).where("r = 1")
+        joined = group.join(best.select("g", "c"), "g", "left")
+        fresh, n_fresh = _consecutive_ids(
+            spark, joined.where(F.col("c").isNull()).select(F.col("g").alias("rep")), _join(work, "fresh")
+        )
+        assigned = joined.join(fresh.withColumnRenamed("rep", "g"), "g", "left").select(
+            F.col("id").alias("variantid"),
+            F.coalesce("c", F.col("cluster_id") + F.lit(next_id)).cast("bigint").alias("cluster_id"),
+            F.col("c").isNull().alias("is_new_cluster"),
+        )
+        assigned = _materialise(spark, assigned, _join(work, "assigned"))
+        n_joined = assigned.where(~F.col("is_new_cluster")).count()
+        reps = everyone.join(guarded.select("id", "rep"), "id", "left").select(
+            F.coalesce("rep", "id").alias("cluster_id")
+        )
+        kept = scored.where(F.col("score") >= threshold)
+        report = _cluster_report(reps, guarded, kept.count(), reps.distinct().count())
+
+        tmp_out = _join(staging, "out")
+        kept.select(F.col("id1").alias("variantid1"), F.col("id2").alias("variantid2"), "score").write.parquet(
+            _join(tmp_out, MATCHES_FILE)
+        )
+        assigned.write.parquet(_join(tmp_out, CLUSTERS_FILE))
+        summary = {
+            "mode": "incremental",
+            "index": meta,
+            "new_items": n_new,
+            "candidates": n_candidates,
+            "matches": report.edges,
+            "joined_existing_clusters": n_joined,
+            "new_clusters": n_fresh,
+            "parameters": {**config.to_dict(), "threshold": threshold},
+            "clustering": asdict(report),
+            "engine": {
+                "name": "spark",
+                "master": spark.sparkContext.master,
+                "partitions": partitions,
+                "connected_components_rounds": rounds,
+                "search": facts,
+            },
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        _FileSystem(spark, tmp_out).write_text(_join(tmp_out, SUMMARY_FILE), json.dumps(summary, indent=2))
+        _finish(fs, staging, work, tmp_out, out_dir)
+    except BaseException as e:
+        _fail(fs, staging, work, e)
+        raise
+    return summary
