@@ -7,8 +7,8 @@ process and of Spark's driver (Python), JVM and Python workers (sampled every ha
 F1 of both against truth.parquet. On 2 cores Spark does not beat one process; the table shows what its
 overhead costs per stage, and whether the driver's memory grows with the catalogue.
 
-    python bench/bench_spark.py --items 150000            # the demo catalogue
-    python bench/bench_spark.py --items 250000 1000000
+    python bench/bench_spark.py --items 150000            # the demo catalogue, gbdt
+    python bench/bench_spark.py --items 250000 1000000 --pairs 100000 --model siamese
 """
 
 from __future__ import annotations
@@ -87,6 +87,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, nargs="+", default=[150_000])
     ap.add_argument("--pairs", type=int, default=50_000)
+    ap.add_argument(
+        "--model",
+        choices=["gbdt", "siamese"],
+        default="gbdt",
+        help="gbdt (the default model; about 15,000 pairs/s to score) or siamese with 64-d item vectors (the "
+        "model bench_matching.py uses at 1M items)",
+    )
     ap.add_argument("--one", choices=["local", "spark"], help=argparse.SUPPRESS)
     ap.add_argument("--run", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -98,10 +105,15 @@ def main() -> None:
 
     for items in args.items:
         data = dataset(items, args.pairs)
-        run = OUT / f"cascade_run_gbdt_{data.name}"  # the same run bench_cascade.py trains
+        if args.model == "gbdt":
+            run = OUT / f"cascade_run_gbdt_{data.name}"  # the same run bench_cascade.py trains
+            params, config = {}, TrainConfig(seed=0)
+        else:
+            run = OUT / f"siamese64_{items}_{args.pairs}"  # the same run bench_matching.py trains
+            params, config = {"item_dim": 64}, TrainConfig(epochs=5)
         if not (run / "config.json").exists():
-            with console.status(f"training gbdt on {data.name}"):
-                train(data, run, model="gbdt", config=TrainConfig(seed=0), overwrite=True)
+            with console.status(f"training {args.model} on {data.name}"):
+                train(data, run, model=args.model, params=params, config=config, overwrite=True)
         results = {}
         for engine in ("local", "spark"):
             with console.status(f"{items:,} items: --engine {engine}"):
@@ -131,7 +143,7 @@ def main() -> None:
             ]
         )
         table(
-            f"(l) {items:,} items, gbdt, k=20: local engine against --engine spark --master local[2]",
+            f"(l) {items:,} items, {args.model}, k=20: local engine against --engine spark --master local[2]",
             ["stage", "local s", "spark s", "spark / local"],
             rows,
         )

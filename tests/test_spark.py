@@ -196,7 +196,7 @@ def test_incremental_spark_match_joins_clusters_as_the_local_engine_does(spark, 
     r = runner.invoke(
         app, [*args, "--new", str(new_dir), "--index-dir", str(tmp_path / "index"), "--clusters", str(clusters)]
     )
-    assert r.exit_code == 2 and "index --engine spark" in r.output  # a local index is refused with what to do
+    assert r.exit_code == 2 and "--engine spark" in r.output and "local engine" in r.output  # refused, says what to do
     r = runner.invoke(
         app, [*args, "--new", str(new_dir), "--index-dir", str(tmp_path / "sindex"), "--clusters", str(clusters)]
     )
