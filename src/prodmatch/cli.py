@@ -502,7 +502,7 @@ def match(
     engine: Annotated[
         str,
         typer.Option(
-            help="local: one process (default). spark: Apache Spark (pip install 'prodmatch[spark]', Java 17+), "
+            help="local: one process (default). spark: Apache Spark (pip install 'prodmatch\\[spark]', Java 17+), "
             "for catalogues beyond one machine; the same output files. --data and --out may then be any path "
             "Spark reads (file:, hdfs:, s3a:)."
         ),

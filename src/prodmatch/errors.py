@@ -8,6 +8,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DataError",
+    "EngineError",
     "ModelError",
     "ProdmatchError",
     "UnknownIdsError",
@@ -40,3 +41,7 @@ class ConfigError(ProdmatchError):
 
 class ModelError(ProdmatchError):
     """A model is unfitted, unknown, or its saved run directory is incomplete."""
+
+
+class EngineError(ProdmatchError):
+    """A stage of a distributed run failed on an executor (the executor's own error is chained)."""

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from prodmatch.errors import ConfigError, DataError
+from prodmatch.errors import ConfigError, DataError, EngineError
 from prodmatch.matching.clustering import ClusterReport, cluster_items
 from prodmatch.matching.config import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, MatchConfig
 
@@ -819,7 +819,7 @@ def _fail(fs: _FileSystem, staging: str, work: str, error: BaseException) -> Non
     fs.delete(staging)
     fs.delete(work)
     if type(error).__name__ in ("PythonException", "Py4JJavaError"):
-        raise RuntimeError(f"--engine spark: a stage failed on an executor: {_first_line(error)}") from error
+        raise EngineError(f"--engine spark: a stage failed on an executor: {_first_line(error)}") from error
 
 
 def _load(
