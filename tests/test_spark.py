@@ -216,3 +216,56 @@ def test_incremental_spark_match_joins_clusters_as_the_local_engine_does(spark, 
     joined = ~la["is_new_cluster"]
     assert (la.loc[joined, "cluster_id"] == sb.loc[joined, "cluster_id"]).all()  # the same existing clusters
     assert _same_partition(la.loc[~joined, "cluster_id"].to_dict(), sb.loc[~joined, "cluster_id"].to_dict())
+
+
+def test_a_failure_on_an_executor_is_one_clear_error(spark, synth_dir, gbdt_run, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from prodmatch.cli import app
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    table = pq.read_table(data / "text_and_bert.parquet")
+    vectors = table["name_bert_64"].to_pylist()
+    vectors[7] = vectors[7][:3]  # one vector of another length: found where the batch is parsed, on an executor
+    column = pa.array(vectors, type=table.schema.field("name_bert_64").type)
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("name_bert_64"), "name_bert_64", column),
+        data / "text_and_bert.parquet",
+    )
+    out = tmp_path / "out"
+    args = ["match", str(gbdt_run), "--data", str(data), "--out", str(out), "--engine", "spark", "--no-progress"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert "failed on an executor" in r.output and "different dimensions" in r.output
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
+def test_ivf_cells_split_over_the_cap_and_every_probe_finds_the_exact_neighbours(spark, synth_dir, gbdt_run, tmp_path):
+    from prodmatch.matching.spark import SparkOptions
+
+    config = MatchConfig(k=10, token_k=0)
+    local = match_catalogue(gbdt_run, synth_dir, tmp_path / "local", config)
+    # 8 cells, each searched by every item (probes = cells), each split in chunks of at most 100 targets:
+    # the IVF machinery in full, and exact by construction
+    options = SparkOptions(cells=8, probes=8, cell_cap=100)
+    remote = match_catalogue(
+        gbdt_run, synth_dir, tmp_path / "spark", config, engine="spark", spark=spark, options=options
+    )
+    ivf = remote["search"]["ivf"]
+    assert ivf["cells"] == 8 and ivf["cells_split"] >= 1 and ivf["largest_cell"] > 100
+    assert remote["search"]["index"] == ["ivf"]
+    assert ivf["recall_vs_exact"] == pytest.approx(1.0)
+    assert remote["quality"]["ann_recall_vs_exact"] == pytest.approx(1.0)
+    assert remote["candidates"] == local["candidates"] and remote["matches"] == local["matches"]
+    ca = pd.read_parquet(tmp_path / "local" / "clusters.parquet").set_index("variantid")["cluster_id"]
+    cb = pd.read_parquet(tmp_path / "spark" / "clusters.parquet").set_index("variantid")["cluster_id"]
+    assert _same_partition(ca.to_dict(), cb.to_dict())
+    # one probe of 8 cells: approximate, and the sample says by how much
+    few = SparkOptions(cells=8, probes=1)
+    approx = match_catalogue(gbdt_run, synth_dir, tmp_path / "few", config, engine="spark", spark=spark, options=few)
+    assert 0.3 < approx["search"]["ivf"]["recall_vs_exact"] < 1.0

@@ -672,6 +672,63 @@ def _ivf_search(
     return top, facts, home, centroids
 
 
+def _exact_top_fn(queries: np.ndarray, blocks: np.ndarray, k: int):
+    """mapInArrow over (id, vec, block) targets: each sampled query's top-k of the batch, by inner product,
+    among the targets of its own block."""
+
+    def run(batches):
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            table = pa.Table.from_batches([batch])
+            sim = queries @ _vectors(table, "vec").T  # (Q, B)
+            block = table["block"].to_numpy(zero_copy_only=False)
+            sim[blocks[:, None] != block[None, :]] = -np.inf
+            kk = min(k, sim.shape[1])
+            best = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
+            q = np.repeat(np.arange(len(queries)), kk)
+            s_best = sim[q, best.ravel()]
+            ok = np.isfinite(s_best)
+            yield pa.RecordBatch.from_pydict(
+                {"qi": pa.array(q[ok]), "t": table["id"].take(pa.array(best.ravel()[ok])), "s": pa.array(s_best[ok])}
+            )
+
+    return run
+
+
+def _recall_vs_exact(spark, rows, top, k: int, sample: int = 2000, seed: int = 0) -> float | None:
+    """The share of the exact top-k neighbours (same block, itself left out) of a random sample of items that
+    the IVF search returned: the sample's vectors (at most ``sample``) are the driver's only load."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    n = rows.count()
+    picked = rows.sample(fraction=min(1.0, 2 * sample / max(n, 1)), seed=seed).limit(sample).collect()
+    if not picked:
+        return None
+    ids = [r["id"] for r in picked]
+    queries = np.asarray([r["vec"] for r in picked], dtype=np.float32)
+    blocks = np.asarray([r["block"] for r in picked], dtype=object)
+    id_type = rows.schema["id"].dataType.simpleString()
+    found = rows.select("id", "vec", "block").mapInArrow(
+        _exact_top_fn(queries, blocks, k + 1), f"qi bigint, t {id_type}, s float"
+    )
+    lookup = spark.createDataFrame(pd.DataFrame({"qi": np.arange(len(ids)), "q": ids}), f"qi bigint, q {id_type}")
+    order = Window.partitionBy("q").orderBy(F.col("s").desc(), F.col("t"))
+    exact = (
+        found.join(F.broadcast(lookup), "qi")
+        .where(F.col("q") != F.col("t"))
+        .withColumn("r", F.row_number().over(order))
+        .where(F.col("r") <= k)
+        .select("q", "t")
+    )
+    total = exact.count()
+    if not total:
+        return None
+    hits = exact.join(top.select("q", "t"), ["q", "t"], "left_semi").count()
+    return hits / total
+
+
 def _expected_f1_threshold(scores, bins: int = 4096) -> float:
     """:func:`prodmatch.calibration.expected_f1_threshold` of a Spark column of probabilities, exactly, with
     aggregates: per-bin counts and sums bound the best F1 inside each bin; only the bins that could hold the
@@ -1019,6 +1076,9 @@ def match_spark(
             top, search_facts, home, _ = _ivf_search(
                 spark, base, config.k, cells, options.probes, options.cell_cap, options.centroid_sample, work, "ivf"
             )
+            if search_facts["cells"] > 1:  # approximate: how much of the exact top-k it finds, on a sample
+                top = _materialise(spark, top, _join(work, "ivf_top"))
+                search_facts["recall_vs_exact"] = _recall_vs_exact(spark, base, top, config.k)
             pairs = top.select(F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2")).distinct()
             pairs = _materialise(spark, pairs, _join(work, "candidates_ivf"))
             search_facts = {
@@ -1112,6 +1172,8 @@ def match_spark(
             with timed(stages, "quality"):
                 done = whole("quality")
                 quality = _quality(spark, truth_path, clusters, scored, threshold, config, id_type)
+                if quality and search_facts["ivf"].get("recall_vs_exact") is not None:
+                    quality["ann_recall_vs_exact"] = search_facts["ivf"]["recall_vs_exact"]
                 done(1)
 
         with timed(stages, "writing"):
