@@ -589,8 +589,8 @@ def _train_centroids(targets, cells: int, sample: int, seed: int = 0) -> np.ndar
 
     n_targets = targets.count()
     fraction = min(1.0, sample / max(n_targets, 1))
-    picked = targets.sample(fraction=fraction, seed=seed).select("vec").limit(sample).collect()
-    train = np.asarray([r[0] for r in picked], dtype=np.float32)
+    picked = targets.sample(fraction=fraction, seed=seed).select("vec").limit(sample).toArrow()  # no Python floats
+    train = _vectors(picked, "vec")
     cells = max(1, min(cells, len(train) // 4))
     if cells == 1:
         return np.zeros((1, train.shape[1]), dtype=np.float32)
