@@ -689,9 +689,9 @@ def _exact_top_fn(queries: np.ndarray, blocks: np.ndarray, k: int):
             q = np.repeat(np.arange(len(queries)), kk)
             s_best = sim[q, best.ravel()]
             ok = np.isfinite(s_best)
-            yield pa.RecordBatch.from_pydict(
+            yield from pa.table(
                 {"qi": pa.array(q[ok]), "t": table["id"].take(pa.array(best.ravel()[ok])), "s": pa.array(s_best[ok])}
-            )
+            ).to_batches()
 
     return run
 
