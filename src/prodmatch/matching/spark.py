@@ -316,7 +316,6 @@ def _assign_fn(centroids: np.ndarray, probes: int):
             table = pa.Table.from_batches([batch])
             vec = _vectors(table, "vec")
             _, cells = index.search(vec, p)
-            n = len(vec)
             query = table["is_query"].to_numpy(zero_copy_only=False)
             target = table["is_target"].to_numpy(zero_copy_only=False)
             # the nearest cell: the item's target row (if a target); every probed cell: a query row
@@ -329,7 +328,6 @@ def _assign_fn(centroids: np.ndarray, probes: int):
             out = out.append_column(
                 "role_target", pa.array(np.concatenate([np.ones(len(take_t), bool), np.zeros(len(take_q), bool)]))
             )
-            del n
             yield from out.to_batches()
 
     return run
