@@ -33,19 +33,32 @@ def item_vectors(model, catalogue: Catalogue, batch_size: int = INFERENCE_BATCH)
     return feature_vectors(model, catalogue.item_features([n for n, _ in model.modalities_]), batch_size)
 
 
+def search_network(model):
+    """The siamese network whose tower gives the search vectors: the model's own, else the first one stacked
+    in it (``gbdt``); None when there is none."""
+    from prodmatch.models.siamese import SiameseNet
+
+    network = getattr(model, "network_", None)
+    if isinstance(network, SiameseNet):
+        return network
+    stacked = [m for m in getattr(model, "stack_models_", []) if isinstance(getattr(m, "network_", None), SiameseNet)]
+    return stacked[0].network_ if stacked else None
+
+
+def vector_kind(model) -> str:
+    """What :func:`item_vectors` returns for ``model``, without computing any."""
+    if _reads_text_only(model):
+        return f"{model.name} vectors"
+    return "siamese tower" if search_network(model) is not None else "normalised modalities"
+
+
 def feature_vectors(model, features: np.ndarray, batch_size: int = INFERENCE_BATCH) -> tuple[np.ndarray, str]:
     """:func:`item_vectors` of raw item-feature rows (``Catalogue.item_features`` layout), for new items."""
     import torch
 
-    from prodmatch.models.siamese import SiameseNet
     from prodmatch.models.torch_model import tower_vectors
 
-    network = getattr(model, "network_", None)
-    if not isinstance(network, SiameseNet):
-        stacked = [
-            m for m in getattr(model, "stack_models_", []) if isinstance(getattr(m, "network_", None), SiameseNet)
-        ]
-        network = stacked[0].network_ if stacked else None
+    network = search_network(model)
     width = sum(d for _, d in model.modalities_)
     blank = ~features[:, width:].any(axis=1)  # no embedding at all: a zero vector, near nothing
     if network is not None:

@@ -51,6 +51,7 @@ import pandas as pd
 import pyarrow as pa
 
 from prodmatch.errors import ConfigError, DataError, EngineError
+from prodmatch.matching.candidates import vector_kind
 from prodmatch.matching.clustering import ClusterReport, cluster_items
 from prodmatch.matching.config import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, MatchConfig
 
@@ -1197,7 +1198,7 @@ def match_spark(
                     "items_shipped_per_item_scored": float(shipped / max(n_searchable, 1)),
                 },
                 "parameters": {**config.to_dict(), "threshold": threshold},
-                "item_vectors": _vector_kind(model),
+                "item_vectors": vector_kind(model),
                 "search": search_facts,
                 "candidates": n_candidates,
                 "matches": kept_n,
@@ -1225,19 +1226,6 @@ def _first_line(error: BaseException) -> str:
             return line.strip()
     lines = [x for x in text.splitlines() if x.strip()]
     return lines[-1].strip() if lines else type(error).__name__
-
-
-def _vector_kind(model) -> str:
-    from prodmatch.matching.candidates import _reads_text_only
-
-    if _reads_text_only(model):
-        return f"{model.name} vectors"
-    from prodmatch.models.siamese import SiameseNet
-
-    tower = isinstance(getattr(model, "network_", None), SiameseNet) or any(
-        isinstance(getattr(m, "network_", None), SiameseNet) for m in getattr(model, "stack_models_", [])
-    )
-    return "siamese tower" if tower else "normalised modalities"
 
 
 def _shared_values(vec, config: MatchConfig, n_targets: int):
@@ -1415,7 +1403,7 @@ def build_spark_index(
             "data": data_dir,
             "items": n,
             "searchable_items": n_searchable,
-            "item_vectors": _vector_kind(job.model),
+            "item_vectors": vector_kind(job.model),
             "index": "flat" if len(centroids) == 1 else "ivf",
             "cells": len(centroids),
             "id_type": job.id_type,
