@@ -549,7 +549,7 @@ def match(
     synthetic data the summary sets every figure against the Bayes oracle's on the same catalogue.
     """
     from prodmatch.errors import ConfigError
-    from prodmatch.matching import MatchConfig, match_catalogue, match_new_items
+    from prodmatch.matching import ENGINES, MatchConfig, match_catalogue, match_new_items
 
     with _errors():
         cfg = MatchConfig(
@@ -563,6 +563,8 @@ def match(
             rescore=str(rescore) if rescore is not None else None,
             rescore_band=rescore_band,
         )
+        if engine not in ENGINES:
+            raise ConfigError(f"--engine must be one of {list(ENGINES)}, got {engine!r}")
         spark_args: dict = {}
         if engine == "spark":
             from prodmatch.matching.spark import SparkOptions
@@ -592,9 +594,7 @@ def match(
                     run_dir, data, index_dir, new, clusters, out, cfg, overwrite=overwrite, **spark_args
                 )
             else:
-                summary = match_new_items(
-                    run_dir, Path(data), index_dir, new, clusters, Path(out), cfg, overwrite=overwrite
-                )
+                summary = match_new_items(run_dir, data, index_dir, new, clusters, out, cfg, overwrite=overwrite)
             stdout.print(
                 f"{summary['new_items']:,} new items: {summary['joined_existing_clusters']:,} joined existing clusters, "
                 f"{summary['new_clusters']:,} new clusters; {summary['matches']:,} matches "
@@ -604,8 +604,8 @@ def match(
         with _stage_bars(progress) as stage:
             summary = match_catalogue(
                 run_dir,
-                data if engine == "spark" else Path(data),
-                out if engine == "spark" else Path(out),
+                data,
+                out,
                 cfg,
                 engine=engine,
                 overwrite=overwrite,
