@@ -1,0 +1,195 @@
+"""What every command shares: the Typer app and its global options, the consoles, turning errors into one
+line, progress bars, and tables."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import fields
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from prodmatch.errors import ProdmatchError
+
+app = typer.Typer(
+    name="prodmatch",
+    help="Product matching for marketplaces: decide whether two listings are the same product.\n\n"
+    "Typical flow: `prodmatch synth DATA` (or bring E-CUP files), `prodmatch train DATA --out RUN`, "
+    "`prodmatch evaluate RUN --data DATA --pairs PAIRS`, `prodmatch predict RUN --data DATA --pairs PAIRS --out OUT`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+stdout = Console()
+log = logging.getLogger("prodmatch")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        stdout.print(f"prodmatch {version('prodmatch')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _setup(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings and errors only.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="[%X]",
+        force=True,
+        handlers=[RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)],
+    )
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU build it tries
+
+
+class user_errors:
+    """Turn prodmatch errors into one red line and exit code 2; no stack traces for users."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, ProdmatchError):
+            # escaped: messages hold brackets (lists of ids, "prodmatch[serve]") that rich would read as markup
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        if isinstance(exc, KeyboardInterrupt):
+            console.print("[yellow]interrupted[/]; a training run can continue with --resume")
+            raise typer.Exit(130)
+        return False
+
+
+@contextlib.contextmanager
+def stage_bars(show: bool):
+    """Progress bars, one per stage: yields ``stage(label, total)``, which adds a bar and returns a
+    callback advancing it by n."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not (show and console.is_terminal),
+    ) as bars:
+
+        def stage(label: str, total: int):
+            task = bars.add_task(label, total=total)
+            return lambda n: bars.update(task, advance=n)
+
+        yield stage
+
+
+class TrainBars:
+    """Epoch and batch progress bars for training (rich)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self.epochs: Any = None
+        self.batches: Any = None
+
+    def __enter__(self) -> TrainBars:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *args: object) -> bool:
+        self.progress.__exit__(*args)
+        return False
+
+    def on_epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        if self.epochs is not None and epoch == 1:  # a new training (compare, stacked folds): fresh bars
+            self.progress.remove_task(self.epochs)
+            self.epochs = None
+        if self.epochs is None:
+            self.epochs = self.progress.add_task("epochs", total=epochs, completed=epoch - 1, info="")
+        if self.batches is not None:
+            self.progress.remove_task(self.batches)
+        self.batches = self.progress.add_task(f"epoch {epoch}", total=batches, info="")
+
+    def on_batch_end(self, loss: float) -> None:
+        self.progress.update(self.batches, advance=1, info=f"loss {loss:.4f}")
+
+    def on_epoch_end(self, record: Any) -> None:
+        self.progress.update(self.epochs, advance=1, info=f"valid PR-AUC {record.valid_pr_auc:.4f}")
+
+
+def parse_params(items: list[str], model_cls: Any) -> dict[str, Any]:
+    from prodmatch.errors import ConfigError
+
+    if model_cls is None:
+        return {}
+    types = {f.name: f.type for f in fields(model_cls.params_class)}
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--param {item!r}: expected KEY=VALUE")
+        if key not in types:
+            raise ConfigError(f"--param {key}: {model_cls.name} takes {sorted(types)}")
+        kind = str(types[key])
+        try:
+            params[key] = int(value) if kind == "int" else float(value) if kind == "float" else value
+        except ValueError as e:
+            raise ConfigError(f"--param {key}={value}: not a valid {kind}") from e
+    return params
+
+
+_ORDER = [
+    ("n_pairs", "pairs", "{:,}"),
+    ("positive_rate", "positive rate", "{:.3f}"),
+    ("loss", "loss", "{:.4f}"),
+    ("threshold", "threshold", "{:.3f}"),
+    ("accuracy", "accuracy", "{:.4f}"),
+    ("precision", "precision", "{:.4f}"),
+    ("recall", "recall", "{:.4f}"),
+    ("f1", "F1", "{:.4f}"),
+    ("pr_auc", "PR-AUC", "{:.4f}"),
+    ("average_precision", "average precision", "{:.4f}"),
+    ("roc_auc", "ROC-AUC", "{:.4f}"),
+    ("best_threshold", "best-F1 threshold", "{:.3f}"),
+    ("best_f1", "best F1", "{:.4f}"),
+    ("ecup_macro_pr_auc", "E-CUP macro PR-AUC", "{:.4f}"),
+]
+
+
+def metrics_table(columns: dict[str, dict], title: str = "") -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for key, label, fmt in _ORDER:
+        table.add_row(label, *("—" if c.get(key) is None else fmt.format(c[key]) for c in columns.values()))
+    return table

@@ -1,0 +1,184 @@
+"""Data commands: ``synth`` (a synthetic catalogue in the E-CUP layout), ``info`` (validate and describe a
+data directory) and ``import-em`` (a public entity-matching benchmark as a data directory)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from prodmatch.cli.common import (
+    app,
+    console,
+    log,
+    stage_bars,
+    stdout,
+    user_errors,
+)
+
+PANEL = "Data"  # the group of commands in --help
+
+# ------------------------------------------------------------------------------------------- synth
+
+
+@app.command(rich_help_panel=PANEL)
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write the dataset to.")],
+    items: Annotated[int | None, typer.Option(help="Number of items (listings); default 150,000.")] = None,
+    pairs: Annotated[int | None, typer.Option(help="Labelled training pairs (train.parquet); default 50,000.")] = None,
+    test_pairs: Annotated[int | None, typer.Option(help="Labelled test pairs; default pairs/4.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same files.")] = 0,
+    scenario: Annotated[
+        str | None,
+        typer.Option(help="A preset of the scenario matrix (see below); the options after it override it."),
+    ] = None,
+    pairs_per_item: Annotated[
+        float | None,
+        typer.Option(help="Labelled pairs per item (0.25-20); above ~2 the pair graph is one giant component."),
+    ] = None,
+    negatives: Annotated[
+        str | None, typer.Option(help="How negatives are drawn: mixed, random, category, siblings or neighbours.")
+    ] = None,
+    positive_rate: Annotated[float | None, typer.Option(help="Share of positive pairs; default 0.48.")] = None,
+    listings_per_product: Annotated[float | None, typer.Option(help="Mean listings per product; default 2.3.")] = None,
+    noise: Annotated[float | None, typer.Option(help="Listing-noise multiplier; default 1.")] = None,
+    no_picture: Annotated[float | None, typer.Option(help="Share of items without a picture; default 0.03.")] = None,
+    zero_vectors: Annotated[float | None, typer.Option(help="Share of all-zero vectors; default 0.003.")] = None,
+    extra_pictures: Annotated[float | None, typer.Option(help="Mean extra photos per item; 0: no column.")] = None,
+    names: Annotated[bool | None, typer.Option("--names/--no-names", help="Write names and descriptions.")] = None,
+    attributes: Annotated[
+        bool | None, typer.Option("--attributes/--no-attributes", help="Write the attribute mappings.")
+    ] = None,
+) -> None:
+    """Write a synthetic dataset in the Ozon E-CUP layout, with ground-truth products in truth.parquet and
+    the Bayes-optimal score of every labelled pair in oracle.parquet.
+
+    Items come from a latent product model (categories, product families, several noisy listings per
+    product), with hard negatives, items without a picture, zero vectors, reversed duplicate pairs and
+    conflicting labels, like the real data. The structure can be changed (item reuse, how negatives are
+    drawn, the positive share, side data, noise, missing vectors), one knob at a time or with a
+    --scenario preset: default, giant-component, small, random-negatives, sibling-negatives,
+    neighbour-negatives, rare-positives, embeddings-only, noisy, missing-vectors, many-listings, and for
+    catalogue matching catalogue-category, catalogue-siblings, catalogue-neighbours, catalogue-single,
+    catalogue-five, catalogue-identifiable, catalogue-ambiguous. oracle_items.npz lets `match` score any
+    pair with the oracle.
+    """
+    from prodmatch.errors import ConfigError
+    from prodmatch.synth import SCENARIOS, SynthConfig, generate
+
+    with user_errors():
+        if scenario is not None and scenario not in SCENARIOS:
+            raise ConfigError(f"unknown --scenario {scenario!r}; choose one of {list(SCENARIOS)}")
+        given = {
+            "items": items,
+            "pairs": pairs,
+            "test_pairs": test_pairs,
+            "pairs_per_item": pairs_per_item,
+            "negatives": negatives,
+            "positive_rate": positive_rate,
+            "listings_per_product": listings_per_product,
+            "noise": noise,
+            "no_picture": no_picture,
+            "zero_vectors": zero_vectors,
+            "extra_pictures": extra_pictures,
+            "names": names,
+            "attributes": attributes,
+        }
+        settings = {**SCENARIOS.get(scenario or "default", {}), **{k: v for k, v in given.items() if v is not None}}
+        cfg = SynthConfig(seed=seed, **settings)
+        t0 = time.perf_counter()
+        with console.status(f"generating {cfg.items:,} items and {cfg.pairs:,} pairs"):
+            summary = generate(out_dir, cfg)
+        log.info(
+            "wrote %s in %.1fs: %d items (%d products, %d without picture), %d train pairs (%.1f%% positive, "
+            "largest connected component %.0f%% of them), %d test pairs; oracle test PR-AUC %.4f",
+            out_dir,
+            time.perf_counter() - t0,
+            summary["items"],
+            summary["products"],
+            summary["items_without_picture"],
+            summary["train_pairs"],
+            100 * summary["train_positive_rate"],
+            100 * summary["train_largest_component_share"],
+            summary["test_pairs"],
+            summary["oracle_pr_auc"]["test"],
+        )
+
+
+# -------------------------------------------------------------------------------------------- info
+
+
+@app.command(rich_help_panel=PANEL)
+def info(data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-CUP layout.")]) -> None:
+    """Validate a data directory and describe it: items, modalities, coverage, pairs and duplicates."""
+    from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue
+    from prodmatch.pairs import load_pairs, pair_graph, pair_hygiene
+
+    with user_errors():
+        t0 = time.perf_counter()
+        cat = read_catalogue(data_dir)
+        table = Table(
+            title=f"{data_dir}: {len(cat):,} items ({cat.id_kind} ids), read in {time.perf_counter() - t0:.2f}s"
+        )
+        for col in ("modality", "dim", "present", "missing", "file"):
+            table.add_column(col, justify="right" if col in ("dim", "present", "missing") else "left")
+        for name, m in cat.modalities.items():
+            table.add_row(name, str(m.dim), f"{m.present.sum():,}", f"{(~m.present).sum():,}", Path(m.source).name)
+        stdout.print(table)
+        for fname in (TRAIN_FILE, TEST_FILE):
+            path = data_dir / fname
+            if path.exists():
+                p = load_pairs(path, cat, require_target=False, unknown="drop")
+                h = pair_hygiene(p)
+                rate = f", {100 * p.positive_rate():.1f}% positive" if p.target is not None else ""
+                stdout.print(
+                    f"{fname}: {len(p):,} pairs{rate}; {h['reversed_duplicates']:,} reversed duplicates, "
+                    f"{h['conflicting_labels']:,} with conflicting labels"
+                )
+                if len(p):
+                    g = pair_graph(p)
+                    note = (
+                        " (whole components cannot make a validation set: train splits by item)"
+                        if g["largest_component_share"] > 0.9
+                        else ""
+                    )
+                    stdout.print(
+                        f"  pair graph: {g['items']:,} items, {g['pairs_per_item']:.2f} pairs per item; the largest "
+                        f"connected component holds {100 * g['largest_component_share']:.1f}% of the pairs{note}"
+                    )
+
+
+@app.command("import-em", rich_help_panel=PANEL)
+def import_em_command(
+    src_dir: Annotated[Path, typer.Argument(help="An EM benchmark folder: records.parquet, train/valid/test.parquet.")],
+    out_dir: Annotated[Path, typer.Argument(help="The prodmatch data directory to create.")],
+    encoder: Annotated[str, typer.Option(help="Text encoder: use or e5.")] = "use",
+    fields: Annotated[
+        str, typer.Option(help="Texts to embed: name (the title), text (the whole record).")
+    ] = "name,text",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing import.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Turn an entity-matching benchmark folder (Magellan/DeepMatcher, Ditto's serialisation) into a
+    prodmatch data directory: items with string ids and text embeddings, attributes, and the given
+    train/valid/test pairs. Then: prodmatch train OUT --out RUN --valid-pairs OUT/valid.parquet."""
+    from prodmatch.em import import_em
+
+    with user_errors():
+        with stage_bars(progress) as stage:
+            summary = import_em(
+                src_dir, out_dir, encoder=encoder, fields=tuple(f.strip() for f in fields.split(",") if f.strip()),
+                overwrite=overwrite, progress=stage,
+            )  # fmt: skip
+        splits = ", ".join(
+            f"{k} {v['pairs']:,} ({100 * v['positive_rate']:.1f}% positive)" for k, v in summary["splits"].items()
+        )
+        stdout.print(f"{summary['records']:,} items; pairs: {splits}")
+        for column, e in summary["embeddings"].items():
+            stdout.print(f"{column}: {e['items_per_second']:,.0f} items/s, {e['empty']} empty")
+        stdout.print(
+            f"-> {out_dir}; train with: prodmatch train {out_dir} --out RUN --valid-pairs {out_dir}/valid.parquet"
+        )
