@@ -84,3 +84,9 @@ def train_small(data_dir: Path, run_dir: Path, model: str, *extra: str) -> Path:
 def siamese_run(synth_dir, tmp_path_factory) -> Path:
     """A small siamese model trained on synth_dir (read-only; copy it before exporting into it)."""
     return train_small(synth_dir, tmp_path_factory.mktemp("siamese") / "run", "siamese", "--epochs", "2")
+
+
+@pytest.fixture(scope="session")
+def gbdt_small_run(synth_dir, tmp_path_factory) -> Path:
+    """A small gbdt model (stacked siamese folds included) trained on synth_dir (read-only)."""
+    return train_small(synth_dir, tmp_path_factory.mktemp("gbdt_small") / "run", "gbdt")

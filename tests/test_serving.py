@@ -13,7 +13,6 @@ pytest.importorskip("onnxruntime")
 
 from fastapi.testclient import TestClient
 
-from conftest import train_small
 from prodmatch import api
 from prodmatch.export import export_onnx
 from prodmatch.io import read_catalogue
@@ -239,6 +238,56 @@ def test_errors_inside_the_server_answer_500_without_details(served, synth_dir, 
     assert "secret" not in r.text and "Traceback" not in r.text
 
 
+# ---------------------------------------------------------------------------------------- explain
+
+
+def test_explain_answers_the_scores_of_v1_score_with_contributions_that_add_up(client, served, synth_dir):
+    from prodmatch.explain import explain_pairs
+
+    pairs = _test_pairs(synth_dir, 12)
+    scores = client.post("/v1/score", json={"pairs": pairs}).json()["scores"]
+    r = client.post("/v1/explain", json={"pairs": pairs})
+    assert r.status_code == 200, r.text
+    found = r.json()["explanations"]
+    assert [(e["variantid1"], e["variantid2"]) for e in found] == [(p["variantid1"], p["variantid2"]) for p in pairs]
+    for e, s in zip(found, scores, strict=True):
+        assert e["method"] == "modality-shapley" and e["score"] == pytest.approx(s, abs=1e-6)
+        total = e["base_value"] + sum(c["contribution"] for c in e["contributions"])
+        assert total == pytest.approx(e["raw_score"], abs=1e-4)
+        assert {c["group"] for c in e["contributions"]} == {BERT, PIC}
+    # the same answers as the library (the CLI's JSON)
+    _, service = served
+    cat = service.catalogue
+    frame = pd.DataFrame(pairs)
+    mine = explain_pairs(service.model, cat, _pairset(cat, frame)).to_dicts()
+    assert [e["contributions"] for e in mine] == [e["contributions"] for e in found]
+
+
+def _pairset(cat, frame):
+    from prodmatch.pairs import make_pairs
+
+    return make_pairs(cat, frame)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"pairs": []},
+        {"pairs": [{"left": {BERT: [0.1] * 64}, "right": {BERT: [0.1] * 64}}]},  # explain takes ids only
+        {"pairs": [{"variantid1": 1}]},
+        {"pairs": [{"variantid1": 1, "variantid2": 2}] * 65},  # over max_batch
+    ],
+)
+def test_invalid_explain_requests_answer_422(client, body):
+    assert client.post("/v1/explain", json=body).status_code == 422
+
+
+def test_explain_of_unknown_ids_answers_404_listing_them(client, synth_dir):
+    pair = _test_pairs(synth_dir, 1)[0]
+    r = client.post("/v1/explain", json={"pairs": [pair, {"variantid1": 5, "variantid2": 6}]})
+    assert r.status_code == 404 and r.json()["error"]["ids"] == [5, 6]
+
+
 # ---------------------------------------------------------------------------------------- api key
 
 
@@ -250,6 +299,9 @@ def test_api_key_is_required_on_v1_when_set(served, synth_dir):
         r = c.get("/v1/model", headers={API_KEY_HEADER: "wrong"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
         assert c.get("/v1/model", headers={API_KEY_HEADER: "s3cret"}).status_code == 200
+        body = {"pairs": _test_pairs(synth_dir, 1)}
+        assert c.post("/v1/explain", json=body).status_code == 401
+        assert c.post("/v1/explain", json=body, headers={API_KEY_HEADER: "s3cret"}).status_code == 200
         assert c.get("/health").status_code == 200  # liveness stays open
         assert "APIKeyHeader" in c.get("/openapi.json").text
 
@@ -264,8 +316,8 @@ def test_lifespan_loads_the_model_from_settings(siamese_run, synth_dir):
     assert health["runtime"] == "torch"  # this run was never exported: auto falls back to torch
 
 
-def test_gbdt_serves_ids_natively_and_refuses_raw_embeddings(synth_dir, tmp_path):
-    run = train_small(synth_dir, tmp_path / "gbdt", "gbdt")
+def test_gbdt_serves_ids_natively_and_refuses_raw_embeddings(synth_dir, gbdt_small_run, tmp_path):
+    run = gbdt_small_run
     service = MatchService.load(run, synth_dir, runtime="onnx")  # the store, whatever the runtime asked
     assert service.runtime == "store"
     pairs = _test_pairs(synth_dir, 30)
@@ -284,6 +336,13 @@ def test_gbdt_serves_ids_natively_and_refuses_raw_embeddings(synth_dir, tmp_path
         r = c.post("/v1/similar", json={"variantid": pairs[0]["variantid1"], "k": 5})
         assert r.status_code == 200 and len(r.json()["results"]) == 5
         assert c.get("/v1/model").json()["accepts_embeddings"] is False
+        r = c.post("/v1/explain", json={"pairs": pairs[:3]})
+        assert r.status_code == 200, r.text
+        for e, p in zip(r.json()["explanations"], predicted[:3], strict=True):
+            assert e["method"] == "treeshap" and e["score"] == pytest.approx(p, abs=1e-9)
+            total = e["base_value"] + sum(c["contribution"] for c in e["contributions"])
+            assert total == pytest.approx(e["raw_score"], abs=1e-4)
+            assert {c["group"] for c in e["contributions"]} >= {"attributes", "name text", "categories"}
 
 
 def test_concurrent_small_requests_are_scored_together_with_the_same_answers():
@@ -372,4 +431,4 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(served, synt
                 case.call_and_validate(checks=checks)
 
             check()
-    assert sorted(labels) == ["GET /health", "GET /v1/model", "POST /v1/score", "POST /v1/similar"]
+    assert sorted(labels) == ["GET /health", "GET /v1/model", "POST /v1/explain", "POST /v1/score", "POST /v1/similar"]

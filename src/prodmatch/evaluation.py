@@ -24,6 +24,7 @@ from sklearn.metrics import (
 
 __all__ = [
     "METRIC_KEYS",
+    "METRIC_LABELS",
     "best_f1_threshold",
     "binary_metrics",
     "ecup_macro_pr_auc",
@@ -49,6 +50,25 @@ METRIC_KEYS = (
     "best_f1",
     "ecup_macro_pr_auc",
 )
+
+
+# Every metric of binary_metrics as (key, label, format), in the order tables show them.
+METRIC_LABELS = [
+    ("n_pairs", "pairs", "{:,}"),
+    ("positive_rate", "positive rate", "{:.3f}"),
+    ("loss", "loss", "{:.4f}"),
+    ("threshold", "threshold", "{:.3f}"),
+    ("accuracy", "accuracy", "{:.4f}"),
+    ("precision", "precision", "{:.4f}"),
+    ("recall", "recall", "{:.4f}"),
+    ("f1", "F1", "{:.4f}"),
+    ("pr_auc", "PR-AUC", "{:.4f}"),
+    ("average_precision", "average precision", "{:.4f}"),
+    ("roc_auc", "ROC-AUC", "{:.4f}"),
+    ("best_threshold", "best-F1 threshold", "{:.3f}"),
+    ("best_f1", "best F1", "{:.4f}"),
+    ("ecup_macro_pr_auc", "E-CUP macro PR-AUC", "{:.4f}"),
+]
 
 
 def pr_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:

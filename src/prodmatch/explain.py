@@ -115,7 +115,7 @@ class Explanations:
             "threshold": self.threshold,
             "raw_score": float(row["raw_score"]),
             "base_value": float(row["base_value"]),
-            "threshold_raw_score": self.threshold_logit,
+            "threshold_raw_score": self.threshold_logit if math.isfinite(self.threshold_logit) else None,
             "model": self.model,
             "method": self.method,
             "contributions": contributions,
@@ -176,7 +176,9 @@ def explain_pairs(model: PairModel, catalogue: Catalogue, pairs: PairSet, *, bat
             f"{model.name} cannot be explained: it reads each item as one string, with no parts to attribute the "
             "score to; explain a gbdt model that stacks it (its 'text models' group) or a network"
         )
-    prob = model.calibrator(raw)
+    # the raw score as predict_logits gives it (float32), so that the probability is exactly predict's
+    raw = np.asarray(raw, dtype=np.float32).astype(np.float64)
+    prob = model.calibrator(raw.astype(np.float32))
     frame = pd.DataFrame({"variantid1": pairs.ids1, "variantid2": pairs.ids2})
     if pairs.target is not None:
         frame["target"] = pairs.target
@@ -298,16 +300,18 @@ def _explain_gbdt(model, catalogue: Catalogue, pairs: PairSet, batch_size: int):
     m, f = len(pairs), len(names)
     x = np.empty((m, f), dtype=np.float32)
     phi = np.empty((m, f + 1), dtype=np.float64)
+    raw = np.empty(m, dtype=np.float64)
     threads = {"num_threads": model.predict_threads_} if model.predict_threads_ else {}
     for s in range(0, m, batch_size):
         sl = slice(s, s + batch_size)
         x[sl] = model._features(catalogue, store, pairs.left[sl], pairs.right[sl])
         phi[sl] = model.booster_.predict(x[sl], num_iteration=model.best_iteration_, pred_contrib=True, **threads)
+        # the booster's own raw score: the contributions sum to it up to float rounding
+        raw[sl] = model.booster_.predict(x[sl], num_iteration=model.best_iteration_, raw_score=True, **threads)
     base = phi[:, -1]
     member = np.zeros((f, len(groups)))
     member[np.arange(f), [groups.index(g) for g in feature_group]] = 1.0
     contrib = phi[:, :-1] @ member
-    raw = phi.sum(axis=1)
     col = {n: x[:, j] for j, n in enumerate(names)}
     why = [_gbdt_why(g, col, catalogue, pairs, modalities, picture, model) for g in groups]
     feats = pd.DataFrame(
@@ -336,9 +340,11 @@ def _gbdt_why(group, col, catalogue, pairs, modalities, picture, model) -> list[
             base = [a + b for a, b in zip(base, extra, strict=True)]
         return base
     if group == PICTURE:
-        main = _fmt("picture cosine {:.2f}", col.get(f"{picture}.cos", nan), "no picture on one side")
+        main = _fmt("picture cosine {:.2f}", col.get(f"{picture}.cos", nan), "no main picture on one side")
         best = _fmt("; best photo pair {:.2f}", col.get("pics_max", nan), "")
-        return [a + b for a, b in zip(main, best, strict=True)]
+        return [
+            "no picture on one side" if a.startswith("no") and not b else a + b for a, b in zip(main, best, strict=True)
+        ]
     if group == CATEGORIES:
         levels = [col.get(f"category{k}_equal", nan) for k in range(1, 5)]
         return [_category_words([lv[i] for lv in levels]) for i in range(m)]

@@ -23,6 +23,7 @@ from rich.progress import (
 from rich.table import Table
 
 from prodmatch.errors import ProdmatchError
+from prodmatch.evaluation import METRIC_LABELS
 
 app = typer.Typer(
     name="prodmatch",
@@ -167,29 +168,11 @@ def parse_params(items: list[str], model_cls: Any) -> dict[str, Any]:
     return params
 
 
-_ORDER = [
-    ("n_pairs", "pairs", "{:,}"),
-    ("positive_rate", "positive rate", "{:.3f}"),
-    ("loss", "loss", "{:.4f}"),
-    ("threshold", "threshold", "{:.3f}"),
-    ("accuracy", "accuracy", "{:.4f}"),
-    ("precision", "precision", "{:.4f}"),
-    ("recall", "recall", "{:.4f}"),
-    ("f1", "F1", "{:.4f}"),
-    ("pr_auc", "PR-AUC", "{:.4f}"),
-    ("average_precision", "average precision", "{:.4f}"),
-    ("roc_auc", "ROC-AUC", "{:.4f}"),
-    ("best_threshold", "best-F1 threshold", "{:.3f}"),
-    ("best_f1", "best F1", "{:.4f}"),
-    ("ecup_macro_pr_auc", "E-CUP macro PR-AUC", "{:.4f}"),
-]
-
-
 def metrics_table(columns: dict[str, dict], title: str = "") -> Table:
     table = Table(title=title)
     table.add_column("metric")
     for name in columns:
         table.add_column(name, justify="right")
-    for key, label, fmt in _ORDER:
+    for key, label, fmt in METRIC_LABELS:
         table.add_row(label, *("—" if c.get(key) is None else fmt.format(c[key]) for c in columns.values()))
     return table

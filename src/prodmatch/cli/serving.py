@@ -90,11 +90,11 @@ def serve(
         str, typer.Option(help="onnx (after `prodmatch export`), torch, or auto: onnx when exported.")
     ] = "auto",
     threads: Annotated[int, typer.Option(help="Compute threads per request.")] = 1,
-    max_batch: Annotated[int, typer.Option(help="Most pairs in one /v1/score request.")] = 1024,
+    max_batch: Annotated[int, typer.Option(help="Most pairs in one /v1/score or /v1/explain request.")] = 1024,
     max_k: Annotated[int, typer.Option(help="Largest k of /v1/similar.")] = 100,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
 ) -> None:
-    """Serve a model over HTTP: POST /v1/score, POST /v1/similar, GET /v1/model, GET /health; the
+    """Serve a model over HTTP: POST /v1/score, POST /v1/explain, POST /v1/similar, GET /v1/model, GET /health; the
     OpenAPI schema at /openapi.json and interactive docs at /docs.
 
     Set PRODMATCH_API_KEY to require that key in the X-API-Key header of every /v1 request (an

@@ -28,12 +28,14 @@ from prodmatch import __version__
 from prodmatch.errors import ProdmatchError, UnknownIdsError
 from prodmatch.serving.schemas import (
     ErrorResponse,
+    ExplainResponse,
     HealthResponse,
     ModelInfo,
     ScoreResponse,
     SimilarItemOut,
     SimilarResponse,
     embeddings_dict,
+    explain_request,
     request_models,
 )
 from prodmatch.serving.service import MatchService
@@ -68,6 +70,7 @@ def create_app(settings: ServeSettings | None = None, service: MatchService | No
         service.modalities if service is not None else _modalities_of(settings.run_dir)
     )  # the request schema names them
     ScoreRequest, SimilarRequest = request_models(modalities, settings.max_batch, settings.max_k)
+    ExplainRequest = explain_request(settings.max_batch)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -153,6 +156,17 @@ def create_app(settings: ServeSettings | None = None, service: MatchService | No
                 "model": svc.model.name,
             }
         )
+
+    @v1.post("/explain", response_model=ExplainResponse, responses={k: _ERRORS[k] for k in (400, 404, 413, 422)})
+    async def explain(body: ExplainRequest, svc: MatchService = Depends(get_service)) -> JSONResponse:
+        """Why each pair scored what it did: the calibrated score, the threshold, and contributions by group of
+        evidence (each with its reason in words) that add up to the model's raw score. The same body as
+        /v1/score in its id form; the same answers as ``prodmatch explain``.
+        """
+        left = [pair.variantid1 for pair in body.pairs]
+        right = [pair.variantid2 for pair in body.pairs]
+        found = await _compute(svc.explain, left, right, inline=False)
+        return JSONResponse({"explanations": found})
 
     @v1.post("/similar", response_model=SimilarResponse, responses={k: _ERRORS[k] for k in (400, 404, 413, 422)})
     async def similar(body: SimilarRequest, svc: MatchService = Depends(get_service)) -> SimilarResponse:

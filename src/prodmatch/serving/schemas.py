@@ -22,12 +22,14 @@ from pydantic import (
 
 __all__ = [
     "ErrorResponse",
+    "ExplainResponse",
     "HealthResponse",
     "ModelInfo",
     "ScoreResponse",
     "SimilarItemOut",
     "SimilarResponse",
     "VariantId",
+    "explain_request",
     "request_models",
 ]
 
@@ -108,6 +110,17 @@ def request_models(modalities: list[tuple[str, int]], max_batch: int, max_k: int
     return ScoreRequest, SimilarRequest
 
 
+def explain_request(max_batch: int) -> type:
+    """The body of POST /v1/explain: the id form of /v1/score's body."""
+
+    class ExplainRequest(_Strict):
+        """Pairs of catalogue items to explain, by variant id; answers come back in the same order."""
+
+        pairs: list[IdPair] = Field(min_length=1, max_length=max_batch)
+
+    return ExplainRequest
+
+
 def embeddings_dict(item: BaseModel, modalities: list[tuple[str, int]]) -> dict[str, list[float]]:
     """The modality -> vector mapping of a parsed Embeddings body."""
     return {name: v for i, (name, _) in enumerate(modalities) if (v := getattr(item, f"m{i}")) is not None}
@@ -122,6 +135,38 @@ class ScoreResponse(BaseModel):
     )
     threshold: float | None
     model: str
+
+
+class ContributionOut(BaseModel):
+    group: str = Field(description="A group of evidence: an embedding, picture, categories, attributes, name text...")
+    contribution: float = Field(description="Its share of the raw score, in log-odds (+1 multiplies the odds by e).")
+    why: str = Field(description='The evidence in words, e.g. "brand: both \'Samsung\'" or "no picture on one side".')
+
+
+class FeatureOut(BaseModel):
+    feature: str
+    group: str
+    value: float | None = Field(description="The feature's value for this pair; null where it is missing.")
+    contribution: float
+
+
+class PairExplanationOut(BaseModel):
+    variantid1: VariantId
+    variantid2: VariantId
+    score: float = Field(description="The calibrated probability, as /v1/score answers it.")
+    label: int
+    threshold: float
+    raw_score: float = Field(description="The model's raw score (log-odds): base_value plus every contribution.")
+    base_value: float
+    threshold_raw_score: float | None = Field(description="The raw score at which the score reaches the threshold.")
+    model: str
+    method: str = Field(description="treeshap (gbdt) or modality-shapley (networks).")
+    contributions: list[ContributionOut] = Field(description="Largest first.")
+    features: list[FeatureOut]
+
+
+class ExplainResponse(BaseModel):
+    explanations: list[PairExplanationOut] = Field(description="One per pair, in request order.")
 
 
 class SimilarItemOut(BaseModel):

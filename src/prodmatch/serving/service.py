@@ -197,6 +197,27 @@ class MatchService:
         self._require_ids(rows)
         return self._score_rows(rows_left, rows_right)
 
+    def explain(self, left: Sequence[ItemRef], right: Sequence[ItemRef]) -> list[dict]:
+        """The explanation of each pair of variant ids (see :mod:`prodmatch.explain`), in order.
+
+        Raises:
+            UnknownIdsError: listing every id of the request the catalogue lacks.
+        """
+        from prodmatch.explain import explain_pairs
+        from prodmatch.pairs import PairSet
+
+        rows_left, rows_right = self.catalogue_rows(left, right)
+        ids = self.catalogue.ids.to_numpy()
+        pairs = PairSet(
+            rows_left.astype(np.int32),
+            rows_right.astype(np.int32),
+            None,
+            np.arange(len(rows_left)),
+            ids[rows_left],
+            ids[rows_right],
+        )
+        return explain_pairs(self.model, self.catalogue, pairs).to_dicts()
+
     def catalogue_rows(self, left: Sequence[ItemRef], right: Sequence[ItemRef]) -> tuple[np.ndarray, np.ndarray]:
         """The catalogue rows of pairs given by variant id; UnknownIdsError listing every unknown one, DataError
         for embeddings (use :meth:`score`)."""

@@ -22,7 +22,7 @@ class ServeSettings(BaseSettings):
         runtime: ``onnx`` (after ``prodmatch export``), ``torch``, or ``auto`` (onnx when exported).
         threads: compute threads per request.
         api_key: when set, every ``/v1`` request must carry it in the ``X-API-Key`` header.
-        max_batch: the most pairs one ``/v1/score`` request may hold.
+        max_batch: the most pairs one ``/v1/score`` or ``/v1/explain`` request may hold.
         max_k: the largest ``k`` of ``/v1/similar``.
         max_body_bytes: larger request bodies are refused with 413 before they are read.
     """
