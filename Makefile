@@ -44,6 +44,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_em.py
 	$(BIN)/python bench/bench_cascade.py
 	$(BIN)/python bench/bench_spark.py
+	$(BIN)/python bench/bench_explain.py
 	$(BIN)/python bench/bench_scenarios.py
 
 clean:

@@ -8,6 +8,8 @@ The public API::
     board = pm.compare("data/demo", "runs/compare", ["concat-mlp", "siamese", "gbdt"])
     metrics = pm.evaluate("runs/demo", "data/demo", "data/demo/test.parquet")
     frame = pm.predict("runs/demo", "data/demo", "data/demo/test.parquet", "submission.parquet")
+    why = pm.explain("runs/demo", "data/demo", pair=(62921537, 22535083), out="why")   # see prodmatch.explain
+    pm.build_report("runs/demo", "data/demo", "data/demo/test.parquet", "report.html")
 """
 
 from prodmatch import synth
@@ -17,6 +19,7 @@ from prodmatch.compare import Leaderboard, compare
 from prodmatch.config import DataConfig, TrainConfig
 from prodmatch.errors import ConfigError, DataError, ModelError, ProdmatchError, UnknownIdsError
 from prodmatch.evaluation import binary_metrics, ecup_macro_pr_auc, pr_auc
+from prodmatch.explain import Explanations, explain, explain_pairs
 from prodmatch.io import read_catalogue
 from prodmatch.models import MODELS, create_model, load_model
 from prodmatch.pairs import (
@@ -28,6 +31,7 @@ from prodmatch.pairs import (
     pair_hygiene,
     split_pairs,
 )
+from prodmatch.report import build_report
 
 __version__ = "0.1.0"
 
@@ -37,6 +41,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DataError",
+    "Explanations",
     "Leaderboard",
     "Modality",
     "ModelError",
@@ -47,11 +52,14 @@ __all__ = [
     "UnknownIdsError",
     "augment_transitive",
     "binary_metrics",
+    "build_report",
     "clean_pairs",
     "compare",
     "create_model",
     "ecup_macro_pr_auc",
     "evaluate",
+    "explain",
+    "explain_pairs",
     "l2_normalize",
     "load_model",
     "load_pairs",

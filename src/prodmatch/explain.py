@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ EXPLANATIONS_FILE = "explanations.parquet"  # one row per pair: scores, and each
 FEATURES_FILE = "contributions.parquet"  # one row per (pair, feature): its value and contribution
 JSON_FILE = "explanations.json"
 PLOTS_DIR = "waterfalls"
+JSON_FEATURES_MAX = 1000  # pairs up to which explanations.json also lists every feature (8 kB a pair for gbdt)
 MAX_SHAPLEY_MODALITIES = 10  # 2^k forward passes per pair
 DEFAULT_PLOTS = 20  # waterfall PNGs written by default (the first pairs): one takes about 0.2 s
 
@@ -90,51 +91,56 @@ class Explanations:
     frame: pd.DataFrame
     features: pd.DataFrame
     seconds: float = 0.0
-    _by_pair: Any = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.frame)
 
     def pair(self, i: int) -> dict:
         """The explanation of pair ``i`` as plain JSON types: contributions largest first."""
-        row = self.frame.iloc[i]
-        contributions = [
-            {"group": g, "contribution": float(row[g]), "why": str(row[f"{g}: why"])}
-            for g in self.groups
-            if not (row[g] == 0.0 and row[f"{g}: why"] == "")
-        ]
-        contributions.sort(key=lambda c: -abs(c["contribution"]))
-        if self._by_pair is None:
-            self._by_pair = self.features.groupby("pair", sort=False).indices
-        rows = self.features.iloc[self._by_pair.get(i, [])]
-        out = {
-            "variantid1": _plain(row["variantid1"]),
-            "variantid2": _plain(row["variantid2"]),
-            "score": float(row["score"]),
-            "label": int(row["label"]),
-            "threshold": self.threshold,
-            "raw_score": float(row["raw_score"]),
-            "base_value": float(row["base_value"]),
-            "threshold_raw_score": self.threshold_logit if math.isfinite(self.threshold_logit) else None,
-            "model": self.model,
-            "method": self.method,
-            "contributions": contributions,
-            "features": [
-                {
-                    "feature": f,
-                    "group": g,
-                    "value": None if not np.isfinite(v) else float(v),
-                    "contribution": float(c),
-                }
-                for f, g, v, c in zip(rows["feature"], rows["group"], rows["value"], rows["contribution"], strict=True)
-            ],
-        }
-        if "target" in self.frame:
-            out["target"] = None if pd.isna(row["target"]) else float(row["target"])
-        return out
+        return self.to_dicts([i])[0]
 
-    def to_dicts(self) -> list[dict]:
-        return [self.pair(i) for i in range(len(self))]
+    def to_dicts(self, rows: Sequence[int] | None = None) -> list[dict]:
+        """The explanations of ``rows`` (all by default) as plain JSON types, in order (see :meth:`pair`)."""
+        f = self.frame
+        rows = range(len(f)) if rows is None else rows
+        column = {c: f[c].tolist() for c in ("variantid1", "variantid2", "score", "label", "raw_score", "base_value")}
+        contrib = {g: f[g].tolist() for g in self.groups}
+        why = {g: f[f"{g}: why"].tolist() for g in self.groups}
+        target = f["target"].tolist() if "target" in f else None
+        pair_of = self.features["pair"].to_numpy()
+        bounds = np.searchsorted(pair_of, np.arange(len(f) + 1))  # the features are sorted by pair
+        feature = self.features["feature"].tolist()
+        group = self.features["group"].tolist()
+        value = [None if not math.isfinite(v) else v for v in self.features["value"].tolist()]
+        share = self.features["contribution"].tolist()
+        threshold_raw = self.threshold_logit if math.isfinite(self.threshold_logit) else None
+        out = []
+        for i in rows:
+            contributions = sorted(
+                ({"group": g, "contribution": contrib[g][i], "why": why[g][i]} for g in self.groups),
+                key=lambda c: -abs(c["contribution"]),
+            )
+            e = {
+                "variantid1": column["variantid1"][i],
+                "variantid2": column["variantid2"][i],
+                "score": column["score"][i],
+                "label": int(column["label"][i]),
+                "threshold": self.threshold,
+                "raw_score": column["raw_score"][i],
+                "base_value": column["base_value"][i],
+                "threshold_raw_score": threshold_raw,
+                "model": self.model,
+                "method": self.method,
+                "contributions": contributions,
+                "features": [
+                    {"feature": feature[j], "group": group[j], "value": value[j], "contribution": share[j]}
+                    for j in range(bounds[i], bounds[i + 1])
+                ],
+            }
+            if target is not None:
+                e["target"] = None if not math.isfinite(target[i]) else target[i]
+            out.append(e)
+        return out
 
     def save(self, out_dir: str | Path, *, plots: int = DEFAULT_PLOTS) -> Path:
         """Write ``explanations.parquet``, ``contributions.parquet``, ``explanations.json`` and a waterfall PNG
@@ -145,7 +151,17 @@ class Explanations:
         out.mkdir(parents=True, exist_ok=True)
         write_parquet(self.frame, out / EXPLANATIONS_FILE)
         write_parquet(self.features, out / FEATURES_FILE)
-        write_json({"model": self.model, "method": self.method, "pairs": self.to_dicts()}, out / JSON_FILE)
+        found = self.to_dicts()
+        if len(found) > JSON_FEATURES_MAX:  # tens of megabytes: the per-feature numbers stay in the parquet
+            for e in found:
+                del e["features"]
+            log.info(
+                "%s: group contributions only (over %d pairs); every feature's is in %s",
+                JSON_FILE,
+                JSON_FEATURES_MAX,
+                FEATURES_FILE,
+            )
+        write_json({"model": self.model, "method": self.method, "pairs": found}, out / JSON_FILE)
         n = len(self) if plots < 0 else min(plots, len(self))
         if n:
             (out / PLOTS_DIR).mkdir(exist_ok=True)
@@ -360,7 +376,7 @@ def _gbdt_why(group, col, catalogue, pairs, modalities, picture, model) -> list[
             if np.isfinite(codes[i]) and codes[i] > 0:
                 parts.append("a shared code")
             if np.isfinite(conflicts[i]) and conflicts[i] > 0:
-                parts.append(f"{int(conflicts[i])} number{'s' if conflicts[i] > 1 else ''} differ")
+                parts.append(f"{int(conflicts[i])} number{'s differ' if conflicts[i] > 1 else ' differs'}")
             if np.isfinite(words[i]):
                 parts.append(f"word-pair model {words[i]:+.2f}")
             out[i] = "; ".join(parts)
@@ -409,7 +425,7 @@ def _attribute_words(col, catalogue: Catalogue, pairs: PairSet, nan: np.ndarray)
         if np.isfinite(kv[i]):
             parts.append(f"{100 * kv[i]:.0f}% of values shared")
         if np.isfinite(conflicts[i]) and conflicts[i] > 0:
-            parts.append(f"{int(conflicts[i])} attribute{'s' if conflicts[i] > 1 else ''} differ")
+            parts.append(f"{int(conflicts[i])} attribute{'s differ' if conflicts[i] > 1 else ' differs'}")
         if np.isfinite(numbers[i]):
             parts.append(f"closest numbers agree to {100 * numbers[i]:.0f}%")
         out.append("; ".join(parts) if parts else "no attributes on one side")

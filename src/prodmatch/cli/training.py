@@ -395,9 +395,11 @@ def explain(
         seconds = time.perf_counter() - t0
         for i in range(min(show, len(found))):
             stdout.print(_explanation_table(found.pair(i)))
+        n = len(found)
+        rate = f" ({n / max(found.seconds, 1e-9):,.0f} pairs/s)" if n >= 100 else ""
         stdout.print(
-            f"{len(found):,} pairs explained ({found.method}) in {found.seconds:.2f}s "
-            f"({len(found) / max(found.seconds, 1e-9):,.0f} pairs/s; {seconds:.1f}s with loading and writing) -> {out}"
+            f"{n:,} pair{'s' if n != 1 else ''} explained ({found.method}) in {found.seconds:.2f}s{rate}; "
+            f"{seconds:.1f}s with loading and writing -> {out}"
         )
 
 
