@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import fields
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -34,6 +35,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+# Arguments and options that many commands share, declared once.
+RunDir = Annotated[Path, typer.Argument(help="A trained run directory.")]
+ItemData = Annotated[Path, typer.Option("--data", "-d", help="Data directory with the items the pairs name.")]
+
 console = Console(stderr=True)
 stdout = Console()
 log = logging.getLogger("prodmatch")

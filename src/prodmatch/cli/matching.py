@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from prodmatch.cli.common import (
+    RunDir,
     app,
     stage_bars,
     stdout,
@@ -23,7 +24,7 @@ PANEL = "Match a catalogue"  # the group of commands in --help
 
 @app.command(rich_help_panel=PANEL)
 def match(
-    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    run_dir: RunDir,
     data: Annotated[str, typer.Option("--data", "-d", help="The catalogue to match (E-CUP layout).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory.")],
     k: Annotated[int, typer.Option(help="Nearest neighbours searched per item.")] = 20,
@@ -245,7 +246,7 @@ def _spark_conf(items: list[str] | None) -> dict[str, str]:
 
 @app.command("index", rich_help_panel=PANEL)
 def index_command(
-    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    run_dir: RunDir,
     data: Annotated[str, typer.Option("--data", "-d", help="The catalogue to index (E-CUP layout).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Directory for the index.")],
     index: Annotated[str, typer.Option(help="auto, flat (exact) or hnsw.")] = "auto",

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from prodmatch.cli.common import (
+    RunDir,
     app,
     console,
     stdout,
@@ -72,7 +73,7 @@ def _network_label(network_dir: Path, run_dir: Path) -> str:
 
 @app.command(rich_help_panel=PANEL)
 def serve(
-    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    run_dir: RunDir,
     data: Annotated[Path, typer.Option("--data", "-d", help="The catalogue to serve (the model's layout).")],
     host: Annotated[str, typer.Option(help="Interface to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port, 1-65535.", min=1, max=65535)] = 8000,

@@ -15,6 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from prodmatch.cli.common import (
+    ItemData,
+    RunDir,
     TrainBars,
     app,
     console,
@@ -317,8 +319,8 @@ def _leaderboard_table(board: Any) -> Table:
 
 @app.command(rich_help_panel=PANEL)
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
-    data: Annotated[Path, typer.Option("--data", "-d", help="Data directory with the items' embeddings.")],
+    run_dir: RunDir,
+    data: ItemData,
     pairs: Annotated[Path, typer.Option("--pairs", help="Labelled pairs parquet (variantid1, variantid2, target).")],
     out_json: Annotated[Path | None, typer.Option("--out", "-o", help="Write the metrics JSON here.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Decision threshold; default: the model's.")] = None,
@@ -340,8 +342,8 @@ def evaluate(
 
 @app.command(rich_help_panel=PANEL)
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
-    data: Annotated[Path, typer.Option("--data", "-d", help="Data directory with the items' embeddings.")],
+    run_dir: RunDir,
+    data: ItemData,
     pairs: Annotated[Path, typer.Option("--pairs", help="Pairs parquet (variantid1, variantid2).")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Output parquet: variantid1, variantid2, target.")],
     labels: Annotated[
@@ -363,8 +365,8 @@ def predict(
 
 @app.command(rich_help_panel=PANEL)
 def explain(
-    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
-    data: Annotated[Path, typer.Option("--data", "-d", help="Data directory with the items.")],
+    run_dir: RunDir,
+    data: ItemData,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the explanations to.")],
     pairs: Annotated[
         Path | None, typer.Option("--pairs", help="Pairs parquet (variantid1, variantid2; target optional).")
@@ -424,8 +426,8 @@ def _explanation_table(e: dict) -> Table:
 
 @app.command(rich_help_panel=PANEL)
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
-    data: Annotated[Path, typer.Option("--data", "-d", help="Data directory with the items.")],
+    run_dir: RunDir,
+    data: ItemData,
     pairs: Annotated[Path, typer.Option("--pairs", help="Labelled pairs parquet (variantid1, variantid2, target).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
     top: Annotated[int, typer.Option(help="False positives and false negatives to show, each.")] = 10,
