@@ -30,6 +30,7 @@ __all__ = [
     "ecup_macro_pr_auc",
     "log_loss",
     "per_category_pr_auc",
+    "per_category_table",
     "pr_auc",
 ]
 
@@ -82,16 +83,23 @@ def pr_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
 
 def per_category_pr_auc(y_true: np.ndarray, y_score: np.ndarray, groups: np.ndarray) -> dict[str, float]:
     """PR-AUC of each group; a group without a positive pair scores 0 (the E-CUP rule)."""
+    table = per_category_table(y_true, y_score, groups)
+    return dict(zip(table["category"], table["pr_auc"], strict=True))
+
+
+def per_category_table(y_true: np.ndarray, y_score: np.ndarray, groups: np.ndarray) -> pd.DataFrame:
+    """One row per group, in order of first appearance: category (as a string), pr_auc (0 without a positive
+    pair, the E-CUP rule), pairs and matches."""
     y_true, y_score = np.asarray(y_true), np.asarray(y_score)
     codes, uniques = pd.factorize(pd.Series(groups, dtype=object), use_na_sentinel=False)
-    out: dict[str, float] = {}
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    rows = []
     for k, name in enumerate(uniques):
         idx = order[bounds[k] : bounds[k + 1]]
         value = pr_auc(y_true[idx], y_score[idx])
-        out[str(name)] = 0.0 if math.isnan(value) else value
-    return out
+        rows.append((str(name), 0.0 if math.isnan(value) else value, len(idx), int((y_true[idx] == 1).sum())))
+    return pd.DataFrame(rows, columns=["category", "pr_auc", "pairs", "matches"])
 
 
 def ecup_macro_pr_auc(y_true: np.ndarray, y_score: np.ndarray, groups: np.ndarray | None) -> float | None:

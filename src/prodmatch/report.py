@@ -21,7 +21,7 @@ import pandas as pd
 
 from prodmatch.catalogue import Catalogue
 from prodmatch.errors import DataError
-from prodmatch.evaluation import METRIC_LABELS, binary_metrics, per_category_pr_auc
+from prodmatch.evaluation import METRIC_LABELS, binary_metrics, per_category_table
 from prodmatch.io import atomic_path
 from prodmatch.models.base import PairModel
 from prodmatch.pairs import PairSet
@@ -175,21 +175,15 @@ def _threshold_table(y: np.ndarray, prob: np.ndarray, threshold: float) -> str:
 
 
 def _category_table(y: np.ndarray, prob: np.ndarray, groups: np.ndarray | None) -> str:
-    if groups is None:
+    if groups is None or pd.isna(pd.Series(groups, dtype=object)).all():
         return "<p class=note>These pairs carry no level-2 category (no category2 column, no categories file).</p>"
-    per = per_category_pr_auc(y, prob, groups)
-    frame = pd.DataFrame({"category": pd.Series(groups, dtype=object).astype(str), "y": y})
-    counts = frame.groupby("category", sort=False)["y"].agg(["size", "sum"])
-    table = (
-        pd.DataFrame({"pr_auc": pd.Series(per)}).join(counts).sort_values(["pr_auc", "size"], ascending=[True, False])
-    )
+    table = per_category_table(y, prob, groups).sort_values(["pr_auc", "pairs"], ascending=[True, False])
     rows = "".join(
-        f"<tr><td>{html.escape(str(c))}</td><td class=num>{r.pr_auc:.4f}</td><td class=num>{int(r['size']):,}</td>"
-        f"<td class=num>{int(r['sum']):,}</td></tr>"
-        for c, r in table.iterrows()
+        f"<tr><td>{html.escape(c)}</td><td class=num>{a:.4f}</td><td class=num>{n:,}</td><td class=num>{m:,}</td></tr>"
+        for c, a, n, m in zip(table["category"], table["pr_auc"], table["pairs"], table["matches"], strict=True)
     )
     return (
-        f"<p class=note>Macro PR-AUC {np.mean(list(per.values())):.4f} over {len(per)} categories "
+        f"<p class=note>Macro PR-AUC {table['pr_auc'].mean():.4f} over {len(table)} categories "
         "(a category with no match scores 0, the E-CUP rule).</p>"
         "<div class=scroll><table><tr><th>category</th><th>PR-AUC</th><th>pairs</th><th>matches</th></tr>"
         + rows
