@@ -228,3 +228,29 @@ def test_report_refuses_pairs_of_one_label(gbdt_small_run, synth_dir, tmp_path):
     )
     assert r.exit_code == 2 and "same label" in r.output
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_without_categories_says_so(gbdt_small_run, synth_dir):
+    from dataclasses import replace
+
+    from prodmatch.report import report_html
+
+    model, cat = _model_and_catalogue(gbdt_small_run, synth_dir, None)
+    pairs = load_pairs(synth_dir / "test.parquet", cat, require_target=True)
+    unknown = np.full(len(pairs), None, dtype=object)  # as an EM benchmark's pairs: no category at all
+    for category in (None, unknown):
+        page = report_html(model, cat, replace(pairs, category=category), top=1)
+        assert "carry no level-2 category" in page and "<td>nan</td>" not in page and "<td>None</td>" not in page
+
+
+def test_per_category_table_counts_and_scores_each_category():
+    from prodmatch.evaluation import per_category_pr_auc, per_category_table
+
+    y = np.array([1, 0, 1, 0, 0, 0])
+    s = np.array([0.9, 0.1, 0.2, 0.8, 0.5, 0.4])
+    groups = np.array(["a", "a", "b", "b", "c", None], dtype=object)
+    table = per_category_table(y, s, groups)
+    assert table["category"].tolist() == ["a", "b", "c", "nan"]  # pairs without a category: one group
+    assert table["pairs"].tolist() == [2, 2, 1, 1] and table["matches"].tolist() == [1, 1, 0, 0]
+    assert table["pr_auc"].tolist()[2:] == [0.0, 0.0]  # no positive: 0, the E-CUP rule
+    assert per_category_pr_auc(y, s, groups) == dict(zip(table["category"], table["pr_auc"], strict=True))
