@@ -131,7 +131,7 @@ def plot_waterfall(explanation: dict, path: str | Path | None = None, *, max_gro
     t = explanation.get("threshold_raw_score")
     if t is not None and np.isfinite(t):
         ax.axvline(t, color="black", ls="--", lw=1)
-        ax.text(t, y[0] + 0.55, f"threshold p={explanation['threshold']:.2f}", ha="center", fontsize=8)
+        ax.text(t, y[0] + 0.55, f"threshold p={explanation['threshold']:.3f}", ha="center", fontsize=8)
     ends = np.cumsum([base] + [c["contribution"] for c in contributions])
     lo, hi = min(0.0, *ends, raw), max(0.0, *ends, raw)
     if t is not None and np.isfinite(t):
