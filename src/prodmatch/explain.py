@@ -293,8 +293,6 @@ def _gbdt_group(feature: str, modalities: list[str], picture: str | None) -> str
 
 
 def _explain_gbdt(model, catalogue: Catalogue, pairs: PairSet, batch_size: int):
-    model._check_fitted()
-    model._check_catalogue(catalogue)
     names = list(model.feature_names_)
     modalities = [n for n, _ in model.modalities_]
     picture = model.featurizer_._picture()
@@ -312,18 +310,14 @@ def _explain_gbdt(model, catalogue: Catalogue, pairs: PairSet, batch_size: int):
         ]
         if g in feature_group
     ]
-    store = model._store_for(catalogue, pairs.left, pairs.right)
     m, f = len(pairs), len(names)
     x = np.empty((m, f), dtype=np.float32)
     phi = np.empty((m, f + 1), dtype=np.float64)
     raw = np.empty(m, dtype=np.float64)
-    threads = {"num_threads": model.predict_threads_} if model.predict_threads_ else {}
-    for s in range(0, m, batch_size):
-        sl = slice(s, s + batch_size)
-        x[sl] = model._features(catalogue, store, pairs.left[sl], pairs.right[sl])
-        phi[sl] = model.booster_.predict(x[sl], num_iteration=model.best_iteration_, pred_contrib=True, **threads)
-        # the booster's own raw score: the contributions sum to it up to float rounding
-        raw[sl] = model.booster_.predict(x[sl], num_iteration=model.best_iteration_, raw_score=True, **threads)
+    for sl, batch in model.feature_batches(catalogue, pairs, batch_size):
+        x[sl] = batch
+        phi[sl] = model.boost(batch, pred_contrib=True)
+        raw[sl] = model.boost(batch, raw_score=True)  # the contributions sum to it up to float rounding
     base = phi[:, -1]
     member = np.zeros((f, len(groups)))
     member[np.arange(f), [groups.index(g) for g in feature_group]] = 1.0
@@ -396,9 +390,8 @@ def _category_words(equal: list[float]) -> str:
         return "no category on one side"
     first_diff = next((k for k, e in known if e < 0.5), None)
     if first_diff is None:
-        return f"same category at level{'s' * (len(known) > 1)} {known[0][0]}-{known[-1][0]}".replace(
-            f"{known[0][0]}-{known[0][0]}", str(known[0][0])
-        )
+        first, last = known[0][0], known[-1][0]
+        return f"same category at level {first}" if first == last else f"same category at levels {first}-{last}"
     if first_diff == known[0][0]:
         return f"different categories from level {first_diff}"
     return f"same category up to level {first_diff - 1}, different at level {first_diff}"

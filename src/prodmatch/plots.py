@@ -151,16 +151,12 @@ def plot_waterfall(explanation: dict, path: str | Path | None = None, *, max_gro
         f"{verdict}{truth}\n{explanation['model']} ({explanation['method']})",
         fontsize=10,
     )
-    if path is None:
-        return fig
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(path)
+    return fig if path is None else _save(fig, path, tight=False)
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
-    fig.tight_layout()
+def _save(fig: plt.Figure, path: str | Path, *, tight: bool = True) -> Path:
+    if tight:
+        fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

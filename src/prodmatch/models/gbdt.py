@@ -476,16 +476,26 @@ class GBDTModel(PairModel):
         """(M,) float32 raw margins (log-odds before calibration), through the item-feature store: the prepared
         one (``prepare``: a server's, a match's) or one built for these pairs' items. Every batch size takes
         this one path, and a pair's margin does not depend on its batch or its store."""
+        out = np.empty(len(pairs), dtype=np.float32)
+        for sl, x in self.feature_batches(catalogue, pairs, batch_size):
+            out[sl] = self.boost(x, raw_score=True)
+        return out
+
+    def feature_batches(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = INFERENCE_BATCH):
+        """Yields (slice of ``pairs``, that batch's (B, F) float32 features in the order of ``feature_names_``),
+        through the item-feature store (see :meth:`predict_logits`)."""
         self._check_fitted()
         self._check_catalogue(catalogue)
         store = self._store_for(catalogue, pairs.left, pairs.right)
-        out = np.empty(len(pairs), dtype=np.float32)
-        threads = {"num_threads": self.predict_threads_} if self.predict_threads_ else {}
         for start in range(0, len(pairs), batch_size):
             sl = slice(start, start + batch_size)
-            x = self._features(catalogue, store, pairs.left[sl], pairs.right[sl])
-            out[sl] = self.booster_.predict(x, num_iteration=self.best_iteration_, raw_score=True, **threads)
-        return out
+            yield sl, self._features(catalogue, store, pairs.left[sl], pairs.right[sl])
+
+    def boost(self, x: np.ndarray, **kw: object) -> np.ndarray:
+        """The booster's prediction of feature rows ``x`` at the best iteration, with this model's prediction
+        threads; ``kw`` as LightGBM's ``predict`` (``raw_score=True``, ``pred_contrib=True``)."""
+        threads = {"num_threads": self.predict_threads_} if self.predict_threads_ else {}
+        return self.booster_.predict(x, num_iteration=self.best_iteration_, **threads, **kw)
 
     def prepare(self, catalogue: Catalogue, store: ItemStore | None = None) -> GBDTModel:
         """Build (or adopt a loaded) item-feature store of every item of ``catalogue`` (a server's, a match's),

@@ -204,19 +204,8 @@ class MatchService:
             UnknownIdsError: listing every id of the request the catalogue lacks.
         """
         from prodmatch.explain import explain_pairs
-        from prodmatch.pairs import PairSet
 
-        rows_left, rows_right = self.catalogue_rows(left, right)
-        ids = self.catalogue.ids.to_numpy()
-        pairs = PairSet(
-            rows_left.astype(np.int32),
-            rows_right.astype(np.int32),
-            None,
-            np.arange(len(rows_left)),
-            ids[rows_left],
-            ids[rows_right],
-        )
-        return explain_pairs(self.model, self.catalogue, pairs).to_dicts()
+        return explain_pairs(self.model, self.catalogue, self._pairs(*self.catalogue_rows(left, right))).to_dicts()
 
     def catalogue_rows(self, left: Sequence[ItemRef], right: Sequence[ItemRef]) -> tuple[np.ndarray, np.ndarray]:
         """The catalogue rows of pairs given by variant id; UnknownIdsError listing every unknown one, DataError
@@ -365,13 +354,14 @@ class MatchService:
             )
 
     def _score_rows(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return self.model.predict_proba(self.catalogue, self._pairs(left, right))
+
+    def _pairs(self, left: np.ndarray, right: np.ndarray):
+        """An unlabelled PairSet of catalogue rows, in order."""
         from prodmatch.pairs import PairSet
 
         ids = self.catalogue.ids.to_numpy()
-        pairs = PairSet(
-            left.astype(np.int32), right.astype(np.int32), None, np.arange(len(left)), ids[left], ids[right]
-        )
-        return self.model.predict_proba(self.catalogue, pairs)
+        return PairSet(left.astype(np.int32), right.astype(np.int32), None, np.arange(len(left)), ids[left], ids[right])
 
     def _features_of(self, items: Sequence[ItemRef], rows: np.ndarray, side: str) -> np.ndarray:
         out = np.empty((len(items), self.features.shape[1]), dtype=np.float32)
