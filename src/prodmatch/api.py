@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from prodmatch.auxiliary import AuxPairs
 from prodmatch.calibration import Calibrator, choose_threshold
 from prodmatch.catalogue import Catalogue
 from prodmatch.config import DataConfig, TrainConfig
@@ -19,7 +20,7 @@ from prodmatch.errors import ConfigError
 from prodmatch.evaluation import binary_metrics
 from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue, write_json, write_parquet
 from prodmatch.models import DEFAULT_MODEL, MODELS, PairModel, create_model, load_model
-from prodmatch.models.base import CONFIG_FILE
+from prodmatch.models.base import CONFIG_FILE, JobHead
 from prodmatch.pairs import (
     PairSet,
     SplitReport,
@@ -126,6 +127,15 @@ def _train_into(
     load_seconds = time.perf_counter() - t0
     prepared = prepare_pairs(data_dir, cat, config)
 
+    fit_kw: dict[str, Any] = {}
+    if est.trains_on_aux:
+        fit_kw = {"aux": prepared.aux, "candidates": prepared.valid_candidates}
+    elif prepared.aux is not None:
+        log.info(
+            "%s trains on the labelled pairs only: it takes no auxiliary pairs (%s left out)",
+            model,
+            ", ".join(f"{n:,} {k}" for k, n in prepared.aux.counts().items()),
+        )
     est.fit(
         cat,
         prepared.train,
@@ -134,6 +144,7 @@ def _train_into(
         checkpoint_dir=out_dir,
         resume=resume,
         callback=callback,
+        **fit_kw,
     )
     metrics: dict[str, Any] = {
         "model": model,
@@ -143,25 +154,13 @@ def _train_into(
         "hygiene": prepared.hygiene,
     }
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    valid_logits = est.predict_logits(cat, prepared.valid, config.eval_batch_size)
+    # The pairs job: calibrated, and its threshold chosen, on the labelled validation pairs only.
+    valid_scores = est.score(cat, prepared.valid, config.eval_batch_size)
     choice = est.calibrate(
-        valid_logits, prepared.valid.target, method=config.calibration, target_precision=config.target_precision
+        valid_scores.logits, prepared.valid.target, method=config.calibration, target_precision=config.target_precision
     )
-    if prepared.valid_mined is not None and len(prepared.valid_mined):
-        # Calibrated on the labelled validation pairs and the validation items' mined negatives together, so
-        # the probabilities hold on pairs like a catalogue's candidates; the threshold is still chosen on the
-        # labelled pairs (the ones `predict` and `evaluate` score).
-        mined_logits = est.predict_logits(cat, prepared.valid_mined, config.eval_batch_size)
-        est.calibrator = Calibrator.fit(
-            config.calibration,
-            np.concatenate([valid_logits, mined_logits]),
-            np.concatenate([prepared.valid.target, prepared.valid_mined.target]),
-        )
-        choice = choose_threshold(prepared.valid.target, est.calibrator(valid_logits), config.target_precision)
-        est.threshold_choice, est.threshold = choice, choice.threshold
-        metrics["calibration_pairs"] = {"labelled": len(prepared.valid), "mined": len(prepared.valid_mined)}
     log.info(
-        "calibration %s; threshold %.4f (%s): validation precision %.4f, recall %.4f",
+        "pairs job: calibration %s; threshold %.4f (%s): validation precision %.4f, recall %.4f",
         est.calibrator.method,
         choice.threshold,
         choice.rule,
@@ -170,7 +169,11 @@ def _train_into(
     )
     metrics["calibration"] = est.calibrator.method
     metrics["threshold"] = choice.to_dict()
-    valid_prob = est.calibrator(valid_logits)
+    if prepared.valid_calibration is not None and len(prepared.valid_calibration):
+        metrics["jobs"] = {"catalogue": _calibrate_catalogue_job(est, cat, prepared, config)}
+    metrics["jobs"] = {"pairs": est.describe_job(), **metrics.get("jobs", {})}
+    metrics["selection"] = getattr(est, "selection_", None) or {}
+    valid_prob = est.calibrated(valid_scores)
     metrics["valid"] = binary_metrics(
         prepared.valid.target, valid_prob, threshold=est.threshold, groups=prepared.valid.category
     )
@@ -204,16 +207,49 @@ def _train_into(
     return TrainReport(run_dir=out_dir, model=est, split=prepared.split, metrics=metrics, history=history)
 
 
+def _calibrate_catalogue_job(est: PairModel, cat: Catalogue, prepared: PreparedPairs, config: TrainConfig) -> dict:
+    """Calibrate the catalogue job on pairs like a catalogue's candidates: the labelled validation pairs and the
+    validation items' mined neighbours (less those that look like matches: calibration takes every label at its
+    word, and about as many of the mined pairs are unlabelled matches as among ``match``'s candidates, which
+    would pull every probability down). The share of matches there is saved with it: ``match`` moves the
+    probabilities from it to the candidates' own. Its threshold (``match --calibrate none``) is chosen on the
+    labelled validation pairs."""
+    head = est.catalogue_head_ or JobHead(Calibrator("none"), 0.5)
+    est.catalogue_head_ = head
+    view = est.for_job("catalogue")
+    calibration = prepared.valid.concat(prepared.valid_calibration)
+    logits = view.predict_logits(cat, calibration, config.eval_batch_size)
+    head.calibrator = Calibrator.fit(config.calibration, logits, calibration.target)
+    head.threshold_choice = choose_threshold(
+        prepared.valid.target, head.calibrator(logits[: len(prepared.valid)]), config.target_precision
+    )
+    head.threshold = head.threshold_choice.threshold
+    log.info(
+        "catalogue job: calibrated on %d labelled and %d mined validation pairs (%.1f%% matches)%s",
+        len(prepared.valid),
+        len(prepared.valid_calibration),
+        100 * float(calibration.target.mean()),
+        "" if view is not est and view._job_state("catalogue") else "; it scores with the pairs job's model",
+    )
+    return {
+        **est.for_job("catalogue").describe_job(),
+        "calibration_pairs": {"labelled": len(prepared.valid), "mined": len(prepared.valid_calibration)},
+    }
+
+
 @dataclass
 class PreparedPairs:
-    """Labelled pairs ready for fitting: cleaned, split, augmented; and the test pairs when labelled."""
+    """Labelled pairs ready for fitting: cleaned and split; the auxiliary training pairs (mined, augmented);
+    the test pairs when labelled; and the validation items' candidates for the catalogue job."""
 
-    train: PairSet
+    train: PairSet  # the labelled training pairs
     valid: PairSet
     test: PairSet | None
     split: SplitReport
     hygiene: dict[str, Any]
-    valid_mined: PairSet | None = None  # hard negatives mined for the validation items (calibration only)
+    aux: AuxPairs | None = None  # training pairs the labels did not give (see prodmatch.auxiliary)
+    valid_candidates: PairSet | None = None  # negatives mined for the validation items: choosing the catalogue job
+    valid_calibration: PairSet | None = None  # of them, those unlike the labelled matches: calibrating it
 
 
 def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfig) -> PreparedPairs:
@@ -264,8 +300,10 @@ def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfi
             "optimistic; the default --split group avoids this",
             split.overlap_items,
         )
+    augmented = None
     if config.augment == "transitive":
-        train_pairs, hygiene["augmentation"] = augment_transitive(train_pairs, len(catalogue))
+        grown, hygiene["augmentation"] = augment_transitive(train_pairs, len(catalogue))
+        augmented = grown.subset(np.arange(len(train_pairs), len(grown)))
     test = None
     test_path = data_dir / TEST_FILE
     if test_path.exists():
@@ -273,7 +311,7 @@ def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfi
         if test.target is None:
             log.info("%s has no targets; skipping the test evaluation", test_path)
             test = None
-    valid_mined = None
+    mined = valid_candidates = valid_calibration = None
     if config.hard_negatives:
         test_items = [test.left, test.right] if test is not None else []
         mined, hygiene["hard_negatives"] = _mine(
@@ -284,26 +322,46 @@ def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfi
             "training",
             config.drop_mined_above,
         )
-        # Validation's own, among items outside training and test: the model is calibrated on pairs like the
-        # ones `match` will score, not only on the labelled ones. Calibration takes every pair's label at its
-        # word, and about as many of these unlabelled pairs are matches as among `match`'s candidates, which
-        # would pull the probabilities (and the share `match` estimates) down; so the likely matches go.
-        valid_mined, hygiene["hard_negatives_validation"] = _mine(
-            catalogue,
-            valid_pairs,
-            [train_pairs.left, train_pairs.right, *test_items],
-            config,
-            "validation",
-            CALIBRATION_DROP_MINED_ABOVE,
+        # Validation's own, among items outside training and test: the catalogue job is chosen and calibrated
+        # on pairs like the ones `match` will score, not only on the labelled ones.
+        valid_candidates, hygiene["hard_negatives_validation"] = _mine(
+            catalogue, valid_pairs, [train_pairs.left, train_pairs.right, *test_items], config, "validation", None
         )
-        train_pairs = train_pairs.concat(mined)
+        valid_calibration, dropped = _without_likely_matches(catalogue, valid_pairs, valid_candidates, config)
+        hygiene["hard_negatives_validation"]["dropped_as_likely_positive"] = dropped
     return PreparedPairs(
-        train=train_pairs, valid=valid_pairs, test=test, split=split, hygiene=hygiene, valid_mined=valid_mined
+        train=train_pairs,
+        valid=valid_pairs,
+        test=test,
+        split=split,
+        hygiene=hygiene,
+        aux=AuxPairs.of(mined=mined, transitive=augmented),
+        valid_candidates=valid_candidates,
+        valid_calibration=valid_calibration,
     )
 
 
 # Mined validation pairs a quick model scores this likely or more to be matches are left out of calibration.
 CALIBRATION_DROP_MINED_ABOVE = 0.2
+
+
+def _without_likely_matches(
+    catalogue: Catalogue, labelled: PairSet, mined: PairSet, config: TrainConfig
+) -> tuple[PairSet, int]:
+    """The mined validation pairs a quick model does not score as likely matches (see ``likely_positives``)."""
+    from prodmatch.mining import drop_likely_positives
+
+    kept, dropped = drop_likely_positives(
+        catalogue, labelled, mined, list(catalogue.modalities), seed=config.seed, threshold=CALIBRATION_DROP_MINED_ABOVE
+    )
+    log.info(
+        "validation: %d mined negatives calibrate the catalogue job; %d scored %.2f or more like the labelled "
+        "positives left out",
+        len(kept),
+        dropped,
+        CALIBRATION_DROP_MINED_ABOVE,
+    )
+    return kept, dropped
 
 
 def _mine(
@@ -430,11 +488,16 @@ def predict(
 
 
 def _model_and_catalogue(
-    run_dir: str | Path, data_dir: str | Path, catalogue: Catalogue | None, *, text: bool = False
+    run_dir: str | Path,
+    data_dir: str | Path,
+    catalogue: Catalogue | None,
+    *,
+    text: bool = False,
+    job: str = "pairs",
 ) -> tuple[PairModel, Catalogue]:
-    """A saved model, and the catalogue of ``data_dir`` read with just the modalities that model uses (and
-    the names and attributes too with ``text``, for blocking on shared values)."""
-    est = load_model(run_dir)
+    """A saved model, the one that scores for ``job``, and the catalogue of ``data_dir`` read with just the
+    modalities that model uses (and the names and attributes too with ``text``, for blocking on shared values)."""
+    est = load_model(run_dir).for_job(job)
     config = est.data_config()
     if text:
         config = replace(config, load_names=True, load_attributes=True)

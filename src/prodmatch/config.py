@@ -92,6 +92,9 @@ class TrainConfig:
             them all. Off by default: it drops the hardest negatives (other products of the same family) with
             the unlabelled matches, and measured on the catalogue scenarios that costs more than the few
             wrong labels it saves (README, table j).
+        aux_weights: the weights tried for the auxiliary training pairs (mined negatives, transitive
+            positives), each source alone, beside the labelled pairs alone; each job keeps the weighting best
+            on its own validation pairs (see ``prodmatch.auxiliary``). None: the model's default grid.
     """
 
     epochs: int = 10
@@ -115,6 +118,7 @@ class TrainConfig:
     hard_negatives: int = 2
     mine_k: int = 20
     drop_mined_above: float | None = None
+    aux_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -150,6 +154,12 @@ class TrainConfig:
             raise ConfigError(
                 f"drop_mined_above must be in (0, 1] or left out (keep every mined pair), got {self.drop_mined_above}"
             )
+        if self.aux_weights is not None:
+            bad = [w for w in self.aux_weights if not 0.0 <= w <= 100.0]
+            if bad or not len(self.aux_weights):
+                raise ConfigError(
+                    f"aux_weights must be weights in [0, 100] (0: the labelled pairs alone), got {list(self.aux_weights)}"
+                )
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
 

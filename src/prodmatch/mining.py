@@ -31,7 +31,7 @@ from scipy.sparse.csgraph import connected_components
 from prodmatch.catalogue import Catalogue
 from prodmatch.pairs import PairSet, _unordered_key
 
-__all__ = ["MiningReport", "mine_negatives", "modality_vectors"]
+__all__ = ["MiningReport", "drop_likely_positives", "likely_positives", "mine_negatives", "modality_vectors"]
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,20 @@ def drop_likely_positives(
     seed: int = 0,
     threshold: float = 0.2,
 ) -> tuple[PairSet, int]:
-    """The mined pairs without those that look like the labelled positives (a positive-unlabelled filter).
+    """The mined pairs without those :func:`likely_positives` flags, and how many were dropped."""
+    likely = likely_positives(catalogue, labelled, mined, modalities, seed, threshold)
+    return mined.subset(~likely), int(likely.sum())
+
+
+def likely_positives(
+    catalogue: Catalogue,
+    labelled: PairSet,
+    mined: PairSet,
+    modalities: list[str],
+    seed: int = 0,
+    threshold: float = 0.2,
+) -> np.ndarray:
+    """Which mined pairs look like the labelled positives (a positive-unlabelled filter).
 
     A quick LightGBM on the generic pair features (cosines, side data) learns labelled positives against
     labelled and mined negatives, cross-fitted in two halves so no mined pair is scored by trees that saw it.
@@ -206,17 +219,17 @@ def drop_likely_positives(
     about 1 % of the mined negatives wrong instead of 5 %. But the pairs it drops are also the hardest
     negatives (other products of the same family, one colour), which the model needs most: with it, the
     clusters' F1 on the catalogue-single scenario fell from 0.957 to 0.822, so training leaves it off unless
-    ``TrainConfig.drop_mined_above`` asks for it (calibration uses it, see ``prodmatch.api``).
+    ``TrainConfig.drop_mined_above`` asks for it (the catalogue job's calibration uses it, see ``prodmatch.api``).
 
     Returns:
-        (kept pairs, number dropped).
+        (M,) bool: the mined pairs that look like the labelled positives.
     """
     import lightgbm as lgb
 
     from prodmatch.features import PairFeaturizer
 
     if len(mined) == 0 or labelled.target is None or not (labelled.target > 0.5).any():
-        return mined, 0
+        return np.zeros(len(mined), dtype=bool)
     use = ["extra_pictures", "categories", "attributes", "numbers", "names", "words"]
     items = np.concatenate([labelled.left, labelled.right, mined.left, mined.right])
     featurizer = PairFeaturizer(modalities, use).fit(catalogue, items)
@@ -230,5 +243,4 @@ def drop_likely_positives(
     for side in (False, True):
         booster = lgb.train(params, lgb.Dataset(x[half != side], y[half != side]), num_boost_round=200)
         score[half == side] = booster.predict(x[half == side])
-    likely = score[len(labelled) :] >= threshold
-    return mined.subset(~likely), int(likely.sum())
+    return score[len(labelled) :] >= threshold

@@ -45,7 +45,7 @@ def build_catalogue_index(
     config = config or MatchConfig()
     with _staged_output(out_dir, overwrite, INDEX_META_FILE) as tmp:
         t0 = time.perf_counter()
-        model, cat = _model_and_catalogue(run_dir, data_dir, None)
+        model, cat = _model_and_catalogue(run_dir, data_dir, None, job="catalogue")
         vectors, vector_kind = item_vectors(model, cat)
         kind = config.index_kind(len(cat))
         index = build_index(vectors, kind, config)
@@ -121,7 +121,7 @@ def match_new_items(
     index_dir = Path(index_dir)
     meta = _json.loads((index_dir / INDEX_META_FILE).read_text())
     t0 = time.perf_counter()
-    model, cat = _model_and_catalogue(run_dir, data_dir, None)
+    model, cat = _model_and_catalogue(run_dir, data_dir, None, job="catalogue")
     check_index_items(index_dir, cat, data_dir)
     new_cat = read_catalogue(new_dir, model.data_config())
     combined = cat.concat(new_cat)

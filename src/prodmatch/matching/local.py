@@ -72,7 +72,7 @@ def match_local(
     stages: dict[str, dict] = {}
     t_start = time.perf_counter()
     with timed(stages, "load"):
-        model, cat = _model_and_catalogue(run_dir, data_dir, None, text=config.token_k > 0)
+        model, cat = _model_and_catalogue(run_dir, data_dir, None, text=config.token_k > 0, job="catalogue")
     threshold = model.threshold if config.threshold is None else config.threshold
     n = len(cat)
 

@@ -220,7 +220,7 @@ def _worker_model(bundle):
         where = Path(tempfile.mkdtemp(prefix="prodmatch-run-"))
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(where, filter="data")
-        model = _WORKER_MODELS[key] = load_model(where)
+        model = _WORKER_MODELS[key] = load_model(where).for_job("catalogue")
     return model
 
 
@@ -895,7 +895,7 @@ def _load(
 
     from prodmatch.models import load_model
 
-    model = load_model(run_dir)
+    model = load_model(run_dir).for_job("catalogue")
     data_config = data_config or model.data_config()
     if text:
         data_config = replace(data_config, load_names=True, load_attributes=True)

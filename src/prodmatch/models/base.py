@@ -4,12 +4,21 @@ A model is a scikit-learn-style estimator. ``__init__`` stores hyperparameters o
 Subclasses implement ``fit``, ``predict_logits`` (a raw score that ranks pairs), ``_save_weights`` and
 ``_load_weights``; this class turns scores into calibrated probabilities and labels, and writes
 ``config.json`` last, so a run directory with a config is complete.
+
+A model serves two jobs (:data:`JOBS`), which score different pairs: ``pairs``, pairs drawn the way the
+labelled pairs were (``predict``, ``evaluate``, ``/v1/score``), and ``catalogue``, a catalogue's nearest
+neighbours (``match``, ``/v1/similar``), with far fewer matches and harder non-matches. A fitted model is the
+``pairs`` one; :meth:`PairModel.for_job` gives the ``catalogue`` one: its own calibration (for candidates)
+and threshold, and, where training chose other weights of the auxiliary pairs for it, its own fitted state
+(a second booster, a second network). What each job tried and kept is in ``selection_``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import asdict, fields, replace
+import logging
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,14 +28,54 @@ from prodmatch.calibration import Calibrator, ThresholdChoice, choose_threshold
 from prodmatch.catalogue import NORM_EPS, Catalogue
 from prodmatch.config import INFERENCE_BATCH, DataConfig, TrainConfig
 from prodmatch.errors import ConfigError, DataError, ModelError
+from prodmatch.evidence import bit_names, gate, modality_evidence
 from prodmatch.io import write_json
 from prodmatch.pairs import PairSet
 
-__all__ = ["CONFIG_FILE", "FORMAT_VERSION", "RUNTIMES", "PairModel"]
+__all__ = ["CONFIG_FILE", "FORMAT_VERSION", "JOBS", "RUNTIMES", "JobHead", "PairModel", "Scores"]
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 RUNTIMES = ("torch", "onnx")
 FORMAT_VERSION = 2
+JOBS = ("pairs", "catalogue")  # labelled-like pairs; a catalogue's candidates (see the module docstring)
+
+
+@dataclass
+class Scores:
+    """Raw scores of pairs and what each pair had to compare."""
+
+    logits: np.ndarray  # (M,) float32 raw scores (log-odds before calibration)
+    evidence: np.ndarray  # (M,) uint32 bit masks (see prodmatch.evidence); 0: nothing comparable
+
+
+@dataclass
+class JobHead:
+    """How one job turns raw scores into decisions, and what training chose for it."""
+
+    calibrator: Calibrator
+    threshold: float
+    threshold_choice: ThresholdChoice | None = None
+    selection: dict = field(default_factory=dict)  # the auxiliary weights tried and kept, with their metric
+
+    def to_dict(self) -> dict:
+        return {
+            "calibration": self.calibrator.to_dict(),
+            "threshold": self.threshold,
+            "threshold_choice": None if self.threshold_choice is None else self.threshold_choice.to_dict(),
+            "selection": self.selection,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> JobHead:
+        choice = d.get("threshold_choice")
+        return cls(
+            Calibrator.from_dict(d.get("calibration")),
+            float(d.get("threshold", 0.5)),
+            ThresholdChoice(**choice) if choice else None,
+            dict(d.get("selection") or {}),
+        )
 
 
 class PairModel:
@@ -36,17 +85,23 @@ class PairModel:
         name: the registry name.
         params_class: a frozen dataclass of hyperparameters.
         symmetric: whether f(a, b) == f(b, a) by construction.
+        trains_on_aux: whether ``fit`` takes auxiliary pairs and validation candidates, and chooses their
+            weight for each job (see :mod:`prodmatch.auxiliary`).
         needs: side data the model reads beyond embeddings: any of "categories", "names", "attributes",
             "extra_pictures", "texts".
 
-    Fitted attributes: ``modalities_`` [(name, dim)], ``threshold``, ``calibrator``, ``threshold_choice``;
-    ``run_dir_`` once loaded from a run directory.
+    Fitted attributes: ``modalities_`` [(name, dim)], ``threshold``, ``calibrator``, ``threshold_choice`` (of
+    the job this object scores for, ``job``); ``catalogue_head_`` (the catalogue job's, or None) and
+    ``selection_`` (what each job tried and kept); ``run_dir_`` once loaded from a run directory.
     """
 
     name: ClassVar[str]
     params_class: ClassVar[type]
     symmetric: ClassVar[bool] = False
     needs: ClassVar[frozenset[str]] = frozenset()
+    trains_on_aux: ClassVar[bool] = False  # fit takes auxiliary pairs (``aux``) and the validation candidates
+    job: str = "pairs"  # the job this object scores for; for_job("catalogue") gives the other
+    catalogue_head_: JobHead | None = None
 
     def __init__(self, **params: Any) -> None:
         known = {f.name for f in fields(self.params_class)}
@@ -81,12 +136,77 @@ class PairModel:
     # ---------------------------------------------------------------------------------- scoring
 
     def predict_proba(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
-        """Calibrated probability that each pair is the same product, in the order of ``pairs``.
+        """Calibrated probability that each pair is the same product, in the order of ``pairs``. A pair with
+        nothing to compare scores at most the prior, below the threshold (see :mod:`prodmatch.evidence`).
 
         Returns:
             (M,) float64 in [0, 1].
         """
-        return self.calibrator(self.predict_logits(catalogue, pairs, batch_size))
+        return self.calibrated(self.score(catalogue, pairs, batch_size))
+
+    def score(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = INFERENCE_BATCH) -> Scores:
+        """Raw scores and evidence of the pairs (a model computing both in one pass overrides this)."""
+        return Scores(
+            self.predict_logits(catalogue, pairs, batch_size), self.evidence(catalogue, pairs.left, pairs.right)
+        )
+
+    def calibrated(self, scores: Scores) -> np.ndarray:
+        """(M,) float64 probabilities of raw scores: calibrated, then no evidence capped at the prior, below the
+        threshold (:func:`prodmatch.evidence.gate`)."""
+        return gate(self.calibrator(scores.logits), scores.evidence, self.calibrator.prior, self.threshold)
+
+    def evidence(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """(M,) uint32: what each pair has to compare that this model reads; by default, the embedding
+        modalities both items have (models reading side data add theirs)."""
+        self._check_fitted()
+        present = [catalogue.modalities[n].present for n, _ in self.modalities_]
+        return modality_evidence(present, np.asarray(left), np.asarray(right))
+
+    def evidence_names(self) -> list[str]:
+        """The name of each bit of :meth:`evidence`'s masks."""
+        return bit_names([n for n, _ in self.modalities_])
+
+    # ------------------------------------------------------------------------------------------ jobs
+
+    def for_job(self, job: str) -> PairModel:
+        """The model that scores for ``job`` (:data:`JOBS`): this one for ``pairs``; for ``catalogue``, a view
+        sharing everything fitted but its calibration, threshold and, where training chose differently for
+        candidates, its own fitted state. A run trained before the jobs were told apart has one model: it is
+        returned for both (its calibration already mixed labelled and mined pairs)."""
+        if job not in JOBS:
+            raise ConfigError(f"unknown job {job!r}; use one of {list(JOBS)}")
+        if job == self.job:
+            return self
+        if self.job != "pairs":
+            raise ModelError(f"a {self.job} view cannot give another job's model; ask the pairs model")
+        head = self.catalogue_head_
+        if head is None:
+            return self
+        view = copy.copy(self)
+        view.job = job
+        view.calibrator, view.threshold, view.threshold_choice = head.calibrator, head.threshold, head.threshold_choice
+        view.__dict__.update(self._job_state(job))
+        return view
+
+    def _job_state(self, job: str) -> dict[str, Any]:
+        """The attributes a ``job`` view overrides (a second booster, network...): none by default."""
+        return {}
+
+    def describe_job(self) -> dict:
+        """Which model scores for this object's job, for metrics.json, summaries, explanations and the report."""
+        head = self.catalogue_head_ if self.job == "catalogue" else None
+        selection = (
+            head.selection if head is not None else (getattr(self, "selection_", {}) or {}).get(self.job)
+        ) or {}
+        return {
+            "job": self.job,
+            "model": self.name,
+            "calibration": self.calibrator.method,
+            "prior": self.calibrator.prior,
+            "threshold": self.threshold,
+            "aux_weights": selection.get("weights"),
+            "separate": bool(self.catalogue_head_ is not None and self._job_state("catalogue")),
+        }
 
     def prepare(self, catalogue: Catalogue) -> PairModel:
         """Precompute per-item inputs once, before many small scoring calls on ``catalogue`` (a server's)."""
@@ -165,6 +285,8 @@ class PairModel:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         weights = self._save_weights(run_dir)
+        if self.job != "pairs":
+            raise ModelError("save the pairs model (a catalogue view is saved with it)")
         config = {
             "format_version": FORMAT_VERSION,
             "model": {"name": self.name, "params": asdict(self.params), "symmetric": self.symmetric},
@@ -173,6 +295,10 @@ class PairModel:
             "threshold": self.threshold,
             "threshold_choice": None if self.threshold_choice is None else self.threshold_choice.to_dict(),
             "calibration": self.calibrator.to_dict(),
+            "jobs": {
+                "pairs": {"selection": (getattr(self, "selection_", None) or {}).get("pairs") or {}},
+                **({"catalogue": self.catalogue_head_.to_dict()} if self.catalogue_head_ is not None else {}),
+            },
             **weights,
             **(extra or {}),
         }
@@ -190,6 +316,9 @@ class PairModel:
         model.calibrator = Calibrator.from_dict(config.get("calibration"))
         choice = config.get("threshold_choice")
         model.threshold_choice = ThresholdChoice(**choice) if choice else None
+        jobs = config.get("jobs") or {}
+        model.catalogue_head_ = JobHead.from_dict(jobs["catalogue"]) if "catalogue" in jobs else None
+        model.selection_ = {job: jobs[job].get("selection") or {} for job in JOBS if job in jobs}
         model._load_weights(run_dir, config)
         model.run_dir_ = run_dir
         return model

@@ -18,17 +18,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import lightgbm as lgb
 import numpy as np
 
+from prodmatch.auxiliary import AuxPairs, Candidate, choose, selection_record, weight_candidates
+from prodmatch.calibration import Calibrator
 from prodmatch.catalogue import Catalogue
 from prodmatch.config import INFERENCE_BATCH, TrainConfig
 from prodmatch.errors import ConfigError, ModelError
 from prodmatch.evaluation import pr_auc
+from prodmatch.evidence import side_bit
 from prodmatch.features import PairFeaturizer, WordPairScorer
 from prodmatch.io import atomic_path
-from prodmatch.models.base import PairModel
+from prodmatch.models.base import JobHead, PairModel, Scores
 from prodmatch.models.siamese import NumpySiamese, SiameseNet
 from prodmatch.pairs import Folds, PairSet, group_folds
 from prodmatch.store import ItemStore, StackedTowers
@@ -38,7 +42,8 @@ __all__ = ["GBDTModel", "GBDTParams"]
 
 log = logging.getLogger(__name__)
 
-BOOSTER_FILE = "model.lgb.txt"
+BOOSTER_FILE = "model.lgb.txt"  # the pairs job's booster
+CATALOGUE_BOOSTER_FILE = "model.catalogue.lgb.txt"  # the catalogue job's, when training chose another for it
 IDF_FILE = "name_idf.npy"
 WORD_IDF_FILE = "name_word_idf.npy"
 WHITENING_FILE = "whitening.npz"
@@ -78,6 +83,7 @@ class GBDTModel(PairModel):
     name = "gbdt"
     params_class = GBDTParams
     symmetric = True
+    trains_on_aux = True
     needs = frozenset({"categories", "names", "attributes", "extra_pictures"})
     predict_threads_: int | None = None  # LightGBM's prediction threads; None: its default (all cores)
 
@@ -99,19 +105,35 @@ class GBDTModel(PairModel):
         valid: PairSet,
         config: TrainConfig | None = None,
         *,
+        aux: AuxPairs | None = None,
+        candidates: PairSet | None = None,
         modalities: list[str] | None = None,
         callback: TrainCallback | None = None,
         **_: object,
     ) -> GBDTModel:
-        """Compute features of both sets, boost on ``train``, stop early on ``valid``."""
+        """Compute features, cross-fit the stacked models on the labelled pairs, and boost once per weighting of
+        the auxiliary pairs; each job keeps the booster and round best on its own validation pairs.
+
+        Args:
+            catalogue: the items.
+            train, valid: the labelled training and validation pairs.
+            config: training settings (``aux_weights``: the grid of auxiliary weights).
+            aux: auxiliary training pairs (mined negatives, transitive positives), or None.
+            candidates: the validation items' mined candidates (unlabelled, read as non-matches): with the
+                labelled validation pairs, what the catalogue job is chosen on. None: one job.
+            modalities: the embeddings to use; all by default.
+            callback: progress hooks.
+        """
         config = config or TrainConfig()
         names = list(modalities or catalogue.modalities)
         self.modalities_ = [(n, catalogue.modalities[n].dim) for n in names]
         use = [u.strip() for u in self.params.use.split(",") if u.strip()]
+        aux = aux if aux is not None and len(aux) else None
         t0 = time.perf_counter()
         matched = train.target > 0.5
+        items = [train.left, train.right] + ([aux.pairs.left, aux.pairs.right] if aux is not None else [])
         self.featurizer_ = PairFeaturizer(names, use).fit(
-            catalogue, np.concatenate([train.left, train.right]), (train.left[matched], train.right[matched])
+            catalogue, np.concatenate(items), (train.left[matched], train.right[matched])
         )
         x_train, feature_names = self.featurizer_.transform(catalogue, train.left, train.right)
         self.featurizer_._hashed = None  # only the training transform reuses it; do not keep the catalogue alive
@@ -122,6 +144,8 @@ class GBDTModel(PairModel):
         texts = self._stack_texts()
         use_words = "words" in texts and catalogue.names is not None
         encoders = [t for t in texts if t in TRANSFORMERS]
+        # The stacked models learn from the labelled pairs only: their scores are features of both jobs' boosters,
+        # and the auxiliary pairs reach a booster only at the weight its job chose (prodmatch.auxiliary).
         folds = self._folds(train, config) if self.params.stack or use_words or encoders else None
         if self.params.stack:
             oof = self._fit_stack(catalogue, train, valid, config, names, callback, folds)
@@ -136,19 +160,114 @@ class GBDTModel(PairModel):
             x_train = np.column_stack([x_train, oof])
             feature_names = [*feature_names, _text_feature(kind)]
         self.feature_names_ = feature_names
-        # The validation pairs go through the scoring path itself: the item-feature store.
-        self.booster_ = None
-        store = self.item_store(catalogue, np.union1d(valid.left, valid.right))
-        x_valid = self._features(catalogue, store, valid.left, valid.right)
-        del store
+        self.booster_ = self.catalogue_booster_ = None
+        # Every pair the labels did not put in training goes through the scoring path itself, the item-feature
+        # store: validation, the auxiliary pairs (scored by the mean of the fold models, as a catalogue's
+        # candidates are) and the validation candidates.
+        x_valid = self._pair_features(catalogue, valid.left, valid.right)
+        x_aux = None if aux is None else self._pair_features(catalogue, aux.pairs.left, aux.pairs.right)
+        x_cand = None
+        if candidates is not None and len(candidates):
+            x_cand = np.concatenate([x_valid, self._pair_features(catalogue, candidates.left, candidates.right)])
+            y_cand = np.concatenate([valid.target, np.zeros(len(candidates), dtype=np.float32)])
         log.info(
-            "gbdt: %d features of %d + %d pairs in %.1fs",
+            "gbdt: %d features of %d labelled + %d auxiliary training pairs, %d validation pairs%s in %.1fs",
             len(feature_names),
             len(train),
+            0 if aux is None else len(aux),
             len(valid),
+            "" if x_cand is None else f" and {len(x_cand) - len(valid)} validation candidates",
             time.perf_counter() - t0,
         )
 
+        jobs = ["pairs"] + (["catalogue"] if x_cand is not None else [])
+        metric = "average_precision" if config.monitor == "pr_auc" else "binary_logloss"
+
+        def fit_one(weights: dict[str, float]) -> Candidate:
+            if weights and aux is not None:
+                w = aux.sample_weight(weights)
+                keep = np.flatnonzero(w > 0)
+                x = np.concatenate([x_train, x_aux[keep]])
+                y = np.concatenate([train.target, aux.pairs.target[keep]])
+                sample_weight = np.concatenate([np.ones(len(train), dtype=np.float32), w[keep]])
+            else:
+                x, y, sample_weight = x_train, train.target, None
+            return self._boost(
+                x,
+                y,
+                sample_weight,
+                x_valid,
+                valid.target,
+                None if x_cand is None else (x_cand, y_cand),
+                config,
+                weights,
+                callback,
+                t0,
+            )
+
+        grid = config.aux_weights if config.aux_weights is not None else self.default_aux_weights
+        candidates_fitted = [fit_one(w) for w in weight_candidates(aux, grid)]
+        labels = {"pairs": valid.target} | ({"catalogue": y_cand} if x_cand is not None else {})
+        chosen = choose(candidates_fitted, jobs, metric, fit_one, labels, config.seed)
+        pairs_pick = chosen["pairs"]
+        self.booster_, self.best_iteration_ = pairs_pick.fitted, pairs_pick.detail["pairs"]["best_iteration"]
+        self.history_ = pairs_pick.detail["pairs"]["history"]
+        self.selection_ = {
+            job: selection_record(job, metric, candidates_fitted, c, _MEASURED_ON[job]) for job, c in chosen.items()
+        }
+        for record in self.selection_.values():
+            for entry in [record, *record["tried"]]:
+                entry.pop("history", None)
+        self.catalogue_head_ = None
+        if "catalogue" in chosen:
+            pick = chosen["catalogue"]
+            iteration = pick.detail["catalogue"]["best_iteration"]
+            if pick.fitted is not pairs_pick.fitted or iteration != self.best_iteration_:
+                self.catalogue_booster_, self.catalogue_iteration_ = pick.fitted, iteration
+            # calibrated for the candidates by the caller (prodmatch.api), once the model can score
+            self.catalogue_head_ = JobHead(Calibrator("none"), 0.5, None, self.selection_["catalogue"])
+        self.monitor_ = config.monitor
+        self.fit_seconds_ = time.perf_counter() - t0
+        log.info(
+            "gbdt: the pairs job keeps %d trees (%s), the catalogue job %s; %.1fs in all",
+            self.best_iteration_,
+            _weights_words(pairs_pick.weights),
+            "the same booster"
+            if "catalogue" not in chosen
+            else f"{chosen['catalogue'].detail['catalogue']['best_iteration']} trees "
+            f"({_weights_words(chosen['catalogue'].weights)})",
+            self.fit_seconds_,
+        )
+        return self
+
+    default_aux_weights: ClassVar[tuple[float, ...]] = (0.25, 1.0)  # boosters are cheap: two weightings beside 0
+
+    def _pair_features(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray, chunk: int = 1 << 18):
+        """(M, F) features of pairs through the item-feature store (one store per chunk of pairs, so memory
+        stays bounded by the chunk's items, not the catalogue's)."""
+        out = np.empty((len(left), len(self.feature_names_)), dtype=np.float32)
+        for s in range(0, len(left), chunk):
+            sl = slice(s, s + chunk)
+            store = self.item_store(catalogue, np.union1d(left[sl], right[sl]))
+            out[sl] = self._features(catalogue, store, left[sl], right[sl])
+        return out
+
+    def _boost(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        sample_weight: np.ndarray | None,
+        x_valid: np.ndarray,
+        y_valid: np.ndarray,
+        cand: tuple[np.ndarray, np.ndarray] | None,
+        config: TrainConfig,
+        weights: dict[str, float],
+        callback: TrainCallback | None,
+        t0: float,
+    ) -> Candidate:
+        """One booster on (x, y, sample_weight); every round evaluated on the labelled validation pairs (the
+        pairs job) and the validation candidates (the catalogue job); it stops once neither job has improved
+        for ``early_stopping`` rounds, and each job's best round is recorded."""
         params = {
             "objective": "binary",
             "num_leaves": self.params.num_leaves,
@@ -162,69 +281,67 @@ class GBDTModel(PairModel):
             "seed": config.seed,
             "deterministic": True,
             "verbosity": -1,
+            # LightGBM's own average precision (the same as scikit-learn's) and log loss, on every validation set
+            "metric": ["average_precision", "binary_logloss"],
         }
-        dtrain = lgb.Dataset(x_train, train.target, feature_name=feature_names, free_raw_data=True)
-        dvalid = lgb.Dataset(x_valid, valid.target, reference=dtrain)
-        # The first metric stops the boosting: the one --monitor names, as for the networks' epochs. For
-        # pr_auc that is average precision: trees give tied scores (a few thousand distinct values), and
-        # the notebook's PR-AUC, auc(recall, precision), interpolates each tied block linearly, which
-        # rewards a coarse early model (measured: 17 trees, PR-AUC 0.9844 but average precision 0.9781,
-        # below the oracle's 0.9789). Average precision is the same area without that interpolation.
-        if config.monitor == "pr_auc":
-            metrics = [_average_precision_eval, _logloss_eval, _pr_auc_eval]
-        else:
-            metrics = [_logloss_eval, _average_precision_eval, _pr_auc_eval]
+        dtrain = lgb.Dataset(x, y, weight=sample_weight, feature_name=self.feature_names_, free_raw_data=True)
+        valid_sets, names = [lgb.Dataset(x_valid, y_valid, reference=dtrain)], ["pairs"]
+        if cand is not None:
+            valid_sets.append(lgb.Dataset(cand[0], cand[1], reference=dtrain))
+            names.append("catalogue")
+        dlabelled = valid_sets[0]
+
+        def notebook_pr_auc(preds: np.ndarray, data: lgb.Dataset) -> tuple[str, float, bool]:
+            # The notebook's PR-AUC, for the history only (on the labelled validation pairs): ties inflate it,
+            # so nothing stops or chooses on it.
+            return "pr_auc", pr_auc(data.get_label(), preds) if data is dlabelled else float("nan"), True
+
+        stopper = _JobStopping(self.params.early_stopping, names, config.monitor)
         evals: dict = {}
         clock = _Clock(t0)
-        callbacks = [
-            lgb.early_stopping(self.params.early_stopping, first_metric_only=True, verbose=False),
-            lgb.record_evaluation(evals),
-            clock,
-        ]
+        callbacks = [stopper, lgb.record_evaluation(evals), clock]
         if callback is not None:
             callbacks.append(_ProgressCallback(callback, self.params.n_estimators))
         t1 = time.perf_counter()
-        self.booster_ = lgb.train(
-            {**params, "metric": "None"},
+        booster = lgb.train(
+            params,
             dtrain,
             num_boost_round=self.params.n_estimators,
-            valid_sets=[dvalid],
-            valid_names=["valid"],
-            feval=metrics,  # the networks' metrics, so every model's history compares
+            valid_sets=valid_sets,
+            valid_names=names,
+            feval=notebook_pr_auc,
             callbacks=callbacks,
         )
-        self.monitor_ = config.monitor
-        self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
-        self.fit_seconds_ = time.perf_counter() - t0
-        log.info(
-            "gbdt: %d trees (the best of %d grown) in %.1fs; validation PR-AUC %.4f, average precision %.4f",
-            self.best_iteration_,
-            len(evals["valid"]["pr_auc"]),
-            time.perf_counter() - t1,
-            evals["valid"]["pr_auc"][self.best_iteration_ - 1],
-            evals["valid"]["average_precision"][self.best_iteration_ - 1],
-        )
-        # Per round: seconds since the previous round (the first includes features and the stacked network).
+        grown = len(evals["pairs"]["average_precision"])
         seconds = np.diff(np.concatenate([[0.0], clock.elapsed]))
-        self.history_ = [
+        history = [
             {
                 "iteration": i + 1,
-                "valid_loss": loss,
-                "valid_pr_auc": pr,
-                "valid_average_precision": ap,
-                "seconds": float(sec),
+                "valid_loss": evals["pairs"]["binary_logloss"][i],
+                "valid_pr_auc": evals["pairs"]["pr_auc"][i],
+                "valid_average_precision": evals["pairs"]["average_precision"][i],
+                **({"candidates_average_precision": evals["catalogue"]["average_precision"][i]} if cand else {}),
+                "seconds": float(seconds[i]),
             }
-            for i, (loss, pr, ap, sec) in enumerate(
-                zip(
-                    evals["valid"]["binary_logloss"],
-                    evals["valid"]["pr_auc"],
-                    evals["valid"]["average_precision"],
-                    seconds,
-                    strict=True,
-                )
-            )
+            for i in range(grown)
         ]
-        return self
+        scores, detail, predictions = {}, {}, {}
+        for job, x_job in zip(names, [x_valid, *([cand[0]] if cand is not None else [])], strict=True):
+            best, value = stopper.best[job]
+            ap = evals[job]["average_precision"][best - 1]
+            scores[job] = value if config.monitor == "pr_auc" else -value  # higher is better
+            detail[job] = {"best_iteration": best, "average_precision": ap, "history": history}
+            predictions[job] = booster.predict(x_job, num_iteration=best)
+        log.info(
+            "gbdt (%s): %d trees grown in %.1fs; best validation average precision %s",
+            _weights_words(weights),
+            grown,
+            time.perf_counter() - t1,
+            ", ".join(
+                f"{job} {detail[job]['average_precision']:.4f} at {detail[job]['best_iteration']}" for job in names
+            ),
+        )
+        return Candidate(weights=weights, scores=scores, fitted=booster, detail=detail, predictions=predictions)
 
     def _fit_stack(
         self,
@@ -417,7 +534,8 @@ class GBDTModel(PairModel):
         return self._numpy_nets
 
     def _split_thresholds(self, feature: str) -> np.ndarray | None:
-        """Sorted thresholds of every split of the (used) trees on ``feature``; None before boosting."""
+        """Sorted thresholds of every split, on ``feature``, of the used trees of both jobs' boosters; None
+        before boosting."""
         if getattr(self, "booster_", None) is None or feature not in self.feature_names_:
             return None
         j = self.feature_names_.index(feature)
@@ -430,8 +548,12 @@ class GBDTModel(PairModel):
                 walk(node["left_child"])
                 walk(node["right_child"])
 
-        for tree in self.booster_.dump_model(num_iteration=self.best_iteration_)["tree_info"]:
-            walk(tree["tree_structure"])
+        boosters = [(self.booster_, self.best_iteration_)]
+        if getattr(self, "catalogue_booster_", None) is not None:
+            boosters.append((self.catalogue_booster_, self.catalogue_iteration_))
+        for booster, iteration in boosters:
+            for tree in booster.dump_model(num_iteration=iteration)["tree_info"]:
+                walk(tree["tree_structure"])
         return np.unique(np.asarray(found, dtype=np.float64))
 
     def _store_for(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray) -> ItemStore:
@@ -476,10 +598,45 @@ class GBDTModel(PairModel):
         """(M,) float32 raw margins (log-odds before calibration), through the item-feature store: the prepared
         one (``prepare``: a server's, a match's) or one built for these pairs' items. Every batch size takes
         this one path, and a pair's margin does not depend on its batch or its store."""
-        out = np.empty(len(pairs), dtype=np.float32)
+        return self.score(catalogue, pairs, batch_size).logits
+
+    def score(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = INFERENCE_BATCH) -> Scores:
+        """Raw margins and evidence in one pass: the evidence is read off the pair features themselves."""
+        logits = np.empty(len(pairs), dtype=np.float32)
+        evidence = np.empty(len(pairs), dtype=np.uint32)
         for sl, x in self.feature_batches(catalogue, pairs, batch_size):
-            out[sl] = self.boost(x, raw_score=True)
-        return out
+            logits[sl] = self.boost(x, raw_score=True)
+            evidence[sl] = self.evidence_of_features(x)
+        return Scores(logits, evidence)
+
+    def evidence(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        pairs = PairSet(np.asarray(left), np.asarray(right), None, np.arange(len(left)), None, None)
+        return self.score(catalogue, pairs).evidence
+
+    def evidence_of_features(self, x: np.ndarray) -> np.ndarray:
+        """(B,) uint32 evidence masks of feature rows ``x``: an embedding both items have (its cosine is defined),
+        a picture on both (the photos' cosines are), a name word both hold, an attribute value both hold."""
+        index = {n: i for i, n in enumerate(self.feature_names_)}
+        mods = [n for n, _ in self.modalities_]
+        mask = np.zeros(len(x), dtype=np.uint32)
+
+        def bit(cond: np.ndarray, position: np.uint32) -> None:
+            nonlocal mask
+            mask |= cond.astype(np.uint32) * position
+
+        with np.errstate(invalid="ignore"):
+            for j, name in enumerate(mods):
+                if f"{name}.cos" in index:
+                    bit(~np.isnan(x[:, index[f"{name}.cos"]]), np.uint32(1 << j))
+            if "pics_max" in index:
+                bit(~np.isnan(x[:, index["pics_max"]]), side_bit(mods, "pictures"))
+            for column in ("name_token_jaccard", "name_word_tfidf_cos"):
+                if column in index:
+                    bit(x[:, index[column]] > 0, side_bit(mods, "name"))
+            for column in ("attr_kv_jaccard", "brand_equal", "colour_equal"):
+                if column in index:
+                    bit(x[:, index[column]] > 0, side_bit(mods, "attributes"))
+        return mask
 
     def feature_batches(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = INFERENCE_BATCH):
         """Yields (slice of ``pairs``, that batch's (B, F) float32 features in the order of ``feature_names_``),
@@ -511,9 +668,16 @@ class GBDTModel(PairModel):
             net.use_runtime(runtime, threads)
         return self
 
+    def _job_state(self, job: str) -> dict:
+        """The catalogue job's own booster and round, where training chose one for it."""
+        if job == "catalogue" and getattr(self, "catalogue_booster_", None) is not None:
+            return {"booster_": self.catalogue_booster_, "best_iteration_": self.catalogue_iteration_}
+        return {}
+
     def fit_summary(self) -> dict:
         return {
             "best_iteration": self.best_iteration_,
+            "catalogue_best_iteration": getattr(self, "catalogue_iteration_", None),
             "monitor": self.monitor_,
             "stack_folds": getattr(self, "stack_folds_", None),
             "trees_grown": len(self.history_),
@@ -536,6 +700,10 @@ class GBDTModel(PairModel):
         with atomic_path(run_dir / BOOSTER_FILE) as tmp:
             self.booster_.save_model(str(tmp), num_iteration=self.best_iteration_)
         files = {"booster": BOOSTER_FILE}
+        if getattr(self, "catalogue_booster_", None) is not None:
+            with atomic_path(run_dir / CATALOGUE_BOOSTER_FILE) as tmp:
+                self.catalogue_booster_.save_model(str(tmp), num_iteration=self.catalogue_iteration_)
+            files["catalogue_booster"] = CATALOGUE_BOOSTER_FILE
         if self.featurizer_.name_idf is not None:
             with atomic_path(run_dir / IDF_FILE) as tmp, open(tmp, "wb") as f:
                 np.save(f, self.featurizer_.name_idf)
@@ -571,6 +739,7 @@ class GBDTModel(PairModel):
             "weights": files,
             "features": {**self.featurizer_.to_dict(), "names": self.feature_names_},
             "best_iteration": self.best_iteration_,
+            "catalogue_best_iteration": getattr(self, "catalogue_iteration_", None),
             "stack": stack,
             "text_stack": text_stack,
         }
@@ -582,6 +751,10 @@ class GBDTModel(PairModel):
                 raise ModelError(f"{run_dir / f} is missing: the run directory {run_dir} is incomplete; train it again")
         self.booster_ = lgb.Booster(model_file=str(run_dir / files["booster"]))
         self.best_iteration_ = int(config.get("best_iteration", self.booster_.current_iteration()))
+        self.catalogue_booster_ = None
+        if "catalogue_booster" in files:
+            self.catalogue_booster_ = lgb.Booster(model_file=str(run_dir / files["catalogue_booster"]))
+            self.catalogue_iteration_ = int(config["catalogue_best_iteration"])
         feats = config["features"]
         self.featurizer_ = PairFeaturizer(list(feats["modalities"]), list(feats["use"]))
         if "name_idf" in files:
@@ -642,29 +815,49 @@ def _score_in_fp32(net: PairModel) -> PairModel:
     return net
 
 
-def _pr_auc_eval(preds: np.ndarray, data: lgb.Dataset) -> tuple[str, float, bool]:
-    """LightGBM custom metric: PR-AUC the notebook's way."""
-    return "pr_auc", pr_auc(data.get_label(), preds), True
+_MEASURED_ON = {
+    "pairs": "the labelled validation pairs",
+    "catalogue": "the validation candidates: labelled validation pairs and the validation items' mined neighbours",
+}
 
 
-def _average_precision_eval(preds: np.ndarray, data: lgb.Dataset) -> tuple[str, float, bool]:
-    """LightGBM custom metric: average precision (the PR curve's area as a step function, honest about ties)."""
-    from sklearn.metrics import average_precision_score
-
-    return "average_precision", float(average_precision_score(data.get_label(), preds)), True
+def _weights_words(weights: dict[str, float]) -> str:
+    return ", ".join(f"{k} x{v:g}" for k, v in weights.items()) if weights else "labelled pairs only"
 
 
-def _logloss_eval(preds: np.ndarray, data: lgb.Dataset) -> tuple[str, float, bool]:
-    """LightGBM custom metric: log loss (``preds`` are probabilities for the built-in binary objective)."""
-    p = np.clip(preds, 1e-15, 1 - 1e-15)
-    y = data.get_label()
-    return "binary_logloss", float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p))), False
+class _JobStopping:
+    """Early stopping for several jobs at once: each validation set's best round (by average precision, or by
+    log loss with ``--monitor loss``) is tracked, and boosting stops once none has improved for ``patience``
+    rounds. The pairs job's average precision, not the notebook's PR-AUC: trees give tied scores (a few
+    thousand distinct values), and ``auc(recall, precision)`` interpolates each tied block linearly, which
+    rewards a coarse early model (measured: 17 trees, PR-AUC 0.9844 but average precision 0.9781, below the
+    oracle's 0.9789)."""
+
+    order = 25  # after LightGBM records the evaluation
+
+    def __init__(self, patience: int, jobs: list[str], monitor: str) -> None:
+        self.patience = patience
+        self.metric = "average_precision" if monitor == "pr_auc" else "binary_logloss"
+        self.higher = monitor == "pr_auc"
+        self.best: dict[str, tuple[int, float]] = {job: (0, -np.inf if self.higher else np.inf) for job in jobs}
+
+    def __call__(self, env: lgb.callback.CallbackEnv) -> None:
+        round_ = env.iteration - env.begin_iteration + 1
+        for data, metric, value, _ in env.evaluation_result_list:
+            if metric != self.metric or data not in self.best:
+                continue
+            _, best = self.best[data]
+            if (value > best) if self.higher else (value < best):
+                self.best[data] = (round_, float(value))
+        last = max(r for r, _ in self.best.values())
+        if round_ - last >= self.patience:
+            raise lgb.callback.EarlyStopException(last - 1, env.evaluation_result_list)
 
 
 class _Clock:
     """Records the seconds since ``t0`` at the end of every boosting round."""
 
-    order = 30  # after the evaluation callbacks
+    order = 21  # after LightGBM records the evaluation, before early stopping may end the round
 
     def __init__(self, t0: float) -> None:
         self.t0 = t0
