@@ -18,6 +18,7 @@ from prodmatch.catalogue import Catalogue
 from prodmatch.config import DataConfig, TrainConfig
 from prodmatch.errors import ConfigError
 from prodmatch.evaluation import binary_metrics
+from prodmatch.evidence import count_none, describe
 from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue, write_json, write_parquet
 from prodmatch.models import DEFAULT_MODEL, MODELS, PairModel, create_model, load_model
 from prodmatch.models.base import CONFIG_FILE, JobHead
@@ -453,13 +454,26 @@ def evaluate(
 def score_pairs(model: PairModel, catalogue: Catalogue, pairs: PairSet, *, labels: bool = False) -> pd.DataFrame:
     """E-CUP submission frame: variantid1, variantid2, target (probability), one row per pair, in order.
 
-    With ``labels``, a ``label`` column: 1 where the probability reaches the model's saved threshold.
+    With ``labels``, a ``label`` column (1 where the probability reaches the model's saved threshold) and an
+    ``evidence`` column: what the two items had to compare, ``"none"`` where nothing (such a pair scores at
+    most the prior, below the threshold: never a match). Such pairs are counted in the log either way.
     """
-    prob = model.predict_proba(catalogue, pairs)
+    scores = model.score(catalogue, pairs)
+    prob = model.calibrated(scores)
+    none = count_none(scores.evidence)
+    if none:
+        log.warning(
+            "%d of %d pairs have nothing to compare (no embedding on both items, no shared name word, attribute "
+            "value or picture): scored at most the prior (%.3f), below the threshold, never labelled a match",
+            none,
+            len(pairs),
+            model.calibrator.prior if model.calibrator.prior is not None else float("nan"),
+        )
     order = np.argsort(pairs.source_rows, kind="stable")  # back to the caller's row order
     frame = pd.DataFrame({"variantid1": pairs.ids1[order], "variantid2": pairs.ids2[order], "target": prob[order]})
     if labels:
         frame["label"] = model.predict_labels(prob[order])
+        frame["evidence"] = describe(scores.evidence[order], model.evidence_names())
     return frame
 
 

@@ -24,11 +24,25 @@ import numpy as np
 
 from prodmatch.pairs import PairSet
 
-__all__ = ["AUX_SOURCES", "AuxPairs", "Candidate", "choose", "weight_candidates"]
+__all__ = [
+    "AUX_SOURCES",
+    "MEASURED_ON",
+    "AuxPairs",
+    "Candidate",
+    "choose",
+    "describe_weights",
+    "selection_record",
+    "weight_candidates",
+]
 
 log = logging.getLogger(__name__)
 
 AUX_SOURCES = ("mined", "transitive")
+# What each job's weighting is chosen on.
+MEASURED_ON = {
+    "pairs": "the labelled validation pairs",
+    "catalogue": "the validation candidates: labelled validation pairs and the validation items' mined neighbours",
+}
 
 
 @dataclass
@@ -145,7 +159,7 @@ def choose(
                 break
         chosen[job] = kept
         tried = "; ".join(
-            f"{_words(c.weights)} {c.scores[job]:.4f}"
+            f"{describe_weights(c.weights)} {c.scores[job]:.4f}"
             + (
                 f" (short of the best by {best.scores[job] - c.scores[job]:.4f} ± {errors[id(c)]:.4f})"
                 if id(c) in errors
@@ -153,13 +167,13 @@ def choose(
             )
             for c in pool
         )
-        log.info(
+        (log.info if len(pool) > 1 else log.debug)(
             "%s job: validation %s by weighting of the auxiliary pairs: %s; kept %s (the lightest whose shortfall "
             "is within one standard error of the difference)",
             job,
             metric,
             tried,
-            _words(kept.weights),
+            describe_weights(kept.weights),
         )
     return chosen
 
@@ -191,21 +205,24 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
-def selection_record(job: str, metric: str, candidates: list[Candidate], kept: Candidate, pairs: str) -> dict:
-    """What a job tried and kept, for metrics.json and config.json."""
+def selection_record(job: str, metric: str, candidates: list[Candidate], kept: Candidate) -> dict:
+    """What a job tried and kept, for metrics.json and config.json (without per-round histories)."""
+
+    def facts(c: Candidate) -> dict:
+        return {k: v for k, v in c.detail.get(job, {}).items() if k != "history"}
+
     return {
         "metric": metric,
-        "measured_on": pairs,
+        "measured_on": MEASURED_ON[job],
         "weights": dict(kept.weights),
         "value": kept.scores[job],
-        **kept.detail.get(job, {}),
+        **facts(kept),
         "tried": [
-            {"weights": dict(c.weights), "value": c.scores[job], **c.detail.get(job, {})}
-            for c in candidates
-            if job in c.scores
+            {"weights": dict(c.weights), "value": c.scores[job], **facts(c)} for c in candidates if job in c.scores
         ],
     }
 
 
-def _words(weights: dict[str, float]) -> str:
+def describe_weights(weights: dict[str, float]) -> str:
+    """A weighting in words: ``mined x0.25``, or ``labelled pairs only``."""
     return ", ".join(f"{k} x{v:g}" for k, v in weights.items()) if weights else "labelled pairs only"

@@ -38,9 +38,10 @@ import pandas as pd
 
 from prodmatch.catalogue import Catalogue
 from prodmatch.errors import ConfigError, ModelError
+from prodmatch.evidence import describe
 from prodmatch.features import BRAND_KEYS, COLOUR_KEYS, parse_attributes
 from prodmatch.io import write_json, write_parquet
-from prodmatch.models.base import PairModel
+from prodmatch.models.base import PairModel, Scores
 from prodmatch.pairs import PairSet
 
 __all__ = ["EXPLANATIONS_FILE", "FEATURES_FILE", "Explanations", "explain", "explain_pairs", "threshold_logit"]
@@ -81,6 +82,7 @@ class Explanations:
             (the evidence in words).
         features: one row per (pair, feature): pair (row of ``frame``), group, feature, value, contribution.
             For the networks the features are the modalities, their value the two items' cosine.
+        job: the job whose model scored (``pairs``; ``catalogue`` for a catalogue's candidates).
     """
 
     model: str
@@ -91,6 +93,7 @@ class Explanations:
     frame: pd.DataFrame
     features: pd.DataFrame
     seconds: float = 0.0
+    job: str = "pairs"
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -103,7 +106,10 @@ class Explanations:
         """The explanations of ``rows`` (all by default) as plain JSON types, in order (see :meth:`pair`)."""
         f = self.frame
         rows = range(len(f)) if rows is None else rows
-        column = {c: f[c].tolist() for c in ("variantid1", "variantid2", "score", "label", "raw_score", "base_value")}
+        column = {
+            c: f[c].astype(object).tolist()
+            for c in ("variantid1", "variantid2", "score", "label", "evidence", "raw_score", "base_value")
+        }
         contrib = {g: f[g].tolist() for g in self.groups}
         why = {g: f[f"{g}: why"].tolist() for g in self.groups}
         target = f["target"].tolist() if "target" in f else None
@@ -130,6 +136,8 @@ class Explanations:
                 "base_value": column["base_value"][i],
                 "threshold_raw_score": threshold_raw,
                 "model": self.model,
+                "job": self.job,
+                "evidence": column["evidence"][i],
                 "method": self.method,
                 "contributions": contributions,
                 "features": [
@@ -192,14 +200,17 @@ def explain_pairs(model: PairModel, catalogue: Catalogue, pairs: PairSet, *, bat
             f"{model.name} cannot be explained: it reads each item as one string, with no parts to attribute the "
             "score to; explain a gbdt model that stacks it (its 'text models' group) or a network"
         )
-    # the raw score as predict_logits gives it (float32), so that the probability is exactly predict's
+    # the raw score as predict_logits gives it (float32), so that the probability is exactly predict's (with the
+    # rule that a pair with nothing to compare is never a match)
     raw = np.asarray(raw, dtype=np.float32).astype(np.float64)
-    prob = model.calibrator(raw.astype(np.float32))
+    evidence = model.evidence(catalogue, pairs.left, pairs.right)
+    prob = model.calibrated(Scores(raw.astype(np.float32), evidence))
     frame = pd.DataFrame({"variantid1": pairs.ids1, "variantid2": pairs.ids2})
     if pairs.target is not None:
         frame["target"] = pairs.target
     frame["score"] = prob
     frame["label"] = model.predict_labels(prob)
+    frame["evidence"] = describe(evidence, model.evidence_names())
     frame["raw_score"] = raw
     frame["base_value"] = base
     for j, g in enumerate(groups):
@@ -208,7 +219,7 @@ def explain_pairs(model: PairModel, catalogue: Catalogue, pairs: PairSet, *, bat
     seconds = time.perf_counter() - t0
     log.info("explained %d pairs with %s (%s) in %.2fs", len(pairs), model.name, method, seconds)
     return Explanations(
-        model.name, method, float(model.threshold), threshold_logit(model), groups, frame, feats, seconds
+        model.name, method, float(model.threshold), threshold_logit(model), groups, frame, feats, seconds, model.job
     )
 
 
@@ -221,6 +232,7 @@ def explain(
     out: str | Path | None = None,
     plots: int = DEFAULT_PLOTS,
     catalogue: Catalogue | None = None,
+    job: str = "pairs",
 ) -> Explanations:
     """Explain a saved model's scores of a pairs file (``pairs``) or of one pair of ids (``pair``).
 
@@ -232,13 +244,14 @@ def explain(
         out: write the files of :meth:`Explanations.save` here.
         plots: waterfall PNGs for the first this many pairs (-1: all).
         catalogue: an already loaded catalogue of ``data_dir``.
+        job: whose model explains: ``pairs`` (``predict``'s, the default) or ``catalogue`` (``match``'s).
     """
     from prodmatch.api import _model_and_catalogue
     from prodmatch.pairs import load_pairs, make_pairs
 
     if (pairs is None) == (pair is None):
         raise ConfigError("give either a pairs file or one pair of ids, not both and not neither")
-    model, cat = _model_and_catalogue(run_dir, data_dir, catalogue)
+    model, cat = _model_and_catalogue(run_dir, data_dir, catalogue, job=job)
     if pairs is not None:
         found = load_pairs(pairs, cat, require_target=False, unknown="error")
     else:

@@ -126,9 +126,22 @@ def _header(model: PairModel, pairs: PairSet, title: str) -> str:
     return (
         f"<h1>{html.escape(title or model.name)}</h1>"
         f"<p class=meta>{len(pairs):,} labelled pairs, {100 * float(np.mean(pairs.target >= 0.5)):.1f}% matches · "
-        f"model <b>{html.escape(model.name)}</b> · threshold {model.threshold:.3f} · "
+        f"model <b>{html.escape(model.name)}</b> ({html.escape(_job_words(model))}) · "
+        f"threshold {model.threshold:.3f} · "
         f"prodmatch {__version__} · {stamp}</p>"
     )
+
+
+def _job_words(model: PairModel) -> str:
+    """Which model scored, in words: the job, and the auxiliary pairs its training kept."""
+    job = model.describe_job()
+    weights = job.get("aux_weights")
+    kept = (
+        "trained on the labelled pairs only"
+        if not weights
+        else "trained with " + ", ".join(f"{k} pairs x{v:g}" for k, v in weights.items())
+    )
+    return f"the {job['job']} job's model, {kept}"
 
 
 def _section(title: str, body: str) -> str:

@@ -55,6 +55,7 @@ class EpochRecord:
     seconds: float
     pairs_per_second: float
     improved: bool
+    candidates_average_precision: float | None = None  # the catalogue job's validation candidates
 
 
 @dataclass
@@ -64,6 +65,12 @@ class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
     stopped_early: bool = False
     seconds: float = 0.0
+    best_logits: np.ndarray | None = field(default=None, repr=False)  # the validation logits of the best epoch
+    # the catalogue job's, when validation candidates were given: its best epoch, score, weights and logits
+    candidates_best_epoch: int | None = None
+    candidates_best_score: float | None = None
+    candidates_state: dict | None = field(default=None, repr=False)
+    candidates_logits: np.ndarray | None = field(default=None, repr=False)
 
     def summary(self) -> dict:
         """What fitting did, for metrics.json."""
@@ -148,6 +155,8 @@ def train_network(
     scorer: Callable[..., np.ndarray] | None = None,
     modality_dropout: float = 0.0,
     dims: list[int] | None = None,
+    weight: np.ndarray | None = None,
+    candidates: PairSet | None = None,
 ) -> TrainResult:
     """Train ``net`` on labelled pairs with Adam and BCE-with-logits; leave it holding the best epoch's weights.
 
@@ -167,9 +176,13 @@ def train_network(
             zeroed) with this probability each, never all of an item's, so the network learns to compare
             items that miss one (listings without a picture).
         dims: the modalities' dimensions (the feature layout: blocks, then one flag each); needed for it.
+        weight: (M,) each training pair's weight in the loss (auxiliary pairs weigh less); None: all 1.
+        candidates: the catalogue job's validation pairs (labelled validation pairs and the validation items'
+            mined neighbours): their average precision is measured every epoch and the best epoch's weights
+            kept apart (``candidates_state``); training stops once neither set has improved for ``patience``.
 
     Returns:
-        The training history and the best epoch. ``net`` holds the best epoch's weights.
+        The training history and the best epoch. ``net`` holds the best epoch's weights (on ``valid``).
 
     Raises:
         ConfigError: on ``resume`` without a checkpoint, or with one from a different run.
@@ -191,6 +204,7 @@ def train_network(
     t_left = torch.from_numpy(train.left.astype(np.int64))
     t_right = torch.from_numpy(train.right.astype(np.int64))
     t_target = torch.from_numpy(train.target.astype(np.float32))
+    t_weight = None if weight is None else torch.from_numpy(np.asarray(weight, dtype=np.float32))
     m = len(train)
     batch_size = config.batch_size or auto_batch_size(m)
     n_batches = (m + batch_size - 1) // batch_size
@@ -211,12 +225,16 @@ def train_network(
     best_score = -np.inf if higher_better else np.inf
     best_epoch = 0
     bad_epochs = 0
+    best_logits = cand_logits = None
+    cand_state, cand_score, cand_epoch = None, -np.inf, None
     start_epoch = 1
     fingerprint = {
         **(fingerprint or {}),
         **asdict(config),
         "train_pairs": m,
+        "train_weight": None if weight is None else float(np.asarray(weight, dtype=np.float64).sum()),
         "valid_pairs": len(valid),
+        "candidates": None if candidates is None else len(candidates),
         "learning_rate": lr,
     }
     for k in ("epochs", "patience", "threads", "eval_batch_size", "calibration", "target_precision"):  # may change
@@ -238,6 +256,12 @@ def train_network(
         optimizer.load_state_dict(ckpt["optimizer"])
         best_state = ckpt["best_state"]
         best_score, best_epoch, bad_epochs = ckpt["best_score"], ckpt["best_epoch"], ckpt["bad_epochs"]
+        if ckpt.get("candidates_state") is not None:
+            cand_state, cand_score, cand_epoch = (
+                ckpt["candidates_state"],
+                ckpt["candidates_score"],
+                ckpt["candidates_epoch"],
+            )
         history = [EpochRecord(**h) for h in ckpt["history"]]
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
@@ -270,7 +294,8 @@ def train_network(
             y = t_target.index_select(0, idx)  # (B,)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = net(a, b)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+            w = None if t_weight is None else t_weight.index_select(0, idx)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), y, weight=w)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -289,10 +314,24 @@ def train_network(
         score = v_pr if higher_better else v_loss
         improved = bool(score > best_score if higher_better else score < best_score)
         if improved:
-            best_score, best_epoch, bad_epochs = score, epoch, 0
+            best_score, best_epoch = score, epoch
             best_state = copy.deepcopy(net.state_dict())  # a true copy, not a view of live weights
+            best_logits = logits
+        c_ap = None
+        if candidates is not None:
+            from sklearn.metrics import average_precision_score
+
+            c_logits = scorer(net, features, candidates.left, candidates.right, config.eval_batch_size)
+            c_ap = float(average_precision_score(candidates.target, c_logits))
+            if c_ap > cand_score:
+                cand_score, cand_epoch, cand_logits = c_ap, epoch, c_logits
+                cand_state = copy.deepcopy(net.state_dict())
+                improved_any = True
+            else:
+                improved_any = improved
         else:
-            bad_epochs += 1
+            improved_any = improved
+        bad_epochs = 0 if improved_any else bad_epochs + 1
         record = EpochRecord(
             epoch=epoch,
             train_loss=total / max(seen, 1),
@@ -301,16 +340,18 @@ def train_network(
             seconds=time.perf_counter() - t0,
             pairs_per_second=seen / train_seconds,
             improved=improved,
+            candidates_average_precision=c_ap,
         )
         history.append(record)
         log.info(
-            "epoch %d/%d: train loss %.4f, valid loss %.4f, valid PR-AUC %.4f%s (%.1fs, %.0f pairs/s)",
+            "epoch %d/%d: train loss %.4f, valid loss %.4f, valid PR-AUC %.4f%s%s (%.1fs, %.0f pairs/s)",
             epoch,
             config.epochs,
             record.train_loss,
             v_loss,
             v_pr,
             " *" if improved else "",
+            "" if c_ap is None else f", candidates AP {c_ap:.4f}{' *' if cand_epoch == epoch else ''}",
             record.seconds,
             record.pairs_per_second,
         )
@@ -326,6 +367,9 @@ def train_network(
                     "best_epoch": best_epoch,
                     "bad_epochs": bad_epochs,
                     "history": [asdict(h) for h in history],
+                    "candidates_state": cand_state,
+                    "candidates_score": float(cand_score),
+                    "candidates_epoch": cand_epoch,
                     "generator": gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "fingerprint": fingerprint,
@@ -339,12 +383,19 @@ def train_network(
 
     net.load_state_dict(best_state)
     log.info("restored the best epoch's weights: epoch %d (validation %s %.4f)", best_epoch, config.monitor, best_score)
+    if best_logits is None and len(valid):  # resumed after the last epoch: the best weights' logits again
+        best_logits = scorer(net, features, valid.left, valid.right, config.eval_batch_size)
     return TrainResult(
         best_epoch=best_epoch,
         best_score=float(best_score),
         history=history,
         stopped_early=stopped_early,
         seconds=time.perf_counter() - t_start,
+        best_logits=best_logits,
+        candidates_best_epoch=cand_epoch,
+        candidates_best_score=None if cand_epoch is None else float(cand_score),
+        candidates_state=cand_state,
+        candidates_logits=cand_logits,
     )
 
 

@@ -347,7 +347,11 @@ def predict(
     pairs: Annotated[Path, typer.Option("--pairs", help="Pairs parquet (variantid1, variantid2).")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Output parquet: variantid1, variantid2, target.")],
     labels: Annotated[
-        bool, typer.Option(help="Add a 'label' column: 1 where the probability reaches the model's threshold.")
+        bool,
+        typer.Option(
+            help="Add a 'label' column (1 where the probability reaches the model's threshold) and an 'evidence' "
+            "column (what the two items had to compare; 'none': never a match)."
+        ),
     ] = False,
 ) -> None:
     """Score every pair: writes variantid1, variantid2 and target (a calibrated probability), one row per
@@ -378,6 +382,13 @@ def explain(
         int, typer.Option(help="Waterfall PNGs for the first this many pairs; -1: every pair (about 0.2 s each).")
     ] = 20,
     show: Annotated[int, typer.Option(help="Print the explanations of the first this many pairs.")] = 3,
+    job: Annotated[
+        str,
+        typer.Option(
+            help="Whose model explains: pairs (predict's, for labelled-like pairs) or catalogue (match's, for a "
+            "catalogue's candidates)."
+        ),
+    ] = "pairs",
 ) -> None:
     """Why did two listings match? For every pair: the calibrated score, the threshold, and contributions
     that add up to the model's raw score (log-odds), each with its evidence in words.
@@ -393,7 +404,7 @@ def explain(
         if (pairs is None) == (pair is None):
             raise ConfigError("give --pairs FILE or --pair ID1 ID2 (one of them)")
         t0 = time.perf_counter()
-        found = run_explain(run_dir, data, pairs=pairs, pair=pair, out=out, plots=plots)
+        found = run_explain(run_dir, data, pairs=pairs, pair=pair, out=out, plots=plots, job=job)
         seconds = time.perf_counter() - t0
         for i in range(min(show, len(found))):
             stdout.print(_explanation_table(found.pair(i)))
@@ -410,7 +421,7 @@ def _explanation_table(e: dict) -> Table:
     truth = "" if e.get("target") is None else f", labelled {int(e['target'])}"
     table = Table(
         title=f"{e['variantid1']} vs {e['variantid2']}: p={e['score']:.3f} (threshold {e['threshold']:.3f}) "
-        f"{verdict}{truth}",
+        f"{verdict}{truth}; the {e['job']} job's model; evidence: {escape(e['evidence'])}",
         title_justify="left",
     )
     table.add_column("group")

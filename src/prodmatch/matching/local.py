@@ -11,6 +11,7 @@ import pandas as pd
 
 from prodmatch.catalogue import NORM_EPS
 from prodmatch.errors import ConfigError
+from prodmatch.evidence import count_none, describe, gate
 from prodmatch.matching.candidates import (
     _recall_probe,
     ann_recall,
@@ -129,7 +130,8 @@ def match_local(
             left.astype(np.int32), right.astype(np.int32), None, np.arange(len(left)), ids[left], ids[right]
         )
         done = progress("scoring", len(left)) if progress else None
-        score = model.predict_proba(cat, pairs)
+        scores = model.score(cat, pairs)
+        score, evidence = model.calibrated(scores), scores.evidence
         if done:
             done(len(left))
     calibration: dict = {"method": "none"}
@@ -144,12 +146,16 @@ def match_local(
         if config.threshold is None and calibration["method"] != "none":  # else the model's own threshold
             threshold = expected_f1_threshold(score)
             calibration["threshold_rule"] = "best expected F1 over the candidates"
+    # No evidence, no match: whatever the threshold and the candidates' prior came to, a pair with nothing to
+    # compare stays below the threshold (and at most the candidates' estimated share of matches).
+    score = gate(score, evidence, calibration.get("prior"), threshold)
     cascade: dict = {}
     if config.rescore:
         with timed(stages, "re-scoring"):
             score, cascade = rescore_uncertain(
                 config.rescore, data_dir, cat, left, right, score, threshold, config.rescore_band, progress
             )
+    score = gate(score, evidence, calibration.get("prior"), threshold)  # the cascade's update too
     estimated = expected_quality(score, threshold)
     calibration |= {"estimated_precision": estimated[0], "estimated_recall_among_candidates": estimated[1]}
     with timed(stages, "clustering"):
@@ -193,7 +199,14 @@ def match_local(
     with timed(stages, "writing"), staging as tmp:
         kept = score >= threshold
         write_parquet(
-            pd.DataFrame({"variantid1": ids[left[kept]], "variantid2": ids[right[kept]], "score": score[kept]}),
+            pd.DataFrame(
+                {
+                    "variantid1": ids[left[kept]],
+                    "variantid2": ids[right[kept]],
+                    "score": score[kept],
+                    "evidence": describe(evidence[kept], model.evidence_names()),
+                }
+            ),
             tmp / MATCHES_FILE,
         )
         write_parquet(pd.DataFrame({"variantid": ids, "cluster_id": labels}), tmp / CLUSTERS_FILE)
@@ -207,7 +220,9 @@ def match_local(
             "item_vectors": vector_kind,
             "search": {k: v for k, v in search_facts.items() if k not in ("index_object", "probe_neighbours")},
             "candidates": len(left),
+            "candidates_without_evidence": count_none(evidence),
             "matches": int(kept.sum()),
+            "scorer": model.describe_job(),
             "calibration": calibration,
             "cascade": cascade,
             "clustering": asdict(cluster_report),

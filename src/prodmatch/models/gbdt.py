@@ -23,7 +23,7 @@ from typing import ClassVar
 import lightgbm as lgb
 import numpy as np
 
-from prodmatch.auxiliary import AuxPairs, Candidate, choose, selection_record, weight_candidates
+from prodmatch.auxiliary import AuxPairs, Candidate, choose, describe_weights, selection_record, weight_candidates
 from prodmatch.calibration import Calibrator
 from prodmatch.catalogue import Catalogue
 from prodmatch.config import INFERENCE_BATCH, TrainConfig
@@ -212,12 +212,7 @@ class GBDTModel(PairModel):
         pairs_pick = chosen["pairs"]
         self.booster_, self.best_iteration_ = pairs_pick.fitted, pairs_pick.detail["pairs"]["best_iteration"]
         self.history_ = pairs_pick.detail["pairs"]["history"]
-        self.selection_ = {
-            job: selection_record(job, metric, candidates_fitted, c, _MEASURED_ON[job]) for job, c in chosen.items()
-        }
-        for record in self.selection_.values():
-            for entry in [record, *record["tried"]]:
-                entry.pop("history", None)
+        self.selection_ = {job: selection_record(job, metric, candidates_fitted, c) for job, c in chosen.items()}
         self.catalogue_head_ = None
         if "catalogue" in chosen:
             pick = chosen["catalogue"]
@@ -231,11 +226,11 @@ class GBDTModel(PairModel):
         log.info(
             "gbdt: the pairs job keeps %d trees (%s), the catalogue job %s; %.1fs in all",
             self.best_iteration_,
-            _weights_words(pairs_pick.weights),
+            describe_weights(pairs_pick.weights),
             "the same booster"
             if "catalogue" not in chosen
             else f"{chosen['catalogue'].detail['catalogue']['best_iteration']} trees "
-            f"({_weights_words(chosen['catalogue'].weights)})",
+            f"({describe_weights(chosen['catalogue'].weights)})",
             self.fit_seconds_,
         )
         return self
@@ -334,7 +329,7 @@ class GBDTModel(PairModel):
             predictions[job] = booster.predict(x_job, num_iteration=best)
         log.info(
             "gbdt (%s): %d trees grown in %.1fs; best validation average precision %s",
-            _weights_words(weights),
+            describe_weights(weights),
             grown,
             time.perf_counter() - t1,
             ", ".join(
@@ -813,16 +808,6 @@ def _score_in_fp32(net: PairModel) -> PairModel:
     """
     net.precision_ = "fp32"
     return net
-
-
-_MEASURED_ON = {
-    "pairs": "the labelled validation pairs",
-    "catalogue": "the validation candidates: labelled validation pairs and the validation items' mined neighbours",
-}
-
-
-def _weights_words(weights: dict[str, float]) -> str:
-    return ", ".join(f"{k} x{v:g}" for k, v in weights.items()) if weights else "labelled pairs only"
 
 
 class _JobStopping:

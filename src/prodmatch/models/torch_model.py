@@ -8,6 +8,7 @@ average of both, so their output does not depend on which item comes first.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -18,18 +19,20 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from prodmatch.auxiliary import AuxPairs, Candidate, choose, describe_weights, selection_record, weight_candidates
+from prodmatch.calibration import Calibrator
 from prodmatch.catalogue import NORM_EPS, Catalogue, l2_normalize
 from prodmatch.config import INFERENCE_BATCH, TrainConfig
 from prodmatch.errors import ConfigError, DataError, ModelError
 from prodmatch.io import atomic_path
-from prodmatch.models.base import CONFIG_FILE, PairModel
+from prodmatch.models.base import CONFIG_FILE, JobHead, PairModel
 from prodmatch.pairs import PairSet, both_orders
 from prodmatch.training import (
     TrainCallback,
-    TrainResult,
     bf16_pays,
     resolve_precision,
     score_logits,
+    sigmoid,
     train_network,
 )
 
@@ -37,7 +40,8 @@ __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "TorchPairModel"]
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_FILE = "model.safetensors"  # the pairs job's network
+CATALOGUE_WEIGHTS_FILE = "model.catalogue.safetensors"  # the catalogue job's, when training chose another for it
 
 
 class TorchPairModel(PairModel):
@@ -48,7 +52,9 @@ class TorchPairModel(PairModel):
     """
 
     network_class: ClassVar[type[nn.Module]]
+    trains_on_aux = True
     precision_: str = "fp32"
+    catalogue_network_: nn.Module | None = None
     onnx_ = None  # an OnnxPairScorer once use_runtime("onnx") is called
 
     # ------------------------------------------------------------------------------------------ fit
@@ -60,19 +66,26 @@ class TorchPairModel(PairModel):
         valid: PairSet,
         config: TrainConfig | None = None,
         *,
+        aux: AuxPairs | None = None,
+        candidates: PairSet | None = None,
         modalities: list[str] | None = None,
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
         callback: TrainCallback | None = None,
     ) -> TorchPairModel:
-        """Train on ``train``, pick the best epoch on ``valid``.
+        """Train on ``train``, pick the best epoch on ``valid``; with auxiliary pairs, once per weighting of them,
+        each job keeping the network (and epoch) best on its own validation pairs.
 
         Args:
             catalogue: the items the pairs index into.
             train, valid: labelled pairs.
-            config: training settings (epochs, batch size, seed, precision...).
+            config: training settings (epochs, batch size, seed, precision, ``aux_weights``...).
+            aux: auxiliary training pairs (mined negatives, transitive positives), or None.
+            candidates: the validation items' mined candidates (read as non-matches): with ``valid``, what the
+                catalogue job is chosen on. None: one job.
             modalities: which of the catalogue's modalities to use; all by default.
-            checkpoint_dir: where to keep a resumable checkpoint after every epoch.
+            checkpoint_dir: where to keep a resumable checkpoint after every epoch (of the first network, on
+                the labelled pairs alone).
             resume: continue from that checkpoint.
             callback: progress hooks.
 
@@ -83,32 +96,102 @@ class TorchPairModel(PairModel):
         names = list(modalities or catalogue.modalities)
         self.modalities_ = [(n, catalogue.modalities[n].dim) for n in names]
         self.precision_ = resolve_precision(config.precision)
-        torch.manual_seed(config.seed)
-        self.network_ = self._build()
         features = torch.from_numpy(catalogue.item_features(names))
         lr = config.lr if config.lr is not None else self.params.lr
-        if not self.symmetric:
-            train = both_orders(train)
-            log.info("%s reads pairs in order: training on both orders (%d pairs)", self.name, len(train))
+        aux = aux if aux is not None and len(aux) else None
+        cand = None
+        if candidates is not None and len(candidates):
+            cand = valid.concat(candidates)  # the mined candidates are read as non-matches (target 0)
         self.train_config_ = config
-        self.result_: TrainResult = train_network(
-            self.network_,
-            features,
-            train,
-            valid,
-            config,
-            lr,
-            checkpoint_dir=checkpoint_dir,
-            resume=resume,
-            callback=callback,
-            fingerprint={"model": self.name, "params": asdict(self.params), "modalities": self.modalities_},
-            scorer=self._score,
-            modality_dropout=getattr(self.params, "modality_dropout", 0.0),
-            dims=[d for _, d in self.modalities_],
-        )
+        metric = "average_precision" if config.monitor == "pr_auc" else "binary_logloss"
+
+        def fit_one(weights: dict[str, float], first: bool = False) -> Candidate:
+            pairs, weight = train, None
+            if weights and aux is not None:
+                extra, w = aux.subset(weights)
+                pairs = train.concat(extra)
+                weight = np.concatenate([np.ones(len(train), dtype=np.float32), w])
+            if not self.symmetric:
+                pairs = both_orders(pairs)
+                weight = None if weight is None else np.concatenate([weight, weight])
+            log.info(
+                "%s (%s): %d training pairs%s",
+                self.name,
+                describe_weights(weights),
+                len(pairs),
+                " (both orders: the network reads pairs in order)" if not self.symmetric else "",
+            )
+            torch.manual_seed(config.seed)
+            net = self._build()
+            result = train_network(
+                net,
+                features,
+                pairs,
+                valid,
+                config,
+                lr,
+                checkpoint_dir=checkpoint_dir if first else None,
+                resume=resume and first,
+                callback=callback,
+                fingerprint={"model": self.name, "params": asdict(self.params), "modalities": self.modalities_},
+                scorer=self._score,
+                modality_dropout=getattr(self.params, "modality_dropout", 0.0),
+                dims=[d for _, d in self.modalities_],
+                weight=weight,
+                candidates=cand,
+            )
+            net.eval()
+            # probabilities (the plain sigmoid), as the booster's: what choose() resamples
+            predictions = {
+                "pairs": sigmoid(self._score(net, features, valid.left, valid.right, config.eval_batch_size))
+            }
+            # Each job's score in the one measure every model is chosen by (the epoch was picked by --monitor).
+            scores = {"pairs": _job_metric(metric, valid.target, predictions["pairs"])}
+            detail = {"pairs": {"best_epoch": result.best_epoch}}
+            state = {"pairs": copy.deepcopy(net.state_dict())}
+            if cand is not None and result.candidates_state is not None:
+                detail["catalogue"] = {"best_epoch": result.candidates_best_epoch}
+                probe = self._build()
+                probe.load_state_dict(result.candidates_state)
+                probe.eval()
+                predictions["catalogue"] = sigmoid(
+                    self._score(probe, features, cand.left, cand.right, config.eval_batch_size)
+                )
+                scores["catalogue"] = _job_metric(metric, cand.target, predictions["catalogue"])
+                state["catalogue"] = result.candidates_state
+            return Candidate(weights, scores, (state, result), detail, predictions)
+
+        grid = config.aux_weights if config.aux_weights is not None else self.default_aux_weights
+        fitted = [fit_one(w, first=(i == 0)) for i, w in enumerate(weight_candidates(aux, grid))]
+        jobs = ["pairs"] + (["catalogue"] if cand is not None else [])
+        labels = {"pairs": valid.target} | ({"catalogue": cand.target} if cand is not None else {})
+        chosen = choose(fitted, jobs, metric, fit_one, labels, config.seed)
+        (states, self.result_) = chosen["pairs"].fitted
+        self.network_ = self._build()
+        self.network_.load_state_dict(states["pairs"])
         self.network_.eval()
         self.history_ = [asdict(h) for h in self.result_.history]
+        self.selection_ = {job: selection_record(job, metric, fitted, c) for job, c in chosen.items()}
+        self.catalogue_network_ = None
+        self.catalogue_head_ = None
+        if "catalogue" in chosen:
+            pick = chosen["catalogue"]
+            cat_states, cat_result = pick.fitted
+            if pick is not chosen["pairs"] or cat_result.candidates_best_epoch != self.result_.best_epoch:
+                self.catalogue_network_ = self._build()
+                self.catalogue_network_.load_state_dict(cat_states["catalogue"])
+                self.catalogue_network_.eval()
+            self.catalogue_head_ = JobHead(Calibrator("none"), 0.5, None, self.selection_["catalogue"])
         return self
+
+    default_aux_weights: ClassVar[tuple[float, ...]] = (1.0,)  # a network per weighting: one beside 0
+
+    def _job_state(self, job: str) -> dict:
+        """The catalogue job's own network, where training chose one for it (scored with torch: an ONNX export
+        holds the pairs job's network)."""
+        if job == "catalogue" and getattr(self, "catalogue_network_", None) is not None:
+            return {"network_": self.catalogue_network_, "onnx_": None}
+        return {}
 
     def fit_summary(self) -> dict:
         return {**self.result_.summary(), "precision": self.precision_}
@@ -195,7 +278,14 @@ class TorchPairModel(PairModel):
         state = {k: v.detach().contiguous() for k, v in self.network_.state_dict().items()}
         with atomic_path(run_dir / WEIGHTS_FILE) as tmp:
             save_file(state, str(tmp))
+        extra = {}
+        if self.catalogue_network_ is not None:
+            cat_state = {k: v.detach().contiguous() for k, v in self.catalogue_network_.state_dict().items()}
+            with atomic_path(run_dir / CATALOGUE_WEIGHTS_FILE) as tmp:
+                save_file(cat_state, str(tmp))
+            extra["catalogue_weights"] = CATALOGUE_WEIGHTS_FILE
         return {
+            **extra,
             "weights": WEIGHTS_FILE,
             "item_features": "modalities in order, then one presence flag per modality",
             "precision": self.precision_,
@@ -209,6 +299,14 @@ class TorchPairModel(PairModel):
             raise ModelError(f"{weights} is missing: the run directory {run_dir} is incomplete; train it again")
         self.network_.load_state_dict(load_file(str(weights)))
         self.network_.eval()
+        self.catalogue_network_ = None
+        if config.get("catalogue_weights"):
+            path = run_dir / config["catalogue_weights"]
+            if not path.exists():
+                raise ModelError(f"{path} is missing: the run directory {run_dir} is incomplete; train it again")
+            self.catalogue_network_ = self._build()
+            self.catalogue_network_.load_state_dict(load_file(str(path)))
+            self.catalogue_network_.eval()
 
     # -------------------------------------------------------------------------------------- helpers
 
@@ -246,6 +344,16 @@ class TorchPairModel(PairModel):
             blocks.append(l2_normalize(x) * informative[:, None])
             flags.append(informative[:, None].astype(np.float32))
         return np.ascontiguousarray(np.concatenate(blocks + flags, axis=1))
+
+
+def _job_metric(metric: str, y: np.ndarray, prob: np.ndarray) -> float:
+    """A job's validation metric of probabilities, higher is better: average precision, or minus the log loss."""
+    from sklearn.metrics import average_precision_score
+
+    if metric == "average_precision":
+        return float(average_precision_score(y, prob))
+    p = np.clip(prob.astype(np.float64), 1e-15, 1 - 1e-15)
+    return float(np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
 def _score_by_items(

@@ -144,14 +144,15 @@ def create_app(settings: ServeSettings | None = None, service: MatchService | No
         small = len(left) <= INLINE_MAX_PAIRS
         if small and ids_only and svc.batch_invariant:
             rows = svc.catalogue_rows(left, right)  # unknown ids answer this request alone
-            probabilities = await _coalescer(svc)(*rows)
+            scored = await _coalescer(svc)(*rows)
         else:
-            probabilities = await _compute(svc.score, left, right, inline=small)
-        labels = svc.labels(probabilities)
+            scored = await _compute(svc.scored, left, right, inline=small)
+        labels = svc.labels(scored.probabilities)
         return JSONResponse(  # already the documented ScoreResponse: skip re-validating it per request
             {
-                "scores": probabilities.tolist(),
+                "scores": scored.probabilities.tolist(),
                 "labels": None if labels is None else labels.tolist(),
+                "evidence": svc.evidence_words(scored.evidence),
                 "threshold": svc.model.threshold if labels is not None else None,
                 "model": svc.model.name,
             }
@@ -211,7 +212,7 @@ async def _compute(fn, *args, inline: bool):
 def _coalescer(svc: MatchService) -> "Coalescer":
     found = getattr(svc, "_coalescer", None)
     if found is None:
-        found = svc._coalescer = Coalescer(svc.score_rows)
+        found = svc._coalescer = Coalescer(svc.scored_rows)
     return found
 
 

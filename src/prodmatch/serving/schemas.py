@@ -133,6 +133,11 @@ class ScoreResponse(BaseModel):
     labels: list[int] | None = Field(
         description="1 where the score reaches the threshold; null when the run saved none."
     )
+    evidence: list[str] = Field(
+        description='What each pair had to compare: the embeddings both items have and "pictures", "name", '
+        '"attributes" they share, joined by "+"; "none" where nothing (such a pair scores at most the prior, '
+        "below the threshold, and is never labelled a match)."
+    )
     threshold: float | None
     model: str
 
@@ -160,6 +165,8 @@ class PairExplanationOut(BaseModel):
     base_value: float
     threshold_raw_score: float | None = Field(description="The raw score at which the score reaches the threshold.")
     model: str
+    job: str = Field(description="Whose model scored: pairs (as /v1/score) or catalogue (as /v1/similar).")
+    evidence: str = Field(description="What the two items had to compare (as in /v1/score).")
     method: str = Field(description="treeshap (gbdt) or modality-shapley (networks).")
     contributions: list[ContributionOut] = Field(description="Largest first.")
     features: list[FeatureOut]
@@ -175,6 +182,7 @@ class SimilarItemOut(BaseModel):
     similarity: float = Field(description="Cosine of the item vectors, which the search ranked by.")
     label: int | None
     cluster_id: int | None = Field(description="The item's product cluster; null without --clusters.")
+    evidence: str = Field(description="What the query and this item had to compare (as in /v1/score).")
 
 
 class SimilarResponse(BaseModel):

@@ -25,7 +25,7 @@ from prodmatch.catalogue import NORM_EPS, Catalogue
 from prodmatch.errors import ConfigError, DataError, ModelError, UnknownIdsError
 from prodmatch.models.base import PairModel
 
-__all__ = ["RUNTIME_CHOICES", "MatchService", "SimilarItem"]
+__all__ = ["RUNTIME_CHOICES", "MatchService", "Scored", "SimilarItem"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,22 @@ class SimilarItem:
     similarity: float  # cosine of the two item vectors: what the search ranked by
     label: int | None  # 1 when score reaches the model's threshold
     cluster_id: int | None  # its product cluster, when clusters were loaded
+    evidence: str = ""  # what the two items had to compare (see prodmatch.evidence)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Probabilities of pairs and each pair's evidence mask (see :mod:`prodmatch.evidence`); slices like an
+    array, so the pairs of several requests scored together are handed back request by request."""
+
+    probabilities: np.ndarray  # (B,) float64
+    evidence: np.ndarray  # (B,) uint32
+
+    def __len__(self) -> int:
+        return len(self.probabilities)
+
+    def __getitem__(self, sl: slice) -> Scored:
+        return Scored(self.probabilities[sl], self.evidence[sl])
 
 
 class MatchService:
@@ -63,7 +79,8 @@ class MatchService:
         runtime: str = "torch",
         metrics: dict | None = None,
     ) -> None:
-        self.model = model
+        self.model = model  # the pairs job's: /v1/score
+        self.catalogue_model = model.for_job("catalogue")  # the catalogue job's: /v1/similar
         self.catalogue = catalogue
         self.vectors = vectors
         self.vector_kind = vector_kind
@@ -177,25 +194,30 @@ class MatchService:
     # ------------------------------------------------------------------------------------ queries
 
     def score(self, left: Sequence[ItemRef], right: Sequence[ItemRef]) -> np.ndarray:
-        """(B,) float64 calibrated probabilities that ``left[i]`` and ``right[i]`` are the same product.
+        """(B,) float64 calibrated probabilities that ``left[i]`` and ``right[i]`` are the same product (the
+        pairs job's model).
 
         Raises:
             UnknownIdsError: listing every id of the request the catalogue lacks.
             DataError: malformed embeddings.
             ModelError: raw embeddings given to a model that needs the items' side data (gbdt).
         """
+        return self.scored(left, right).probabilities
+
+    def scored(self, left: Sequence[ItemRef], right: Sequence[ItemRef]) -> Scored:
+        """:meth:`score`, with each pair's evidence."""
         if len(left) != len(right):
             raise DataError(f"left has {len(left)} items but right has {len(right)}")
         if not len(left):
-            return np.empty(0, dtype=np.float64)
+            return Scored(np.empty(0, dtype=np.float64), np.empty(0, dtype=np.uint32))
         rows = self._rows([x for pair in zip(left, right, strict=True) for x in pair])  # unknown ids in request order
         rows_left, rows_right = rows[0::2], rows[1::2]
         if self.by_features:
             fa = self._features_of(left, rows_left, "left")
             fb = self._features_of(right, rows_right, "right")
-            return self.model.calibrator(self.model.logits_from_features(fa, fb))
+            return self._scored_features(self.model, fa, fb)
         self._require_ids(rows)
-        return self._score_rows(rows_left, rows_right)
+        return self._scored_rows(self.model, rows_left, rows_right)
 
     def explain(self, left: Sequence[ItemRef], right: Sequence[ItemRef]) -> list[dict]:
         """The explanation of each pair of variant ids (see :mod:`prodmatch.explain`), in order.
@@ -218,10 +240,20 @@ class MatchService:
         return rows[0::2], rows[1::2]
 
     def score_rows(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """(B,) float64 calibrated probabilities of pairs of catalogue rows."""
+        """(B,) float64 calibrated probabilities of pairs of catalogue rows (the pairs job's model)."""
+        return self.scored_rows(left, right).probabilities
+
+    def scored_rows(self, left: np.ndarray, right: np.ndarray) -> Scored:
+        """:meth:`score_rows`, with each pair's evidence."""
         if self.by_features:
-            return self.model.calibrator(self.model.logits_from_features(self.features[left], self.features[right]))
-        return self._score_rows(left, right)
+            return self._scored_features(self.model, self.features[left], self.features[right])
+        return self._scored_rows(self.model, left, right)
+
+    def evidence_words(self, mask: np.ndarray) -> list[str]:
+        """The evidence masks of :meth:`scored` in words (``"name_bert_64+name"``, ``"none"``)."""
+        from prodmatch.evidence import describe
+
+        return list(np.asarray(describe(mask, self.model.evidence_names())))
 
     @property
     def batch_invariant(self) -> bool:
@@ -266,14 +298,16 @@ class MatchService:
         found, sims = nbrs[0][keep][:k], sims[0][keep][:k]
         if not len(found):
             return []
+        # the catalogue job's model: a query's neighbours are candidates, not labelled-like pairs
+        model = self.catalogue_model
         if self.by_features:
-            score = self.model.calibrator(
-                self.model.logits_from_features(np.repeat(qfeat, len(found), 0), self.features[found])
-            )
+            scored = self._scored_features(model, np.repeat(qfeat, len(found), 0), self.features[found])
         else:
-            score = self._score_rows(np.full(len(found), row), found)
+            scored = self._scored_rows(model, np.full(len(found), row), found)
+        score = scored.probabilities
         order = np.argsort(-score, kind="stable")
-        labels = self.labels(score)
+        labels = None if model.threshold_choice is None else model.predict_labels(score)
+        words = self.evidence_words(scored.evidence)
         ids = self.catalogue.ids
         return [
             SimilarItem(
@@ -284,6 +318,7 @@ class MatchService:
                 cluster_id=None
                 if self.clusters is None or self.clusters[found[i]] < 0
                 else int(self.clusters[found[i]]),
+                evidence=words[i],
             )
             for i in order
         ]
@@ -353,8 +388,20 @@ class MatchService:
                 "(siamese, item-mlp, concat-mlp)"
             )
 
-    def _score_rows(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        return self.model.predict_proba(self.catalogue, self._pairs(left, right))
+    def _scored_rows(self, model: PairModel, left: np.ndarray, right: np.ndarray) -> Scored:
+        scores = model.score(self.catalogue, self._pairs(left, right))
+        return Scored(model.calibrated(scores), scores.evidence)
+
+    def _scored_features(self, model: PairModel, fa: np.ndarray, fb: np.ndarray) -> Scored:
+        """A network's pairs of item-feature rows: the presence flags (the last columns) say which modalities
+        both items have."""
+        from prodmatch.models.base import Scores
+
+        k = len(self.modalities)
+        both = (fa[:, -k:] > 0) & (fb[:, -k:] > 0)  # (B, k)
+        evidence = (both.astype(np.uint32) << np.arange(k, dtype=np.uint32)).sum(axis=1).astype(np.uint32)
+        scores = Scores(model.logits_from_features(fa, fb), evidence)
+        return Scored(model.calibrated(scores), evidence)
 
     def _pairs(self, left: np.ndarray, right: np.ndarray):
         """An unlabelled PairSet of catalogue rows, in order."""
