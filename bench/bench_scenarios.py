@@ -1,15 +1,24 @@
-"""(i) The scenario matrix: the default pipeline on synthetic data of very different structure.
+"""(i) The scenario matrix: one configuration, both jobs, on synthetic data of very different structure.
 
 Each scenario of `prodmatch.synth.SCENARIOS` changes how the data is made, not only its size: item reuse
-(a giant connected component), how negatives are drawn (random, same category, siblings, nearest
-neighbours), the positive share, which side data exists, the noise, missing and zero vectors. On each,
-the default model (`gbdt`, default settings, one seed) is trained exactly as `prodmatch train` does, and its
-test PR-AUC is set against the scenario's Bayes oracle (the best any model can do on that data) and
-against the notebook's network (`concat-mlp`) trained in the same run on the same split. Average precision
-is set against the oracle's too: it is the same area without interpolating tied scores, which trees have.
+(a giant connected component), how the labelled negatives are drawn (random, same category, siblings,
+nearest neighbours; easier than a catalogue's neighbours), the positive share, which side data exists, the
+noise, missing and zero vectors, sparse labels, and the catalogue scenarios' listings per product. On each,
+the default model (`gbdt`, default settings, one seed) is trained exactly as `prodmatch train` does, and
+both of its jobs are set against the scenario's Bayes oracle:
 
-    python bench/bench_scenarios.py                      # every scenario, about 25 minutes
-    python bench/bench_scenarios.py --scenarios default,giant-component --items 30000 --pairs 12000
+- pairs: the pairs job's test PR-AUC over the oracle's, on every test pair and on the unseen-item pairs
+  (neither item in train.parquet); average precision over the oracle's too (the same area without
+  interpolating tied scores, which trees have);
+- catalogue: `prodmatch match` with its defaults, the clusters' pairwise F1 over that of the oracle's own
+  match (the oracle's probabilities of the same candidates, clustered by the same rule at its best
+  threshold).
+
+The notebook's network (`concat-mlp`, trained in the same run on the same split) is the baseline of the
+pairs column (`--baseline ''` skips it).
+
+    python bench/bench_scenarios.py                      # every scenario, about 90 minutes
+    python bench/bench_scenarios.py --scenarios default,noisy-listings --items 30000 --pairs 12000
 """
 
 from __future__ import annotations
@@ -18,12 +27,23 @@ import argparse
 import json
 import time
 
+import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score
 
 from common import OUT, console, table
 from prodmatch import TrainConfig, train
+from prodmatch.api import predict
+from prodmatch.evaluation import pr_auc
+from prodmatch.matching import MatchConfig, match_catalogue
 from prodmatch.synth import SCENARIOS, SynthConfig, generate
+
+
+def _unseen(data, frame: pd.DataFrame) -> np.ndarray:
+    """Which test pairs have neither item in train.parquet."""
+    trained = pd.read_parquet(data / "train.parquet", columns=["variantid1", "variantid2"])
+    seen = pd.Index(np.concatenate([trained.variantid1.to_numpy(), trained.variantid2.to_numpy()])).unique()
+    return ~(frame.variantid1.isin(seen).to_numpy() | frame.variantid2.isin(seen).to_numpy())
 
 
 def main() -> None:
@@ -34,25 +54,31 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default="gbdt")
     ap.add_argument("--baseline", default="concat-mlp", help="the notebook's network; '' to skip it")
+    ap.add_argument("--no-match", action="store_true", help="the pairs job only")
     args = ap.parse_args()
     rows, results = [], {}
     for name in args.scenarios.split(","):
         settings = {"items": args.items, "pairs": args.pairs, **SCENARIOS[name]}
         data = OUT / f"scenario_{name}_{settings['items']}_{settings['pairs']}_{args.seed}"
-        if not (data / "synth.json").exists():
+        if not (data / "oracle_items.npz").exists():
             with console.status(f"{name}: generating"):
                 generate(data, SynthConfig(seed=args.seed, **settings))
         summary = json.loads((data / "synth.json").read_text())
-        oracle = summary["oracle_pr_auc"]["test"]
         config = TrainConfig(seed=args.seed)
+        run = OUT / f"scenario_run_{name}"
         t0 = time.perf_counter()
         with console.status(f"{name}: training {args.model}"):
-            report = train(data, OUT / f"scenario_run_{name}", model=args.model, config=config, overwrite=True)
+            report = train(data, run, model=args.model, config=config, overwrite=True)
         seconds = time.perf_counter() - t0
-        test = report.metrics["test"]["pr_auc"]
-        test_ap = report.metrics["test"]["average_precision"]
-        oracle_frame = pd.read_parquet(data / "oracle.parquet").query("split == 'test'")
-        oracle_ap = float(average_precision_score(oracle_frame["target"], oracle_frame["score"]))
+        test = pd.read_parquet(data / "test.parquet")
+        prob = predict(run, data, data / "test.parquet")["target"].to_numpy()  # the pairs job, as `predict` scores
+        oracle = pd.read_parquet(data / "oracle.parquet").query("split == 'test'")
+        assert (oracle.variantid1.to_numpy() == test.variantid1.to_numpy()).all()  # the same pairs, in order
+        y, o = oracle["target"].to_numpy(), oracle["score"].to_numpy()
+        unseen = _unseen(data, test)
+        model_pr, oracle_pr = pr_auc(y, prob), pr_auc(y, o)
+        model_ap, oracle_ap = average_precision_score(y, prob), average_precision_score(y, o)
+        unseen_ratio = pr_auc(y[unseen], prob[unseen]) / pr_auc(y[unseen], o[unseen]) if unseen.sum() > 10 else None
         base = None
         if args.baseline:
             with console.status(f"{name}: training {args.baseline}"):
@@ -60,53 +86,77 @@ def main() -> None:
                     data, OUT / f"scenario_base_{name}", model=args.baseline, config=config, overwrite=True
                 )
             base = base_report.metrics["test"]["pr_auc"]
+        cluster = None
+        match_seconds = None
+        if not args.no_match:
+            with console.status(f"{name}: matching"):
+                found = match_catalogue(run, data, OUT / f"scenario_match_{name}", MatchConfig(), overwrite=True)
+            q = found["quality"]
+            cluster = (q["pairwise_f1"], q["oracle_cluster_f1"])
+            match_seconds = sum(st["seconds"] for key, st in found["stages"].items() if key != "quality")
         split = report.split
+        pairs_job = report.metrics["jobs"]["pairs"]
+        catalogue_job = report.metrics["jobs"].get("catalogue", {})
         results[name] = {
-            "oracle": oracle,
-            "model": test,
-            "ratio": test / oracle,
-            "model_ap": test_ap,
-            "oracle_ap": oracle_ap,
+            "oracle_pr_auc": oracle_pr,
+            "pr_auc": model_pr,
+            "ratio": model_pr / oracle_pr,
+            "ratio_unseen": unseen_ratio,
+            "unseen_pairs": int(unseen.sum()),
+            "ap_ratio": model_ap / oracle_ap,
             "baseline": base,
-            "seconds": seconds,
+            "cluster_f1": None if cluster is None else cluster[0],
+            "oracle_cluster_f1": None if cluster is None else cluster[1],
+            "train_seconds": seconds,
+            "match_seconds": match_seconds,
             "split": split.to_dict(),
+            "pairs_job_weights": pairs_job.get("aux_weights"),
+            "catalogue_job_weights": catalogue_job.get("aux_weights"),
             "largest_component_share": summary["train_largest_component_share"],
         }
         rows.append(
             [
                 name,
                 f"{summary['train_pairs']:,}",
-                f"{summary['train_positive_rate']:.2f}",
                 f"{100 * summary['train_largest_component_share']:.0f}%",
                 split.method + (f" (from {split.requested})" if split.requested else ""),
-                f"{oracle:.4f}",
-                f"{test:.4f}",
-                f"{test / oracle:.3f}",
-                f"{test_ap / oracle_ap:.3f}",
-                "" if base is None else f"{base:.4f} ({base / oracle:.3f})",
-                f"{seconds:.0f}",
+                f"{oracle_pr:.4f}",
+                f"{model_pr:.4f}",
+                f"{model_pr / oracle_pr:.3f}",
+                "" if unseen_ratio is None else f"{unseen_ratio:.3f}",
+                f"{model_ap / oracle_ap:.3f}",
+                "" if base is None else f"{base:.4f} ({base / oracle_pr:.3f})",
+                "" if cluster is None else f"{cluster[0]:.3f} / {cluster[1]:.3f} = {cluster[0] / cluster[1]:.3f}",
+                _weights(pairs_job.get("aux_weights")) + " / " + _weights(catalogue_job.get("aux_weights")),
+                f"{seconds:.0f}" + ("" if match_seconds is None else f" + {match_seconds:.0f}"),
             ]
         )
-        console.print(f"{name}: {args.model} {test:.4f}, oracle {oracle:.4f}, ratio {test / oracle:.3f}")
-    (OUT / "scenarios.json").write_text(json.dumps(results, indent=2))
+        console.print(rows[-1])
+        (OUT / "scenarios.json").write_text(json.dumps(results, indent=2))
     table(
-        f"(i) test PR-AUC by scenario: {args.model} with default settings against the Bayes oracle and the notebook's "
-        f"network ({args.items:,} items, {args.pairs:,} pairs unless the scenario says otherwise; seed {args.seed})",
+        f"(i) both jobs by scenario: {args.model} with default settings against the Bayes oracle ({args.items:,} items, "
+        f"{args.pairs:,} pairs unless the scenario says otherwise; seed {args.seed})",
         [
             "scenario",
             "train pairs",
-            "positive",
             "largest component",
             "split",
-            "oracle",
-            args.model,
+            "oracle PR-AUC",
+            f"{args.model} pairs job",
             "/ oracle",
+            "unseen / oracle",
             "AP / oracle AP",
             f"{args.baseline} (/ oracle)",
-            "seconds",
+            "cluster F1 / oracle's match",
+            "mined weight: pairs / catalogue",
+            "seconds train + match",
         ],
         rows,
     )
+
+
+def _weights(weights: dict | None) -> str:
+    return "0" if not weights else ", ".join(f"{v:g}" for v in weights.values())
 
 
 if __name__ == "__main__":

@@ -96,7 +96,8 @@ def test_match_on_synthetic_data_reports_the_oracle_and_a_prior_near_the_truth(s
     api.train(synth_dir, run, model="gbdt", params=SMALL["gbdt"], config=TrainConfig(epochs=2))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["hygiene"]["hard_negatives"]["mined"] > 0
-    assert metrics["calibration_pairs"]["mined"] > 0  # calibrated on the validation items' mined negatives too
+    # the catalogue job is calibrated on the validation items' mined negatives too
+    assert metrics["jobs"]["catalogue"]["calibration_pairs"]["mined"] > 0
     out = tmp_path / "m"
     r = CliRunner().invoke(app, ["match", str(run), "-d", str(synth_dir), "-o", str(out), "--no-progress"])
     assert r.exit_code == 0, r.output

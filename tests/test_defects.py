@@ -155,7 +155,7 @@ def test_gbdt_serve_predict_and_match_agree_at_any_batch_size(synth_dir, tmp_pat
     )  # the model's own probabilities
     matched = pd.read_parquet(tmp_path / "match" / "matches.parquet")
     assert len(matched) > 1000
-    served = service.score(matched.variantid1.tolist(), matched.variantid2.tolist())
+    served = service.score(matched.variantid1.tolist(), matched.variantid2.tolist(), job="catalogue")
     np.testing.assert_allclose(served, matched.score.to_numpy(), rtol=0, atol=1e-6)
 
 

@@ -231,7 +231,7 @@ def test_errors_inside_the_server_answer_500_without_details(served, synth_dir, 
     def broken(*args, **kwargs):
         raise RuntimeError("secret internal state")
 
-    monkeypatch.setattr(service, "score", broken)
+    monkeypatch.setattr(service, "scored", broken)
     with TestClient(app, raise_server_exceptions=False) as c:
         r = c.post("/v1/score", json={"pairs": _test_pairs(synth_dir, 1)})
     assert r.status_code == 500 and r.json()["error"]["code"] == "internal"

@@ -65,7 +65,7 @@ def gate(prob: np.ndarray, mask: np.ndarray, prior: float | None, threshold: flo
     none = np.asarray(mask) == 0
     if not none.any():
         return prob
-    cap = 1.0 if prior is None else float(prior)
+    cap = 1.0 if prior is None or not np.isfinite(prior) else float(prior)
     if threshold is not None:
         cap = min(cap, float(np.nextafter(threshold, -np.inf)))
     out = np.array(prob, dtype=np.float64, copy=True)

@@ -175,6 +175,22 @@ SCENARIOS: dict[str, dict] = {
     "noisy": {"noise": 1.8},
     "missing-vectors": {"no_picture": 0.3, "zero_vectors": 0.05},
     "many-listings": {"listings_per_product": 4.0, "pairs_per_item": 2.0, "positive_rate": 0.6},
+    # Labelled non-matches easier than a catalogue's nearest neighbours (random or within a category, while the
+    # neighbours are siblings), items reused (one giant component): a model trained on mined neighbours learns
+    # to push down the high-similarity region where the labelled matches lie too.
+    "easy-negatives": {"hard_negatives": 0.0, "category_negatives": 0.5, "pairs_per_item": 3.0},
+    # The same, with noisy listings and embeddings alone: the oracle's test PR-AUC is about 0.97.
+    "noisy-listings": {
+        "hard_negatives": 0.0,
+        "category_negatives": 0.5,
+        "pairs_per_item": 3.0,
+        "noise": 4.0,
+        "names": False,
+        "attributes": False,
+    },
+    # Sparse labels: about one labelled pair per item, as in E-CUP, and five listings per product, most of them
+    # in no labelled pair.
+    "sparse-labels": {"items": 60_000, "pairs": 6_000, "listings_per_product": 5.0},
 }
 
 # Catalogue scenarios (bench/bench_catalogue.py): `match` over a whole catalogue whose labelled pairs are drawn

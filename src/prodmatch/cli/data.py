@@ -61,7 +61,8 @@ def synth(
     conflicting labels, like the real data. The structure can be changed (item reuse, how negatives are
     drawn, the positive share, side data, noise, missing vectors), one knob at a time or with a
     --scenario preset: default, giant-component, small, random-negatives, sibling-negatives,
-    neighbour-negatives, rare-positives, embeddings-only, noisy, missing-vectors, many-listings, and for
+    neighbour-negatives, rare-positives, embeddings-only, noisy, missing-vectors, many-listings,
+    easy-negatives, noisy-listings, sparse-labels (labelled pairs unlike a catalogue's neighbours), and for
     catalogue matching catalogue-category, catalogue-siblings, catalogue-neighbours, catalogue-single,
     catalogue-five, catalogue-identifiable, catalogue-ambiguous. oracle_items.npz lets `match` score any
     pair with the oracle.

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import average_precision_score
 
@@ -31,6 +32,7 @@ from prodmatch.catalogue import Catalogue
 from prodmatch.config import TrainConfig
 from prodmatch.errors import ConfigError, ModelError
 from prodmatch.evaluation import pr_auc
+from prodmatch.evidence import side_bit
 from prodmatch.io import write_json
 from prodmatch.models.base import RUNTIMES, PairModel
 from prodmatch.pairs import PairSet
@@ -323,6 +325,18 @@ class FineTunedTextModel(PairModel):
             "device": self.device_,
             "max_tokens": self.records_.max_tokens,
         }
+
+    def evidence(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """The ``text`` bit where both items have any text (a name, a long text or attributes): a text model
+        compares whole records, so two records are comparable whatever words they share."""
+        left, right = np.asarray(left), np.asarray(right)
+        rows = np.union1d(left, right)
+        has = np.zeros(len(rows), dtype=bool)
+        for column in (catalogue.names, catalogue.texts, catalogue.attributes):
+            if column is not None:
+                has |= pd.Series(column[rows]).fillna("").astype(str).str.strip().str.len().to_numpy() > 0
+        both = has[np.searchsorted(rows, left)] & has[np.searchsorted(rows, right)]
+        return both.astype(np.uint32) * side_bit([], "text")
 
     def records(self, catalogue: Catalogue, rows: np.ndarray) -> list[str]:
         """The summarised records of catalogue ``rows``, as the model reads them."""

@@ -193,19 +193,23 @@ class MatchService:
 
     # ------------------------------------------------------------------------------------ queries
 
-    def score(self, left: Sequence[ItemRef], right: Sequence[ItemRef]) -> np.ndarray:
-        """(B,) float64 calibrated probabilities that ``left[i]`` and ``right[i]`` are the same product (the
-        pairs job's model).
+    def score(self, left: Sequence[ItemRef], right: Sequence[ItemRef], *, job: str = "pairs") -> np.ndarray:
+        """(B,) float64 calibrated probabilities that ``left[i]`` and ``right[i]`` are the same product, by the
+        ``job``'s model: ``pairs`` (labelled-like pairs, as /v1/score) or ``catalogue`` (a catalogue's
+        candidates, as /v1/similar and ``match``).
 
         Raises:
             UnknownIdsError: listing every id of the request the catalogue lacks.
             DataError: malformed embeddings.
             ModelError: raw embeddings given to a model that needs the items' side data (gbdt).
         """
-        return self.scored(left, right).probabilities
+        return self.scored(left, right, job=job).probabilities
 
-    def scored(self, left: Sequence[ItemRef], right: Sequence[ItemRef]) -> Scored:
+    def scored(self, left: Sequence[ItemRef], right: Sequence[ItemRef], *, job: str = "pairs") -> Scored:
         """:meth:`score`, with each pair's evidence."""
+        if job not in ("pairs", "catalogue"):
+            raise DataError(f"unknown job {job!r}; use 'pairs' or 'catalogue'")
+        model = self.catalogue_model if job == "catalogue" else self.model
         if len(left) != len(right):
             raise DataError(f"left has {len(left)} items but right has {len(right)}")
         if not len(left):
@@ -215,9 +219,9 @@ class MatchService:
         if self.by_features:
             fa = self._features_of(left, rows_left, "left")
             fb = self._features_of(right, rows_right, "right")
-            return self._scored_features(self.model, fa, fb)
+            return self._scored_features(model, fa, fb)
         self._require_ids(rows)
-        return self._scored_rows(self.model, rows_left, rows_right)
+        return self._scored_rows(model, rows_left, rows_right)
 
     def explain(self, left: Sequence[ItemRef], right: Sequence[ItemRef]) -> list[dict]:
         """The explanation of each pair of variant ids (see :mod:`prodmatch.explain`), in order.
