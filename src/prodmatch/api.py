@@ -185,6 +185,7 @@ def _train_into(
             prepared.test.target, test_prob, threshold=est.threshold, groups=prepared.test.category
         )
         curves["test"] = (prepared.test.target, test_prob)
+    est.release_store()  # what fitting kept for scoring its validation pairs
 
     history = est.history_
     plots = out_dir / "plots"

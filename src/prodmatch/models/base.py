@@ -214,6 +214,9 @@ class PairModel:
         self._check_catalogue(catalogue)
         return self
 
+    def release_store(self) -> None:
+        """Drop what fitting or :meth:`prepare` kept to score many pairs fast (a model with nothing kept: no-op)."""
+
     def use_runtime(self, runtime: str, threads: int = 1) -> PairModel:
         """Score with ``"torch"`` (the default) or ``"onnx"`` (ONNX Runtime over an exported ``model.onnx``)."""
         if runtime not in RUNTIMES:

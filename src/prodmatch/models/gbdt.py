@@ -52,6 +52,9 @@ STACK_DIR = "stack"  # the cross-fitted networks, one run directory per fold
 TEXT_STACK_DIR = "text_stack"  # the cross-fitted transformers: text_stack/<model>/fold<k>, one run directory each
 STACK_TEXTS = ("words", "bi-encoder", "cross-encoder")
 TRANSFORMERS = ("bi-encoder", "cross-encoder")  # the stacked text models that fine-tune an encoder
+# Fitting parses every touched item's side data once and keeps one store of them, up to this many items (about
+# 4 KB each); beyond, stores are built per chunk of pairs and memory stays bounded.
+SHARED_STORE_MAX_ITEMS = 500_000
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,8 @@ class GBDTParams:
     use: str = "discriminant,extra_pictures,categories,attributes,numbers,names,words"  # side-data feature groups, comma-separated
     stack: str = "siamese"  # a network whose out-of-fold score becomes one more feature; "" for none
     stack_folds: int = 0  # 0: 2 when connected components make folds, else 4 (folds by item; see group_folds)
-    stack_epochs: int = 0  # at most this many epochs per fold network; 0: --epochs, stopped early on validation
+    # at most this many epochs per fold network (fewer if --epochs is lower), stopped early on validation; 0: --epochs
+    stack_epochs: int = 5
     # learned text models, cross-fitted the same way, comma-separated: "words" (a word-pair model,
     # WordPairScorer), "bi-encoder", "cross-encoder" (fine-tuned transformers); "" for none
     stack_text: str = "words"
@@ -135,7 +139,16 @@ class GBDTModel(PairModel):
         self.featurizer_ = PairFeaturizer(names, use).fit(
             catalogue, np.concatenate(items), (train.left[matched], train.right[matched])
         )
-        x_train, feature_names = self.featurizer_.transform(catalogue, train.left, train.right)
+        self.store_ = None
+        # Every item fitting touches, its side data parsed once (names, attributes), for the training pairs' features
+        # and, with the stacked models' item vectors added, the store every other pair is scored from.
+        touched = np.unique(
+            np.concatenate(
+                [*items, valid.left, valid.right, *([candidates.left, candidates.right] if candidates else [])]
+            )
+        )
+        side = self.featurizer_.side_data(catalogue, touched) if len(touched) <= SHARED_STORE_MAX_ITEMS else None
+        x_train, feature_names = self.featurizer_.transform(catalogue, train.left, train.right, side=side)
         self.featurizer_._hashed = None  # only the training transform reuses it; do not keep the catalogue alive
         self.stack_models_: list[PairModel] = []
         self._numpy_nets = None  # rebuilt from the networks fitted now
@@ -161,6 +174,8 @@ class GBDTModel(PairModel):
             feature_names = [*feature_names, _text_feature(kind)]
         self.feature_names_ = feature_names
         self.booster_ = self.catalogue_booster_ = None
+        if side is not None:  # kept until the caller has calibrated and evaluated (release_store)
+            self.store_ = self.item_store(catalogue, touched, side=side)
         # Every pair the labels did not put in training goes through the scoring path itself, the item-feature
         # store: validation, the auxiliary pairs (scored by the mean of the fold models, as a catalogue's
         # candidates are) and the validation candidates.
@@ -185,11 +200,10 @@ class GBDTModel(PairModel):
 
         def fit_one(weights: dict[str, float]) -> Candidate:
             if weights and aux is not None:
-                w = aux.sample_weight(weights)
-                keep = np.flatnonzero(w > 0)
+                keep, w = aux.subset(weights, config.seed)
                 x = np.concatenate([x_train, x_aux[keep]])
                 y = np.concatenate([train.target, aux.pairs.target[keep]])
-                sample_weight = np.concatenate([np.ones(len(train), dtype=np.float32), w[keep]])
+                sample_weight = np.concatenate([np.ones(len(train), dtype=np.float32), w])
             else:
                 x, y, sample_weight = x_train, train.target, None
             return self._boost(
@@ -221,6 +235,8 @@ class GBDTModel(PairModel):
                 self.catalogue_booster_, self.catalogue_iteration_ = pick.fitted, iteration
             # calibrated for the candidates by the caller (prodmatch.api), once the model can score
             self.catalogue_head_ = JobHead(Calibrator("none"), 0.5, None, self.selection_["catalogue"])
+        if self.store_ is not None:
+            self.use_store(self.store_)  # now the boosters exist: their split thresholds guard the stacked scores
         self.monitor_ = config.monitor
         self.fit_seconds_ = time.perf_counter() - t0
         log.info(
@@ -238,14 +254,18 @@ class GBDTModel(PairModel):
     default_aux_weights: ClassVar[tuple[float, ...]] = (0.25, 1.0)  # boosters are cheap: two weightings beside 0
 
     def _pair_features(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray, chunk: int = 1 << 18):
-        """(M, F) features of pairs through the item-feature store (one store per chunk of pairs, so memory
-        stays bounded by the chunk's items, not the catalogue's)."""
+        """(M, F) features of pairs through the item-feature store: fitting's own when it covers them, else one
+        per chunk of pairs (memory bounded by the chunk's items, not the catalogue's)."""
         out = np.empty((len(left), len(self.feature_names_)), dtype=np.float32)
         for s in range(0, len(left), chunk):
             sl = slice(s, s + chunk)
-            store = self.item_store(catalogue, np.union1d(left[sl], right[sl]))
+            store = self._store_for(catalogue, left[sl], right[sl])
             out[sl] = self._features(catalogue, store, left[sl], right[sl])
         return out
+
+    def release_store(self) -> None:
+        """Drop the item-feature store fitting kept (or ``prepare`` built), freeing its memory."""
+        self.store_ = None
 
     def _boost(
         self,
@@ -478,12 +498,12 @@ class GBDTModel(PairModel):
 
     # ---------------------------------------------------------------------------------- scoring
 
-    def item_store(self, catalogue: Catalogue, items: np.ndarray | None = None) -> ItemStore:
+    def item_store(self, catalogue: Catalogue, items: np.ndarray | None = None, side: object = None) -> ItemStore:
         """Everything scoring needs that depends on one item only, for the sorted catalogue rows ``items``
-        (all by default): see :mod:`prodmatch.store`."""
+        (all by default): see :mod:`prodmatch.store`. ``side``: their pair-feature side data, if already built."""
         t0 = time.perf_counter()
         items = np.arange(len(catalogue)) if items is None else np.asarray(items)
-        side = self.featurizer_.side_data(catalogue, items)
+        side = self.featurizer_.side_data(catalogue, items) if side is None else side
         words = None
         if self.word_scorer_ is not None and catalogue.names is not None:
             words = self.word_scorer_.item_data(catalogue, items)

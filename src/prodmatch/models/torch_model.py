@@ -108,8 +108,8 @@ class TorchPairModel(PairModel):
         def fit_one(weights: dict[str, float], first: bool = False) -> Candidate:
             pairs, weight = train, None
             if weights and aux is not None:
-                extra, w = aux.subset(weights)
-                pairs = train.concat(extra)
+                keep, w = aux.subset(weights, config.seed)
+                pairs = train.concat(aux.pairs.subset(keep))
                 weight = np.concatenate([np.ones(len(train), dtype=np.float32), w])
             if not self.symmetric:
                 pairs = both_orders(pairs)
