@@ -53,7 +53,11 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=25_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default="gbdt")
-    ap.add_argument("--baseline", default="", help="a second model trained on the same split, e.g. concat-mlp (the notebook's network); none by default")
+    ap.add_argument(
+        "--baseline",
+        default="",
+        help="a second model trained on the same split, e.g. concat-mlp (the notebook's network); none by default",
+    )
     ap.add_argument("--no-match", action="store_true", help="the pairs job only")
     args = ap.parse_args()
     rows, results = [], {}

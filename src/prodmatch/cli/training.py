@@ -108,6 +108,15 @@ def train(
         ),
     ] = 2,
     mine_k: Annotated[int, typer.Option(help="Neighbours searched per item when mining (match's --k).")] = 20,
+    aux_weights: Annotated[
+        str | None,
+        typer.Option(
+            help="Weights tried for the auxiliary training pairs (mined negatives, --augment's positives), "
+            "comma-separated, beside the labelled pairs alone: each job keeps the weighting best on its own "
+            "validation pairs (predict's on the labelled ones, match's on the validation items' candidates). "
+            "Default: the model's (gbdt 0.25,1; networks 1). 0: the labelled pairs only."
+        ),
+    ] = None,
     drop_mined_above: Annotated[
         float | None,
         typer.Option(
@@ -171,6 +180,7 @@ def train(
             hard_negatives=hard_negatives,
             mine_k=mine_k,
             drop_mined_above=drop_mined_above,
+            aux_weights=None if aux_weights is None else parse_weights(aux_weights),
         )
         data_cfg = DataConfig(
             modalities=tuple(m.strip() for m in modalities.split(",")) if modalities else None,
@@ -414,6 +424,19 @@ def explain(
             f"{n:,} pair{'s' if n != 1 else ''} explained ({found.method}) in {found.seconds:.2f}s{rate}; "
             f"{seconds:.1f}s with loading and writing -> {out}"
         )
+
+
+def parse_weights(text: str) -> tuple[float, ...]:
+    """``--aux-weights 0.25,1`` -> (0.25, 1.0); an error naming the value that is not a number."""
+    out = []
+    for part in text.split(","):
+        try:
+            out.append(float(part))
+        except ValueError:
+            from prodmatch.errors import ConfigError
+
+            raise ConfigError(f"--aux-weights: {part.strip()!r} is not a number; give weights such as 0.25,1") from None
+    return tuple(out)
 
 
 def _explanation_table(e: dict) -> Table:

@@ -160,7 +160,9 @@ def match_local(
     calibration |= {"estimated_precision": estimated[0], "estimated_recall_among_candidates": estimated[1]}
     with timed(stages, "clustering"):
         done = whole("clustering")
-        labels, cluster_report = cluster_items(n, left, right, score, threshold, config.linkage_max)
+        # a pair without evidence is no edge, whatever the threshold (even --threshold 0)
+        ev = evidence != 0
+        labels, cluster_report = cluster_items(n, left[ev], right[ev], score[ev], threshold, config.linkage_max)
         done(1)
 
     quality: dict = {}
@@ -176,7 +178,7 @@ def match_local(
                     **cluster_quality(labels, product),
                 }
                 same = product[left] == product[right]
-                kept_now = score >= threshold
+                kept_now = (score >= threshold) & (evidence != 0)
                 quality["match_precision"] = float(same[kept_now].mean()) if kept_now.any() else None
                 quality["match_recall_among_candidates"] = (
                     float(same[kept_now].sum() / same.sum()) if same.any() else None
@@ -197,7 +199,7 @@ def match_local(
             done(1)
 
     with timed(stages, "writing"), staging as tmp:
-        kept = score >= threshold
+        kept = (score >= threshold) & (evidence != 0)
         write_parquet(
             pd.DataFrame(
                 {
