@@ -145,10 +145,8 @@ def test_the_weight_chosen_for_mined_negatives_is_logged_and_reproducible(synth_
 def test_harmful_auxiliary_pairs_get_weight_zero_for_the_pairs_job(synth_dir, tmp_path):
     """Auxiliary 'negatives' that are true matches (what mining would give on a catalogue of duplicates): the
     pairs job measures that they hurt on labelled pairs and keeps the labelled pairs alone."""
-    from prodmatch.models import create_model
-
     from prodmatch.io import read_catalogue
-    from prodmatch.models import GBDTModel
+    from prodmatch.models import GBDTModel, create_model
 
     cat = read_catalogue(synth_dir, GBDTModel.data_config_for(None))
     prepared = api.prepare_pairs(synth_dir, cat, TrainConfig(hard_negatives=0, seed=0))
