@@ -284,3 +284,15 @@ def test_pairs_with_nothing_to_compare_are_never_a_match(sparse_evidence, tmp_pa
     assert (frame.loc[none, "target"] < fitted.threshold).all()
     assert frame["evidence"][5] == "name_bert_64+main_pic_embeddings_resnet_v1"
     assert frame["evidence"][6] == "main_pic_embeddings_resnet_v1"
+
+
+def test_device_cuda_without_a_gpu_is_a_clear_error(synth_dir, tmp_path):
+    import torch
+
+    from prodmatch.errors import ConfigError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="no GPU"):
+        api.train(synth_dir, tmp_path / "r", model="siamese", params=SMALL["siamese"], config=TrainConfig(device="cuda"))
+    assert not (tmp_path / "r").exists()

@@ -127,6 +127,7 @@ def _train_into(
     cat = catalogue or read_catalogue(data_dir, read_config)
     load_seconds = time.perf_counter() - t0
     prepared = prepare_pairs(data_dir, cat, config)
+    before_fit = time.perf_counter() - t0  # reading, cleaning, splitting, mining
 
     fit_kw: dict[str, Any] = {}
     if est.trains_on_aux:
@@ -151,6 +152,7 @@ def _train_into(
         "model": model,
         **est.fit_summary(),
         "load_seconds": load_seconds,
+        "seconds_before_fit": before_fit,
         "split": prepared.split.to_dict(),
         "hygiene": prepared.hygiene,
     }
@@ -343,8 +345,9 @@ def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfi
     )
 
 
-# Mined validation pairs a quick model scores this likely or more to be matches are left out of calibration.
-CALIBRATION_DROP_MINED_ABOVE = 0.2
+# Mined validation pairs a quick model scores as more likely a match than a pair drawn from its own training pairs
+# are left out of the catalogue job's calibration (see prodmatch.mining.likely_positives).
+CALIBRATION_DROP_MINED_ABOVE = None
 
 
 def _without_likely_matches(
@@ -357,11 +360,9 @@ def _without_likely_matches(
         catalogue, labelled, mined, list(catalogue.modalities), seed=config.seed, threshold=CALIBRATION_DROP_MINED_ABOVE
     )
     log.info(
-        "validation: %d mined negatives calibrate the catalogue job; %d scored %.2f or more like the labelled "
-        "positives left out",
+        "validation: %d mined negatives calibrate the catalogue job; %d a quick model scores as likely matches left out",
         len(kept),
         dropped,
-        CALIBRATION_DROP_MINED_ABOVE,
     )
     return kept, dropped
 
@@ -386,6 +387,7 @@ def _mine(
         k=config.mine_k,
         exclude_items=np.unique(np.concatenate(held_out)) if held_out else None,
         seed=config.seed,
+        max_queries=config.mine_max_items,
     )
     if drop_above is not None:
         mined, report.dropped_as_likely_positive = drop_likely_positives(

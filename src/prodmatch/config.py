@@ -87,11 +87,15 @@ class TrainConfig:
         hard_negatives: negatives mined per training item from its top-``mine_k`` catalogue neighbours
             that the labels do not connect to it (see ``prodmatch.mining``); 0 mines none.
         mine_k: neighbours searched per item when mining (``match``'s k).
+        mine_max_items: mine for a random sample of at most this many items (of the training pairs, and of the
+            validation pairs): beyond it more mined pairs add little and cost search, features and rows.
         drop_mined_above: drop the mined pairs a quick cross-fitted model scores this likely or more to be
             matches (a positive-unlabelled filter, see ``prodmatch.mining.drop_likely_positives``); None keeps
             them all. Off by default: it drops the hardest negatives (other products of the same family) with
             the unlabelled matches, and measured on the catalogue scenarios that costs more than the few
             wrong labels it saves (README, table j).
+        device: where the networks train (standalone, and the ones ``gbdt`` stacks): ``auto`` (a GPU when torch
+            sees one), ``cpu`` or ``cuda``. Scoring runs on the CPU.
         aux_weights: the weights tried for the auxiliary training pairs (mined negatives, transitive
             positives), each source alone, beside the labelled pairs alone; each job keeps the weighting best
             on its own validation pairs (see ``prodmatch.auxiliary``). None: the model's default grid.
@@ -117,8 +121,10 @@ class TrainConfig:
     target_precision: float | None = None
     hard_negatives: int = 2
     mine_k: int = 20
+    mine_max_items: int = 100_000
     drop_mined_above: float | None = None
     aux_weights: tuple[float, ...] | None = None
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -148,12 +154,16 @@ class TrainConfig:
             raise ConfigError(f"target_precision must be in (0, 1], got {self.target_precision}")
         if not 0 <= self.hard_negatives <= 50:
             raise ConfigError(f"hard_negatives must be in [0, 50], got {self.hard_negatives}")
+        if self.mine_max_items < 1:
+            raise ConfigError(f"mine_max_items must be at least 1, got {self.mine_max_items}")
         if not 1 <= self.mine_k <= 1000:
             raise ConfigError(f"mine_k must be in [1, 1000], got {self.mine_k}")
         if self.drop_mined_above is not None and not 0.0 < self.drop_mined_above <= 1.0:
             raise ConfigError(
                 f"drop_mined_above must be in (0, 1] or left out (keep every mined pair), got {self.drop_mined_above}"
             )
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.aux_weights is not None:
             bad = [w for w in self.aux_weights if not 0.0 <= w <= 100.0]
             if bad or not len(self.aux_weights):

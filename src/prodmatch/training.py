@@ -26,6 +26,7 @@ from prodmatch.errors import ConfigError
 from prodmatch.evaluation import pr_auc
 from prodmatch.io import atomic_path
 from prodmatch.pairs import PairSet
+from prodmatch.text.encoder import resolve_device
 
 __all__ = [
     "EpochRecord",
@@ -129,14 +130,14 @@ def score_logits(
     """
     net.eval()
     out = np.empty(len(left), dtype=np.float32)
-    lt = torch.from_numpy(np.asarray(left, dtype=np.int64))
-    rt = torch.from_numpy(np.asarray(right, dtype=np.int64))
+    lt = torch.from_numpy(np.asarray(left, dtype=np.int64)).to(features.device)
+    rt = torch.from_numpy(np.asarray(right, dtype=np.int64)).to(features.device)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for start in range(0, len(left), batch_size):
             sl = slice(start, start + batch_size)
             a = features.index_select(0, lt[sl])
             b = features.index_select(0, rt[sl])
-            out[sl] = net(a, b).float().numpy()
+            out[sl] = net(a, b).float().cpu().numpy()
     return out
 
 
@@ -190,7 +191,12 @@ def train_network(
     if train.target is None or valid.target is None:
         raise ConfigError("training needs labelled train and validation pairs")
     torch.set_num_threads(config.threads or default_threads())
-    bf16 = resolve_precision(config.precision) == "bf16"
+    device = torch.device(resolve_device(config.device))
+    bf16 = resolve_precision(config.precision) == "bf16" and device.type == "cpu"  # CPU autocast (AMX)
+    if device.type != "cpu":
+        net.to(device)
+        features = features.to(device)
+        log.info("training on %s (%s)", device, torch.cuda.get_device_name(device))
     if scorer is None:
 
         def scorer(net, features, left, right, batch_size):
@@ -203,10 +209,10 @@ def train_network(
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, fused=True)
     higher_better = config.monitor == "pr_auc"
 
-    t_left = torch.from_numpy(train.left.astype(np.int64))
-    t_right = torch.from_numpy(train.right.astype(np.int64))
-    t_target = torch.from_numpy(train.target.astype(np.float32))
-    t_weight = None if weight is None else torch.from_numpy(np.asarray(weight, dtype=np.float32))
+    t_left = torch.from_numpy(train.left.astype(np.int64)).to(device)
+    t_right = torch.from_numpy(train.right.astype(np.int64)).to(device)
+    t_target = torch.from_numpy(train.target.astype(np.float32)).to(device)
+    t_weight = None if weight is None else torch.from_numpy(np.asarray(weight, dtype=np.float32)).to(device)
     m = len(train)
     batch_size = config.batch_size or auto_batch_size(m)
     n_batches = (m + batch_size - 1) // batch_size
@@ -245,7 +251,7 @@ def train_network(
     if resume:
         if ckpt_path is None or not ckpt_path.exists():
             raise ConfigError(f"--resume: no checkpoint at {ckpt_path}; start the run without --resume")
-        ckpt = torch.load(ckpt_path, weights_only=True)
+        ckpt = torch.load(ckpt_path, weights_only=True, map_location=device)
         if ckpt["fingerprint"] != fingerprint:
             diff = {
                 k: (ckpt["fingerprint"].get(k), v) for k, v in fingerprint.items() if ckpt["fingerprint"].get(k) != v
@@ -280,7 +286,7 @@ def train_network(
             callback.on_epoch_start(epoch, config.epochs, n_batches)
         t0 = time.perf_counter()
         net.train()
-        perm = torch.randperm(m, generator=gen)  # a fresh shuffle every epoch
+        perm = torch.randperm(m, generator=gen).to(device)  # a fresh shuffle every epoch (the same on any device)
         total, seen = 0.0, 0
         for start in range(0, m, batch_size):
             idx = perm[start : start + batch_size]
@@ -384,9 +390,12 @@ def train_network(
         log.info("early stop: no improvement of validation %s for %d epochs", config.monitor, config.patience)
 
     net.load_state_dict(best_state)
-    log.info("restored the best epoch's weights: epoch %d (validation %s %.4f)", best_epoch, config.monitor, best_score)
     if best_logits is None and len(valid):  # resumed after the last epoch: the best weights' logits again
         best_logits = scorer(net, features, valid.left, valid.right, config.eval_batch_size)
+    if device.type != "cpu":  # scoring, the item-feature store and saving run on the CPU
+        net.to("cpu")
+        cand_state = None if cand_state is None else {k: v.cpu() for k, v in cand_state.items()}
+    log.info("restored the best epoch's weights: epoch %d (validation %s %.4f)", best_epoch, config.monitor, best_score)
     return TrainResult(
         best_epoch=best_epoch,
         best_score=float(best_score),
@@ -406,7 +415,7 @@ def _hide_modalities(x: torch.Tensor, dims: list[int], p: float, gen: torch.Gene
     modality came up hidden keeps them all."""
     k = len(dims)
     flags = x[:, -k:] > 0
-    hide = (torch.rand(x.shape[0], k, generator=gen) < p) & flags
+    hide = (torch.rand(x.shape[0], k, generator=gen).to(x.device) < p) & flags
     hide &= (flags & ~hide).any(dim=1, keepdim=True)  # never every modality an item has
     if not hide.any():
         return x

@@ -108,6 +108,9 @@ def train(
         ),
     ] = 2,
     mine_k: Annotated[int, typer.Option(help="Neighbours searched per item when mining (match's --k).")] = 20,
+    mine_max_items: Annotated[
+        int, typer.Option(help="Mine for a random sample of at most this many items (of training, of validation).")
+    ] = 100_000,
     aux_weights: Annotated[
         str | None,
         typer.Option(
@@ -132,7 +135,11 @@ def train(
         ),
     ] = None,
     device: Annotated[
-        str, typer.Option(help="Text models: where to fine-tune, auto (a GPU when there is one), cpu or cuda.")
+        str,
+        typer.Option(
+            help="Where the networks and text models train (gbdt's stacked ones too): auto (a GPU when torch "
+            "sees one), cpu or cuda. Scoring runs on the CPU."
+        ),
     ] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
@@ -152,13 +159,15 @@ def train(
 
     with user_errors():
         params = parse_params(param or [], MODELS.get(model))
-        if encoder_path is not None or device != "auto":
+        takes = {f.name for f in fields(MODELS[model].params_class)} if model in MODELS else set()
+        if encoder_path is not None:
             from prodmatch.errors import ConfigError
 
-            takes = {f.name for f in fields(MODELS[model].params_class)} if model in MODELS else set()
             if "encoder_path" not in takes:
-                raise ConfigError(f"--encoder-path and --device are for the text models; {model} reads no text")
-            params.update(device=device, **({} if encoder_path is None else {"encoder_path": str(encoder_path)}))
+                raise ConfigError(f"--encoder-path is for the text models; {model} reads no text")
+            params["encoder_path"] = str(encoder_path)
+        if device != "auto" and "device" in takes:  # the text models (and gbdt's stacked transformers)
+            params["device"] = device
         cfg = TrainConfig(
             epochs=epochs,
             batch_size=batch_size,
@@ -179,8 +188,10 @@ def train(
             precision=precision,  # type: ignore[arg-type]
             hard_negatives=hard_negatives,
             mine_k=mine_k,
+            mine_max_items=mine_max_items,
             drop_mined_above=drop_mined_above,
             aux_weights=None if aux_weights is None else parse_weights(aux_weights),
+            device=device,
         )
         data_cfg = DataConfig(
             modalities=tuple(m.strip() for m in modalities.split(",")) if modalities else None,

@@ -362,17 +362,17 @@ def _score_by_items(
     """Logits of a tower-and-head network: each item's vector once, then only the head per pair."""
     rows = np.unique(np.concatenate([left, right]))
     vectors = tower_vectors(net, features, rows, batch_size, bf16=bf16)
-    item_rows = torch.from_numpy(rows.astype(np.int64))
+    item_rows = torch.from_numpy(rows.astype(np.int64)).to(features.device)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        la = torch.from_numpy(np.searchsorted(rows, left).astype(np.int64))
-        lb = torch.from_numpy(np.searchsorted(rows, right).astype(np.int64))
+        la = torch.from_numpy(np.searchsorted(rows, left).astype(np.int64)).to(features.device)
+        lb = torch.from_numpy(np.searchsorted(rows, right).astype(np.int64)).to(features.device)
         out = np.empty(len(left), dtype=np.float32)
         for s in range(0, len(left), batch_size):
             a, b = la[s : s + batch_size], lb[s : s + batch_size]
             fa = features.index_select(0, item_rows.index_select(0, a))
             fb = features.index_select(0, item_rows.index_select(0, b))
             out[s : s + batch_size] = (
-                net.head(vectors.index_select(0, a), vectors.index_select(0, b), fa, fb).float().numpy()
+                net.head(vectors.index_select(0, a), vectors.index_select(0, b), fa, fb).float().cpu().numpy()
             )
     return out
 
@@ -382,7 +382,7 @@ def tower_vectors(
 ) -> torch.Tensor:
     """(len(rows), d) float32 item vectors of a tower-and-head network for catalogue ``rows``, in batches."""
     net.eval()
-    item_rows = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    item_rows = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(features.device)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         return torch.cat(
             [
