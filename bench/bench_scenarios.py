@@ -14,10 +14,10 @@ both of its jobs are set against the scenario's Bayes oracle:
   match (the oracle's probabilities of the same candidates, clustered by the same rule at its best
   threshold).
 
-The notebook's network (`concat-mlp`, trained in the same run on the same split) is the baseline of the
-pairs column (`--baseline ''` skips it).
+The oracle, computed in the same run on the same data, is the reference of both columns. `--baseline
+concat-mlp` also trains the notebook's network on the same split, as a second reference for the pairs job.
 
-    python bench/bench_scenarios.py                      # every scenario, about 90 minutes
+    python bench/bench_scenarios.py                      # every scenario, about 45 minutes
     python bench/bench_scenarios.py --scenarios default,noisy-listings --items 30000 --pairs 12000
 """
 

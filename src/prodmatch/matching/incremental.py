@@ -12,6 +12,7 @@ import pandas as pd
 
 from prodmatch.catalogue import Catalogue
 from prodmatch.errors import ConfigError
+from prodmatch.evidence import describe, gate
 from prodmatch.matching.candidates import build_index, candidate_pairs, item_vectors, search
 from prodmatch.matching.clustering import cluster_items
 from prodmatch.matching.config import (
@@ -146,9 +147,12 @@ def match_new_items(
     left, right = key // (n_old + n_new), key % (n_old + n_new)
     ids = combined.ids.to_numpy()
     pairs = PairSet(left.astype(np.int32), right.astype(np.int32), None, np.arange(len(left)), ids[left], ids[right])
-    score = model.predict_proba(combined, pairs)
+    scores = model.score(combined, pairs)
+    evidence = scores.evidence
     threshold = model.threshold if config.threshold is None else config.threshold
-    labels, report = cluster_items(n_old + n_new, left, right, score, threshold, config.linkage_max)
+    score = gate(model.calibrated(scores), evidence, model.calibrator.prior, threshold)
+    ev = evidence != 0  # a pair without evidence is no edge, whatever the threshold
+    labels, report = cluster_items(n_old + n_new, left[ev], right[ev], score[ev], threshold, config.linkage_max)
 
     existing = pd.read_parquet(clusters_path).set_index("variantid")["cluster_id"]
     old_cluster = existing.reindex(cat.ids).to_numpy()
@@ -158,10 +162,10 @@ def match_new_items(
     next_id = int(old_cluster.max()) + 1 if len(old_cluster) else 0
     assigned = np.full(n_new, -1, dtype=np.int64)
     is_new = np.zeros(n_new, dtype=bool)
-    kept = score >= threshold
+    kept = (score >= threshold) & ev
     # A group of new items joins the existing cluster it matches best *on average over all its members*
     # (unscored pairs count as 0), the rule average linkage applies in a full run; else it is a new cluster.
-    new_old = (left < n_old) & (right >= n_old)
+    new_old = (left < n_old) & (right >= n_old) & ev
     frame = pd.DataFrame({"g": labels[right[new_old]], "c": old_cluster[left[new_old]], "s": score[new_old]})
     total = frame.groupby(["g", "c"])["s"].sum().reset_index()
     group_size = pd.Series(labels[n_old:]).value_counts()
@@ -185,7 +189,14 @@ def match_new_items(
 
     with _staged_output(out_dir, overwrite, SUMMARY_FILE) as tmp:
         write_parquet(
-            pd.DataFrame({"variantid1": ids[left[kept]], "variantid2": ids[right[kept]], "score": score[kept]}),
+            pd.DataFrame(
+                {
+                    "variantid1": ids[left[kept]],
+                    "variantid2": ids[right[kept]],
+                    "score": score[kept],
+                    "evidence": np.asarray(describe(evidence[kept], model.evidence_names()), dtype=object),
+                }
+            ),
             tmp / MATCHES_FILE,
         )
         write_parquet(

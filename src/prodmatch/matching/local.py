@@ -206,7 +206,7 @@ def match_local(
                     "variantid1": ids[left[kept]],
                     "variantid2": ids[right[kept]],
                     "score": score[kept],
-                    "evidence": describe(evidence[kept], model.evidence_names()),
+                    "evidence": np.asarray(describe(evidence[kept], model.evidence_names()), dtype=object),
                 }
             ),
             tmp / MATCHES_FILE,

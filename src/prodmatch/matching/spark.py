@@ -365,13 +365,20 @@ def _search_cell_fn(k: int):
 
 
 def _score_fn(bundle, layout, id_column, data_config, shipped):
-    """cogroup applyInArrow: a group's pairs (id1, id2) and its items -> (id1, id2, score)."""
+    """cogroup applyInArrow: a group's pairs (id1, id2) and its items -> (id1, id2, score, evidence)."""
 
     def run(pairs: pa.Table, items: pa.Table) -> pa.Table:
         from prodmatch.pairs import PairSet
 
         if pairs.num_rows == 0:
-            return pa.table({"id1": pairs["id1"], "id2": pairs["id2"], "score": pa.array([], pa.float64())})
+            return pa.table(
+                {
+                    "id1": pairs["id1"],
+                    "id2": pairs["id2"],
+                    "score": pa.array([], pa.float64()),
+                    "evidence": pa.array([], pa.int64()),
+                }
+            )
         model = _worker_model(bundle)
         shipped.add(items.num_rows)
         cat = _batch_catalogue(items.drop_columns(["part"]), layout, id_column, data_config)
@@ -381,8 +388,16 @@ def _score_fn(bundle, layout, id_column, data_config, shipped):
         if (a < 0).any() or (b < 0).any():
             raise RuntimeError("prodmatch: a scoring group lacks items of its pairs (a bug; please report it)")
         pairset = PairSet(a.astype(np.int32), b.astype(np.int32), None, np.arange(len(a)), id1, id2)
-        score = model.predict_proba(cat, pairset)
-        return pa.table({"id1": pairs["id1"], "id2": pairs["id2"], "score": pa.array(np.asarray(score, np.float64))})
+        scores = model.score(cat, pairset)
+        score = model.calibrated(scores)
+        return pa.table(
+            {
+                "id1": pairs["id1"],
+                "id2": pairs["id2"],
+                "score": pa.array(np.asarray(score, np.float64)),
+                "evidence": pa.array(scores.evidence.astype(np.int64)),
+            }
+        )
 
     return run
 
@@ -766,6 +781,34 @@ def _expected_f1_threshold(scores, bins: int = 4096) -> float:
     return best_value
 
 
+def _gate(scores, prior: float | None, threshold: float):
+    """:func:`prodmatch.evidence.gate` on a Spark column: a pair without evidence scores at most ``prior``, below
+    ``threshold``."""
+    from pyspark.sql import functions as F
+
+    cap = 1.0 if prior is None or not np.isfinite(prior) else float(prior)
+    cap = max(min(cap, float(np.nextafter(threshold, -np.inf))), 0.0)
+    return scores.withColumn(
+        "score", F.when(F.col("evidence") == 0, F.least(F.col("score"), F.lit(cap))).otherwise(F.col("score"))
+    )
+
+
+def _evidence_words(scores, model):
+    """The evidence column in words (``prodmatch.evidence.describe``), from the few distinct masks."""
+    from itertools import chain
+
+    from pyspark.sql import functions as F
+
+    from prodmatch.evidence import describe
+
+    masks = sorted(r[0] for r in scores.select("evidence").distinct().collect())
+    words = list(describe(np.asarray(masks, dtype=np.uint32), model.evidence_names())) if masks else []
+    pairs = list(chain.from_iterable((F.lit(int(m)), F.lit(str(w))) for m, w in zip(masks, words, strict=True)))
+    if not pairs:
+        return F.lit(None).cast("string").alias("evidence")
+    return F.element_at(F.create_map(*pairs), F.col("evidence")).alias("evidence")
+
+
 def _calibrate(scores, model) -> tuple[object, dict]:
     """:func:`prodmatch.matching.scoring.calibrate_candidates` (the EM estimate of the candidates' share of
     matches, then Bayes' rule) on a Spark column of probabilities."""
@@ -972,7 +1015,7 @@ def _score(job: _Job, pairs, part_of, items, tag: str):
         .cogroup(group_items.groupBy("part"))
         .applyInArrow(
             _score_fn(job.bundle, job.layout, id_col, job.data_config, shipped),
-            f"id1 {job.id_type}, id2 {job.id_type}, score double",
+            f"id1 {job.id_type}, id2 {job.id_type}, score double, evidence bigint",
         )
     )
     scored = _materialise(spark, scored, _join(job.work, tag))
@@ -986,6 +1029,7 @@ def _cluster(job: _Job, scored, threshold: float, linkage_max: int, checkpoint_e
     connected components took."""
     from pyspark.sql import functions as F
 
+    scored = scored.where(F.col("evidence") != 0)  # a pair without evidence is no edge, whatever the threshold
     edges = scored.where(F.col("score") >= threshold).select(F.col("id1").alias("src"), F.col("id2").alias("dst"))
     labels, rounds = connected_components(job.spark, edges, _join(job.work, "cc"), checkpoint_every=checkpoint_every)
     comp1 = labels.withColumnRenamed("id", "id1").withColumnRenamed("component", "c1")
@@ -1137,6 +1181,9 @@ def match_spark(
             if config.threshold is None and calibration["method"] != "none":
                 threshold = _expected_f1_threshold(scored)
                 calibration["threshold_rule"] = "best expected F1 over the candidates"
+        # no evidence, no match: at most the candidates' prior, below the threshold (as the local engine)
+        scored = _materialise(spark, _gate(scored, calibration.get("prior"), threshold), _join(work, "gated"))
+        without_evidence = scored.where(F.col("evidence") == 0).count()
         agg = scored.agg(
             F.sum("score").alias("total"),
             F.sum(F.when(F.col("score") >= threshold, F.col("score"))).alias("kept_sum"),
@@ -1178,8 +1225,11 @@ def match_spark(
 
         with timed(stages, "writing"):
             tmp_out = _join(staging, "out")
-            matches = scored.where(F.col("score") >= threshold).select(
-                F.col("id1").alias("variantid1"), F.col("id2").alias("variantid2"), "score"
+            matches = scored.where((F.col("score") >= threshold) & (F.col("evidence") != 0)).select(
+                F.col("id1").alias("variantid1"),
+                F.col("id2").alias("variantid2"),
+                "score",
+                _evidence_words(scored, model),
             )
             matches.write.parquet(_join(tmp_out, MATCHES_FILE))
             clusters.write.parquet(_join(tmp_out, CLUSTERS_FILE))
@@ -1201,7 +1251,9 @@ def match_spark(
                 "item_vectors": vector_kind(model),
                 "search": search_facts,
                 "candidates": n_candidates,
+                "candidates_without_evidence": without_evidence,
                 "matches": kept_n,
+                "scorer": model.describe_job(),
                 "calibration": calibration,
                 "cascade": {},
                 "clustering": asdict(report),
@@ -1529,6 +1581,7 @@ def match_new_spark(
         part_of = everyone.select("id", F.pmod(F.xxhash64("id"), F.lit(partitions)).alias("part"))
         scored, _ = _score(job, pairs, part_of, job.items.unionByName(new_items), "scored")
         threshold = job.model.threshold if config.threshold is None else config.threshold
+        scored = _gate(scored, job.model.calibrator.prior, threshold)
         guarded, rounds = _cluster(job, scored, threshold, config.linkage_max, options.checkpoint_every)
 
         existing = spark.read.parquet(clusters_path).select(
@@ -1575,13 +1628,16 @@ def match_new_spark(
         reps = everyone.join(guarded.select("id", "rep"), "id", "left").select(
             F.coalesce("rep", "id").alias("cluster_id")
         )
-        kept = scored.where(F.col("score") >= threshold)
+        kept = scored.where((F.col("score") >= threshold) & (F.col("evidence") != 0))
         report = _cluster_report(reps, guarded, kept.count(), reps.distinct().count())
 
         tmp_out = _join(staging, "out")
-        kept.select(F.col("id1").alias("variantid1"), F.col("id2").alias("variantid2"), "score").write.parquet(
-            _join(tmp_out, MATCHES_FILE)
-        )
+        kept.select(
+            F.col("id1").alias("variantid1"),
+            F.col("id2").alias("variantid2"),
+            "score",
+            _evidence_words(kept, job.model),
+        ).write.parquet(_join(tmp_out, MATCHES_FILE))
         assigned.write.parquet(_join(tmp_out, CLUSTERS_FILE))
         summary = {
             "mode": "incremental",
