@@ -294,5 +294,7 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(synth_dir, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(ConfigError, match="no GPU"):
-        api.train(synth_dir, tmp_path / "r", model="siamese", params=SMALL["siamese"], config=TrainConfig(device="cuda"))
+        api.train(
+            synth_dir, tmp_path / "r", model="siamese", params=SMALL["siamese"], config=TrainConfig(device="cuda")
+        )
     assert not (tmp_path / "r").exists()
