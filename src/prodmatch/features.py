@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -831,6 +832,7 @@ class WordPairScorer:
     _cache: tuple | None = field(default=None, repr=False)  # (catalogue, its hashed words over all items)
 
     def fit(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray, target: np.ndarray) -> WordPairScorer:
+        from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
 
         x = self.pair_matrix(catalogue, left, right)
@@ -851,7 +853,16 @@ class WordPairScorer:
         # L-BFGS at 45,000, with the same held-out average precision, 0.8927 / 0.8928), and ran for
         # tens of minutes on the 460,000 pairs of a fold at E-CUP size.
         lr = LogisticRegression(C=self.c, solver="lbfgs", max_iter=200)
-        lr.fit(compact, target)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            lr.fit(compact, target)
+        if lr.n_iter_[0] >= lr.max_iter:  # said once, in words, rather than scikit-learn's warning
+            log.info(
+                "word-pair model: L-BFGS stopped at %d iterations on %d pairs before its tolerance; its weights "
+                "are used as they are (a ranking feature of the trees)",
+                lr.max_iter,
+                compact.shape[0],
+            )
         self.coef = np.zeros(x.shape[1], dtype=np.float32)
         self.coef[used] = lr.coef_.ravel()
         self.intercept = float(lr.intercept_[0])
