@@ -65,12 +65,17 @@ def gate(prob: np.ndarray, mask: np.ndarray, prior: float | None, threshold: flo
     none = np.asarray(mask) == 0
     if not none.any():
         return prob
-    cap = 1.0 if prior is None or not np.isfinite(prior) else float(prior)
-    if threshold is not None:
-        cap = min(cap, float(np.nextafter(threshold, -np.inf)))
     out = np.array(prob, dtype=np.float64, copy=True)
-    out[none] = np.minimum(out[none], max(cap, 0.0))
+    out[none] = np.minimum(out[none], cap(prior, threshold))
     return out
+
+
+def cap(prior: float | None, threshold: float | None) -> float:
+    """The most a pair without evidence may score: ``prior`` (ignored when unknown), and just below ``threshold``."""
+    value = 1.0 if prior is None or not np.isfinite(prior) else float(prior)
+    if threshold is not None:
+        value = min(value, float(np.nextafter(threshold, -np.inf)))
+    return max(value, 0.0)
 
 
 def count_none(mask: np.ndarray) -> int:

@@ -786,10 +786,11 @@ def _gate(scores, prior: float | None, threshold: float):
     ``threshold``."""
     from pyspark.sql import functions as F
 
-    cap = 1.0 if prior is None or not np.isfinite(prior) else float(prior)
-    cap = max(min(cap, float(np.nextafter(threshold, -np.inf))), 0.0)
+    from prodmatch.evidence import cap
+
+    limit = F.lit(cap(prior, threshold))
     return scores.withColumn(
-        "score", F.when(F.col("evidence") == 0, F.least(F.col("score"), F.lit(cap))).otherwise(F.col("score"))
+        "score", F.when(F.col("evidence") == 0, F.least(F.col("score"), limit)).otherwise(F.col("score"))
     )
 
 
