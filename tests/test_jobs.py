@@ -201,6 +201,38 @@ def test_predict_uses_the_pairs_job_and_match_the_catalogue_job(synth_dir, two_j
     )
 
 
+def test_calibration_reuses_fitting_features_and_scores_exactly_as_the_scoring_path(synth_dir, two_jobs):
+    from prodmatch.models.gbdt import FeatureMemo
+
+    run, report = two_jobs
+    model = load_model(run)
+    cat = model_catalogue(synth_dir, model)
+    prepared = api.prepare_pairs(synth_dir, cat, TrainConfig(epochs=2, seed=1))
+    valid = prepared.valid
+    expected = model.score(cat, valid)
+    # what fitting kept: the same features, the stacked score computed before the boosters existed (float32,
+    # in other batches: it moves by about 1e-6)
+    x = model._pair_features(cat, valid.left, valid.right)
+    column = model.feature_names_.index(f"stack_{model.params.stack}")
+    x[:, column] *= np.float32(1 + 2e-6)
+    thresholds = model._split_thresholds(f"stack_{model.params.stack}")
+    near = np.abs(x[:, column, None] - thresholds[None, :]).argmin(axis=1)
+    x[:50, column] = thresholds[near[:50]]  # on a split: only the scoring path can say on which side
+    model._memo = FeatureMemo.of(len(cat), valid.left, valid.right, x)
+    assert model._memo.find(len(cat), valid.right, valid.left) is None  # another order: not kept
+    shuffled = valid.subset(np.random.default_rng(0).permutation(len(valid)))
+    assert model._memo.find(len(cat), shuffled.left, shuffled.right) is not None
+    again = model.score(cat, valid)
+    np.testing.assert_array_equal(again.logits, expected.logits)
+    np.testing.assert_array_equal(again.evidence, expected.evidence)
+    np.testing.assert_array_equal(
+        model.for_job("catalogue").predict_logits(cat, valid),
+        load_model(run).for_job("catalogue").predict_logits(cat, valid),
+    )
+    model.release_store()
+    np.testing.assert_array_equal(model.score(cat, valid).logits, expected.logits)
+
+
 def load_pairs_frame(cat, frame):
     from prodmatch.pairs import make_pairs
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -35,7 +35,7 @@ from prodmatch.io import atomic_path
 from prodmatch.models.base import JobHead, PairModel, Scores
 from prodmatch.models.siamese import NumpySiamese, SiameseNet
 from prodmatch.pairs import Folds, PairSet, group_folds
-from prodmatch.store import ItemStore, StackedTowers
+from prodmatch.store import ItemStore, StackedTowers, _near
 from prodmatch.training import TrainCallback, default_threads
 
 __all__ = ["GBDTModel", "GBDTParams"]
@@ -185,6 +185,14 @@ class GBDTModel(PairModel):
         if candidates is not None and len(candidates):
             x_cand = np.concatenate([x_valid, self._pair_features(catalogue, candidates.left, candidates.right)])
             y_cand = np.concatenate([valid.target, np.zeros(len(candidates), dtype=np.float32)])
+        # The caller calibrates both jobs on these very pairs next: their features are kept (release_store).
+        memo_pairs = [valid] + ([candidates] if x_cand is not None else [])
+        self._memo = FeatureMemo.of(
+            len(catalogue),
+            np.concatenate([p.left for p in memo_pairs]),
+            np.concatenate([p.right for p in memo_pairs]),
+            x_valid if x_cand is None else x_cand,
+        )
         log.info(
             "gbdt: %d features of %d labelled + %d auxiliary training pairs, %d validation pairs%s in %.1fs",
             len(feature_names),
@@ -264,8 +272,10 @@ class GBDTModel(PairModel):
         return out
 
     def release_store(self) -> None:
-        """Drop the item-feature store fitting kept (or ``prepare`` built), freeing its memory."""
+        """Drop the item-feature store fitting kept (or ``prepare`` built), and the features of the validation
+        pairs it kept, freeing their memory."""
         self.store_ = None
+        self._memo = None
 
     def _boost(
         self,
@@ -658,10 +668,36 @@ class GBDTModel(PairModel):
         through the item-feature store (see :meth:`predict_logits`)."""
         self._check_fitted()
         self._check_catalogue(catalogue)
+        memo = getattr(self, "_memo", None)
+        rows = None if memo is None else memo.find(len(catalogue), pairs.left, pairs.right)
+        if rows is not None:  # fitting featurized these pairs already
+            for start in range(0, len(pairs), batch_size):
+                sl = slice(start, start + batch_size)
+                yield sl, self._from_memo(catalogue, memo.x[rows[sl]], pairs.left[sl], pairs.right[sl])
+            return
         store = self._store_for(catalogue, pairs.left, pairs.right)
         for start in range(0, len(pairs), batch_size):
             sl = slice(start, start + batch_size)
             yield sl, self._features(catalogue, store, pairs.left[sl], pairs.right[sl])
+
+    def _from_memo(self, catalogue: Catalogue, x: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Kept feature rows, with the stacked score recomputed where it lies near one of the boosters' split
+        thresholds (fitting computed it before the boosters existed): the rows the scoring path itself gives."""
+        if not self.stack_models_:
+            return x
+        feature = f"stack_{self.params.stack}"
+        memo = self._memo
+        if id(self.booster_) not in memo.thresholds:  # a job's view scores with its own booster
+            memo.thresholds[id(self.booster_)] = self._split_thresholds(feature)
+        thresholds = memo.thresholds[id(self.booster_)]
+        if thresholds is None or not len(thresholds):
+            return x
+        near = _near(x[:, self.feature_names_.index(feature)], thresholds)
+        if near.any():
+            x = x.copy()
+            store = self._store_for(catalogue, left[near], right[near])
+            x[near] = self._features(catalogue, store, left[near], right[near])
+        return x
 
     def boost(self, x: np.ndarray, **kw: object) -> np.ndarray:
         """The booster's prediction of feature rows ``x`` at the best iteration, with this model's prediction
@@ -886,3 +922,29 @@ class _ProgressCallback:
             self.started = True
         loss = next((r[2] for r in env.evaluation_result_list if r[1] == "binary_logloss"), float("nan"))
         self.callback.on_batch_end(float(loss))
+
+
+@dataclass
+class FeatureMemo:
+    """Feature rows of pairs fitting computed, found again by the ordered pair (catalogue rows)."""
+
+    keys: np.ndarray  # sorted left * n + right
+    order: np.ndarray  # row of x for each key
+    x: np.ndarray
+    thresholds: dict = field(default_factory=dict)  # per booster: its split thresholds on the stacked score
+
+    @classmethod
+    def of(cls, n: int, left: np.ndarray, right: np.ndarray, x: np.ndarray) -> FeatureMemo:
+        keys = left.astype(np.int64) * n + right.astype(np.int64)
+        order = np.argsort(keys, kind="stable")
+        return cls(keys[order], order, x)
+
+    def find(self, n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray | None:
+        """Rows of ``x`` for every pair, or None unless all of them are kept."""
+        if not len(self.keys) or not len(left):
+            return None
+        keys = np.asarray(left).astype(np.int64) * n + np.asarray(right).astype(np.int64)
+        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        if not (self.keys[pos] == keys).all():
+            return None
+        return self.order[pos]
