@@ -204,7 +204,7 @@ def test_predict_uses_the_pairs_job_and_match_the_catalogue_job(synth_dir, two_j
 def test_calibration_reuses_fitting_features_and_scores_exactly_as_the_scoring_path(synth_dir, two_jobs):
     from prodmatch.models.gbdt import FeatureMemo
 
-    run, report = two_jobs
+    run, _ = two_jobs
     model = load_model(run)
     cat = model_catalogue(synth_dir, model)
     prepared = api.prepare_pairs(synth_dir, cat, TrainConfig(epochs=2, seed=1))

