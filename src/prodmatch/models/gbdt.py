@@ -671,9 +671,10 @@ class GBDTModel(PairModel):
         memo = getattr(self, "_memo", None)
         rows = None if memo is None else memo.find(len(catalogue), pairs.left, pairs.right)
         if rows is not None:  # fitting featurized these pairs already
+            x = self._from_memo(catalogue, memo.x[rows], pairs.left, pairs.right)  # one store for the few near a split
             for start in range(0, len(pairs), batch_size):
                 sl = slice(start, start + batch_size)
-                yield sl, self._from_memo(catalogue, memo.x[rows[sl]], pairs.left[sl], pairs.right[sl])
+                yield sl, x[sl]
             return
         store = self._store_for(catalogue, pairs.left, pairs.right)
         for start in range(0, len(pairs), batch_size):
@@ -694,7 +695,6 @@ class GBDTModel(PairModel):
             return x
         near = _near(x[:, self.feature_names_.index(feature)], thresholds)
         if near.any():
-            x = x.copy()
             store = self._store_for(catalogue, left[near], right[near])
             x[near] = self._features(catalogue, store, left[near], right[near])
         return x
