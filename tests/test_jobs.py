@@ -218,10 +218,11 @@ def test_calibration_reuses_fitting_features_and_scores_exactly_as_the_scoring_p
     thresholds = model._split_thresholds(f"stack_{model.params.stack}")
     near = np.abs(x[:, column, None] - thresholds[None, :]).argmin(axis=1)
     x[:50, column] = thresholds[near[:50]]  # on a split: only the scoring path can say on which side
-    model._memo = FeatureMemo.of(len(cat), valid.left, valid.right, x)
-    assert model._memo.find(len(cat), valid.right, valid.left) is None  # another order: not kept
+    model._memo = FeatureMemo.of(cat, valid.left, valid.right, x)
+    assert model._memo.find(cat, valid.right, valid.left) is None  # another order: not kept
+    assert model._memo.find(model_catalogue(synth_dir, model), valid.left, valid.right) is None  # another catalogue
     shuffled = valid.subset(np.random.default_rng(0).permutation(len(valid)))
-    assert model._memo.find(len(cat), shuffled.left, shuffled.right) is not None
+    assert model._memo.find(cat, shuffled.left, shuffled.right) is not None
     again = model.score(cat, valid)
     np.testing.assert_array_equal(again.logits, expected.logits)
     np.testing.assert_array_equal(again.evidence, expected.evidence)

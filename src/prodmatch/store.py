@@ -61,7 +61,7 @@ class StackedTowers:
         la, lb = np.searchsorted(self.items, left), np.searchsorted(self.items, right)
         out = self.nets.heads(self.vectors[:, la], self.vectors[:, lb], cosines, flags_a, flags_b).mean(axis=0)
         if self.thresholds is not None and len(self.thresholds):
-            near = _near(out, self.thresholds)
+            near = near_split(out, self.thresholds)
             if near.any():
                 a, b = la[near], lb[near]
                 sub = (cosines[near], flags_a[near], flags_b[near])
@@ -70,7 +70,7 @@ class StackedTowers:
         return out.astype(np.float32)
 
 
-def _near(x: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+def near_split(x: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Whether each of ``x`` lies within the guard band of one of the sorted ``thresholds``."""
     pos = np.searchsorted(thresholds, x)
     below = thresholds[np.maximum(pos - 1, 0)]

@@ -35,7 +35,7 @@ from prodmatch.io import atomic_path
 from prodmatch.models.base import JobHead, PairModel, Scores
 from prodmatch.models.siamese import NumpySiamese, SiameseNet
 from prodmatch.pairs import Folds, PairSet, group_folds
-from prodmatch.store import ItemStore, StackedTowers, _near
+from prodmatch.store import ItemStore, StackedTowers, near_split
 from prodmatch.training import TrainCallback, default_threads
 
 __all__ = ["GBDTModel", "GBDTParams"]
@@ -188,7 +188,7 @@ class GBDTModel(PairModel):
         # The caller calibrates both jobs on these very pairs next: their features are kept (release_store).
         memo_pairs = [valid] + ([candidates] if x_cand is not None else [])
         self._memo = FeatureMemo.of(
-            len(catalogue),
+            catalogue,
             np.concatenate([p.left for p in memo_pairs]),
             np.concatenate([p.right for p in memo_pairs]),
             x_valid if x_cand is None else x_cand,
@@ -669,7 +669,7 @@ class GBDTModel(PairModel):
         self._check_fitted()
         self._check_catalogue(catalogue)
         memo = getattr(self, "_memo", None)
-        rows = None if memo is None else memo.find(len(catalogue), pairs.left, pairs.right)
+        rows = None if memo is None else memo.find(catalogue, pairs.left, pairs.right)
         if rows is not None:  # fitting featurized these pairs already
             x = self._from_memo(catalogue, memo.x[rows], pairs.left, pairs.right)  # one store for the few near a split
             for start in range(0, len(pairs), batch_size):
@@ -693,7 +693,7 @@ class GBDTModel(PairModel):
         thresholds = memo.thresholds[id(self.booster_)]
         if thresholds is None or not len(thresholds):
             return x
-        near = _near(x[:, self.feature_names_.index(feature)], thresholds)
+        near = near_split(x[:, self.feature_names_.index(feature)], thresholds)
         if near.any():
             store = self._store_for(catalogue, left[near], right[near])
             x[near] = self._features(catalogue, store, left[near], right[near])
@@ -926,23 +926,26 @@ class _ProgressCallback:
 
 @dataclass
 class FeatureMemo:
-    """Feature rows of pairs fitting computed, found again by the ordered pair (catalogue rows)."""
+    """Feature rows of pairs fitting computed, found again by the ordered pair of rows of the same catalogue."""
 
+    catalogue: Catalogue
     keys: np.ndarray  # sorted left * n + right
     order: np.ndarray  # row of x for each key
     x: np.ndarray
     thresholds: dict = field(default_factory=dict)  # per booster: its split thresholds on the stacked score
 
     @classmethod
-    def of(cls, n: int, left: np.ndarray, right: np.ndarray, x: np.ndarray) -> FeatureMemo:
+    def of(cls, catalogue: Catalogue, left: np.ndarray, right: np.ndarray, x: np.ndarray) -> FeatureMemo:
+        n = len(catalogue)
         keys = left.astype(np.int64) * n + right.astype(np.int64)
         order = np.argsort(keys, kind="stable")
-        return cls(keys[order], order, x)
+        return cls(catalogue, keys[order], order, x)
 
-    def find(self, n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray | None:
-        """Rows of ``x`` for every pair, or None unless all of them are kept."""
-        if not len(self.keys) or not len(left):
+    def find(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray) -> np.ndarray | None:
+        """Rows of ``x`` for every pair, or None unless all of them are kept (for this very catalogue)."""
+        if catalogue is not self.catalogue or not len(self.keys) or not len(left):
             return None
+        n = len(catalogue)
         keys = np.asarray(left).astype(np.int64) * n + np.asarray(right).astype(np.int64)
         pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
         if not (self.keys[pos] == keys).all():
