@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -687,10 +687,7 @@ class GBDTModel(PairModel):
         if not self.stack_models_:
             return x
         feature = f"stack_{self.params.stack}"
-        memo = self._memo
-        if id(self.booster_) not in memo.thresholds:  # a job's view scores with its own booster
-            memo.thresholds[id(self.booster_)] = self._split_thresholds(feature)
-        thresholds = memo.thresholds[id(self.booster_)]
+        thresholds = self._split_thresholds(feature)  # once per call: the rows come in whole, not per batch
         if thresholds is None or not len(thresholds):
             return x
         near = near_split(x[:, self.feature_names_.index(feature)], thresholds)
@@ -932,7 +929,6 @@ class FeatureMemo:
     keys: np.ndarray  # sorted left * n + right
     order: np.ndarray  # row of x for each key
     x: np.ndarray
-    thresholds: dict = field(default_factory=dict)  # per booster: its split thresholds on the stacked score
 
     @classmethod
     def of(cls, catalogue: Catalogue, left: np.ndarray, right: np.ndarray, x: np.ndarray) -> FeatureMemo:
