@@ -12,7 +12,7 @@ import pytest
 
 from conftest import SMALL, write_items, write_pairs
 from prodmatch import TrainConfig, api
-from prodmatch.auxiliary import AuxPairs, Candidate, choose, weight_candidates
+from prodmatch.auxiliary import AuxPairs, Candidate, choose, preference_order, weight_candidates
 from prodmatch.calibration import choose_threshold
 from prodmatch.evidence import NONE, describe, gate
 from prodmatch.models import load_model
@@ -69,6 +69,34 @@ def test_choose_keeps_the_lightest_candidate_within_one_standard_error_of_the_be
     assert choose(tie, ["pairs"], "average_precision", labels=labels)["pairs"].weights == {}
     win = [cand({}, signal), cand({"mined": 1.0}, better)]
     assert choose(win, ["pairs"], "average_precision", labels=labels)["pairs"].weights == {"mined": 1.0}
+
+
+def test_the_catalogue_job_keeps_the_mined_pairs_unless_a_lighter_weighting_is_clearly_better():
+    rng = np.random.default_rng(4)
+    y = (rng.random(4000) < 0.5).astype(np.float32)
+    common = y + rng.normal(0, 0.8, len(y))
+    a, b = (common + rng.normal(0, 0.2, len(y)) for _ in range(2))  # as good as each other (AP 0.0006 apart)
+    better = y + rng.normal(0, 0.4, len(y))
+
+    def cand(weights, score):
+        from sklearn.metrics import average_precision_score
+
+        ap = average_precision_score(y, score)
+        return Candidate(weights, {"pairs": ap, "catalogue": ap}, predictions={"pairs": score, "catalogue": score})
+
+    labels = {"pairs": y, "catalogue": y}
+    jobs = ["pairs", "catalogue"]
+    # Within noise, each job keeps the weighting drawn like the pairs it scores, whichever scored higher.
+    for first, second in ((a, b), (b, a)):
+        tie = [cand({}, first), cand({"mined": 0.25}, second), cand({"mined": 1.0}, second)]
+        kept = choose(tie, jobs, "average_precision", labels=labels)
+        assert any("error_of_difference" in c.detail.get("catalogue", {}) for c in tie)
+        assert kept["pairs"].weights == {} and kept["catalogue"].weights == {"mined": 1.0}
+    assert [c.weights for c in preference_order("catalogue", tie)] == [{"mined": 1.0}, {"mined": 0.25}, {}]
+    # Beyond noise, the better weighting wins for both jobs: the labelled pairs alone here.
+    loss = [cand({}, better), cand({"mined": 1.0}, a)]
+    kept = choose(loss, jobs, "average_precision", labels=labels)
+    assert kept["pairs"].weights == {} and kept["catalogue"].weights == {}
 
 
 def test_choose_fits_the_combination_of_each_sources_best_weight():

@@ -31,6 +31,7 @@ __all__ = [
     "Candidate",
     "choose",
     "describe_weights",
+    "preference_order",
     "selection_record",
     "weight_candidates",
 ]
@@ -117,6 +118,22 @@ class Candidate:
 # Resamples of the validation pairs that measure a job's metric's noise (the one-standard-error rule).
 BOOTSTRAP_ROUNDS = 100
 
+# The auxiliary source drawn like the pairs each job scores: where the measurement cannot tell two weightings
+# apart, a job keeps the one closest to its own distribution. The pairs job scores pairs drawn like the
+# labelled ones, so it prefers the labelled pairs alone; the catalogue job scores each item's nearest
+# neighbours, which is how the mined negatives are drawn, so it prefers the most of them.
+DRAWN_LIKE = {"pairs": None, "catalogue": "mined"}
+
+
+def preference_order(job: str, pool: Sequence[Candidate]) -> list[Candidate]:
+    """``pool`` in the order ``job`` prefers its candidates when their scores are within noise: the heaviest
+    weighting of the source drawn like the job's pairs (:data:`DRAWN_LIKE`) first, then, as fitted, the
+    lightest (the labelled pairs alone before each source at each weight)."""
+    like = DRAWN_LIKE.get(job)
+    if like is None:
+        return list(pool)
+    return sorted(pool, key=lambda c: -c.weights.get(like, 0.0))  # stable: ties stay lightest first
+
 
 def choose(
     candidates: list[Candidate],
@@ -129,12 +146,13 @@ def choose(
     """The candidate each job keeps, and, when a job's best weights per source (taken from the single-source
     candidates) combine several sources, that combination too (fitted with ``fit``).
 
-    The one-standard-error rule (Breiman et al., 1984), on paired differences: a job keeps the lightest
-    candidate (the earliest in ``candidates``: the labelled pairs alone first) whose score falls short of the
-    best by no more than the standard error of that difference, measured by resampling the job's validation
-    pairs (``labels[job]``, each candidate's ``predictions[job]``). An auxiliary source must beat the labelled
-    pairs alone by more than the noise of the measurement to be kept. Without predictions, the best score
-    wins. Logs what was tried and kept."""
+    The one-standard-error rule (Breiman et al., 1984), on paired differences: a job keeps the first candidate
+    in its order of preference (:func:`preference_order`) whose score falls short of the best by no more than
+    the standard error of that difference, measured by resampling the job's validation pairs (``labels[job]``,
+    each candidate's ``predictions[job]``). For the pairs job an auxiliary source must beat the labelled pairs
+    alone by more than the noise of the measurement to be kept; for the catalogue job the mined neighbours,
+    drawn as its candidates are, must lose to a lighter weighting by more than that noise to be dropped.
+    Without predictions, the best score wins. Logs what was tried and kept."""
     chosen: dict[str, Candidate] = {}
     for job in jobs:
         pool = [c for c in candidates if job in c.scores]
@@ -151,7 +169,7 @@ def choose(
             pool.append(combined)
         best = max(pool, key=lambda c: c.scores[job])
         kept, errors = best, {}
-        for c in pool:  # the lightest first
+        for c in preference_order(job, pool):
             if c is best:
                 break
             if labels is None or job not in labels or job not in c.predictions or job not in best.predictions:
@@ -172,12 +190,13 @@ def choose(
             for c in pool
         )
         (log.info if len(pool) > 1 else log.debug)(
-            "%s job: validation %s by weighting of the auxiliary pairs: %s; kept %s (the lightest whose shortfall "
-            "is within one standard error of the difference)",
+            "%s job: validation %s by weighting of the auxiliary pairs: %s; kept %s (taken %s, the first whose "
+            "shortfall is within one standard error of the difference)",
             job,
             metric,
             tried,
             describe_weights(kept.weights),
+            f"the heaviest in {DRAWN_LIKE[job]} pairs first" if DRAWN_LIKE.get(job) else "the lightest first",
         )
     return chosen
 
