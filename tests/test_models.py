@@ -231,3 +231,17 @@ def test_numpy_siamese_computes_what_the_torch_networks_do(fitted):
         for i in range(150)
     ]
     np.testing.assert_array_equal(np.concatenate([o[0] for o in one]).astype(np.float32), whole)
+
+
+def test_stacked_networks_epochs_follow_the_pairs_budget():
+    """A fold network trains --epochs unless its pairs seen would pass the budget (large data) or a cap is set."""
+    from prodmatch.models.gbdt import GBDTParams, stack_epochs
+
+    default = GBDTParams()
+    assert stack_epochs(10, default.stack_epochs, default.stack_budget, 20_000) == 10  # the demo's folds
+    assert stack_epochs(10, default.stack_epochs, default.stack_budget, 462_851) == 5  # E-CUP size: as before
+    assert stack_epochs(10, 0, 2_500_000, 3_000_000) == 1  # at least one epoch
+    assert stack_epochs(10, 2, 2_500_000, 1_000) == 2  # the cap still holds where it is set
+    assert stack_epochs(3, 0, 2_500_000, 1_000) == 3  # never more than --epochs
+    assert stack_epochs(10, 0, 0, 10**9) == 10  # no budget
+    assert create_model("gbdt", stack_budget=0).params.stack_budget == 0
