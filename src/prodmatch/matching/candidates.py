@@ -198,6 +198,45 @@ def candidate_pairs(
     return key // n, key % n, facts
 
 
+def all_candidates(
+    model,
+    catalogue: Catalogue,
+    vectors: np.ndarray,
+    config: MatchConfig,
+    groups: np.ndarray | None = None,
+    advance: Callable[[int], None] | None = None,
+    searchable: np.ndarray | None = None,
+    probe: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Every candidate pair ``match`` scores, each unordered pair once: the searchable items'
+    top-k neighbours (:func:`candidate_pairs`), the extra candidates of items missing a modality
+    (:func:`incomplete_item_candidates`), and, with ``config.token_k``, the items sharing rare values (see
+    :mod:`prodmatch.blocking`). Returns (left, right, facts of the search)."""
+    n = len(catalogue)
+    searchable = informative_items(model, catalogue) if searchable is None else searchable
+    probe = np.arange(0) if probe is None else probe
+    left, right, facts = candidate_pairs(vectors, config, groups, advance, searchable, probe)
+    facts["items_without_embeddings"] = int((~searchable).sum())
+    more_left, more_right, facts["incomplete_items"] = incomplete_item_candidates(
+        model, catalogue, searchable, config.k, exact_max_items=config.exact_max_items
+    )
+    if len(more_left):
+        key = np.unique(np.concatenate([left * n + right, more_left * n + more_right]))
+        facts["candidates_from_incomplete_items"] = int(len(key) - len(left))
+        left, right = key // n, key % n
+    if config.token_k > 0:
+        from prodmatch.blocking import item_tokens, shared_token_neighbours
+
+        rows = np.flatnonzero(searchable)
+        q, j, token_report = shared_token_neighbours(
+            item_tokens(catalogue, rows), rows, rows, config.token_k, config.token_max_block, vectors
+        )
+        key = np.unique(np.concatenate([left * n + right, np.minimum(q, j) * n + np.maximum(q, j)]))
+        facts["shared_values"] = token_report.to_dict() | {"new_candidates": int(len(key) - len(left))}
+        left, right = key // n, key % n
+    return left, right, facts
+
+
 def exact_top_k(targets: np.ndarray, queries: np.ndarray, k: int, budget: int = 1 << 26) -> np.ndarray:
     """(Q, k) rows of ``targets`` of highest inner product with each query, best first: exact, as a flat
     index finds them, by matrix products and a top-k (torch), about 3 times faster than faiss's flat search on

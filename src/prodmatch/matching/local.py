@@ -14,9 +14,8 @@ from prodmatch.errors import ConfigError
 from prodmatch.evidence import count_none, describe, gate
 from prodmatch.matching.candidates import (
     _recall_probe,
+    all_candidates,
     ann_recall,
-    candidate_pairs,
-    incomplete_item_candidates,
     informative_items,
     item_vectors,
 )
@@ -101,25 +100,7 @@ def match_local(
                 NORM_EPS,
             )
         probe = _recall_probe(data_dir, searchable)
-        left, right, search_facts = candidate_pairs(vectors, config, groups, advance, searchable, probe)
-        search_facts["items_without_embeddings"] = int((~searchable).sum())
-        more_left, more_right, search_facts["incomplete_items"] = incomplete_item_candidates(
-            model, cat, searchable, config.k, exact_max_items=config.exact_max_items
-        )
-        if len(more_left):
-            key = np.unique(np.concatenate([left * n + right, more_left * n + more_right]))
-            search_facts["candidates_from_incomplete_items"] = int(len(key) - len(left))
-            left, right = key // n, key % n
-        if config.token_k > 0:
-            from prodmatch.blocking import item_tokens, shared_token_neighbours
-
-            rows = np.flatnonzero(searchable)
-            q, j, token_report = shared_token_neighbours(
-                item_tokens(cat, rows), rows, rows, config.token_k, config.token_max_block, vectors
-            )
-            key = np.unique(np.concatenate([left * n + right, np.minimum(q, j) * n + np.maximum(q, j)]))
-            search_facts["shared_values"] = token_report.to_dict() | {"new_candidates": int(len(key) - len(left))}
-            left, right = key // n, key % n
+        left, right, search_facts = all_candidates(model, cat, vectors, config, groups, advance, searchable, probe)
     log.info("%d candidate pairs from %d items (k=%d, %s)", len(left), n, config.k, ", ".join(search_facts["index"]))
 
     with timed(stages, "scoring"):
