@@ -104,6 +104,14 @@ def test_match_command_writes_complete_outputs(synth_dir, siamese_run, tmp_path)
     matches = pd.read_parquet(out / "matches.parquet")
     summary = json.loads((out / "summary.json").read_text())
     assert len(matches) == summary["matches"] and (matches["score"] >= summary["parameters"]["threshold"]).all()
+    # canonical pairs: the smaller id first, sorted, each pair once
+    assert (matches["variantid1"] < matches["variantid2"]).all()
+    assert matches.equals(matches.sort_values(["variantid1", "variantid2"], ignore_index=True))
+    # same_cluster says what clusters.parquet says, and the summary counts the pairs the guard kept apart
+    cluster = clusters.set_index("variantid")["cluster_id"]
+    together = cluster.reindex(matches["variantid1"]).to_numpy() == cluster.reindex(matches["variantid2"]).to_numpy()
+    assert (matches["same_cluster"].to_numpy() == together).all()
+    assert summary["clustering"]["matches_in_different_clusters"] == int((~together).sum())
     assert {"candidates", "scoring", "clustering"} <= set(summary["stages"])
     assert 0.0 <= summary["quality"]["candidate_recall_at_10"] <= 1.0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".match.")]  # no temporary directory left

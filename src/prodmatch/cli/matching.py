@@ -112,6 +112,13 @@ def match(
         str | None,
         typer.Option(help="--engine spark: where intermediate data and checkpoints go (default: beside --out)."),
     ] = None,
+    part_files: Annotated[
+        bool,
+        typer.Option(
+            help="--engine spark: write matches.parquet and clusters.parquet as folders of Spark's part files "
+            "(one per task) instead of single files, for outputs too large for one task."
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -120,8 +127,9 @@ def match(
     Finds every item's top-k neighbours with faiss, and the items sharing its rarest attribute values or name
     words (--token-k), scores each candidate pair with the model, keeps pairs
     at or above the threshold, and clusters items: connected components, each re-cut by average linkage so
-    that one weak link cannot chain two groups together. Writes OUT/matches.parquet (variantid1,
-    variantid2, score), OUT/clusters.parquet (variantid, cluster_id) and OUT/summary.json (counts, timings
+    that one weak link cannot chain two groups together. Writes OUT/matches.parquet (variantid1 <
+    variantid2, sorted; score, evidence, and same_cluster: whether the clusters keep the pair together),
+    OUT/clusters.parquet (variantid, cluster_id) and OUT/summary.json (counts, timings
     and peak memory per stage, parameters, and quality against truth.parquet when the data has it).
 
     Probabilities are re-calibrated for the candidates (--calibrate): the model's are calibrated on its
@@ -157,9 +165,12 @@ def match(
                 probes=probes,
                 cell_cap=cell_cap,
                 checkpoint_dir=checkpoint_dir,
+                part_files=part_files,
             )
-        elif master or spark_conf or checkpoint_dir or partitions or cells:
-            raise ConfigError("--master, --spark-conf, --partitions, --cells and --checkpoint-dir need --engine spark")
+        elif master or spark_conf or checkpoint_dir or partitions or cells or part_files:
+            raise ConfigError(
+                "--master, --spark-conf, --partitions, --cells, --checkpoint-dir and --part-files need --engine spark"
+            )
         if new is not None or index_dir is not None or clusters is not None:
             if new is None or index_dir is None or clusters is None:
                 raise ConfigError("incremental matching needs --new, --index-dir and --clusters together")

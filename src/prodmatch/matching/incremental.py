@@ -23,6 +23,7 @@ from prodmatch.matching.config import (
     _staged_output,
     replace_index,
 )
+from prodmatch.matching.output import matches_frame, split_report
 
 log = logging.getLogger(__name__)
 
@@ -188,17 +189,16 @@ def match_new_items(
     is_new[~has] = True
 
     with _staged_output(out_dir, overwrite, SUMMARY_FILE) as tmp:
-        write_parquet(
-            pd.DataFrame(
-                {
-                    "variantid1": ids[left[kept]],
-                    "variantid2": ids[right[kept]],
-                    "score": score[kept],
-                    "evidence": np.asarray(describe(evidence[kept], model.evidence_names()), dtype=object),
-                }
-            ),
-            tmp / MATCHES_FILE,
+        cluster_of = np.concatenate([old_cluster, assigned])  # every combined row's cluster after this run
+        matches = matches_frame(
+            ids[left[kept]],
+            ids[right[kept]],
+            score[kept],
+            describe(evidence[kept], model.evidence_names()),
+            cluster_of[left[kept]],
+            cluster_of[right[kept]],
         )
+        write_parquet(matches, tmp / MATCHES_FILE)
         write_parquet(
             pd.DataFrame({"variantid": new_cat.ids.to_numpy(), "cluster_id": assigned, "is_new_cluster": is_new}),
             tmp / CLUSTERS_FILE,
@@ -212,7 +212,7 @@ def match_new_items(
             "joined_existing_clusters": int(has.sum()),
             "new_clusters": len(fresh_groups),
             "parameters": {**config.to_dict(), "threshold": threshold},
-            "clustering": asdict(report),
+            "clustering": asdict(report) | split_report(matches),
             "seconds": round(time.perf_counter() - t0, 3),
         }
         write_json(summary, tmp / SUMMARY_FILE)

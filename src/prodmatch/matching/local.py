@@ -21,6 +21,7 @@ from prodmatch.matching.candidates import (
 )
 from prodmatch.matching.clustering import cluster_items
 from prodmatch.matching.config import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, MatchConfig, _staged_output, timed
+from prodmatch.matching.output import matches_frame, split_report
 from prodmatch.matching.quality import candidate_recall, cluster_quality, oracle_quality, recall_at_ks
 from prodmatch.matching.scoring import calibrate_candidates, rescore_uncertain
 
@@ -181,17 +182,15 @@ def match_local(
 
     with timed(stages, "writing"), staging as tmp:
         kept = (score >= threshold) & (evidence != 0)
-        write_parquet(
-            pd.DataFrame(
-                {
-                    "variantid1": ids[left[kept]],
-                    "variantid2": ids[right[kept]],
-                    "score": score[kept],
-                    "evidence": np.asarray(describe(evidence[kept], model.evidence_names()), dtype=object),
-                }
-            ),
-            tmp / MATCHES_FILE,
+        matches = matches_frame(
+            ids[left[kept]],
+            ids[right[kept]],
+            score[kept],
+            describe(evidence[kept], model.evidence_names()),
+            labels[left[kept]],
+            labels[right[kept]],
         )
+        write_parquet(matches, tmp / MATCHES_FILE)
         write_parquet(pd.DataFrame({"variantid": ids, "cluster_id": labels}), tmp / CLUSTERS_FILE)
         summary = {
             "model": model.name,
@@ -208,7 +207,7 @@ def match_local(
             "scorer": model.describe_job(),
             "calibration": calibration,
             "cascade": cascade,
-            "clustering": asdict(cluster_report),
+            "clustering": asdict(cluster_report) | split_report(matches),
             "quality": quality,
             "stages": stages,
             "seconds": round(time.perf_counter() - t_start, 3),

@@ -24,8 +24,10 @@ which holds the model, the coarse centroids and small statistics only.
    anti-chaining guard): one implementation, two drivers.
 
 Outputs are staged under a hidden path beside ``out_dir`` and renamed at the end (Hadoop FileSystem), so
-an interrupted run leaves no partial output. ``matches.parquet`` and ``clusters.parquet`` are folders of
-parquet parts, which ``pandas.read_parquet`` and Spark read alike.
+an interrupted run leaves no partial output. ``matches.parquet`` and ``clusters.parquet`` are single files,
+canonical as the local engine's (pairs with ``variantid1 < variantid2``, sorted); with
+``SparkOptions.part_files`` (``--part-files``) folders of Spark's part files, which ``pandas.read_parquet``
+and Spark read alike.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from prodmatch.errors import ConfigError, DataError, EngineError
 from prodmatch.matching.candidates import vector_kind
 from prodmatch.matching.clustering import ClusterReport, cluster_items
 from prodmatch.matching.config import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, MatchConfig
+from prodmatch.matching.output import split_report
 
 __all__ = [
     "SparkOptions",
@@ -87,6 +90,8 @@ class SparkOptions:
         checkpoint_dir: where intermediate data and connected-components checkpoints go; None: inside the
             staging folder, removed at the end.
         checkpoint_every: connected-components rounds between lineage cuts.
+        part_files: write matches.parquet and clusters.parquet as folders of Spark's part files (one per
+            task) instead of single files, for outputs too large to funnel through one task.
     """
 
     master: str | None = None
@@ -98,6 +103,7 @@ class SparkOptions:
     centroid_sample: int = 100_000
     checkpoint_dir: str | None = None
     checkpoint_every: int = 3
+    part_files: bool = False
 
     def __post_init__(self) -> None:
         if self.probes < 1:
@@ -192,6 +198,10 @@ class _FileSystem:
     def rename(self, src: str, dst: str) -> None:
         if not self.fs.rename(self._path(src), self._path(dst)):
             raise OSError(f"could not rename {src} to {dst}")
+
+    def files(self, path: str) -> list[str]:
+        """The paths of the files directly inside folder ``path``."""
+        return [str(st.getPath().toString()) for st in self.fs.listStatus(self._path(path)) if st.isFile()]
 
     def write_text(self, path: str, text: str) -> None:
         out = self.fs.create(self._path(path), True)
@@ -711,9 +721,14 @@ def _exact_top_fn(queries: np.ndarray, blocks: np.ndarray, k: int):
     return run
 
 
+# Inner products of unit vectors this close are a tie: float32 products blocked differently (by chunk, by CPU
+# kernel) round apart by about 1e-7.
+TIE_TOLERANCE = 1e-5
+
+
 def _recall_vs_exact(spark, rows, top, k: int, sample: int = 2000, seed: int = 0) -> float | None:
     """The share of the exact top-k neighbours (same block, itself left out) of a random sample of items that
-    the IVF search returned: the sample's vectors (at most ``sample``) are the driver's only load."""
+    the IVF search returned, up to ties at the k-th place: the sample's vectors (at most ``sample``) are the driver's only load."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -735,13 +750,19 @@ def _recall_vs_exact(spark, rows, top, k: int, sample: int = 2000, seed: int = 0
         .where(F.col("q") != F.col("t"))
         .withColumn("r", F.row_number().over(order))
         .where(F.col("r") <= k)
-        .select("q", "t")
+        .select("q", "t", "s")
     )
     total = exact.count()
     if not total:
         return None
     hits = exact.join(top.select("q", "t"), ["q", "t"], "left_semi").count()
-    return hits / total
+    # Up to ties: an exact neighbour the search missed, where the search found k others and the k-th of them
+    # is within TIE_TOLERANCE of it, is a near-tie at the k-th place (the search's blocked products round
+    # differently from the check's, by CPU kernel), not a miss: the same neighbours up to ties.
+    kth = top.groupBy("q").agg(F.min("s").alias("kth"), F.count("*").alias("found")).where(F.col("found") >= k)
+    missed = exact.join(top.select("q", "t"), ["q", "t"], "left_anti").join(kth, "q")
+    ties = missed.where(F.col("kth") >= F.col("s") - TIE_TOLERANCE).count()
+    return (hits + ties) / total
 
 
 def _expected_f1_threshold(scores, bins: int = 4096) -> float:
@@ -792,6 +813,45 @@ def _gate(scores, prior: float | None, threshold: float):
     return scores.withColumn(
         "score", F.when(F.col("evidence") == 0, F.least(F.col("score"), limit)).otherwise(F.col("score"))
     )
+
+
+def _matches_table(kept, clusters, model):
+    """matches.parquet's rows, as the local engine writes them (:func:`prodmatch.matching.output.matches_frame`):
+    ``variantid1 < variantid2``, sorted by the two ids, with ``same_cluster`` from ``clusters`` (variantid,
+    cluster_id)."""
+    from pyspark.sql import functions as F
+
+    def side(name: str, alias: str):
+        return clusters.select(F.col("variantid").alias(name), F.col("cluster_id").alias(alias))
+
+    out = kept.select(
+        F.least("id1", "id2").alias("variantid1"),
+        F.greatest("id1", "id2").alias("variantid2"),
+        "score",
+        _evidence_words(kept, model),
+    )
+    out = out.join(side("variantid1", "c1"), "variantid1", "left").join(side("variantid2", "c2"), "variantid2", "left")
+    return out.select(
+        "variantid1",
+        "variantid2",
+        "score",
+        "evidence",
+        F.coalesce(F.col("c1") == F.col("c2"), F.lit(False)).alias("same_cluster"),
+    ).orderBy("variantid1", "variantid2")
+
+
+def _write_table(spark, frame, path: str, part_files: bool) -> None:
+    """``frame`` as parquet at ``path``: one file (in ``frame``'s order), or a folder of Spark's part files
+    with ``part_files`` (each written by its own task: for outputs too large for one)."""
+    if part_files:
+        frame.write.parquet(path)
+        return
+    parts = path + ".parts"
+    frame.coalesce(1).write.parquet(parts)  # coalesce keeps a sorted frame's order: no shuffle
+    fs = _FileSystem(spark, parts)
+    (single,) = [f for f in fs.files(parts) if f.rsplit("/", 1)[-1].startswith("part-")]
+    fs.rename(single, path)
+    fs.delete(parts)
 
 
 def _evidence_words(scores, model):
@@ -1226,14 +1286,11 @@ def match_spark(
 
         with timed(stages, "writing"):
             tmp_out = _join(staging, "out")
-            matches = scored.where((F.col("score") >= threshold) & (F.col("evidence") != 0)).select(
-                F.col("id1").alias("variantid1"),
-                F.col("id2").alias("variantid2"),
-                "score",
-                _evidence_words(scored, model),
-            )
-            matches.write.parquet(_join(tmp_out, MATCHES_FILE))
-            clusters.write.parquet(_join(tmp_out, CLUSTERS_FILE))
+            kept = scored.where((F.col("score") >= threshold) & (F.col("evidence") != 0))
+            matches = _materialise(spark, _matches_table(kept, clusters, model), _join(work, "matches"))
+            _write_table(spark, matches, _join(tmp_out, MATCHES_FILE), options.part_files)
+            _write_table(spark, clusters.orderBy("variantid"), _join(tmp_out, CLUSTERS_FILE), options.part_files)
+            split = matches.where(~F.col("same_cluster")).count()
             summary = {
                 "model": model.name,
                 "run_dir": str(run_dir),
@@ -1257,7 +1314,7 @@ def match_spark(
                 "scorer": model.describe_job(),
                 "calibration": calibration,
                 "cascade": {},
-                "clustering": asdict(report),
+                "clustering": asdict(report) | split_report(split),
                 "quality": quality,
                 "stages": stages,
                 "seconds": round(time.perf_counter() - t_start, 3),
@@ -1633,13 +1690,13 @@ def match_new_spark(
         report = _cluster_report(reps, guarded, kept.count(), reps.distinct().count())
 
         tmp_out = _join(staging, "out")
-        kept.select(
-            F.col("id1").alias("variantid1"),
-            F.col("id2").alias("variantid2"),
-            "score",
-            _evidence_words(kept, job.model),
-        ).write.parquet(_join(tmp_out, MATCHES_FILE))
-        assigned.write.parquet(_join(tmp_out, CLUSTERS_FILE))
+        cluster_of = existing.select(F.col("id").alias("variantid"), F.col("c").alias("cluster_id")).unionByName(
+            assigned.select("variantid", "cluster_id")
+        )
+        matches = _materialise(spark, _matches_table(kept, cluster_of, job.model), _join(work, "matches"))
+        _write_table(spark, matches, _join(tmp_out, MATCHES_FILE), options.part_files)
+        _write_table(spark, assigned.orderBy("variantid"), _join(tmp_out, CLUSTERS_FILE), options.part_files)
+        split = matches.where(~F.col("same_cluster")).count()
         summary = {
             "mode": "incremental",
             "index": meta,
@@ -1649,7 +1706,7 @@ def match_new_spark(
             "joined_existing_clusters": n_joined,
             "new_clusters": n_fresh,
             "parameters": {**config.to_dict(), "threshold": threshold},
-            "clustering": asdict(report),
+            "clustering": asdict(report) | split_report(split),
             "engine": {
                 "name": "spark",
                 "master": spark.sparkContext.master,
