@@ -273,3 +273,40 @@ def test_a_cascade_rescores_only_the_uncertain_band_with_the_second_run(synth_di
             np.testing.assert_array_equal(both.loc[sure, "score_cascade"], both.loc[sure, "score_first"])
     r = runner.invoke(app, [*base, "--out", str(tmp_path / "x"), "--rescore", str(second), "--rescore-band", "0"])
     assert r.exit_code == 2 and "--rescore-band" in r.output
+
+
+def test_quality_is_measured_against_a_named_product_column_over_the_items_that_have_one(
+    synth_dir, siamese_run, tmp_path
+):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data, ignore=shutil.ignore_patterns("truth.parquet", "oracle*"))
+    truth = pd.read_parquet(synth_dir / "truth.parquet").set_index("variantid")["product_id"]
+    text = pd.read_parquet(data / "text_and_bert.parquet")
+    product = truth.reindex(text["variantid"]).astype("Int64").to_numpy()
+    unknown = np.random.default_rng(0).random(len(text)) < 0.3  # most catalogues know some items' products
+    text["product_id"] = pd.array(np.where(unknown, None, product), dtype="Int64")
+    text.to_parquet(data / "text_and_bert.parquet")
+    runner = CliRunner()
+    base = ["match", str(siamese_run), "--data", str(data), "--k", "10", "--no-progress"]
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "none")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "none" / "summary.json").read_text())["quality"] == {}
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "named"), "--truth-column", "product_id"])
+    assert r.exit_code == 0, r.output
+    quality = json.loads((tmp_path / "named" / "summary.json").read_text())["quality"]
+    assert quality["truth"] == {
+        "file": "text_and_bert.parquet",
+        "column": "product_id",
+        "items_with_truth": int((~unknown).sum()),
+        "items": len(text),
+    }
+    # the same figures, by hand, over the items with a product
+    clusters = pd.read_parquet(tmp_path / "named" / "clusters.parquet").set_index("variantid")["cluster_id"]
+    known = text.loc[~unknown, "variantid"]
+    expected = cluster_quality(clusters.reindex(known).to_numpy(), truth.reindex(known).to_numpy())
+    assert quality["pairwise_f1"] == pytest.approx(expected["pairwise_f1"])
+    assert 0 < quality["pairwise_f1"] <= 1 and "oracle_cluster_f1" not in quality
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "bad"), "--truth-column", "sku"])
+    assert r.exit_code == 2 and "'sku'" in r.output and "attributes.parquet" in r.output

@@ -152,7 +152,28 @@ def test_spark_engine_gives_the_local_engines_clusters(spark, synth_dir, gbdt_ru
         assert remote["clustering"][key] == pytest.approx(local["clustering"][key], rel=2e-3, abs=2), key
     for key in ("pairwise_f1", "bcubed_precision", "bcubed_recall", "candidate_recall_at_10"):
         assert remote["quality"][key] == pytest.approx(local["quality"][key], abs=2e-3), key
+    assert remote["quality"]["truth"] == local["quality"]["truth"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_both_engines_measure_against_a_named_product_column_alike(spark, synth_dir, gbdt_run, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data, ignore=shutil.ignore_patterns("truth.parquet", "oracle*"))
+    truth = pd.read_parquet(synth_dir / "truth.parquet").set_index("variantid")["product_id"]
+    attributes = pd.read_parquet(data / "attributes.parquet")
+    known = np.random.default_rng(1).random(len(attributes)) < 0.6
+    product = truth.reindex(attributes["variantid"]).astype("Int64").to_numpy()
+    attributes["product_id"] = pd.array(np.where(known, product, None), dtype="Int64")
+    attributes.to_parquet(data / "attributes.parquet")
+    config = MatchConfig(k=10, token_k=0, truth_column="product_id")
+    local = match_catalogue(gbdt_run, data, tmp_path / "local", config)
+    remote = match_catalogue(gbdt_run, data, tmp_path / "spark", config, engine="spark", spark=spark)
+    assert local["quality"]["truth"] == remote["quality"]["truth"]
+    assert local["quality"]["truth"]["items_with_truth"] == int(known.sum())
+    for key in ("pairwise_f1", "bcubed_precision", "bcubed_recall", "candidate_recall_at_10", "match_precision"):
+        assert remote["quality"][key] == pytest.approx(local["quality"][key], abs=2e-3), key
 
 
 def test_interrupted_spark_match_leaves_nothing(spark, synth_dir, gbdt_run, tmp_path, monkeypatch):

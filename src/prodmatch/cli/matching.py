@@ -69,6 +69,14 @@ def match(
     rescore_band: Annotated[
         float, typer.Option(help="With --rescore: half-width of the band around the threshold, in probability.")
     ] = 0.2,
+    truth_column: Annotated[
+        str | None,
+        typer.Option(
+            help="A column of the data's parquet files holding each item's true product (e.g. product_id): "
+            "summary.json then measures the match against it, over the items that have one. Default: "
+            "truth.parquet's product_id, where the data has that file."
+        ),
+    ] = None,
     new: Annotated[
         str | None,
         typer.Option(help="Incremental: a data directory of newly listed items to match against --index-dir."),
@@ -150,6 +158,7 @@ def match(
             token_max_block=token_max_block,
             rescore=str(rescore) if rescore is not None else None,
             rescore_band=rescore_band,
+            truth_column=truth_column,
         )
         if engine not in ENGINES:
             raise ConfigError(f"--engine must be one of {list(ENGINES)}, got {engine!r}")
@@ -234,7 +243,14 @@ def match(
                 f"matches among the candidates: {cal['prior']:.2%} estimated ({cal['method']}); expected precision "
                 f"{cal['estimated_precision']:.4f}, recall among the candidates {cal['estimated_recall_among_candidates']:.4f}"
             )
-        for key, value in summary["quality"].items():
+        quality = dict(summary["quality"])
+        truth = quality.pop("truth", None)
+        if truth is not None:
+            stdout.print(
+                f"quality against {truth['file']}'s {truth['column']!r}: {truth['items_with_truth']:,} of "
+                f"{truth['items']:,} items have one"
+            )
+        for key, value in quality.items():
             if isinstance(value, dict):
                 stdout.print(f"{key}: " + ", ".join(f"@{k} {v:.4f}" for k, v in value.items() if v is not None))
             else:

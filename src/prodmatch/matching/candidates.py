@@ -335,15 +335,9 @@ def ann_recall(vectors: np.ndarray, index, k: int, sample: int = 2000, seed: int
     return hits / exact.size
 
 
-def _recall_probe(data_dir, searchable: np.ndarray, sample: int = 2000, seed: int = 0) -> np.ndarray | None:
-    """Rows of a random sample of searchable items whose top-k lists measure recall@k, when the data has the
-    truth to measure it with; else None."""
-    from pathlib import Path
-
-    from prodmatch.synth import TRUTH_FILE
-
-    if not (Path(data_dir) / TRUTH_FILE).exists():
-        return None
+def _recall_probe(searchable: np.ndarray, sample: int = 2000, seed: int = 0) -> np.ndarray:
+    """Rows of a random sample of searchable items whose top-k lists measure recall@k (where the data has the
+    truth to measure it with)."""
     rows = np.flatnonzero(searchable)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(rows, size=min(sample, len(rows)), replace=False))

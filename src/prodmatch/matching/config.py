@@ -40,6 +40,9 @@ class MatchConfig:
             the costly model reads only the pairs the first is unsure of (see :func:`rescore_uncertain`).
             None: off.
         rescore_band: the half-width of that band, in (candidate-calibrated) probability.
+        truth_column: a column of the data's parquet files that holds each item's true product (for example
+            ``product_id``): quality is measured against it, over the items that have a value. None:
+            ``truth.parquet``'s ``product_id`` where the data has that file (synthetic data).
     """
 
     k: int = 20
@@ -58,6 +61,7 @@ class MatchConfig:
     token_max_block: int = 100
     rescore: str | None = None
     rescore_band: float = 0.2
+    truth_column: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= MAX_K:

@@ -22,7 +22,7 @@ from prodmatch.matching.candidates import (
 from prodmatch.matching.clustering import cluster_items
 from prodmatch.matching.config import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, MatchConfig, _staged_output, timed
 from prodmatch.matching.output import matches_frame, split_report
-from prodmatch.matching.quality import candidate_recall, cluster_quality, oracle_quality, recall_at_ks
+from prodmatch.matching.quality import oracle_quality, read_truth, recall_at_ks, truth_quality, truth_source
 from prodmatch.matching.scoring import calibrate_candidates, rescore_uncertain
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ def match_local(
                 n,
                 NORM_EPS,
             )
-        probe = _recall_probe(data_dir, searchable)
+        truth = truth_source(data_dir, config.truth_column, model.data_config().id_column)
+        probe = _recall_probe(searchable) if truth is not None else None
         left, right, search_facts = all_candidates(model, cat, vectors, config, groups, advance, searchable, probe)
     log.info("%d candidate pairs from %d items (k=%d, %s)", len(left), n, config.k, ", ".join(search_facts["index"]))
 
@@ -148,37 +149,24 @@ def match_local(
         done(1)
 
     quality: dict = {}
-    truth_path = Path(data_dir) / TRUTH_FILE
-    if truth_path.exists():
+    if truth is not None:
         with timed(stages, "quality"):
             done = whole("quality")
-            truth = pd.read_parquet(truth_path, columns=["variantid", "product_id"])
-            product = truth.set_index("variantid")["product_id"].reindex(cat.ids).to_numpy()
-            if not pd.isna(product).any():
-                quality = {
-                    f"candidate_recall_at_{config.k}": candidate_recall(left, right, product),
-                    **cluster_quality(labels, product),
-                }
-                same = product[left] == product[right]
-                kept_now = (score >= threshold) & (evidence != 0)
-                quality["match_precision"] = float(same[kept_now].mean()) if kept_now.any() else None
-                quality["match_recall_among_candidates"] = (
-                    float(same[kept_now].sum() / same.sum()) if same.any() else None
-                )
+            product = read_truth(*truth, ids, model.data_config().id_column)
+            quality = truth_quality(product, truth, config.k, left, right, score, evidence, threshold, labels)
+            if "pairwise_f1" in quality and quality["truth"]["items_with_truth"] == n:
                 if search_facts["index"] == ["hnsw"] and search_facts["index_object"] is not None:
                     # the index holds the searchable items only, in row order
                     index_vectors = vectors[searchable]
                     quality["ann_recall_vs_exact"] = ann_recall(index_vectors, search_facts["index_object"], config.k)
-                neighbours = search_facts.pop("probe_neighbours")
                 quality["recall_sample"] = len(probe)
-                quality["recall_at_k"] = recall_at_ks(neighbours, probe, product)
-                if (Path(data_dir) / ORACLE_ITEMS_FILE).exists():
+                quality["recall_at_k"] = recall_at_ks(search_facts["probe_neighbours"], probe, product)
+                if truth[0].name == TRUTH_FILE and (Path(data_dir) / ORACLE_ITEMS_FILE).exists():
                     quality |= oracle_quality(
                         Oracle.load(data_dir), ids, product, left, right, score, probe, config.linkage_max
                     )
-            else:
-                log.warning("%s does not cover every item; quality is not computed", truth_path)
             done(1)
+    search_facts.pop("probe_neighbours", None)
 
     with timed(stages, "writing"), staging as tmp:
         kept = (score >= threshold) & (evidence != 0)

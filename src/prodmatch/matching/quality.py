@@ -4,6 +4,7 @@ cluster quality, and the Bayes oracle's figures beside the model's."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,46 @@ from prodmatch.matching.config import RECALL_KS
 log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------ quality
+
+
+def truth_source(data_dir, column: str | None, id_column: str = "variantid") -> tuple[Path, str] | None:
+    """(file, column) of the items' true products: with ``column``, the first parquet file of ``data_dir`` (by
+    name) that holds it beside the id column; without, ``truth.parquet``'s ``product_id`` if there is one.
+    ConfigError naming the files and their columns when ``column`` is in none of them."""
+    import pyarrow.parquet as pq
+
+    from prodmatch.errors import ConfigError
+    from prodmatch.synth import TRUTH_FILE
+
+    data_dir = Path(data_dir)
+    if column is None:
+        path = data_dir / TRUTH_FILE
+        return (path, "product_id") if path.exists() else None
+    seen = {}
+    for path in sorted(data_dir.glob("*.parquet")):
+        names = pq.read_schema(path).names
+        if column in names and id_column in names:
+            return path, column
+        seen[path.name] = names
+    listing = "; ".join(f"{name}: {', '.join(cols)}" for name, cols in seen.items()) or "no parquet files"
+    raise ConfigError(
+        f"--truth-column {column!r}: no parquet file of {data_dir} has it beside {id_column!r} ({listing}); name a "
+        "column one of them holds"
+    )
+
+
+def read_truth(path: Path, column: str, ids: np.ndarray, id_column: str = "variantid") -> np.ndarray:
+    """(N,) object: each item's true product from ``path``'s ``column`` (None where it has none). An item listed
+    twice with two products is an error that names it."""
+    from prodmatch.errors import DataError
+
+    frame = pd.read_parquet(path, columns=[id_column, column]).dropna(subset=[column]).drop_duplicates()
+    twice = frame[id_column].duplicated(keep=False)
+    if twice.any():
+        example = frame.loc[twice, id_column].iloc[0]
+        raise DataError(f"{path}: item {example} has more than one {column!r}; give each item one true product")
+    product = frame.set_index(id_column)[column].reindex(ids).to_numpy(dtype=object)
+    return np.where(pd.isna(product), None, product)
 
 
 def pairs_of_groups(labels: np.ndarray) -> int:
@@ -49,6 +90,51 @@ def cluster_quality(labels: np.ndarray, product: np.ndarray) -> dict[str, float]
         "pairwise_f1": f1,
         "bcubed_precision": float((inter / c_size).mean()),
         "bcubed_recall": float((inter / p_size).mean()),
+    }
+
+
+def truth_quality(
+    product: np.ndarray,
+    truth: tuple[Path, str],
+    k: int,
+    left: np.ndarray,
+    right: np.ndarray,
+    score: np.ndarray,
+    evidence: np.ndarray,
+    threshold: float,
+    labels: np.ndarray,
+) -> dict:
+    """The match against the items' true products (``product``, None where an item has none; read from
+    ``truth``, (file, column)), over the items that have one: candidate recall, the clusters' pairwise and
+    B-cubed quality, and the matches' precision and recall among the candidates, with the pairs that hold an
+    item without a product left out. ``truth`` says where the products came from and how many items had one."""
+    path, column = truth
+    covered = pd.notna(product)
+    facts = {"file": path.name, "column": column, "items_with_truth": int(covered.sum()), "items": len(product)}
+    if not covered.any():
+        log.warning("%s: no item of the catalogue has a %r; quality is not computed", path, column)
+        return {"truth": facts}
+    if not covered.all():
+        log.info(
+            "quality against %s's %r over the %d of %d items that have one (pairs with an item without one are "
+            "left out)",
+            path.name,
+            column,
+            covered.sum(),
+            len(product),
+        )
+    # An item without a product counts as a product of its own: it makes no true pair, and no pair of it is
+    # counted right.
+    codes = pd.factorize(pd.Series(product, dtype=object))[0]
+    codes = np.where(covered, codes, codes.max(initial=-1) + 1 + np.arange(len(codes)))
+    same = codes[left] == codes[right]
+    kept = (score >= threshold) & (evidence != 0) & covered[left] & covered[right]
+    return {
+        "truth": facts,
+        f"candidate_recall_at_{k}": candidate_recall(left, right, codes),
+        **cluster_quality(labels[covered], codes[covered]),
+        "match_precision": float(same[kept].mean()) if kept.any() else None,
+        "match_recall_among_candidates": float(same[kept].sum() / same.sum()) if same.any() else None,
     }
 
 

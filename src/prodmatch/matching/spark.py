@@ -199,6 +199,10 @@ class _FileSystem:
         if not self.fs.rename(self._path(src), self._path(dst)):
             raise OSError(f"could not rename {src} to {dst}")
 
+    def entries(self, path: str) -> list[str]:
+        """The paths of the files and folders directly inside folder ``path``."""
+        return [str(st.getPath().toString()) for st in self.fs.listStatus(self._path(path))]
+
     def files(self, path: str) -> list[str]:
         """The paths of the files directly inside folder ``path``."""
         return [str(st.getPath().toString()) for st in self.fs.listStatus(self._path(path)) if st.isFile()]
@@ -1275,11 +1279,13 @@ def match_spark(
             done(1)
 
         quality: dict = {}
-        truth_path = _join(data_dir, "truth.parquet")
-        if _FileSystem(spark, truth_path).exists(truth_path):
+        truth = _truth_source(spark, data_dir, config.truth_column, job.data_config.id_column)
+        if truth is not None:
             with timed(stages, "quality"):
                 done = whole("quality")
-                quality = _quality(spark, truth_path, clusters, scored, threshold, config, id_type)
+                quality = _quality(
+                    spark, truth, clusters, scored, threshold, config, id_type, n, job.data_config.id_column
+                )
                 if quality and search_facts["ivf"].get("recall_vs_exact") is not None:
                     quality["ann_recall_vs_exact"] = search_facts["ivf"]["recall_vs_exact"]
                 done(1)
@@ -1403,17 +1409,55 @@ def _cluster_report(clusters, guarded, edges: int, n_clusters: int) -> ClusterRe
     return report
 
 
-def _quality(spark, truth_path: str, clusters, scored, threshold: float, config: MatchConfig, id_type: str) -> dict:
-    """:func:`prodmatch.matching.quality.cluster_quality` and candidate recall, as Spark aggregates."""
+def _truth_source(spark, data_dir: str, column: str | None, id_column: str) -> tuple[str, str] | None:
+    """:func:`prodmatch.matching.quality.truth_source` on any path Spark reads: (path, column) of the items'
+    true products, or None."""
+    from prodmatch.synth import TRUTH_FILE
+
+    fs = _FileSystem(spark, data_dir)
+    if column is None:
+        path = _join(data_dir, TRUTH_FILE)
+        return (path, "product_id") if fs.exists(path) else None
+    seen = {}
+    for path in sorted(p for p in fs.entries(data_dir) if p.rstrip("/").endswith(".parquet")):
+        names = spark.read.parquet(path).columns
+        if column in names and id_column in names:
+            return path, column
+        seen[path.rsplit("/", 1)[-1]] = names
+    listing = "; ".join(f"{name}: {', '.join(cols)}" for name, cols in seen.items()) or "no parquet files"
+    raise ConfigError(
+        f"--truth-column {column!r}: no parquet file of {data_dir} has it beside {id_column!r} ({listing}); name a "
+        "column one of them holds"
+    )
+
+
+def _quality(
+    spark,
+    truth: tuple[str, str],
+    clusters,
+    scored,
+    threshold: float,
+    config: MatchConfig,
+    id_type: str,
+    n: int,
+    id_column: str = "variantid",
+) -> dict:
+    """:func:`prodmatch.matching.quality.truth_quality` as Spark aggregates: over the items with a product."""
     from pyspark.sql import functions as F
 
-    truth = spark.read.parquet(truth_path).select(
-        F.col("variantid").cast(id_type).alias("variantid"), F.col("product_id").cast("string").alias("p")
+    path, column = truth
+    products = (
+        spark.read.parquet(path)
+        .where(F.col(column).isNotNull())
+        .select(F.col(id_column).cast(id_type).alias("variantid"), F.col(column).cast("string").alias("p"))
+        .distinct()
     )
-    frame = clusters.join(truth, "variantid", "left")
-    if frame.where(F.col("p").isNull()).limit(1).count():
-        log.warning("%s does not cover every item; quality is not computed", truth_path)
-        return {}
+    frame = clusters.join(products, "variantid")
+    facts = {"file": path.rsplit("/", 1)[-1], "column": column, "items_with_truth": frame.count(), "items": n}
+    if facts["items_with_truth"] == 0:
+        log.warning("%s: no item of the catalogue has a %r; quality is not computed", path, column)
+        return {"truth": facts}
+    truth = products
 
     def pairs_of(col_counts):
         return col_counts.agg(F.sum(F.col("count") * (F.col("count") - 1) / 2)).first()[0] or 0.0
@@ -1445,6 +1489,7 @@ def _quality(spark, truth_path: str, clusters, scored, threshold: float, config:
     ).first()
     same, tp_m, kept = int(c["same"] or 0), int(c["tp"] or 0), int(c["kept"] or 0)
     return {
+        "truth": facts,
         f"candidate_recall_at_{config.k}": same / true if true else None,
         "pairwise_precision": precision,
         "pairwise_recall": recall,
