@@ -310,3 +310,49 @@ def test_quality_is_measured_against_a_named_product_column_over_the_items_that_
     assert 0 < quality["pairwise_f1"] <= 1 and "oracle_cluster_f1" not in quality
     r = runner.invoke(app, [*base, "--out", str(tmp_path / "bad"), "--truth-column", "sku"])
     assert r.exit_code == 2 and "'sku'" in r.output and "attributes.parquet" in r.output
+
+
+def _copies(src, old_dir, new_dir, originals, offset):
+    """old_dir: src's items; new_dir: exact copies of ``originals`` under new ids (id + offset)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    old_dir.mkdir(parents=True)
+    new_dir.mkdir(parents=True)
+    for f in ("text_and_bert.parquet", "images_embed.parquet", "attributes.parquet"):
+        table = pq.read_table(src / f)
+        pq.write_table(table, old_dir / f)
+        copy = table.filter(pc.is_in(table["variantid"], value_set=pa.array(originals)))
+        ids = pc.add(copy["variantid"], pa.scalar(offset, copy.schema.field("variantid").type))
+        pq.write_table(copy.set_column(copy.schema.get_field_index("variantid"), "variantid", ids), new_dir / f)
+
+
+def test_new_copies_join_their_originals_at_the_full_matchs_calibration(synth_dir, gbdt_small_run, tmp_path):
+    from prodmatch.matching import build_catalogue_index, match_catalogue, match_new_items
+
+    ids = pd.read_parquet(synth_dir / "truth.parquet")["variantid"].to_numpy()
+    originals = np.random.default_rng(3).choice(ids, size=100, replace=False)
+    offset = int(ids.max()) + 1
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    _copies(synth_dir, old_dir, new_dir, originals, offset)
+    cfg = MatchConfig(k=10)  # the defaults: --calibrate prior
+    full = match_catalogue(gbdt_small_run, old_dir, tmp_path / "full", cfg)
+    assert full["calibration"]["method"] == "em"
+    build_catalogue_index(gbdt_small_run, old_dir, tmp_path / "index", cfg)
+    clusters = tmp_path / "full" / "clusters.parquet"
+    inc = match_new_items(gbdt_small_run, old_dir, tmp_path / "index", new_dir, clusters, tmp_path / "inc", cfg)
+    # the full match's calibration and threshold, and the summary says so
+    assert inc["parameters"]["threshold"] == full["parameters"]["threshold"]
+    assert inc["calibration"]["prior"] == full["calibration"]["prior"]
+    assert inc["calibration"]["applied"].startswith("the full match's")
+    old = pd.read_parquet(clusters).set_index("variantid")["cluster_id"]
+    new = pd.read_parquet(tmp_path / "inc" / "clusters.parquet").set_index("variantid")["cluster_id"]
+    joined = new.reindex(originals + offset).to_numpy() == old.reindex(originals).to_numpy()
+    assert joined.all(), f"{(~joined).sum()} of {len(originals)} copies left their original's cluster"
+    # without the full match's summary beside the clusters, the new candidates are calibrated on their own
+    lone = tmp_path / "lone" / "clusters.parquet"
+    lone.parent.mkdir()
+    lone.write_bytes(clusters.read_bytes())
+    own = match_new_items(gbdt_small_run, old_dir, tmp_path / "index", new_dir, lone, tmp_path / "own", cfg)
+    assert own["calibration"]["applied"] == "the new candidates' own"

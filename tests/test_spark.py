@@ -222,6 +222,7 @@ def test_incremental_spark_match_joins_clusters_as_the_local_engine_does(spark, 
 
     from prodmatch.cli import app
     from prodmatch.matching import build_catalogue_index, match_new_items
+    from prodmatch.matching.spark import match_new_spark
     from test_matching import _split_data
 
     ids = pd.read_parquet(synth_dir / "truth.parquet")["variantid"].to_numpy()
@@ -263,6 +264,21 @@ def test_incremental_spark_match_joins_clusters_as_the_local_engine_does(spark, 
     joined = ~la["is_new_cluster"]
     assert (la.loc[joined, "cluster_id"] == sb.loc[joined, "cluster_id"]).all()  # the same existing clusters
     assert _same_partition(la.loc[~joined, "cluster_id"].to_dict(), sb.loc[~joined, "cluster_id"].to_dict())
+
+    # with the defaults, both engines apply the calibration and threshold of the full match the clusters came from
+    prior = MatchConfig(k=10, token_k=0)
+    full = match_catalogue(gbdt_run, old_dir, tmp_path / "full", prior)
+    clusters = tmp_path / "full" / "clusters.parquet"
+    local = match_new_items(gbdt_run, old_dir, tmp_path / "index", new_dir, clusters, tmp_path / "cal_local", prior)
+    remote = match_new_spark(
+        gbdt_run, old_dir, tmp_path / "sindex", new_dir, clusters, tmp_path / "cal_spark", prior, spark=spark
+    )
+    for summary in (local, remote):
+        assert summary["parameters"]["threshold"] == full["parameters"]["threshold"]
+        assert summary["calibration"]["prior"] == full["calibration"]["prior"]
+        assert summary["calibration"]["applied"].startswith("the full match's")
+    for key in ("candidates", "matches", "joined_existing_clusters", "new_clusters", "cluster_mates"):
+        assert remote[key] == local[key], key
 
 
 def test_a_failure_on_an_executor_is_one_clear_error(spark, synth_dir, gbdt_run, tmp_path):

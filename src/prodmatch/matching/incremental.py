@@ -84,6 +84,37 @@ def check_index_items(index_dir, catalogue: Catalogue, data_dir) -> None:
         raise ConfigError(f"{index_dir} indexes other items than {data_dir}; rebuild it with `prodmatch index`")
 
 
+# A new item is scored against every member of the clusters its candidates belong to, up to clusters of this
+# many items (larger ones are averaged over the members it was scored against, unscored ones counting 0).
+MATES_MAX_CLUSTER = 100
+
+
+def cluster_mates(
+    old: np.ndarray, new: np.ndarray, old_cluster: np.ndarray, max_cluster: int = MATES_MAX_CLUSTER
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(old rows, new rows) pairing each new item with every member of its candidates' clusters, and facts.
+
+    A new item joins the existing cluster it matches best on average over all that cluster's members. Its
+    search finds its own top-k only; in a full match a pair is a candidate when either item has the other in
+    its top-k, so a cluster mate whose top-k holds the original, but not the reverse, was scored there and
+    would count 0 here. An exact copy of an item in a cluster of four then averaged 0.24 with it and left to a
+    new cluster (7 of 100 copies on the test catalogue). Scoring the mates gives the rule its full average."""
+    clusters = np.unique(old_cluster[old])
+    size = np.bincount(old_cluster)
+    small = clusters[size[clusters] <= max_cluster]
+    wanted = pd.DataFrame({"new": new, "c": old_cluster[old]}).drop_duplicates()
+    wanted = wanted[np.isin(wanted["c"].to_numpy(), small)]
+    members = pd.DataFrame({"old": np.arange(len(old_cluster)), "c": old_cluster})
+    members = members[np.isin(members["c"].to_numpy(), small)]
+    pairs = wanted.merge(members, on="c")[["old", "new"]].to_numpy()
+    facts = {
+        "max_cluster": max_cluster,
+        "pairs": len(pairs),
+        "clusters_too_large": int((size[clusters] > max_cluster).sum()),
+    }
+    return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), facts
+
+
 def match_new_items(
     run_dir,
     data_dir,
@@ -143,23 +174,24 @@ def match_new_items(
         wl, wr, _ = candidate_pairs(new_vectors, replace_index(config, "flat"))  # new among new: exact
         left.append(n_old + wl)
         right.append(n_old + wr)
-    left, right = np.concatenate(left), np.concatenate(right)
+    existing = pd.read_parquet(clusters_path).set_index("variantid")["cluster_id"]
+    old_cluster = existing.reindex(cat.ids).to_numpy()
+    if pd.isna(old_cluster).any():
+        raise ConfigError(f"{clusters_path} lacks some catalogue items; use the clusters of a full `match` run")
+    old_cluster = old_cluster.astype(np.int64)
+    more_old, more_new, expansion = cluster_mates(left[0], right[0], old_cluster)
+    left, right = np.concatenate([*left, more_old]), np.concatenate([*right, more_new])
     key = np.unique(left * (n_old + n_new) + right)
     left, right = key // (n_old + n_new), key % (n_old + n_new)
     ids = combined.ids.to_numpy()
     pairs = PairSet(left.astype(np.int32), right.astype(np.int32), None, np.arange(len(left)), ids[left], ids[right])
     scores = model.score(combined, pairs)
     evidence = scores.evidence
-    threshold = model.threshold if config.threshold is None else config.threshold
-    score = gate(model.calibrated(scores), evidence, model.calibrator.prior, threshold)
+    score, threshold, calibration = _calibrated(model, model.calibrated(scores), clusters_path, config)
+    score = gate(score, evidence, calibration.get("prior"), threshold)
     ev = evidence != 0  # a pair without evidence is no edge, whatever the threshold
     labels, report = cluster_items(n_old + n_new, left[ev], right[ev], score[ev], threshold, config.linkage_max)
 
-    existing = pd.read_parquet(clusters_path).set_index("variantid")["cluster_id"]
-    old_cluster = existing.reindex(cat.ids).to_numpy()
-    if pd.isna(old_cluster).any():
-        raise ConfigError(f"{clusters_path} lacks some catalogue items; use the clusters of a full `match` run")
-    old_cluster = old_cluster.astype(np.int64)
     next_id = int(old_cluster.max()) + 1 if len(old_cluster) else 0
     assigned = np.full(n_new, -1, dtype=np.int64)
     is_new = np.zeros(n_new, dtype=bool)
@@ -208,12 +240,63 @@ def match_new_items(
             "index": meta,
             "new_items": n_new,
             "candidates": len(left),
+            "cluster_mates": expansion,
             "matches": int(kept.sum()),
             "joined_existing_clusters": int(has.sum()),
             "new_clusters": len(fresh_groups),
             "parameters": {**config.to_dict(), "threshold": threshold},
+            "calibration": calibration,
             "clustering": asdict(report) | split_report(matches),
             "seconds": round(time.perf_counter() - t0, 3),
         }
         write_json(summary, tmp / SUMMARY_FILE)
     return summary
+
+
+def _calibrated(model, prob: np.ndarray, clusters_path, config: MatchConfig) -> tuple[np.ndarray, float, dict]:
+    """The new candidates' probabilities, threshold and calibration facts, as the full match decided them.
+
+    The full match re-calibrated its candidates (``--calibrate prior``) and chose its threshold on them; the
+    new items' candidates are drawn the same way, so they get the same transform and threshold, read from the
+    ``summary.json`` beside ``clusters_path``. Without one, the new candidates are calibrated on their own (as
+    a full match would, on far fewer pairs), and the log says so. ``--calibrate none`` keeps the model's own
+    probabilities and threshold; ``--threshold`` overrides the threshold in every case."""
+    import json
+    from pathlib import Path
+
+    from prodmatch.calibration import expected_f1_threshold
+    from prodmatch.matching.scoring import apply_calibration, calibrate_candidates
+
+    if config.calibrate == "none":
+        threshold = model.threshold if config.threshold is None else config.threshold
+        return prob, threshold, {"method": "none", "prior": model.calibrator.prior, "applied": "the model's own"}
+    summary_path = Path(clusters_path).parent / SUMMARY_FILE
+    full = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    if full is not None and full.get("mode") != "incremental" and "calibration" in full:
+        calibration = dict(full["calibration"])
+        threshold = full["parameters"]["threshold"] if config.threshold is None else config.threshold
+        log.info(
+            "new candidates calibrated as the full match in %s was (%s; threshold %.4f)",
+            summary_path.parent,
+            calibration.get("method"),
+            threshold,
+        )
+        keep = ("method", "prior", "training_prior", "platt", "threshold_rule")
+        facts = {k: calibration[k] for k in keep if k in calibration}
+        return (
+            apply_calibration(model, prob, calibration),
+            threshold,
+            facts | {"applied": f"the full match's, {summary_path}"},
+        )
+    log.warning(
+        "%s not found beside %s: the new items' candidates are calibrated on their own, as a full match would "
+        "calibrate its own (on far fewer pairs); give the clusters.parquet of a full `match` run to apply its "
+        "calibration and threshold",
+        SUMMARY_FILE,
+        clusters_path,
+    )
+    out, calibration = calibrate_candidates(model, prob, None)
+    threshold = config.threshold
+    if threshold is None:
+        threshold = expected_f1_threshold(out) if calibration["method"] != "none" else model.threshold
+    return out, threshold, {**calibration, "applied": "the new candidates' own"}

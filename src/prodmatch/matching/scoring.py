@@ -72,6 +72,23 @@ def calibrate_candidates(
     return shift_prior(prob, training_prior, estimate.prior), estimate.to_dict()
 
 
+def apply_calibration(model, prob: np.ndarray, calibration: dict) -> np.ndarray:
+    """The transform :func:`calibrate_candidates` recorded in ``calibration`` (a full match's summary.json),
+    applied to new probabilities: the prior shift of its EM estimate, or the Platt scaling of its labelled
+    sample; unchanged where it applied none."""
+    from scipy.special import expit, logit
+
+    from prodmatch.calibration import shift_prior
+
+    method = calibration.get("method", "none")
+    if method == "labelled-sample":
+        platt = calibration["platt"]
+        return expit(platt["a"] * logit(np.clip(prob, 1e-12, 1 - 1e-12)) + platt["b"])
+    if method == "em":
+        return shift_prior(prob, calibration["training_prior"], calibration["prior"])
+    return prob
+
+
 RESCORE_CHUNK = 4096  # pairs per re-scoring call (the progress bar's step)
 
 

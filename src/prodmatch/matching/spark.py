@@ -56,6 +56,7 @@ from prodmatch.errors import ConfigError, DataError, EngineError
 from prodmatch.matching.candidates import vector_kind
 from prodmatch.matching.clustering import ClusterReport, cluster_items
 from prodmatch.matching.config import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, MatchConfig
+from prodmatch.matching.incremental import MATES_MAX_CLUSTER
 from prodmatch.matching.output import split_report
 
 __all__ = [
@@ -874,6 +875,53 @@ def _evidence_words(scores, model):
     return F.element_at(F.create_map(*pairs), F.col("evidence")).alias("evidence")
 
 
+def _shifted_score(old: float, new: float):
+    """:func:`prodmatch.calibration.shift_prior` of the ``score`` column."""
+    from pyspark.sql import functions as F
+
+    p = F.least(F.greatest(F.col("score").cast("double"), F.lit(1e-12)), F.lit(1 - 1e-12))
+    odds = p / (1 - p) * F.lit((new / (1 - new)) / (old / (1 - old)))
+    return odds / (1 + odds)
+
+
+def _new_items_calibration(spark, scored, model, clusters_path: str, config: MatchConfig):
+    """The local engine's :func:`prodmatch.matching.incremental._calibrated` on Spark: the new candidates'
+    scores, threshold and calibration facts, as the full match whose summary.json sits beside
+    ``clusters_path`` decided them; else calibrated on their own, logged."""
+    from pyspark.sql import functions as F
+
+    if config.calibrate == "none":
+        threshold = model.threshold if config.threshold is None else config.threshold
+        return scored, threshold, {"method": "none", "prior": model.calibrator.prior, "applied": "the model's own"}
+    summary_path = _join(clusters_path.rsplit("/", 1)[0], SUMMARY_FILE)
+    full = _read_json(spark, summary_path) if _FileSystem(spark, summary_path).exists(summary_path) else None
+    if full is not None and full.get("mode") != "incremental" and "calibration" in full:
+        calibration = full["calibration"]
+        threshold = full["parameters"]["threshold"] if config.threshold is None else config.threshold
+        method = calibration.get("method")
+        if method == "em":
+            scored = scored.withColumn("score", _shifted_score(calibration["training_prior"], calibration["prior"]))
+        elif method == "labelled-sample":
+            p = F.least(F.greatest(F.col("score").cast("double"), F.lit(1e-12)), F.lit(1 - 1e-12))
+            z = F.lit(calibration["platt"]["a"]) * F.log(p / (1 - p)) + F.lit(calibration["platt"]["b"])
+            scored = scored.withColumn("score", 1 / (1 + F.exp(-z)))
+        log.info("new candidates calibrated as the full match was (%s; threshold %.4f)", method, threshold)
+        keep = ("method", "prior", "training_prior", "platt", "threshold_rule")
+        facts = {k: calibration[k] for k in keep if k in calibration}
+        return scored, threshold, facts | {"applied": f"the full match's, {summary_path}"}
+    log.warning(
+        "%s not found beside %s: the new items' candidates are calibrated on their own; give the clusters of a "
+        "full `match` run to apply its calibration and threshold",
+        SUMMARY_FILE,
+        clusters_path,
+    )
+    scored, calibration = _calibrate(scored, model)
+    threshold = config.threshold
+    if threshold is None:
+        threshold = _expected_f1_threshold(scored) if calibration["method"] != "none" else model.threshold
+    return scored, threshold, {**calibration, "applied": "the new candidates' own"}
+
+
 def _calibrate(scores, model) -> tuple[object, dict]:
     """:func:`prodmatch.matching.scoring.calibrate_candidates` (the EM estimate of the candidates' share of
     matches, then Bayes' rule) on a Spark column of probabilities."""
@@ -886,11 +934,7 @@ def _calibrate(scores, model) -> tuple[object, dict]:
         log.warning("the run does not record its calibration prior; probabilities are used as they are")
         return scores, PriorEstimate(float("nan"), "none", None).to_dict()
 
-    def shifted(old: float, new: float):
-        p = F.least(F.greatest(F.col("score").cast("double"), F.lit(1e-12)), F.lit(1 - 1e-12))
-        odds = p / (1 - p) * F.lit((new / (1 - new)) / (old / (1 - old)))
-        return odds / (1 + odds)
-
+    shifted = _shifted_score
     mean = scores.agg(F.mean("score")).first()[0]
     pi = float(np.clip(mean, 1e-6, 1 - 1e-6)) if mean is not None else training_prior
     it = 0
@@ -1673,8 +1717,27 @@ def match_new_spark(
             work,
             "new_new",
         )
+        existing = spark.read.parquet(clusters_path).select(
+            F.col("variantid").cast(id_type).alias("id"), F.col("cluster_id").cast("bigint").alias("c")
+        )
+        if old_ids.join(existing, "id", "left_anti").limit(1).count():
+            raise ConfigError(f"{clusters_path} lacks some catalogue items; use the clusters of a full `match` run")
+        # every member of the candidates' clusters, as the local engine's cluster_mates
+        members = existing.withColumnRenamed("id", "t")
+        reached = to_old.select("q", "t").join(members, "t").select("q", "c").distinct()
+        size = existing.groupBy("c").agg(F.count("*").alias("n"))
+        reached = _materialise(spark, reached.join(size, "c"), _join(work, "reached"))
+        mates = reached.where(F.col("n") <= MATES_MAX_CLUSTER).join(members, "c").select("q", "t")
+        mates = _materialise(spark, mates, _join(work, "mates"))
+        expansion = {
+            "max_cluster": MATES_MAX_CLUSTER,
+            "pairs": mates.count(),
+            "clusters_too_large": reached.where(F.col("n") > MATES_MAX_CLUSTER).select("c").distinct().count(),
+        }
         pairs = (
-            to_old.unionByName(among_new)
+            to_old.select("q", "t")
+            .unionByName(mates)
+            .unionByName(among_new.select("q", "t"))
             .select(F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2"))
             .distinct()
         )
@@ -1683,15 +1746,10 @@ def match_new_spark(
         everyone = index_vec.select("id").unionByName(new_vec.select("id"))
         part_of = everyone.select("id", F.pmod(F.xxhash64("id"), F.lit(partitions)).alias("part"))
         scored, _ = _score(job, pairs, part_of, job.items.unionByName(new_items), "scored")
-        threshold = job.model.threshold if config.threshold is None else config.threshold
-        scored = _gate(scored, job.model.calibrator.prior, threshold)
+        scored, threshold, calibration = _new_items_calibration(spark, scored, job.model, clusters_path, config)
+        scored = _materialise(spark, _gate(scored, calibration.get("prior"), threshold), _join(work, "calibrated"))
         guarded, rounds = _cluster(job, scored, threshold, config.linkage_max, options.checkpoint_every)
 
-        existing = spark.read.parquet(clusters_path).select(
-            F.col("variantid").cast(id_type).alias("id"), F.col("cluster_id").cast("bigint").alias("c")
-        )
-        if old_ids.join(existing, "id", "left_anti").limit(1).count():
-            raise ConfigError(f"{clusters_path} lacks some catalogue items; use the clusters of a full `match` run")
         next_id = int(existing.agg(F.max("c")).first()[0] or -1) + 1
         group = (
             new_vec.select("id")
@@ -1747,10 +1805,12 @@ def match_new_spark(
             "index": meta,
             "new_items": n_new,
             "candidates": n_candidates,
+            "cluster_mates": expansion,
             "matches": report.edges,
             "joined_existing_clusters": n_joined,
             "new_clusters": n_fresh,
             "parameters": {**config.to_dict(), "threshold": threshold},
+            "calibration": calibration,
             "clustering": asdict(report) | split_report(split),
             "engine": {
                 "name": "spark",
