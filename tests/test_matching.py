@@ -356,3 +356,22 @@ def test_new_copies_join_their_originals_at_the_full_matchs_calibration(synth_di
     lone.write_bytes(clusters.read_bytes())
     own = match_new_items(gbdt_small_run, old_dir, tmp_path / "index", new_dir, lone, tmp_path / "own", cfg)
     assert own["calibration"]["applied"] == "the new candidates' own"
+
+
+def test_more_neighbours_cost_time_never_quality(synth_dir, gbdt_small_run, tmp_path):
+    """Calibration is fitted on each item's nearest CALIBRATION_K candidates whatever k is, so a larger k adds
+    pairs to score but leaves the threshold, and the clusters' quality, where they were."""
+    from prodmatch.matching import match_catalogue
+    from prodmatch.matching.config import CALIBRATION_K
+
+    runs = {
+        k: match_catalogue(gbdt_small_run, synth_dir, tmp_path / f"k{k}", MatchConfig(k=k)) for k in (5, 20, 100, 1000)
+    }
+    f1 = {k: s["quality"]["pairwise_f1"] for k, s in runs.items()}
+    print("cluster F1 by k:", f1)
+    assert max(f1.values()) - min(f1.values()) <= 0.01, f1
+    assert runs[1000]["candidates"] > 10 * runs[20]["candidates"]
+    for s in runs.values():
+        assert s["calibration"]["method"] == "em"
+        assert s["calibration"]["fitted_on"]["within_top"] == CALIBRATION_K
+        assert s["calibration"]["prior"] == pytest.approx(runs[20]["calibration"]["prior"])

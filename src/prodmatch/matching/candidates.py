@@ -11,7 +11,7 @@ import numpy as np
 from prodmatch.catalogue import Catalogue, l2_normalize
 from prodmatch.config import INFERENCE_BATCH
 from prodmatch.errors import ConfigError
-from prodmatch.matching.config import RECALL_KS, MatchConfig
+from prodmatch.matching.config import CALIBRATION_K, RECALL_KS, MatchConfig
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ def candidate_pairs(
     searchable: np.ndarray | None = None,
     probe: np.ndarray | None = None,
     probe_k: int = max(RECALL_KS),
+    calibration_k: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Every item's top-k neighbours as unique unordered pairs (left < right).
 
@@ -151,6 +152,9 @@ def candidate_pairs(
         progress: called with the number of items searched after each batch.
         probe: (Q,) rows whose own top-``probe_k`` lists, by the same search, go to ``facts["probe_neighbours"]``
             ((Q, probe_k) rows, best first, -1 where none), for measuring recall at several k.
+        calibration_k: ``facts["calibration_keys"]`` then holds the pairs (``left * N + right``, sorted)
+            within either item's top ``calibration_k``, the pairs ``match`` calibrates on; the search reaches
+            that far when k is smaller (the pairs beyond k are returned as keys only, not as candidates).
 
     Returns:
         (left, right, facts): int64 rows with left < right, and what was searched how; ``facts["index_object"]``
@@ -163,6 +167,8 @@ def candidate_pairs(
         if progress and not searchable.all():
             progress(int((~searchable).sum()))
     lefts, rights = [], []
+    near = calibration_k is not None
+    near_keys = []
     kinds = set()
     index = None
     probe_out = None if probe is None else np.full((len(probe), probe_k + 1), -1, dtype=np.int64)
@@ -174,7 +180,8 @@ def candidate_pairs(
         kind = config.index_kind(len(rows))
         kinds.add(kind)
         index = build_index(vectors[rows], kind, config)
-        k = min(config.k + 1, len(rows))  # +1: an item finds itself
+        reach = max(config.k, calibration_k) if near else config.k
+        k = min(reach + 1, len(rows))  # +1: an item finds itself
         nbrs = search(index, vectors[rows], k, progress=progress)
         if probe is not None:
             at = np.flatnonzero(np.isin(probe, rows))
@@ -184,17 +191,25 @@ def candidate_pairs(
                 found[found == probe[at][:, None]] = -1  # not itself
                 ranked = np.argsort(found < 0, axis=1, kind="stable")  # itself (now -1) to the end
                 probe_out[at, : found.shape[1]] = np.take_along_axis(found, ranked, 1)
-        q = np.repeat(np.arange(len(rows)), k)
-        r = nbrs.ravel()
-        ok = (r >= 0) & (r != q)
-        lefts.append(rows[np.minimum(q[ok], r[ok])])
-        rights.append(rows[np.maximum(q[ok], r[ok])])
+        for width, out in [(config.k, None), (calibration_k, near_keys)] if near else [(config.k, None)]:
+            # search results are best first, and the item itself is one of the first width + 1
+            top = nbrs[:, : width + 1]
+            q, r = np.repeat(np.arange(len(rows)), top.shape[1]), top.ravel()
+            ok = (r >= 0) & (r != q)
+            a, b = rows[np.minimum(q[ok], r[ok])], rows[np.maximum(q[ok], r[ok])]
+            if out is None:
+                lefts.append(a)
+                rights.append(b)
+            else:
+                out.append(a * n + b)
     left = np.concatenate(lefts) if lefts else np.zeros(0, dtype=np.int64)
     right = np.concatenate(rights) if rights else np.zeros(0, dtype=np.int64)
     key = np.unique(left * n + right)
     facts = {"blocks": len(blocks), "index": sorted(kinds), "index_object": index if len(blocks) == 1 else None}
     if probe_out is not None:
         facts["probe_neighbours"] = probe_out[:, :probe_k]
+    if near:
+        facts["calibration_keys"] = np.unique(np.concatenate(near_keys)) if near_keys else np.zeros(0, np.int64)
     return key // n, key % n, facts
 
 
@@ -215,7 +230,9 @@ def all_candidates(
     n = len(catalogue)
     searchable = informative_items(model, catalogue) if searchable is None else searchable
     probe = np.arange(0) if probe is None else probe
-    left, right, facts = candidate_pairs(vectors, config, groups, advance, searchable, probe)
+    left, right, facts = candidate_pairs(
+        vectors, config, groups, advance, searchable, probe, calibration_k=CALIBRATION_K
+    )
     facts["items_without_embeddings"] = int((~searchable).sum())
     more_left, more_right, facts["incomplete_items"] = incomplete_item_candidates(
         model, catalogue, searchable, config.k, exact_max_items=config.exact_max_items

@@ -20,7 +20,15 @@ from prodmatch.matching.candidates import (
     item_vectors,
 )
 from prodmatch.matching.clustering import cluster_items
-from prodmatch.matching.config import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, MatchConfig, _staged_output, timed
+from prodmatch.matching.config import (
+    CALIBRATION_K,
+    CLUSTERS_FILE,
+    MATCHES_FILE,
+    SUMMARY_FILE,
+    MatchConfig,
+    _staged_output,
+    timed,
+)
 from prodmatch.matching.output import matches_frame, split_report
 from prodmatch.matching.quality import oracle_quality, read_truth, recall_at_ks, truth_quality, truth_source
 from prodmatch.matching.scoring import calibrate_candidates, rescore_uncertain
@@ -105,18 +113,28 @@ def match_local(
         left, right, search_facts = all_candidates(model, cat, vectors, config, groups, advance, searchable, probe)
     log.info("%d candidate pairs from %d items (k=%d, %s)", len(left), n, config.k, ", ".join(search_facts["index"]))
 
+    # The pairs calibration is fitted on: within either item's top CALIBRATION_K of the search. Where k is
+    # smaller, those beyond it are scored for calibration only.
+    near = search_facts.pop("calibration_keys")
+    extra = np.setdiff1d(near, left * n + right) if config.calibrate == "prior" else near[:0]
     with timed(stages, "scoring"):
         # One call: a tower-and-head model computes each item's vector once for all pairs (in chunks it
         # would recompute most items' vectors once per chunk).
         ids = cat.ids.to_numpy()
+        all_left, all_right = np.concatenate([left, extra // n]), np.concatenate([right, extra % n])
         pairs = PairSet(
-            left.astype(np.int32), right.astype(np.int32), None, np.arange(len(left)), ids[left], ids[right]
+            all_left.astype(np.int32),
+            all_right.astype(np.int32),
+            None,
+            np.arange(len(all_left)),
+            ids[all_left],
+            ids[all_right],
         )
-        done = progress("scoring", len(left)) if progress else None
+        done = progress("scoring", len(all_left)) if progress else None
         scores = model.score(cat, pairs)
         score, evidence = model.calibrated(scores), scores.evidence
         if done:
-            done(len(left))
+            done(len(all_left))
     calibration: dict = {"method": "none"}
     if config.calibrate == "prior":
         sample = None
@@ -125,10 +143,15 @@ def match_local(
 
             labelled = load_pairs(labelled_sample, cat, require_target=True)
             sample = (model.predict_proba(cat, labelled), labelled.target)
-        score, calibration = calibrate_candidates(model, score, sample)
+        fit = np.isin(all_left * n + all_right, near)
+        score, calibration = calibrate_candidates(model, score, sample, fit=None if sample is not None else fit)
         if config.threshold is None and calibration["method"] != "none":  # else the model's own threshold
-            threshold = expected_f1_threshold(score)
-            calibration["threshold_rule"] = "best expected F1 over the candidates"
+            threshold = expected_f1_threshold(score[fit])
+            calibration["threshold_rule"] = (
+                f"best expected F1 over the candidates within either item's top {CALIBRATION_K}"
+            )
+    # the candidates only, from here on
+    score, evidence = score[: len(left)], evidence[: len(left)]
     # No evidence, no match: whatever the threshold and the candidates' prior came to, a pair with nothing to
     # compare stays below the threshold (and at most the candidates' estimated share of matches).
     score = gate(score, evidence, calibration.get("prior"), threshold)

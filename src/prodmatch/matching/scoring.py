@@ -10,12 +10,13 @@ import numpy as np
 
 from prodmatch.catalogue import Catalogue
 from prodmatch.errors import ConfigError
+from prodmatch.matching.config import CALIBRATION_K
 
 log = logging.getLogger(__name__)
 
 
 def calibrate_candidates(
-    model, prob: np.ndarray, sample: tuple[np.ndarray, np.ndarray] | None = None
+    model, prob: np.ndarray, sample: tuple[np.ndarray, np.ndarray] | None = None, fit: np.ndarray | None = None
 ) -> tuple[np.ndarray, dict]:
     """The candidates' probabilities re-calibrated for the candidates, and how.
 
@@ -27,6 +28,10 @@ def calibrate_candidates(
     negatives look more like matches than the labelled ones did. With ``sample`` (the model's probabilities
     of a labelled random sample of candidate pairs, and the labels), Platt scaling on the sample calibrates
     on candidates directly and the prior is the calibrated probabilities' mean.
+
+    ``fit`` (bool, one per candidate): the candidates the share is estimated on (each item's nearest few, see
+    :data:`prodmatch.matching.config.CALIBRATION_K`); every candidate is then moved by the same Bayes factor.
+    None: all of them.
 
     Returns:
         (probabilities, facts for summary.json).
@@ -52,7 +57,7 @@ def calibrate_candidates(
             "before prodmatch 0.12); its probabilities are used as they are: retrain to calibrate for candidates"
         )
         return prob, PriorEstimate(float("nan"), "none", None).to_dict()
-    estimate = estimate_prior(prob, training_prior)
+    estimate = estimate_prior(prob if fit is None else prob[fit], training_prior)
     if estimate.prior < 1e-4:
         # The likelihood is highest with no matches at all: the candidates look less like matches than the
         # labelled negatives did, so the model's evidence does not mean the same on both and the shift
@@ -64,12 +69,16 @@ def calibrate_candidates(
         )
         return prob, estimate.to_dict() | {"method": "none", "reason": "the EM estimate fell to zero"}
     log.info(
-        "matches among the candidates: %.2f%% estimated (EM over the model's probabilities; %.1f%% among the "
+        "matches among the candidates: %.2f%% estimated (EM over the model's probabilities%s; %.1f%% among the "
         "pairs it was calibrated on)",
         100 * estimate.prior,
+        "" if fit is None else f" of the {int(fit.sum()):,} pairs within either item's top {CALIBRATION_K}",
         100 * training_prior,
     )
-    return shift_prior(prob, training_prior, estimate.prior), estimate.to_dict()
+    facts = estimate.to_dict()
+    if fit is not None:
+        facts["fitted_on"] = {"pairs": int(fit.sum()), "within_top": CALIBRATION_K}
+    return shift_prior(prob, training_prior, estimate.prior), facts
 
 
 def apply_calibration(model, prob: np.ndarray, calibration: dict) -> np.ndarray:

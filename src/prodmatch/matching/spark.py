@@ -55,7 +55,7 @@ import pyarrow as pa
 from prodmatch.errors import ConfigError, DataError, EngineError
 from prodmatch.matching.candidates import vector_kind
 from prodmatch.matching.clustering import ClusterReport, cluster_items
-from prodmatch.matching.config import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, MatchConfig
+from prodmatch.matching.config import CALIBRATION_K, CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, MatchConfig
 from prodmatch.matching.incremental import MATES_MAX_CLUSTER
 from prodmatch.matching.output import split_report
 
@@ -642,13 +642,16 @@ def _ivf_search(
     *,
     centroids: np.ndarray | None = None,
     queries_are_targets: bool = True,
+    ranked: bool = False,
 ):
     """Every query's top-k targets of its own block, by a cell-wise exact search (see the module docstring).
 
     ``rows``: (id, vec, block, is_query, is_target). ``centroids``: given (a saved index's), else trained
     on the targets when ``cells`` > 1. ``queries_are_targets``: a query finds itself, so k + 1 are searched
     and itself dropped (as the local engine does). Returns (DataFrame of (q, t, s) with q != t, at most k per
-    q; facts; the target rows' (id, cell, block) when there is more than one cell, else None).
+    q; facts; the target rows' (id, cell, block) when there is more than one cell, else None). ``ranked``:
+    with each target's place ``r`` in its query's list (1 first, counting the query itself where it is a
+    target, as the local engine's search lists do).
     """
     from pyspark.sql import functions as F
 
@@ -688,7 +691,7 @@ def _ivf_search(
 
     best = Window.partitionBy("q").orderBy(F.col("s").desc(), F.col("t"))
     top = found.withColumn("r", F.row_number().over(best)).where(F.col("r") <= k + int(queries_are_targets))
-    top = top.where(F.col("q") != F.col("t")).select("q", "t", "s")
+    top = top.where(F.col("q") != F.col("t")).select("q", "t", "s", *(["r"] if ranked else []))
     facts = {
         "blocks": int(stats["blocks"] or 0),
         "cells": int(stats["cells"] or 0),
@@ -922,9 +925,10 @@ def _new_items_calibration(spark, scored, model, clusters_path: str, config: Mat
     return scored, threshold, {**calibration, "applied": "the new candidates' own"}
 
 
-def _calibrate(scores, model) -> tuple[object, dict]:
+def _calibrate(scores, model, fit: str | None = None) -> tuple[object, dict]:
     """:func:`prodmatch.matching.scoring.calibrate_candidates` (the EM estimate of the candidates' share of
-    matches, then Bayes' rule) on a Spark column of probabilities."""
+    matches, then Bayes' rule) on a Spark column of probabilities; the estimate over the rows where the
+    boolean column ``fit`` holds (None: all), the shift applied to every row."""
     from pyspark.sql import functions as F
 
     from prodmatch.calibration import PriorEstimate
@@ -935,11 +939,12 @@ def _calibrate(scores, model) -> tuple[object, dict]:
         return scores, PriorEstimate(float("nan"), "none", None).to_dict()
 
     shifted = _shifted_score
-    mean = scores.agg(F.mean("score")).first()[0]
+    fitted = scores if fit is None else scores.where(F.col(fit))
+    mean = fitted.agg(F.mean("score")).first()[0]
     pi = float(np.clip(mean, 1e-6, 1 - 1e-6)) if mean is not None else training_prior
     it = 0
     for it in range(1, 201):  # noqa: B007 (the count is reported)
-        new = float(np.clip(scores.agg(F.mean(shifted(training_prior, pi))).first()[0], 1e-6, 1 - 1e-6))
+        new = float(np.clip(fitted.agg(F.mean(shifted(training_prior, pi))).first()[0], 1e-6, 1 - 1e-6))
         done = abs(new - pi) < 1e-7
         pi = new
         if done:
@@ -949,7 +954,10 @@ def _calibrate(scores, model) -> tuple[object, dict]:
         log.warning("the share of matches among the candidates cannot be estimated; probabilities used as they are")
         return scores, estimate.to_dict() | {"method": "none", "reason": "the EM estimate fell to zero"}
     log.info("matches among the candidates: %.2f%% estimated", 100 * pi)
-    return scores.withColumn("score", shifted(training_prior, pi)), estimate.to_dict()
+    facts = estimate.to_dict()
+    if fit is not None:
+        facts["fitted_on"] = {"pairs": fitted.count(), "within_top": CALIBRATION_K}
+    return scores.withColumn("score", shifted(training_prior, pi)), facts
 
 
 def _consecutive_ids(spark, reps, path: str):
@@ -1226,9 +1234,26 @@ def match_spark(
             base = vec.where("searchable").select(
                 "id", "vec", block.alias("block"), F.lit(True).alias("is_query"), F.lit(True).alias("is_target")
             )
+            # as far as the calibration pairs (each item's top CALIBRATION_K) where k is smaller
+            reach = max(config.k, CALIBRATION_K)
             top, search_facts, home, _ = _ivf_search(
-                spark, base, config.k, cells, options.probes, options.cell_cap, options.centroid_sample, work, "ivf"
+                spark,
+                base,
+                reach,
+                cells,
+                options.probes,
+                options.cell_cap,
+                options.centroid_sample,
+                work,
+                "ivf",
+                ranked=True,
             )
+            top = _materialise(spark, top, _join(work, "ivf_ranked"))
+            near = top.where(F.col("r") <= CALIBRATION_K + 1).select(
+                F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2")
+            )
+            near = _materialise(spark, near.distinct(), _join(work, "calibration_pairs"))
+            top = top.where(F.col("r") <= config.k + 1).select("q", "t", "s")
             if search_facts["cells"] > 1:  # approximate: how much of the exact top-k it finds, on a sample
                 top = _materialise(spark, top, _join(work, "ivf_top"))
                 search_facts["recall_vs_exact"] = _recall_vs_exact(spark, base, top, config.k)
@@ -1279,17 +1304,25 @@ def match_spark(
                 )
             else:
                 part_of = home.select("id", F.pmod(F.xxhash64("block", "cell"), F.lit(partitions)).alias("part"))
-            scored, shipped = _score(job, pairs, part_of, items, "scored")
-            if scored.count() != n_candidates:
-                raise RuntimeError("prodmatch: scoring lost candidate pairs (a bug; please report it)")
+            # the calibration pairs beyond k are scored for calibration only, as locally
+            extra = near.join(pairs, ["id1", "id2"], "left_anti") if config.calibrate == "prior" else near.limit(0)
+            extra = _materialise(spark, extra, _join(work, "calibration_extra"))
+            scored, shipped = _score(job, pairs.unionByName(extra), part_of, items, "scored")
             done(1)
         calibration: dict = {"method": "none"}
         if config.calibrate == "prior":
-            scored, calibration = _calibrate(scored, model)
+            fit = near.withColumn("fit", F.lit(True))
+            scored = scored.join(fit, ["id1", "id2"], "left").withColumn("fit", F.coalesce("fit", F.lit(False)))
+            scored, calibration = _calibrate(scored, model, fit="fit")
             scored = _materialise(spark, scored, _join(work, "calibrated"))
             if config.threshold is None and calibration["method"] != "none":
-                threshold = _expected_f1_threshold(scored)
-                calibration["threshold_rule"] = "best expected F1 over the candidates"
+                threshold = _expected_f1_threshold(scored.where("fit"))
+                calibration["threshold_rule"] = (
+                    f"best expected F1 over the candidates within either item's top {CALIBRATION_K}"
+                )
+            scored = scored.join(extra, ["id1", "id2"], "left_anti").drop("fit")  # the candidates only
+        if scored.count() != n_candidates:
+            raise RuntimeError("prodmatch: scoring lost candidate pairs (a bug; please report it)")
         # no evidence, no match: at most the candidates' prior, below the threshold (as the local engine)
         scored = _materialise(spark, _gate(scored, calibration.get("prior"), threshold), _join(work, "gated"))
         without_evidence = scored.where(F.col("evidence") == 0).count()
