@@ -11,6 +11,7 @@ at its best threshold. The estimated share of matches among the candidates is se
 
     python bench/bench_catalogue.py                        # every catalogue scenario, about 27 minutes
     python bench/bench_catalogue.py --scenarios catalogue-category --hard-negatives 0   # without mining
+    python bench/bench_catalogue.py --items 8000 --pairs 2400 --ks 5,20,100,1000       # cluster F1 by k
 """
 
 from __future__ import annotations
@@ -34,8 +35,15 @@ def main() -> None:
     ap.add_argument("--model", default="gbdt")
     ap.add_argument("--hard-negatives", type=int, default=TrainConfig.hard_negatives)
     ap.add_argument("--calibrate", default="prior")
+    ap.add_argument(
+        "--ks",
+        default="",
+        help="also match at each of these k (comma-separated, e.g. 5,20,100,1000): cluster F1 by k, and its "
+        "largest drop from the best k",
+    )
     args = ap.parse_args()
-    rows, results = [], {}
+    ks = sorted({int(k) for k in args.ks.split(",") if k})
+    rows, results, k_rows = [], {}, []
     for name in args.scenarios.split(","):
         settings = {"items": args.items, "pairs": args.pairs, **CATALOGUE_SCENARIOS[name]}
         data = OUT / f"catalogue_{name}_{settings['items']}_{settings['pairs']}_{args.seed}"
@@ -80,7 +88,32 @@ def main() -> None:
             ]
         )
         console.print(rows[-1])
+        if ks:
+            by_k = {MatchConfig().k: (q["pairwise_f1"], match_seconds)}
+            for k in ks:
+                if k in by_k:
+                    continue
+                with console.status(f"{name}: matching at k={k}"):
+                    at = match_catalogue(
+                        run,
+                        data,
+                        OUT / f"catalogue_match_{name}_k{k}",
+                        MatchConfig(k=k, calibrate=args.calibrate),
+                        overwrite=True,
+                    )
+                seconds = sum(st["seconds"] for key, st in at["stages"].items() if key != "quality")
+                by_k[k] = (at["quality"]["pairwise_f1"], seconds)
+            f1 = [by_k[k][0] for k in ks]
+            results[name]["cluster_f1_by_k"] = {str(k): by_k[k][0] for k in ks}
+            k_rows.append([name, *[f"{by_k[k][0]:.3f} ({by_k[k][1]:.0f} s)" for k in ks], f"{max(f1) - min(f1):.3f}"])
+            console.print(k_rows[-1])
     (OUT / f"catalogue_{args.hard_negatives}.json").write_text(json.dumps(results, indent=2))
+    if ks:
+        table(
+            f"(j) cluster F1 by k (match seconds), {args.items:,} items",
+            ["scenario", *[f"k={k}" for k in ks], "largest drop from the best k"],
+            k_rows,
+        )
     table(
         f"(j) catalogue matching against the oracle: {args.model}, hard negatives {args.hard_negatives} per item, "
         f"match --calibrate {args.calibrate} ({args.items:,} items, {args.pairs:,} labelled pairs, seed {args.seed})",
