@@ -191,17 +191,12 @@ def candidate_pairs(
                 found[found == probe[at][:, None]] = -1  # not itself
                 ranked = np.argsort(found < 0, axis=1, kind="stable")  # itself (now -1) to the end
                 probe_out[at, : found.shape[1]] = np.take_along_axis(found, ranked, 1)
-        for width, out in [(config.k, None), (calibration_k, near_keys)] if near else [(config.k, None)]:
-            # search results are best first, and the item itself is one of the first width + 1
-            top = nbrs[:, : width + 1]
-            q, r = np.repeat(np.arange(len(rows)), top.shape[1]), top.ravel()
-            ok = (r >= 0) & (r != q)
-            a, b = rows[np.minimum(q[ok], r[ok])], rows[np.maximum(q[ok], r[ok])]
-            if out is None:
-                lefts.append(a)
-                rights.append(b)
-            else:
-                out.append(a * n + b)
+        a, b = _pairs_within(nbrs, rows, config.k)
+        lefts.append(a)
+        rights.append(b)
+        if near:
+            a, b = _pairs_within(nbrs, rows, calibration_k)
+            near_keys.append(a * n + b)
     left = np.concatenate(lefts) if lefts else np.zeros(0, dtype=np.int64)
     right = np.concatenate(rights) if rights else np.zeros(0, dtype=np.int64)
     key = np.unique(left * n + right)
@@ -211,6 +206,15 @@ def candidate_pairs(
     if near:
         facts["calibration_keys"] = np.unique(np.concatenate(near_keys)) if near_keys else np.zeros(0, np.int64)
     return key // n, key % n, facts
+
+
+def _pairs_within(nbrs: np.ndarray, rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(left, right) catalogue rows, left < right, of each item's first ``width`` neighbours in ``nbrs``
+    (search results over ``rows``, best first, the item itself among the first ``width + 1``)."""
+    top = nbrs[:, : width + 1]
+    q, r = np.repeat(np.arange(len(rows)), top.shape[1]), top.ravel()
+    ok = (r >= 0) & (r != q)
+    return rows[np.minimum(q[ok], r[ok])], rows[np.maximum(q[ok], r[ok])]
 
 
 def all_candidates(

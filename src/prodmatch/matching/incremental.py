@@ -222,14 +222,8 @@ def match_new_items(
 
     with _staged_output(out_dir, overwrite, SUMMARY_FILE) as tmp:
         cluster_of = np.concatenate([old_cluster, assigned])  # every combined row's cluster after this run
-        matches = matches_frame(
-            ids[left[kept]],
-            ids[right[kept]],
-            score[kept],
-            describe(evidence[kept], model.evidence_names()),
-            cluster_of[left[kept]],
-            cluster_of[right[kept]],
-        )
+        words = describe(evidence[kept], model.evidence_names())
+        matches = matches_frame(ids, left[kept], right[kept], score[kept], words, cluster_of)
         write_parquet(matches, tmp / MATCHES_FILE)
         write_parquet(
             pd.DataFrame({"variantid": new_cat.ids.to_numpy(), "cluster_id": assigned, "is_new_cluster": is_new}),
@@ -253,6 +247,17 @@ def match_new_items(
     return summary
 
 
+def full_match_calibration(full: dict | None, config: MatchConfig) -> tuple[dict, float] | None:
+    """(calibration, threshold) a full match's summary.json recorded, for its new items' candidates (the
+    calibration's facts that say how to apply it; ``--threshold`` overrides the threshold); None when
+    ``full`` is not a full match's summary."""
+    if full is None or full.get("mode") == "incremental" or "calibration" not in full:
+        return None
+    keep = ("method", "prior", "training_prior", "platt", "threshold_rule")
+    calibration = {k: full["calibration"][k] for k in keep if k in full["calibration"]}
+    return calibration, full["parameters"]["threshold"] if config.threshold is None else config.threshold
+
+
 def _calibrated(model, prob: np.ndarray, clusters_path, config: MatchConfig) -> tuple[np.ndarray, float, dict]:
     """The new candidates' probabilities, threshold and calibration facts, as the full match decided them.
 
@@ -271,23 +276,17 @@ def _calibrated(model, prob: np.ndarray, clusters_path, config: MatchConfig) -> 
         threshold = model.threshold if config.threshold is None else config.threshold
         return prob, threshold, {"method": "none", "prior": model.calibrator.prior, "applied": "the model's own"}
     summary_path = Path(clusters_path).parent / SUMMARY_FILE
-    full = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    if full is not None and full.get("mode") != "incremental" and "calibration" in full:
-        calibration = dict(full["calibration"])
-        threshold = full["parameters"]["threshold"] if config.threshold is None else config.threshold
+    recorded = full_match_calibration(json.loads(summary_path.read_text()) if summary_path.exists() else None, config)
+    if recorded is not None:
+        calibration, threshold = recorded
         log.info(
             "new candidates calibrated as the full match in %s was (%s; threshold %.4f)",
             summary_path.parent,
             calibration.get("method"),
             threshold,
         )
-        keep = ("method", "prior", "training_prior", "platt", "threshold_rule")
-        facts = {k: calibration[k] for k in keep if k in calibration}
-        return (
-            apply_calibration(model, prob, calibration),
-            threshold,
-            facts | {"applied": f"the full match's, {summary_path}"},
-        )
+        facts = calibration | {"applied": f"the full match's, {summary_path}"}
+        return apply_calibration(model, prob, calibration), threshold, facts
     log.warning(
         "%s not found beside %s: the new items' candidates are calibrated on their own, as a full match would "
         "calibrate its own (on far fewer pairs); give the clusters.parquet of a full `match` run to apply its "

@@ -193,14 +193,8 @@ def match_local(
 
     with timed(stages, "writing"), staging as tmp:
         kept = (score >= threshold) & (evidence != 0)
-        matches = matches_frame(
-            ids[left[kept]],
-            ids[right[kept]],
-            score[kept],
-            describe(evidence[kept], model.evidence_names()),
-            labels[left[kept]],
-            labels[right[kept]],
-        )
+        words = describe(evidence[kept], model.evidence_names())
+        matches = matches_frame(ids, left[kept], right[kept], score[kept], words, labels)
         write_parquet(matches, tmp / MATCHES_FILE)
         write_parquet(pd.DataFrame({"variantid": ids, "cluster_id": labels}), tmp / CLUSTERS_FILE)
         summary = {

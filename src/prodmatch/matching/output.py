@@ -14,16 +14,17 @@ GUARD_REASON = (
 
 
 def matches_frame(
-    ids1: np.ndarray,
-    ids2: np.ndarray,
+    ids: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
     score: np.ndarray,
     evidence: np.ndarray,
-    cluster1: np.ndarray,
-    cluster2: np.ndarray,
+    cluster: np.ndarray,
 ) -> pd.DataFrame:
-    """matches.parquet's rows: each pair once with ``variantid1 < variantid2``, sorted by the two ids, with
-    ``same_cluster``: whether clusters.parquet puts both items in one cluster."""
-    ids1, ids2 = np.asarray(ids1), np.asarray(ids2)
+    """matches.parquet's rows for the matched pairs (``left``, ``right``: rows of ``ids`` and of ``cluster``,
+    each row's cluster in clusters.parquet): each pair once with ``variantid1 < variantid2``, sorted by the
+    two ids, with ``same_cluster``: whether both items are in one cluster."""
+    ids1, ids2 = ids[left], ids[right]
     swap = ids2 < ids1
     frame = pd.DataFrame(
         {
@@ -31,7 +32,7 @@ def matches_frame(
             "variantid2": np.where(swap, ids1, ids2),
             "score": np.asarray(score),
             "evidence": np.asarray(evidence, dtype=object),
-            "same_cluster": np.asarray(cluster1) == np.asarray(cluster2),
+            "same_cluster": cluster[left] == cluster[right],
         }
     )
     return frame.sort_values(["variantid1", "variantid2"], kind="stable", ignore_index=True)

@@ -23,19 +23,26 @@ def truth_source(data_dir, column: str | None, id_column: str = "variantid") -> 
     ConfigError naming the files and their columns when ``column`` is in none of them."""
     import pyarrow.parquet as pq
 
-    from prodmatch.errors import ConfigError
     from prodmatch.synth import TRUTH_FILE
 
     data_dir = Path(data_dir)
     if column is None:
         path = data_dir / TRUTH_FILE
         return (path, "product_id") if path.exists() else None
+    schemas = ((path, pq.read_schema(path).names) for path in sorted(data_dir.glob("*.parquet")))
+    return Path(first_with_column(schemas, column, id_column, data_dir)), column
+
+
+def first_with_column(schemas, column: str, id_column: str, data_dir) -> str:
+    """The first of ``schemas`` ((path, column names), in name order) holding ``column`` beside the id column;
+    ConfigError naming every file and its columns when none does."""
+    from prodmatch.errors import ConfigError
+
     seen = {}
-    for path in sorted(data_dir.glob("*.parquet")):
-        names = pq.read_schema(path).names
+    for path, names in schemas:
         if column in names and id_column in names:
-            return path, column
-        seen[path.name] = names
+            return path
+        seen[str(path).rstrip("/").rsplit("/", 1)[-1]] = names
     listing = "; ".join(f"{name}: {', '.join(cols)}" for name, cols in seen.items()) or "no parquet files"
     raise ConfigError(
         f"--truth-column {column!r}: no parquet file of {data_dir} has it beside {id_column!r} ({listing}); name a "

@@ -56,8 +56,9 @@ from prodmatch.errors import ConfigError, DataError, EngineError
 from prodmatch.matching.candidates import vector_kind
 from prodmatch.matching.clustering import ClusterReport, cluster_items
 from prodmatch.matching.config import CALIBRATION_K, CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, MatchConfig
-from prodmatch.matching.incremental import MATES_MAX_CLUSTER
+from prodmatch.matching.incremental import MATES_MAX_CLUSTER, full_match_calibration
 from prodmatch.matching.output import split_report
+from prodmatch.matching.quality import first_with_column
 
 __all__ = [
     "SparkOptions",
@@ -898,9 +899,9 @@ def _new_items_calibration(spark, scored, model, clusters_path: str, config: Mat
         return scored, threshold, {"method": "none", "prior": model.calibrator.prior, "applied": "the model's own"}
     summary_path = _join(clusters_path.rsplit("/", 1)[0], SUMMARY_FILE)
     full = _read_json(spark, summary_path) if _FileSystem(spark, summary_path).exists(summary_path) else None
-    if full is not None and full.get("mode") != "incremental" and "calibration" in full:
-        calibration = full["calibration"]
-        threshold = full["parameters"]["threshold"] if config.threshold is None else config.threshold
+    recorded = full_match_calibration(full, config)
+    if recorded is not None:
+        calibration, threshold = recorded
         method = calibration.get("method")
         if method == "em":
             scored = scored.withColumn("score", _shifted_score(calibration["training_prior"], calibration["prior"]))
@@ -909,9 +910,7 @@ def _new_items_calibration(spark, scored, model, clusters_path: str, config: Mat
             z = F.lit(calibration["platt"]["a"]) * F.log(p / (1 - p)) + F.lit(calibration["platt"]["b"])
             scored = scored.withColumn("score", 1 / (1 + F.exp(-z)))
         log.info("new candidates calibrated as the full match was (%s; threshold %.4f)", method, threshold)
-        keep = ("method", "prior", "training_prior", "platt", "threshold_rule")
-        facts = {k: calibration[k] for k in keep if k in calibration}
-        return scored, threshold, facts | {"applied": f"the full match's, {summary_path}"}
+        return scored, threshold, calibration | {"applied": f"the full match's, {summary_path}"}
     log.warning(
         "%s not found beside %s: the new items' candidates are calibrated on their own; give the clusters of a "
         "full `match` run to apply its calibration and threshold",
@@ -1495,17 +1494,9 @@ def _truth_source(spark, data_dir: str, column: str | None, id_column: str) -> t
     if column is None:
         path = _join(data_dir, TRUTH_FILE)
         return (path, "product_id") if fs.exists(path) else None
-    seen = {}
-    for path in sorted(p for p in fs.entries(data_dir) if p.rstrip("/").endswith(".parquet")):
-        names = spark.read.parquet(path).columns
-        if column in names and id_column in names:
-            return path, column
-        seen[path.rsplit("/", 1)[-1]] = names
-    listing = "; ".join(f"{name}: {', '.join(cols)}" for name, cols in seen.items()) or "no parquet files"
-    raise ConfigError(
-        f"--truth-column {column!r}: no parquet file of {data_dir} has it beside {id_column!r} ({listing}); name a "
-        "column one of them holds"
-    )
+    paths = sorted(p for p in fs.entries(data_dir) if p.rstrip("/").endswith(".parquet"))
+    schemas = ((path, spark.read.parquet(path).columns) for path in paths)
+    return first_with_column(schemas, column, id_column, data_dir), column
 
 
 def _quality(
