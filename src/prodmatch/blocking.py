@@ -120,6 +120,7 @@ def shared_token_neighbours(
     max_block: int = 100,
     vectors: np.ndarray | None = None,
     chunk: int = 50_000,
+    sources: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, TokenReport]:
     """Each query row's ``k`` target rows sharing the rarest tokens with it (see the module's docstring).
 
@@ -130,6 +131,8 @@ def shared_token_neighbours(
         max_block: tokens held by more targets than this are purged.
         vectors: (N, d) search vectors whose inner product breaks ties; None: ties in row order.
         chunk: queries per sparse product, to bound memory.
+        sources: (N,) source of every row when linking two sources: a query's ``k`` are among the targets of
+            another source (a token's rarity still counts every target that holds it).
 
     Returns:
         (query, neighbour, report): flat row pairs, a query never paired with itself.
@@ -159,7 +162,7 @@ def shared_token_neighbours(
         q_rows = queries[start : start + chunk]
         shared = (weighted[q_rows] @ found).tocoo()  # (queries, items): summed weight of shared tokens
         q, j, w = q_rows[shared.row], shared.col.astype(np.int64), shared.data
-        ok = q != j
+        ok = q != j if sources is None else sources[q] != sources[j]
         q, j, w = q[ok], j[ok], w[ok]
         if not len(q):
             continue

@@ -55,6 +55,7 @@ __all__ = [
     "TRUTH_FILE",
     "SynthConfig",
     "generate",
+    "split_sources",
 ]
 
 log = logging.getLogger(__name__)
@@ -768,3 +769,50 @@ def _extra_pictures(
     inner = _list_array(noise)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), inner), obs_sum, np.bincount(owner, minlength=n)
+
+
+def split_sources(
+    data_dir: str | Path, left_dir: str | Path, right_dir: str | Path, *, one_per_product: bool = False, seed: int = 0
+) -> dict:
+    """Two sources drawn from one synthetic catalogue, to link (``match --link``): every item file and
+    ``truth.parquet`` of ``data_dir`` split by item into ``left_dir`` and ``right_dir`` (labelled pairs are
+    not copied), and the whole oracle beside each.
+
+    Each listing goes to a source at random; with ``one_per_product``, each product's first listing (in
+    random order) goes left, its second right, and the others are left out, so each source lists every
+    product at most once (deduplicated catalogues, the case for ``--one-to-one``).
+
+    Returns:
+        Counts: items per source, and the products listed in both.
+    """
+    import shutil
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    data_dir = Path(data_dir)
+    truth = pd.read_parquet(data_dir / TRUTH_FILE, columns=["variantid", "product_id"])
+    rng = np.random.default_rng(seed)
+    if one_per_product:
+        order = truth.iloc[rng.permutation(len(truth))]
+        place = order.groupby("product_id").cumcount().to_numpy()  # 0, 1, 2, ... within each product
+        side = pd.Series(np.where(place < 2, place, -1), index=order["variantid"]).reindex(truth["variantid"])
+        side = side.to_numpy()
+    else:
+        side = rng.integers(0, 2, len(truth))
+    ids = truth["variantid"].to_numpy()
+    for out, s in ((Path(left_dir), 0), (Path(right_dir), 1)):
+        out.mkdir(parents=True, exist_ok=True)
+        keep = pa.array(ids[side == s])
+        for name in (TEXT_FILE, *PICTURE_FILES, ATTRIBUTES_FILE, TRUTH_FILE):
+            if (data_dir / name).exists():
+                table = pq.read_table(data_dir / name)
+                write_parquet(table.filter(pc.is_in(table["variantid"], keep)), out / name)
+        shutil.copyfile(data_dir / ORACLE_ITEMS_FILE, out / ORACLE_ITEMS_FILE)
+    left_products = set(truth["product_id"][side == 0])
+    return {
+        "left_items": int((side == 0).sum()),
+        "right_items": int((side == 1).sum()),
+        "left_out": int((side < 0).sum()),
+        "products_in_both": len(left_products & set(truth["product_id"][side == 1])),
+    }

@@ -96,6 +96,7 @@ __all__ = [
     "incomplete_item_candidates",
     "informative_items",
     "item_vectors",
+    "link_sources",
     "match_catalogue",
     "match_local",
     "match_new_items",
@@ -126,6 +127,7 @@ def match_catalogue(
     overwrite: bool = False,
     progress=None,
     labelled_sample=None,
+    link_with=None,
 ) -> dict:
     """Find every group of listings that are one product in ``data_dir``; write ``matches.parquet``,
     ``clusters.parquet`` and ``summary.json`` into ``out_dir``.
@@ -139,6 +141,8 @@ def match_catalogue(
         spark_conf: extra Spark settings for a session started here.
         options: :class:`prodmatch.matching.spark.SparkOptions` (partitions, cells, probes, cell cap,
             checkpoints).
+        link_with: a second data directory: link ``data_dir``'s items (source ``left``) with its items (source
+            ``right``), pairing items of two sources only (see :func:`link_sources`).
     """
     if engine not in ENGINES:
         raise ConfigError(f"--engine must be one of {list(ENGINES)}, got {engine!r}")
@@ -146,7 +150,14 @@ def match_catalogue(
         if spark is not None or master is not None or spark_conf or options is not None:
             raise ConfigError("--master, --spark-conf and a Spark session apply to --engine spark only")
         return match_local(
-            run_dir, data_dir, out_dir, config, overwrite=overwrite, progress=progress, labelled_sample=labelled_sample
+            run_dir,
+            data_dir,
+            out_dir,
+            config,
+            overwrite=overwrite,
+            progress=progress,
+            labelled_sample=labelled_sample,
+            link_with=link_with,
         )
     from prodmatch.matching.spark import match_spark
 
@@ -162,4 +173,14 @@ def match_catalogue(
         overwrite=overwrite,
         progress=progress,
         labelled_sample=labelled_sample,
+        link_with=link_with,
     )
+
+
+def link_sources(run_dir, left_dir, right_dir, out_dir, config: MatchConfig | None = None, **kwargs) -> dict:
+    """Link two sources: a supplier's feed against the catalogue, or two catalogues (``match --link LEFT
+    RIGHT``). Candidates pair one item of each source only; with ``config.one_to_one`` a cluster holds at most
+    one item of each. The outputs are :func:`match_catalogue`'s, with ``source1``/``source2`` in
+    matches.parquet and ``source`` in clusters.parquet (``left``, ``right``); ``kwargs`` as there (engine,
+    spark, overwrite, ...)."""
+    return match_catalogue(run_dir, left_dir, out_dir, config, link_with=right_dir, **kwargs)

@@ -141,8 +141,10 @@ def candidate_pairs(
     probe: np.ndarray | None = None,
     probe_k: int = max(RECALL_KS),
     calibration_k: int | None = None,
+    sources: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Every item's top-k neighbours as unique unordered pairs (left < right).
+    """Every item's top-k neighbours as unique unordered pairs (left < right); with ``sources`` ((N,) 0 or 1:
+    linking two sources), each item's top-k among the other source's items only.
 
     Args:
         vectors: (N, d) item vectors (inner product ranks neighbours).
@@ -166,6 +168,10 @@ def candidate_pairs(
         blocks = [rows[searchable[rows]] for rows in blocks]
         if progress and not searchable.all():
             progress(int((~searchable).sum()))
+    if sources is not None:
+        if probe is not None:
+            raise ValueError("recall@k probes are not measured when linking two sources")
+        return _link_pairs(vectors, config, blocks, sources, progress, calibration_k)
     lefts, rights = [], []
     near = calibration_k is not None
     near_keys = []
@@ -208,6 +214,49 @@ def candidate_pairs(
     return key // n, key % n, facts
 
 
+def _link_pairs(
+    vectors: np.ndarray,
+    config: MatchConfig,
+    blocks: list[np.ndarray],
+    sources: np.ndarray,
+    progress: Callable[[int], None] | None,
+    calibration_k: int | None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """:func:`candidate_pairs` across two sources: in every block, each source's items search an index of the
+    other's."""
+    n = len(vectors)
+    reach = max(config.k, calibration_k or 0)
+    keys, near_keys, kinds = [], [], set()
+    for rows in blocks:
+        for side in (0, 1):
+            queries, targets = rows[sources[rows] == side], rows[sources[rows] != side]
+            if len(targets) == 0 or len(queries) == 0:
+                if progress:
+                    progress(len(queries))
+                continue
+            kind = config.index_kind(len(targets))
+            kinds.add(kind)
+            nbrs = search(
+                build_index(vectors[targets], kind, config),
+                vectors[queries],
+                min(reach, len(targets)),
+                progress=progress,
+            )
+            for width, out in ((config.k, keys), (calibration_k, near_keys)):
+                if width is None:
+                    continue
+                top = nbrs[:, :width]
+                q, t = np.repeat(queries, top.shape[1]), top.ravel()
+                ok = t >= 0
+                q, t = q[ok], targets[t[ok]]
+                out.append(np.minimum(q, t) * n + np.maximum(q, t))
+    key = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+    facts = {"blocks": len(blocks), "index": sorted(kinds), "index_object": None, "linked_sources": 2}
+    if calibration_k is not None:
+        facts["calibration_keys"] = np.unique(np.concatenate(near_keys)) if near_keys else np.zeros(0, np.int64)
+    return key // n, key % n, facts
+
+
 def _pairs_within(nbrs: np.ndarray, rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """(left, right) catalogue rows, left < right, of each item's first ``width`` neighbours in ``nbrs``
     (search results over ``rows``, best first, the item itself among the first ``width + 1``)."""
@@ -226,20 +275,22 @@ def all_candidates(
     advance: Callable[[int], None] | None = None,
     searchable: np.ndarray | None = None,
     probe: np.ndarray | None = None,
+    sources: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Every candidate pair ``match`` scores, each unordered pair once: the searchable items'
     top-k neighbours (:func:`candidate_pairs`), the extra candidates of items missing a modality
     (:func:`incomplete_item_candidates`), and, with ``config.token_k``, the items sharing rare values (see
-    :mod:`prodmatch.blocking`). Returns (left, right, facts of the search)."""
+    :mod:`prodmatch.blocking`). With ``sources`` ((N,) 0 or 1: linking two sources), every stage pairs items of
+    two sources only. Returns (left, right, facts of the search)."""
     n = len(catalogue)
     searchable = informative_items(model, catalogue) if searchable is None else searchable
-    probe = np.arange(0) if probe is None else probe
+    probe = (np.arange(0) if sources is None else None) if probe is None else probe
     left, right, facts = candidate_pairs(
-        vectors, config, groups, advance, searchable, probe, calibration_k=CALIBRATION_K
+        vectors, config, groups, advance, searchable, probe, calibration_k=CALIBRATION_K, sources=sources
     )
     facts["items_without_embeddings"] = int((~searchable).sum())
     more_left, more_right, facts["incomplete_items"] = incomplete_item_candidates(
-        model, catalogue, searchable, config.k, exact_max_items=config.exact_max_items
+        model, catalogue, searchable, config.k, exact_max_items=config.exact_max_items, sources=sources
     )
     if len(more_left):
         key = np.unique(np.concatenate([left * n + right, more_left * n + more_right]))
@@ -250,11 +301,13 @@ def all_candidates(
 
         rows = np.flatnonzero(searchable)
         q, j, token_report = shared_token_neighbours(
-            item_tokens(catalogue, rows), rows, rows, config.token_k, config.token_max_block, vectors
+            item_tokens(catalogue, rows), rows, rows, config.token_k, config.token_max_block, vectors, sources=sources
         )
         key = np.unique(np.concatenate([left * n + right, np.minimum(q, j) * n + np.maximum(q, j)]))
         facts["shared_values"] = token_report.to_dict() | {"new_candidates": int(len(key) - len(left))}
         left, right = key // n, key % n
+    if sources is not None and (sources[left] == sources[right]).any():
+        raise RuntimeError("prodmatch: linking produced a pair within one source (a bug; please report it)")
     return left, right, facts
 
 
@@ -282,16 +335,17 @@ def neighbours_within(
     block: np.ndarray,
     kind: str = "flat",
     config: MatchConfig | None = None,
+    disjoint: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each query row's top-k target rows of its own block, as flat (query, neighbour) row pairs, itself and
-    empty slots left out. One ``kind`` index per block."""
+    empty slots left out. One ``kind`` index per block. ``disjoint``: no query is among the targets."""
     config = config or MatchConfig()
     qs, js = [], []
     for b in np.unique(block[queries]):
         qb, tb = queries[block[queries] == b], targets[block[targets] == b]
-        if len(tb) < 2:
+        if len(tb) < (1 if disjoint else 2):
             continue
-        kk = min(k + 1, len(tb))  # +1: an item may find itself
+        kk = min(k + (0 if disjoint else 1), len(tb))  # +1: an item may find itself
         if kind == "flat":
             found = exact_top_k(vectors[tb], vectors[qb], kk)
         else:
@@ -305,7 +359,12 @@ def neighbours_within(
 
 
 def incomplete_item_candidates(
-    model, catalogue: Catalogue, searchable: np.ndarray, k: int, exact_max_items: int = 20_000
+    model,
+    catalogue: Catalogue,
+    searchable: np.ndarray,
+    k: int,
+    exact_max_items: int = 20_000,
+    sources: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Extra candidates for the items missing one of the model's modalities: their exact top-k among all
     searchable items by the modalities they have (inner product of the normalised modalities, the missing
@@ -316,6 +375,8 @@ def incomplete_item_candidates(
     inner product, is what was trained to match them, so their partners can fall outside their top-k in
     the tower's space (measured on synthetic data: a third to a half of the pairs missing a picture). This
     pass costs one exact search per incomplete item (a few percent of a catalogue).
+
+    With ``sources`` (linking), among the other source's items.
 
     Returns:
         (left, right, n_incomplete) with left < right.
@@ -337,7 +398,16 @@ def incomplete_item_candidates(
         block = catalogue.categories["category2"].cat.codes.to_numpy()  # large: within each category
     else:
         block = np.zeros(len(catalogue), dtype=np.int64)
-    q, r = neighbours_within(vectors, queries, targets, k, block)
+    if sources is None:
+        q, r = neighbours_within(vectors, queries, targets, k, block)
+    else:  # each side's incomplete items among the other side's items: one block per (block, side) pair
+        found = [
+            neighbours_within(
+                vectors, queries[sources[queries] == side], targets[sources[targets] != side], k, block, disjoint=True
+            )
+            for side in (0, 1)
+        ]
+        q, r = np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
     return np.minimum(q, r), np.maximum(q, r), len(queries)
 
 

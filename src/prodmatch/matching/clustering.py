@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import squareform
 
@@ -32,22 +33,47 @@ class ClusterReport:
     items_in_multi_item_clusters: int = 0
     largest_cluster: int = 0
     sizes: dict = field(default_factory=dict)
+    # linking with one-to-one: the pairs the maximum-weight matching kept, and the components too large for
+    # an exact matching (over linkage_max items), matched greedily by score instead
+    one_to_one_pairs: int = 0
+    components_matched_greedily: int = 0
 
 
 SMALL_COMPONENT = 16  # components up to this size are re-clustered together (see average_linkage_cut)
+NEUTRAL_BELOW = 1e-9  # linking: a pair within one source counts as this far below the threshold
 
 
 def cluster_items(
-    n_items: int, left: np.ndarray, right: np.ndarray, score: np.ndarray, threshold: float, linkage_max: int = 5000
+    n_items: int,
+    left: np.ndarray,
+    right: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    linkage_max: int = 5000,
+    sources: np.ndarray | None = None,
+    one_to_one: bool = False,
 ) -> tuple[np.ndarray, ClusterReport]:
     """(N,) cluster label of every item (0..C-1), and counts. See the module docstring for the rule.
 
     A component larger than ``linkage_max`` (too big for a dense linkage) is first cut by raising the
     threshold inside it, step by step, until every piece fits; each piece is then re-clustered the same way.
+
+    ``sources``: (N,) the source of each item when linking two sources (``match --link``), whose pairs within
+    one source are never scored: the guard then averages over the pairs of two sources only (a pair within
+    one source counts as just below the threshold, so two groups join exactly when their pairs of two sources
+    match on average at the threshold). With ``one_to_one`` (clusters of at most one item of each source),
+    instead of the guard, a maximum-weight matching of each component's pairs (see
+    :func:`one_to_one_matching`).
     """
     report = ClusterReport(edges=int((score >= threshold).sum()))
     labels = np.arange(n_items, dtype=np.int64)  # every item alone until an edge joins it
-    _cluster_into(labels, np.arange(len(left)), left, right, score, threshold, linkage_max, report, top=True)
+    if one_to_one:
+        if sources is None:
+            raise ValueError("one-to-one clustering needs each item's source")
+        one_to_one_matching(labels, left, right, score, threshold, sources, linkage_max, report)
+    else:
+        pairs = np.arange(len(left))
+        _cluster_into(labels, pairs, left, right, score, threshold, linkage_max, report, top=True, sources=sources)
     _, labels = np.unique(labels, return_inverse=True)
     counts = np.bincount(labels)
     report.clusters = len(counts)
@@ -70,8 +96,10 @@ def _cluster_into(
     report: ClusterReport,
     *,
     top: bool = False,
+    sources: np.ndarray | None = None,
 ) -> None:
     """Label the items joined by ``pairs`` (indices into left/right/score) at ``threshold``, in place."""
+    neutral = threshold - NEUTRAL_BELOW  # a pair within one source, when linking (see cluster_items)
     kept = pairs[score[pairs] >= threshold]
     if len(kept) == 0:
         return
@@ -109,6 +137,9 @@ def _cluster_into(
             sim = np.zeros((len(cs), m, m))
             ia, ib = rank[left[inner]], rank[right[inner]]
             sim[batch, ia, ib] = sim[batch, ib, ia] = score[inner]
+            if sources is not None:
+                side = sources[members]
+                sim[side[:, :, None] == side[:, None, :]] = neutral
             first = average_linkage_cut(sim, threshold)
             labels[members] = np.take_along_axis(members, first, 1)
             report.components_relinked += len(cs)
@@ -122,12 +153,15 @@ def _cluster_into(
             if higher - threshold < 1e-6:
                 continue  # cannot cut further: keep it whole
             labels[members] = members  # undo, then cut at a higher threshold
-            _cluster_into(labels, inner, left, right, score, higher, linkage_max, report)
+            _cluster_into(labels, inner, left, right, score, higher, linkage_max, report, sources=sources)
             continue
         report.components_relinked += 1
         sim = np.zeros((len(members), len(members)))
         ia, ib = np.searchsorted(members, left[inner]), np.searchsorted(members, right[inner])
         sim[ia, ib] = sim[ib, ia] = score[inner]
+        if sources is not None:
+            side = sources[members]
+            sim[side[:, None] == side[None, :]] = neutral
         dist = 1.0 - sim
         np.fill_diagonal(dist, 0.0)
         tree = linkage(squareform(dist, checks=False), method="average")
@@ -173,3 +207,68 @@ def average_linkage_cut(sim: np.ndarray, threshold: float) -> np.ndarray:
         size[live, i] = ni + nj
         first[live] = np.where(first[live] == j[:, None], i[:, None], first[live])  # i < j: still the first
     return first
+
+
+def one_to_one_matching(
+    labels: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    sources: np.ndarray,
+    linkage_max: int,
+    report: ClusterReport,
+) -> None:
+    """Clusters of at most one item per source, in place in ``labels`` (each item its own label on entry):
+    inside every connected component of the pairs at or above the threshold, the matching of largest summed
+    score (the Hungarian algorithm, ``scipy.optimize.linear_sum_assignment``); each matched pair is a cluster,
+    every other item of the component stays alone. A component of more than ``linkage_max`` items (a dense
+    matrix too large) is matched greedily, best pair first, and counted.
+
+    Raises:
+        ValueError: on a pair of two items of one source (linking never scores one).
+    """
+    kept = np.flatnonzero(score >= threshold)
+    if len(kept) == 0:
+        return
+    a, b, w = left[kept], right[kept], score[kept]
+    if (sources[a] == sources[b]).any():
+        raise ValueError("one-to-one matching got a pair of two items of one source")
+    nodes, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
+    graph = sp.coo_matrix((np.ones(len(kept)), (inverse[: len(kept)], inverse[len(kept) :])), (len(nodes),) * 2)
+    _, comp = connected_components(graph, directed=False)
+    edge_comp = comp[inverse[: len(kept)]]
+    order = np.argsort(edge_comp, kind="stable")
+    a, b, w, edge_comp = a[order], b[order], w[order], edge_comp[order]
+    starts = np.flatnonzero(np.r_[True, edge_comp[1:] != edge_comp[:-1], True])
+    lone = np.diff(starts) == 1  # a component of one pair: that pair
+    first = starts[:-1]
+    pairs_a, pairs_b = [a[first[lone]]], [b[first[lone]]]
+    for s, e in zip(first[~lone], starts[1:][~lone], strict=True):
+        ca, cb, cw = a[s:e], b[s:e], w[s:e]
+        # rows: the component's items of the first pair's source side; columns: the other side's
+        on_left = sources[ca] == sources[ca[0]]
+        rows_items = np.unique(np.where(on_left, ca, cb))
+        cols_items = np.unique(np.where(on_left, cb, ca))
+        ri = np.searchsorted(rows_items, np.where(on_left, ca, cb))
+        ci = np.searchsorted(cols_items, np.where(on_left, cb, ca))
+        if len(rows_items) + len(cols_items) > linkage_max:
+            report.components_matched_greedily += 1
+            free_r, free_c = np.ones(len(rows_items), bool), np.ones(len(cols_items), bool)
+            for j in np.argsort(-cw, kind="stable"):
+                if free_r[ri[j]] and free_c[ci[j]]:
+                    free_r[ri[j]] = free_c[ci[j]] = False
+                    pairs_a.append(ca[j : j + 1])
+                    pairs_b.append(cb[j : j + 1])
+            continue
+        weight = np.zeros((len(rows_items), len(cols_items)))
+        edge = np.zeros(weight.shape, dtype=bool)
+        weight[ri, ci], edge[ri, ci] = cw, True
+        r, c = linear_sum_assignment(weight, maximize=True)
+        ok = edge[r, c]  # an assignment without a pair between them is no match
+        pairs_a.append(rows_items[r[ok]])
+        pairs_b.append(cols_items[c[ok]])
+    pa_, pb_ = np.concatenate(pairs_a), np.concatenate(pairs_b)
+    labels[np.maximum(pa_, pb_)] = np.minimum(pa_, pb_)
+    report.components = len(starts) - 1
+    report.one_to_one_pairs = len(pa_)

@@ -48,6 +48,8 @@ class MatchConfig:
         truth_column: a column of the data's parquet files that holds each item's true product (for example
             ``product_id``): quality is measured against it, over the items that have a value. None:
             ``truth.parquet``'s ``product_id`` where the data has that file (synthetic data).
+        one_to_one: linking two sources (``match --link``), clusters hold at most one item of each: a
+            maximum-weight matching of each component instead of the average-linkage guard.
     """
 
     k: int = 20
@@ -67,6 +69,7 @@ class MatchConfig:
     rescore: str | None = None
     rescore_band: float = 0.2
     truth_column: str | None = None
+    one_to_one: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= MAX_K:

@@ -7,11 +7,11 @@ import time
 from dataclasses import asdict
 
 import numpy as np
-import pandas as pd
 
 from prodmatch.catalogue import NORM_EPS
 from prodmatch.errors import ConfigError
 from prodmatch.evidence import count_none, describe, gate
+from prodmatch.matching import link
 from prodmatch.matching.candidates import (
     _recall_probe,
     all_candidates,
@@ -29,7 +29,7 @@ from prodmatch.matching.config import (
     _staged_output,
     timed,
 )
-from prodmatch.matching.output import matches_frame, split_report
+from prodmatch.matching.output import clusters_frame, matches_frame, split_report
 from prodmatch.matching.quality import oracle_quality, read_truth, recall_at_ks, truth_quality, truth_source
 from prodmatch.matching.scoring import calibrate_candidates, rescore_uncertain
 
@@ -45,6 +45,7 @@ def match_local(
     overwrite: bool = False,
     progress=None,
     labelled_sample=None,
+    link_with=None,
 ) -> dict:
     """Find every group of listings that are one product in ``data_dir``; write matches, clusters, summary.
 
@@ -62,6 +63,8 @@ def match_local(
         progress: ``progress(stage, total)`` returning a callable that advances by n, or None.
         labelled_sample: a pairs file (variantid1, variantid2, target) labelling a random sample of the
             candidate pairs, to calibrate on (see :func:`calibrate_candidates`).
+        link_with: a second data directory to link ``data_dir`` with (see :mod:`prodmatch.matching.link`):
+            only pairs of one item of each are candidates, and the outputs carry each item's ``source``.
 
     Returns:
         The summary dict (also in summary.json).
@@ -80,8 +83,17 @@ def match_local(
     staging = _staged_output(out_dir, overwrite, SUMMARY_FILE)  # checks out_dir now, before any work
     stages: dict[str, dict] = {}
     t_start = time.perf_counter()
+    if config.one_to_one and link_with is None:
+        raise ConfigError("--one-to-one applies to linking two sources: give them as --link LEFT RIGHT")
     with timed(stages, "load"):
-        model, cat = _model_and_catalogue(run_dir, data_dir, None, text=config.token_k > 0, job="catalogue")
+        if link_with is None:
+            model, cat = _model_and_catalogue(run_dir, data_dir, None, text=config.token_k > 0, job="catalogue")
+            sources = None
+        else:
+            from prodmatch.models import load_model
+
+            model = load_model(run_dir).for_job("catalogue")
+            cat, sources = link.read_linked(model, data_dir, link_with, text=config.token_k > 0)
     threshold = model.threshold if config.threshold is None else config.threshold
     n = len(cat)
 
@@ -108,9 +120,16 @@ def match_local(
                 n,
                 NORM_EPS,
             )
-        truth = truth_source(data_dir, config.truth_column, model.data_config().id_column)
-        probe = _recall_probe(searchable) if truth is not None else None
-        left, right, search_facts = all_candidates(model, cat, vectors, config, groups, advance, searchable, probe)
+        id_column = model.data_config().id_column
+        if sources is None:
+            truth = truth_source(data_dir, config.truth_column, id_column)
+        else:
+            linked = link.linked_truth(data_dir, link_with, config.truth_column, cat.ids.to_numpy(), id_column)
+            truth = None if linked is None else linked[1]
+        probe = _recall_probe(searchable) if truth is not None and sources is None else None
+        left, right, search_facts = all_candidates(
+            model, cat, vectors, config, groups, advance, searchable, probe, sources
+        )
     log.info("%d candidate pairs from %d items (k=%d, %s)", len(left), n, config.k, ", ".join(search_facts["index"]))
 
     # The pairs calibration is fitted on: within either item's top CALIBRATION_K of the search. Where k is
@@ -168,16 +187,33 @@ def match_local(
         done = whole("clustering")
         # a pair without evidence is no edge, whatever the threshold (even --threshold 0)
         ev = evidence != 0
-        labels, cluster_report = cluster_items(n, left[ev], right[ev], score[ev], threshold, config.linkage_max)
+        labels, cluster_report = cluster_items(
+            n, left[ev], right[ev], score[ev], threshold, config.linkage_max, sources, config.one_to_one
+        )
         done(1)
 
     quality: dict = {}
     if truth is not None:
         with timed(stages, "quality"):
             done = whole("quality")
-            product = read_truth(*truth, ids, model.data_config().id_column)
-            quality = truth_quality(product, truth, config.k, left, right, score, evidence, threshold, labels)
-            if "pairwise_f1" in quality and quality["truth"]["items_with_truth"] == n:
+            product = read_truth(*truth, ids, id_column) if sources is None else linked[0]
+            quality = truth_quality(product, truth, config.k, left, right, score, evidence, threshold, labels, sources)
+            if "pairwise_f1" in quality and quality["truth"]["items_with_truth"] == n and sources is not None:
+                oracle = link.linked_oracle(data_dir, link_with, ids)
+                if oracle is not None:
+                    quality |= oracle_quality(
+                        oracle,
+                        ids,
+                        product,
+                        left,
+                        right,
+                        score,
+                        np.arange(0),
+                        config.linkage_max,
+                        sources=sources,
+                        one_to_one=config.one_to_one,
+                    )
+            elif "pairwise_f1" in quality and quality["truth"]["items_with_truth"] == n:
                 if search_facts["index"] == ["hnsw"] and search_facts["index_object"] is not None:
                     # the index holds the searchable items only, in row order
                     index_vectors = vectors[searchable]
@@ -194,14 +230,15 @@ def match_local(
     with timed(stages, "writing"), staging as tmp:
         kept = (score >= threshold) & (evidence != 0)
         words = describe(evidence[kept], model.evidence_names())
-        matches = matches_frame(ids, left[kept], right[kept], score[kept], words, labels)
+        matches = matches_frame(ids, left[kept], right[kept], score[kept], words, labels, sources)
         write_parquet(matches, tmp / MATCHES_FILE)
-        write_parquet(pd.DataFrame({"variantid": ids, "cluster_id": labels}), tmp / CLUSTERS_FILE)
+        write_parquet(clusters_frame(ids, labels, sources), tmp / CLUSTERS_FILE)
         summary = {
             "model": model.name,
             "run_dir": str(run_dir),
             "data": str(data_dir),
             "items": n,
+            **({} if sources is None else {"link": link.link_facts(data_dir, link_with, sources, config.one_to_one)}),
             "engine": {"name": "local"},
             "parameters": {**config.to_dict(), "threshold": threshold},
             "item_vectors": vector_kind,
@@ -212,7 +249,7 @@ def match_local(
             "scorer": model.describe_job(),
             "calibration": calibration,
             "cascade": cascade,
-            "clustering": asdict(cluster_report) | split_report(matches),
+            "clustering": asdict(cluster_report) | split_report(matches, config.one_to_one),
             "quality": quality,
             "stages": stages,
             "seconds": round(time.perf_counter() - t_start, 3),

@@ -12,6 +12,12 @@ GUARD_REASON = (
     "average at the threshold (unscored pairs count as 0), so a match between two groups that do not stays apart"
 )
 
+ONE_TO_ONE_REASON = (
+    "one-to-one: each component's matches are reduced to the matching of largest summed score, at most one item "
+    "of each source per cluster, so a match that would give an item a second partner stays apart"
+)
+SOURCE_NAMES = ("left", "right")  # linking: the source column's values for LEFT's and RIGHT's items
+
 
 def matches_frame(
     ids: np.ndarray,
@@ -20,10 +26,12 @@ def matches_frame(
     score: np.ndarray,
     evidence: np.ndarray,
     cluster: np.ndarray,
+    sources: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """matches.parquet's rows for the matched pairs (``left``, ``right``: rows of ``ids`` and of ``cluster``,
     each row's cluster in clusters.parquet): each pair once with ``variantid1 < variantid2``, sorted by the
-    two ids, with ``same_cluster``: whether both items are in one cluster."""
+    two ids, with ``same_cluster``: whether both items are in one cluster. Linking (``sources``: each row's
+    source, 0 or 1), ``source1`` and ``source2`` name the source of each (:data:`SOURCE_NAMES`)."""
     ids1, ids2 = ids[left], ids[right]
     swap = ids2 < ids1
     frame = pd.DataFrame(
@@ -35,12 +43,27 @@ def matches_frame(
             "same_cluster": cluster[left] == cluster[right],
         }
     )
+    if sources is not None:
+        names = np.array(SOURCE_NAMES, dtype=object)
+        frame["source1"] = names[np.where(swap, sources[right], sources[left])]
+        frame["source2"] = names[np.where(swap, sources[left], sources[right])]
     return frame.sort_values(["variantid1", "variantid2"], kind="stable", ignore_index=True)
 
 
-def split_report(split: int | pd.DataFrame) -> dict:
+def clusters_frame(ids: np.ndarray, cluster: np.ndarray, sources: np.ndarray | None = None) -> pd.DataFrame:
+    """clusters.parquet: every item's cluster (and, linking, its ``source``)."""
+    frame = pd.DataFrame({"variantid": ids, "cluster_id": cluster})
+    if sources is not None:
+        frame["source"] = np.array(SOURCE_NAMES, dtype=object)[sources]
+    return frame
+
+
+def split_report(split: int | pd.DataFrame, one_to_one: bool = False) -> dict:
     """summary.json's count of the matches the clusters keep apart (given, or counted in a matches frame), and
     why."""
     if isinstance(split, pd.DataFrame):
         split = int((~split["same_cluster"]).sum())
-    return {"matches_in_different_clusters": split, "reason": GUARD_REASON if split else None}
+    return {
+        "matches_in_different_clusters": split,
+        "reason": (ONE_TO_ONE_REASON if one_to_one else GUARD_REASON) if split else None,
+    }

@@ -64,26 +64,44 @@ def read_truth(path: Path, column: str, ids: np.ndarray, id_column: str = "varia
     return np.where(pd.isna(product), None, product)
 
 
-def pairs_of_groups(labels: np.ndarray) -> int:
-    counts = np.bincount(labels)
-    return int((counts * (counts - 1) // 2).sum())
+def pairs_of_groups(labels: np.ndarray, sources: np.ndarray | None = None) -> int:
+    """Pairs of items that share a label; with ``sources`` ((N,) source of each item), only the pairs of two
+    sources (linking: the pairs within one source are not asked for)."""
+    if sources is None:
+        counts = np.bincount(labels)
+        return int((counts * (counts - 1) // 2).sum())
+    counts = np.bincount(labels).astype(np.int64)
+    by_source = pd.DataFrame({"g": labels, "s": sources}).value_counts().to_numpy().astype(np.int64)
+    return int(((counts**2).sum() - (by_source**2).sum()) // 2)
 
 
-def candidate_recall(left: np.ndarray, right: np.ndarray, product: np.ndarray) -> float | None:
-    """Share of the true same-product pairs that are among the candidates."""
+def candidate_recall(
+    left: np.ndarray, right: np.ndarray, product: np.ndarray, sources: np.ndarray | None = None
+) -> float | None:
+    """Share of the true same-product pairs (of two sources, with ``sources``) that are among the candidates."""
     _, prod = np.unique(product, return_inverse=True)
-    true_pairs = pairs_of_groups(prod)
+    true_pairs = pairs_of_groups(prod, sources)
     if true_pairs == 0:
         return None
-    return float((prod[left] == prod[right]).sum() / true_pairs)
+    same = prod[left] == prod[right]
+    if sources is not None:
+        same &= sources[left] != sources[right]
+    return float(same.sum() / true_pairs)
 
 
-def cluster_quality(labels: np.ndarray, product: np.ndarray) -> dict[str, float]:
-    """Pairwise precision, recall and F1 of the clusters against true products, and B-cubed precision and recall."""
+def cluster_quality(labels: np.ndarray, product: np.ndarray, sources: np.ndarray | None = None) -> dict[str, float]:
+    """Pairwise precision, recall and F1 of the clusters against true products, and B-cubed precision and recall.
+
+    With ``sources`` (linking two sources), the pairwise figures count the pairs of two sources only; B-cubed
+    is over every item either way."""
     _, prod = np.unique(product, return_inverse=True)
-    both = pd.DataFrame({"c": labels, "p": prod}).value_counts().to_numpy()  # sizes of cluster ∩ product
-    tp = float((both * (both - 1) / 2).sum())
-    predicted, true = pairs_of_groups(labels), pairs_of_groups(prod)
+    if sources is None:
+        both = pd.DataFrame({"c": labels, "p": prod}).value_counts().to_numpy()  # sizes of cluster ∩ product
+        tp = float((both * (both - 1) / 2).sum())
+    else:
+        _, both = np.unique(labels.astype(np.int64) * (int(prod.max(initial=0)) + 1) + prod, return_inverse=True)
+        tp = float(pairs_of_groups(both, sources))
+    predicted, true = pairs_of_groups(labels, sources), pairs_of_groups(prod, sources)
     precision = tp / predicted if predicted else 1.0
     recall = tp / true if true else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -110,11 +128,13 @@ def truth_quality(
     evidence: np.ndarray,
     threshold: float,
     labels: np.ndarray,
+    sources: np.ndarray | None = None,
 ) -> dict:
     """The match against the items' true products (``product``, None where an item has none; read from
     ``truth``, (file, column)), over the items that have one: candidate recall, the clusters' pairwise and
     B-cubed quality, and the matches' precision and recall among the candidates, with the pairs that hold an
-    item without a product left out. ``truth`` says where the products came from and how many items had one."""
+    item without a product left out. ``truth`` says where the products came from and how many items had one.
+    ``sources``: linking two sources (see :func:`cluster_quality`)."""
     path, column = truth
     covered = pd.notna(product)
     facts = {"file": path.name, "column": column, "items_with_truth": int(covered.sum()), "items": len(product)}
@@ -138,8 +158,8 @@ def truth_quality(
     kept = (score >= threshold) & (evidence != 0) & covered[left] & covered[right]
     return {
         "truth": facts,
-        f"candidate_recall_at_{k}": candidate_recall(left, right, codes),
-        **cluster_quality(labels[covered], codes[covered]),
+        f"candidate_recall_at_{k}": candidate_recall(left, right, codes, sources),
+        **cluster_quality(labels[covered], codes[covered], None if sources is None else sources[covered]),
         "match_precision": float(same[kept].mean()) if kept.any() else None,
         "match_recall_among_candidates": float(same[kept].sum() / same.sum()) if same.any() else None,
     }
@@ -176,12 +196,15 @@ def best_threshold_f1(
     product: np.ndarray,
     grid: tuple[float, ...] = THRESHOLD_GRID,
     linkage_max: int = 5000,
+    sources: np.ndarray | None = None,
+    one_to_one: bool = False,
 ) -> tuple[float, float]:
-    """(threshold, pairwise F1) of the best of ``grid`` when the scores are clustered by :func:`cluster_items`."""
+    """(threshold, pairwise F1) of the best of ``grid`` when the scores are clustered by :func:`cluster_items`
+    (linking two ``sources``: their pairs only, and with ``one_to_one`` as ``match --one-to-one`` clusters)."""
     best = (float("nan"), -1.0)
     for t in grid:
-        labels, _ = cluster_items(n_items, left, right, score, t, linkage_max)
-        f1 = cluster_quality(labels, product)["pairwise_f1"]
+        labels, _ = cluster_items(n_items, left, right, score, t, linkage_max, sources, one_to_one)
+        f1 = cluster_quality(labels, product, sources)["pairwise_f1"]
         if f1 > best[1]:
             best = (float(t), f1)
     return best
@@ -197,6 +220,8 @@ def oracle_quality(
     queries: np.ndarray,
     linkage_max: int = 5000,
     max_grid_pairs: int = 5_000_000,
+    sources: np.ndarray | None = None,
+    one_to_one: bool = False,
 ) -> dict:
     """The model's catalogue figures next to the Bayes oracle's on the same catalogue (synthetic data only).
 
@@ -207,6 +232,9 @@ def oracle_quality(
     - ``best_threshold_f1`` / ``oracle_cluster_f1``: pairwise F1 of clustering the candidates with the same
       rule, at the best threshold of a grid, for the model's scores and the oracle's posterior (with the
       catalogue's prior of pair kinds).
+
+    Linking two ``sources``: the pairs of two sources only, and no ``oracle_recall_at_k`` (the oracle ranks a
+    whole category, both sources together).
     """
     from sklearn.metrics import average_precision_score
 
@@ -219,14 +247,17 @@ def oracle_quality(
     if same.any() and not same.all():
         out["candidate_ap"] = float(average_precision_score(same, score))
         out["oracle_candidate_ap"] = float(average_precision_score(same, oracle_p))
-    top = oracle.top_k(orow[queries], max(RECALL_KS))
-    out["oracle_recall_at_k"] = recall_at_ks(np.where(top >= 0, inverse[np.maximum(top, 0)], -1), queries, product)
+    if sources is None:
+        top = oracle.top_k(orow[queries], max(RECALL_KS))
+        ranked = np.where(top >= 0, inverse[np.maximum(top, 0)], -1)
+        out["oracle_recall_at_k"] = recall_at_ks(ranked, queries, product)
     n = len(ids)
     if len(left) > max_grid_pairs:
         log.info("%d candidate pairs: the threshold grids of best F1 are left out (over %d)", len(left), max_grid_pairs)
         return out
-    t, f1 = best_threshold_f1(n, left, right, score, product, linkage_max=linkage_max)
+    grid = {"linkage_max": linkage_max, "sources": sources, "one_to_one": one_to_one}
+    t, f1 = best_threshold_f1(n, left, right, score, product, **grid)
     out["best_threshold"], out["best_threshold_f1"] = t, f1
-    t, f1 = best_threshold_f1(n, left, right, oracle_p, product, linkage_max=linkage_max)
+    t, f1 = best_threshold_f1(n, left, right, oracle_p, product, **grid)
     out["oracle_threshold"], out["oracle_cluster_f1"] = t, f1
     return out
