@@ -25,8 +25,28 @@ PANEL = "Match a catalogue"  # the group of commands in --help
 @app.command(rich_help_panel=PANEL)
 def match(
     run_dir: RunDir,
-    data: Annotated[str, typer.Option("--data", "-d", help="The catalogue to match (E-CUP layout).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory.")],
+    data: Annotated[
+        str | None, typer.Option("--data", "-d", help="The catalogue to match (E-CUP layout); or give --link.")
+    ] = None,
+    link: Annotated[
+        tuple[str, str] | None,
+        typer.Option(
+            "--link",
+            metavar="LEFT RIGHT",
+            help="Link two sources instead (a supplier's feed and the catalogue, each in E-CUP layout, ids unique "
+            "across both): only pairs of one item of each are candidates; the outputs add source1/source2 to "
+            "matches.parquet and source (left, right) to clusters.parquet.",
+        ),
+    ] = None,
+    one_to_one: Annotated[
+        bool,
+        typer.Option(
+            "--one-to-one",
+            help="With --link: each cluster holds at most one item of each source (a maximum-weight matching of "
+            "each component), for sources without duplicates of their own.",
+        ),
+    ] = False,
     k: Annotated[int, typer.Option(help="Nearest neighbours searched per item.")] = 20,
     threshold: Annotated[
         float | None, typer.Option(help="Match probability threshold; default: the model's saved one.")
@@ -143,6 +163,9 @@ def match(
     Probabilities are re-calibrated for the candidates (--calibrate): the model's are calibrated on its
     labelled pairs, where matches are far more common than among an item's nearest neighbours. On
     synthetic data the summary sets every figure against the Bayes oracle's on the same catalogue.
+
+    --link LEFT RIGHT links two sources instead of one catalogue (Splink's link_only): every item's
+    neighbours are the other source's, and quality counts the pairs of two sources only.
     """
     from prodmatch.errors import ConfigError
     from prodmatch.matching import ENGINES, MatchConfig, match_catalogue, match_new_items
@@ -159,7 +182,14 @@ def match(
             rescore=str(rescore) if rescore is not None else None,
             rescore_band=rescore_band,
             truth_column=truth_column,
+            one_to_one=one_to_one,
         )
+        if (data is None) == (link is None):
+            raise ConfigError(
+                "give the catalogue as --data DIR, or two sources to link as --link LEFT RIGHT (one of the two)"
+            )
+        if one_to_one and link is None:
+            raise ConfigError("--one-to-one applies to linking two sources: give them as --link LEFT RIGHT")
         if engine not in ENGINES:
             raise ConfigError(f"--engine must be one of {list(ENGINES)}, got {engine!r}")
         spark_args: dict = {}
@@ -181,6 +211,8 @@ def match(
                 "--master, --spark-conf, --partitions, --cells, --checkpoint-dir and --part-files need --engine spark"
             )
         if new is not None or index_dir is not None or clusters is not None:
+            if link is not None:
+                raise ConfigError("--link matches two whole sources; incremental matching (--new) takes --data")
             if new is None or index_dir is None or clusters is None:
                 raise ConfigError("incremental matching needs --new, --index-dir and --clusters together")
             if rescore is not None:
@@ -204,16 +236,23 @@ def match(
         with stage_bars(progress) as stage:
             summary = match_catalogue(
                 run_dir,
-                data,
+                data if link is None else link[0],
                 out,
                 cfg,
+                link_with=None if link is None else link[1],
                 engine=engine,
                 overwrite=overwrite,
                 progress=stage,
                 labelled_sample=labelled_sample,
                 **spark_args,
             )
-        table = Table(title=f"{summary['items']:,} items -> {summary['clustering']['clusters']:,} clusters")
+        linked = summary.get("link")
+        what = (
+            f"{linked['items']['left']:,} + {linked['items']['right']:,} items linked"
+            if linked
+            else f"{summary['items']:,} items"
+        )
+        table = Table(title=f"{what} -> {summary['clustering']['clusters']:,} clusters")
         table.add_column("stage")
         table.add_column("seconds", justify="right")
         table.add_column("peak memory MB", justify="right")
