@@ -352,3 +352,39 @@ def test_spark_engine_blocks_by_category_as_the_local_engine_does(spark, synth_d
     )
     b = _pairs(tmp_path / "spark" / "matches.parquet")
     assert (category.loc[b["a"]].to_numpy() == category.loc[b["b"]].to_numpy()).all()  # never across categories
+
+
+@pytest.mark.parametrize("one_to_one", [False, True], ids=["many", "one-to-one"])
+def test_spark_links_two_sources_as_the_local_engine_does(spark, synth_dir, gbdt_run, tmp_path, one_to_one):
+    from prodmatch.matching import link_sources
+    from prodmatch.synth import split_sources
+
+    left_dir, right_dir = tmp_path / "left", tmp_path / "right"
+    split_sources(synth_dir, left_dir, right_dir, one_per_product=one_to_one, seed=1)
+    # the shared rare values too (many-to-many): pairs of two sources only there as well
+    config = MatchConfig(k=10, token_k=10 if not one_to_one else 0, one_to_one=one_to_one)
+    local = link_sources(gbdt_run, left_dir, right_dir, tmp_path / "local", config)
+    remote = link_sources(gbdt_run, left_dir, right_dir, tmp_path / "spark", config, engine="spark", spark=spark)
+    assert remote["link"] == local["link"] and remote["search"]["linked_sources"] == 2
+    for name in ("matches.parquet", "clusters.parquet"):
+        a, b = pd.read_parquet(tmp_path / "local" / name), pd.read_parquet(tmp_path / "spark" / name)
+        assert list(a.columns) == list(b.columns) and a.dtypes.to_dict() == b.dtypes.to_dict(), name
+    matches = pd.read_parquet(tmp_path / "spark" / "matches.parquet")
+    clusters = pd.read_parquet(tmp_path / "spark" / "clusters.parquet")
+    assert len(matches) > 50 and (matches["source1"] != matches["source2"]).all()
+    side = clusters.set_index("variantid")["source"]
+    assert (side.reindex(matches["variantid1"]).to_numpy() == matches["source1"].to_numpy()).all()
+    assert (clusters["source"] == "left").sum() == local["link"]["items"]["left"]
+    if one_to_one:
+        assert clusters.groupby(["cluster_id", "source"]).size().max() == 1
+        assert remote["clustering"]["one_to_one_pairs"] == pytest.approx(
+            local["clustering"]["one_to_one_pairs"], rel=5e-3, abs=2
+        )
+    assert abs(remote["candidates"] - local["candidates"]) <= max(2, 5e-4 * local["candidates"])
+    assert remote["parameters"]["threshold"] == pytest.approx(local["parameters"]["threshold"], abs=1e-3)
+    a, b = _pairs(tmp_path / "local" / "matches.parquet"), _pairs(tmp_path / "spark" / "matches.parquet")
+    assert len(a.merge(b, on=["a", "b"])) >= len(a) - max(2, 2e-3 * len(a))
+    ca = pd.read_parquet(tmp_path / "local" / "clusters.parquet").set_index("variantid")["cluster_id"]
+    assert _partition_agreement(ca, clusters.set_index("variantid")["cluster_id"]) >= 0.998
+    for key in ("pairwise_f1", "bcubed_precision", "bcubed_recall", "candidate_recall_at_10"):
+        assert remote["quality"][key] == pytest.approx(local["quality"][key], abs=2e-3), key

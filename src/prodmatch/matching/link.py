@@ -22,11 +22,13 @@ from prodmatch.matching.output import SOURCE_NAMES
 log = logging.getLogger(__name__)
 
 
-def check_disjoint_ids(shared, left_dir, right_dir) -> None:
-    """DataError naming a few ids that both sources hold: a linked item is known by its id alone."""
-    if len(shared):
+def check_disjoint_ids(shared, left_dir, right_dir, count: int | None = None) -> None:
+    """DataError naming a few ids that both sources hold (``shared``: some or all of them; ``count``: how many
+    there are, if not ``len(shared)``): a linked item is known by its id alone."""
+    count = len(shared) if count is None else count
+    if count:
         raise DataError(
-            f"{len(shared):,} ids are in both {left_dir} and {right_dir}, e.g. {list(shared[:5])}: linking needs "
+            f"{count:,} ids are in both {left_dir} and {right_dir}, e.g. {list(shared[:5])}: linking needs "
             "ids unique across the two sources; offset or prefix one source's ids (string ids may be any text)"
         )
 
@@ -89,11 +91,12 @@ def linked_oracle(left_dir, right_dir, ids: np.ndarray):
     return oracle
 
 
-def link_facts(left_dir, right_dir, sources: np.ndarray, one_to_one: bool) -> dict:
-    """summary.json's ``link``: which directory is which source, their sizes, and the clustering rule."""
+def link_facts(left_dir, right_dir, items: tuple[int, int], one_to_one: bool) -> dict:
+    """summary.json's ``link``: which directory is which source, their sizes (``items``: left's, right's),
+    and the clustering rule."""
     return {
         "left": str(left_dir),
         "right": str(right_dir),
-        "items": {SOURCE_NAMES[0]: int((sources == 0).sum()), SOURCE_NAMES[1]: int((sources == 1).sum())},
+        "items": {SOURCE_NAMES[0]: int(items[0]), SOURCE_NAMES[1]: int(items[1])},
         "one_to_one": one_to_one,
     }

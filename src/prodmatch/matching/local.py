@@ -238,7 +238,13 @@ def match_local(
             "run_dir": str(run_dir),
             "data": str(data_dir),
             "items": n,
-            **({} if sources is None else {"link": link.link_facts(data_dir, link_with, sources, config.one_to_one)}),
+            **(
+                {}
+                if sources is None
+                else {
+                    "link": link.link_facts(data_dir, link_with, np.bincount(sources, minlength=2), config.one_to_one)
+                }
+            ),
             "engine": {"name": "local"},
             "parameters": {**config.to_dict(), "threshold": threshold},
             "item_vectors": vector_kind,

@@ -57,7 +57,7 @@ from prodmatch.matching.candidates import vector_kind
 from prodmatch.matching.clustering import ClusterReport, cluster_items
 from prodmatch.matching.config import CALIBRATION_K, CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, MatchConfig
 from prodmatch.matching.incremental import MATES_MAX_CLUSTER, full_match_calibration
-from prodmatch.matching.output import split_report
+from prodmatch.matching.output import SOURCE_NAMES, split_report
 from prodmatch.matching.quality import first_with_column
 
 __all__ = [
@@ -418,9 +418,13 @@ def _score_fn(bundle, layout, id_column, data_config, shipped):
     return run
 
 
-def _guard_fn(threshold: float, linkage_max: int):
+GUARD_COUNTS = ("components", "relinked", "split", "too_large", "one_to_one_pairs", "matched_greedily")
+
+
+def _guard_fn(threshold: float, linkage_max: int, linking: bool = False, one_to_one: bool = False):
     """applyInArrow per group of whole components: the local engine's clustering of their scored pairs ->
-    (id, rep, and the group's ClusterReport counts on its first row)."""
+    (id, rep, and the group's ClusterReport counts on its first row). ``linking``: the pairs carry each
+    item's source (``s1``, ``s2``), and the clusters are the local engine's for two sources."""
 
     def run(table: pa.Table) -> pa.Table:
         id1 = table["id1"].to_numpy(zero_copy_only=False)
@@ -428,25 +432,23 @@ def _guard_fn(threshold: float, linkage_max: int):
         ids, inverse = np.unique(np.concatenate([id1, id2]), return_inverse=True)
         left, right = inverse[: len(id1)], inverse[len(id1) :]
         score = table["score"].to_numpy(zero_copy_only=False).astype(np.float64)
-        labels, report = cluster_items(len(ids), left, right, score, threshold, linkage_max)
+        sources = None
+        if linking:
+            sources = np.zeros(len(ids), dtype=np.int8)
+            sources[left] = table["s1"].to_numpy(zero_copy_only=False)
+            sources[right] = table["s2"].to_numpy(zero_copy_only=False)
+        labels, report = cluster_items(len(ids), left, right, score, threshold, linkage_max, sources, one_to_one)
         rep = pd.Series(ids).groupby(labels).transform("min").to_numpy()  # a cluster's smallest id names it
-        counts = np.zeros((4, len(ids)), dtype=np.int64)
+        counts = np.zeros((len(GUARD_COUNTS), len(ids)), dtype=np.int64)
         counts[:, 0] = [
             report.components,
             report.components_relinked,
             report.components_split,
             report.components_too_large,
+            report.one_to_one_pairs,
+            report.components_matched_greedily,
         ]
-        return pa.table(
-            {
-                "id": _ids_array(ids),
-                "rep": _ids_array(rep),
-                "components": counts[0],
-                "relinked": counts[1],
-                "split": counts[2],
-                "too_large": counts[3],
-            }
-        )
+        return pa.table({"id": _ids_array(ids), "rep": _ids_array(rep), **dict(zip(GUARD_COUNTS, counts, strict=True))})
 
     return run
 
@@ -735,14 +737,17 @@ def _exact_top_fn(queries: np.ndarray, blocks: np.ndarray, k: int):
 TIE_TOLERANCE = 1e-5
 
 
-def _recall_vs_exact(spark, rows, top, k: int, sample: int = 2000, seed: int = 0) -> float | None:
+def _recall_vs_exact(spark, rows, top, k: int, sample: int = 2000, seed: int = 0, queries=None) -> float | None:
     """The share of the exact top-k neighbours (same block, itself left out) of a random sample of items that
-    the IVF search returned, up to ties at the k-th place: the sample's vectors (at most ``sample``) are the driver's only load."""
+    the IVF search returned, up to ties at the k-th place: the sample's vectors (at most ``sample``) are the
+    driver's only load. ``queries``: the rows the sample is drawn from, where they are not ``rows`` (linking:
+    each item queries with the other source's block)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    n = rows.count()
-    picked = rows.sample(fraction=min(1.0, 2 * sample / max(n, 1)), seed=seed).limit(sample).collect()
+    queries = rows if queries is None else queries
+    n = queries.count()
+    picked = queries.sample(fraction=min(1.0, 2 * sample / max(n, 1)), seed=seed).limit(sample).collect()
     if not picked:
         return None
     ids = [r["id"] for r in picked]
@@ -840,12 +845,18 @@ def _matches_table(kept, clusters, model):
         _evidence_words(kept, model),
     )
     out = out.join(side("variantid1", "c1"), "variantid1", "left").join(side("variantid2", "c2"), "variantid2", "left")
+    linked = []
+    if "source" in clusters.columns:  # linking: each item's source, as the local engine writes it
+        for name, alias in (("variantid1", "source1"), ("variantid2", "source2")):
+            out = out.join(clusters.select(F.col("variantid").alias(name), F.col("source").alias(alias)), name, "left")
+            linked.append(alias)
     return out.select(
         "variantid1",
         "variantid2",
         "score",
         "evidence",
         F.coalesce(F.col("c1") == F.col("c2"), F.lit(False)).alias("same_cluster"),
+        *linked,
     ).orderBy("variantid1", "variantid2")
 
 
@@ -1085,6 +1096,54 @@ def _items_of(job: _Job, data_dir: str, tag: str):
     return _materialise(job.spark, items.repartition(job.partitions), _join(job.work, tag)), layout, id_type
 
 
+def _linked_items(job: _Job, left_dir: str, right_dir: str):
+    """Linking: LEFT's items (``job.items``) and RIGHT's as one items table, and (id, source) of every item
+    (0: left, 1: right), each written once. Both are read with the model's data settings; the columns are
+    the ones both sources have (side data only one has is left out, with a warning, as the local engine's
+    :meth:`prodmatch.catalogue.Catalogue.concat` does), named in ``job.layout`` as LEFT's files name them.
+
+    Raises:
+        DataError: ids of different types, an embedding only one source has, or ids in both sources.
+    """
+    from pyspark.sql import functions as F
+
+    from prodmatch.io import TEXT_FILE
+    from prodmatch.matching.link import check_disjoint_ids
+
+    id_col = job.data_config.id_column
+    right, right_layout, right_id_type = _items_of(job, right_dir, "items_right")
+    if right_id_type != job.id_type:
+        raise DataError(
+            f"{left_dir} has {job.id_type} ids and {right_dir} has {right_id_type} ids: linking needs one id type "
+            "(write both sources' ids as integers, or both as strings)"
+        )
+    left_columns = {c for cols in job.layout.values() for c in cols}
+    right_columns = {c for cols in right_layout.values() for c in cols}
+    for has, lacks, only in (
+        (left_dir, right_dir, left_columns - right_columns),
+        (right_dir, left_dir, right_columns - left_columns),
+    ):
+        embeddings = sorted(only & {name for name, _ in job.model.modalities_})
+        if embeddings:  # the reader already asks each source for the model's embeddings: a second guard
+            raise DataError(f"{has} has the embeddings {embeddings} and {lacks} has none: linking needs both")
+        if only:
+            log.warning("%s has %s and %s has none: linking does without them", has, sorted(only), lacks)
+    shared = left_columns & right_columns
+    layout = {name: [c for c in cols if c in shared] for name, cols in job.layout.items()}
+    layout = {name: cols for name, cols in layout.items() if cols or name == TEXT_FILE}
+    kept = [id_col, *(c for cols in layout.values() for c in cols)]
+    both = job.items.select(id_col).join(right.select(id_col), id_col)
+    count = both.count()
+    check_disjoint_ids([r[id_col] for r in both.limit(5).collect()], left_dir, right_dir, count=count)
+    items = job.items.select(*kept).unionByName(right.select(*kept))
+    side_of = job.items.select(F.col(id_col).alias("id"), F.lit(0).cast("tinyint").alias("source")).unionByName(
+        right.select(F.col(id_col).alias("id"), F.lit(1).cast("tinyint").alias("source"))
+    )
+    job.layout = layout
+    items = _materialise(job.spark, items.repartition(job.partitions), _join(job.work, "items_linked"))
+    return items, _materialise(job.spark, side_of, _join(job.work, "sources"))
+
+
 def _vectors_of(job: _Job, items, tag: str, *, tokens: bool = False, modality_vectors: bool = False):
     """(id, vec, searchable, category[, tokens][, mvec, complete]) of every item, written once; and counts."""
     from pyspark.sql import functions as F
@@ -1140,9 +1199,11 @@ def _score(job: _Job, pairs, part_of, items, tag: str):
     return scored, shipped.value
 
 
-def _cluster(job: _Job, scored, threshold: float, linkage_max: int, checkpoint_every: int):
+def _cluster(
+    job: _Job, scored, threshold: float, linkage_max: int, checkpoint_every: int, side_of=None, one_to_one=False
+):
     """(id, rep, report counts) of every item in a component, by the local engine's guard, and the rounds
-    connected components took."""
+    connected components took. ``side_of``: (id, source) of every item, when linking two sources."""
     from pyspark.sql import functions as F
 
     scored = scored.where(F.col("evidence") != 0)  # a pair without evidence is no edge, whatever the threshold
@@ -1152,12 +1213,17 @@ def _cluster(job: _Job, scored, threshold: float, linkage_max: int, checkpoint_e
     comp2 = labels.withColumnRenamed("id", "id2").withColumnRenamed("component", "c2")
     inner = scored.join(comp1, "id1").join(comp2, "id2").where(F.col("c1") == F.col("c2"))
     inner = inner.withColumn("bucket", F.pmod(F.xxhash64("c1"), F.lit(job.partitions)))
+    columns = ["bucket", "id1", "id2", "score"]
+    if side_of is not None:
+        for name, alias in (("id1", "s1"), ("id2", "s2")):
+            inner = inner.join(side_of.select(F.col("id").alias(name), F.col("source").alias(alias)), name)
+        columns += ["s1", "s2"]
     guarded = (
-        inner.select("bucket", "id1", "id2", "score")
+        inner.select(*columns)
         .groupBy("bucket")
         .applyInArrow(
-            _guard_fn(threshold, linkage_max),
-            f"id {job.id_type}, rep {job.id_type}, components bigint, relinked bigint, split bigint, too_large bigint",
+            _guard_fn(threshold, linkage_max, side_of is not None, one_to_one),
+            f"id {job.id_type}, rep {job.id_type}, " + ", ".join(f"{c} bigint" for c in GUARD_COUNTS),
         )
     )
     return _materialise(job.spark, guarded, _join(job.work, "guarded")), rounds
@@ -1176,6 +1242,7 @@ def match_spark(
     overwrite: bool = False,
     progress=None,
     labelled_sample=None,
+    link_with=None,
 ) -> dict:
     """:func:`prodmatch.matching.match_local` on Apache Spark: the same outputs (see the module docstring).
 
@@ -1183,6 +1250,9 @@ def match_spark(
         spark: a running SparkSession (Databricks, YARN, ...); None starts one with ``master`` and
             ``spark_conf`` (or ``options.master`` / ``options.conf``).
         options: the engine's own settings (partitions, cells, probes, cell cap, checkpoints).
+        link_with: a second data directory to link ``data_dir`` with, as the local engine links them (see
+            :mod:`prodmatch.matching.link`): every search is one source's items among the other's (each item
+            queries with its block and the other source, and is a target with its own).
     """
     from pyspark.sql import functions as F
 
@@ -1190,6 +1260,9 @@ def match_spark(
 
     config = config or MatchConfig()
     options = options or SparkOptions()
+    linking = link_with is not None
+    if config.one_to_one and not linking:
+        raise ConfigError("--one-to-one applies to linking two sources: give them as --link LEFT RIGHT")
     if labelled_sample is not None:
         raise ConfigError("--labelled-sample is not supported with --engine spark yet; use --engine local")
     if config.rescore:
@@ -1215,6 +1288,10 @@ def match_spark(
                 text=config.token_k > 0,
                 categories=config.block_by == "category",
             )
+            side_of = None
+            if linking:
+                link_with = str(link_with).rstrip("/")
+                job.items, side_of = _linked_items(job, data_dir, link_with)
             model, items, id_type = job.model, job.items, job.id_type
         threshold = model.threshold if config.threshold is None else config.threshold
         multi = len(model.modalities_) >= 2
@@ -1222,6 +1299,8 @@ def match_spark(
         with timed(stages, "vectors"):
             done = whole("item vectors")
             vec, n, n_searchable = _vectors_of(job, items, "vectors", tokens=config.token_k > 0, modality_vectors=multi)
+            if linking:
+                vec = _materialise(spark, vec.join(side_of, "id"), _join(work, "vectors_linked"))
             done(1)
         block = F.col("category") if config.block_by == "category" else F.lit("")
         block = F.coalesce(block, F.lit("\x00none"))  # no category: searched among themselves, as locally
@@ -1230,11 +1309,10 @@ def match_spark(
             done = whole("candidates")
             exact = config.index_kind(n_searchable) == "flat"
             cells = 1 if exact and options.cells is None else (options.cells or max(1, round(math.sqrt(n_searchable))))
-            base = vec.where("searchable").select(
-                "id", "vec", block.alias("block"), F.lit(True).alias("is_query"), F.lit(True).alias("is_target")
-            )
+            base = _search_rows(vec.where("searchable"), block, F.lit(True), linking)
             # as far as the calibration pairs (each item's top CALIBRATION_K) where k is smaller
             reach = max(config.k, CALIBRATION_K)
+            itself = 0 if linking else 1  # a search list counts the query itself where it is a target
             top, search_facts, home, _ = _ivf_search(
                 spark,
                 base,
@@ -1246,16 +1324,19 @@ def match_spark(
                 work,
                 "ivf",
                 ranked=True,
+                queries_are_targets=not linking,
             )
             top = _materialise(spark, top, _join(work, "ivf_ranked"))
-            near = top.where(F.col("r") <= CALIBRATION_K + 1).select(
+            near = top.where(F.col("r") <= CALIBRATION_K + itself).select(
                 F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2")
             )
             near = _materialise(spark, near.distinct(), _join(work, "calibration_pairs"))
-            top = top.where(F.col("r") <= config.k + 1).select("q", "t", "s")
+            top = top.where(F.col("r") <= config.k + itself).select("q", "t", "s")
             if search_facts["cells"] > 1:  # approximate: how much of the exact top-k it finds, on a sample
                 top = _materialise(spark, top, _join(work, "ivf_top"))
-                search_facts["recall_vs_exact"] = _recall_vs_exact(spark, base, top, config.k)
+                search_facts["recall_vs_exact"] = _recall_vs_exact(
+                    spark, base.where("is_target"), top, config.k, queries=base.where("is_query")
+                )
             pairs = top.select(F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2")).distinct()
             pairs = _materialise(spark, pairs, _join(work, "candidates_ivf"))
             search_facts = {
@@ -1264,28 +1345,33 @@ def match_spark(
                 "ivf": search_facts,
                 "items_without_embeddings": n - n_searchable,
                 "incomplete_items": 0,
+                **({"linked_sources": 2} if linking else {}),
             }
             if multi:
                 big = n_searchable > config.exact_max_items and "category" in vec.columns
                 inc_block = F.coalesce(F.col("category"), F.lit("\x00none")) if big else F.lit("")
-                inc = vec.where("searchable").select(
-                    "id",
-                    F.col("mvec").alias("vec"),
-                    inc_block.alias("block"),
-                    (~F.col("complete")).alias("is_query"),
-                    F.lit(True).alias("is_target"),
-                )
+                with_mvec = vec.where("searchable").withColumn("vec", F.col("mvec"))
+                inc = _search_rows(with_mvec, inc_block, ~F.col("complete"), linking)
                 search_facts["incomplete_items"] = vec.where("searchable AND NOT complete").count()
                 if search_facts["incomplete_items"]:
                     more, _, _, _ = _ivf_search(
-                        spark, inc, config.k, 1, 1, options.cell_cap, options.centroid_sample, work, "incomplete"
+                        spark,
+                        inc,
+                        config.k,
+                        1,
+                        1,
+                        options.cell_cap,
+                        options.centroid_sample,
+                        work,
+                        "incomplete",
+                        queries_are_targets=not linking,
                     )
                     more = more.select(F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2"))
                     before = pairs.count()
                     pairs = _materialise(spark, pairs.unionByName(more).distinct(), _join(work, "candidates_inc"))
                     search_facts["candidates_from_incomplete_items"] = pairs.count() - before
             if config.token_k > 0:
-                token_pairs, token_report = _shared_values(vec, config, n_searchable)
+                token_pairs, token_report = _shared_values(vec, config, n_searchable, linking)
                 before = pairs.count()
                 pairs = pairs.unionByName(token_pairs).distinct()
             pairs = _materialise(spark, pairs, _join(work, "candidates"))
@@ -1340,7 +1426,9 @@ def match_spark(
 
         with timed(stages, "clustering"):
             done = whole("clustering")
-            guarded, rounds = _cluster(job, scored, threshold, config.linkage_max, options.checkpoint_every)
+            guarded, rounds = _cluster(
+                job, scored, threshold, config.linkage_max, options.checkpoint_every, side_of, config.one_to_one
+            )
             reps = (
                 vec.select("id")
                 .join(guarded.select("id", "rep"), "id", "left")
@@ -1350,12 +1438,24 @@ def match_spark(
             clusters = reps.join(numbered, "rep").select(
                 F.col("id").alias("variantid"), F.col("cluster_id").cast("bigint")
             )
+            if linking:  # each item's source, named as the local engine names it
+                names = F.array(*[F.lit(x) for x in SOURCE_NAMES])
+                source = side_of.select(
+                    F.col("id").alias("variantid"), F.element_at(names, F.col("source") + 1).alias("source")
+                )
+                clusters = clusters.join(source, "variantid")
             clusters = _materialise(spark, clusters, _join(work, "clusters"))
             report = _cluster_report(clusters, guarded, kept_n, n_clusters)
             done(1)
 
         quality: dict = {}
         truth = _truth_source(spark, data_dir, config.truth_column, job.data_config.id_column)
+        if linking:  # both sources' products, or none (no pair of two sources could be judged)
+            found = [truth, _truth_source(spark, link_with, config.truth_column, job.data_config.id_column)]
+            truth = found if None not in found else None
+            if truth is None and found != [None, None]:
+                lacks = data_dir if found[0] is None else link_with
+                log.warning("%s has no true products: the link's quality is not measured", lacks)
         if truth is not None:
             with timed(stages, "quality"):
                 done = whole("quality")
@@ -1378,6 +1478,7 @@ def match_spark(
                 "run_dir": str(run_dir),
                 "data": data_dir,
                 "items": n,
+                **({"link": _link_facts(side_of, data_dir, link_with, config.one_to_one)} if linking else {}),
                 "engine": {
                     "name": "spark",
                     "master": sc.master,
@@ -1396,7 +1497,7 @@ def match_spark(
                 "scorer": model.describe_job(),
                 "calibration": calibration,
                 "cascade": {},
-                "clustering": asdict(report) | split_report(split),
+                "clustering": asdict(report) | split_report(split, config.one_to_one),
                 "quality": quality,
                 "stages": stages,
                 "seconds": round(time.perf_counter() - t_start, 3),
@@ -1411,6 +1512,42 @@ def match_spark(
     return summary
 
 
+def _search_rows(vec, block, is_query, linking: bool):
+    """(id, vec, block, is_query, is_target) rows of one IVF search over ``vec``'s items. Linking, every item
+    is a target in its block of its own source and, where ``is_query``, a query in its block of the other
+    source, so each query meets the other source's items only."""
+    from pyspark.sql import functions as F
+
+    if not linking:
+        return vec.select("id", "vec", block.alias("block"), is_query.alias("is_query"), F.lit(True).alias("is_target"))
+
+    def tagged(source):
+        return F.concat_ws("|", block, source.cast("string"))
+
+    queries = vec.where(is_query).select(
+        "id",
+        "vec",
+        tagged(1 - F.col("source")).alias("block"),
+        F.lit(True).alias("is_query"),
+        F.lit(False).alias("is_target"),
+    )
+    targets = vec.select(
+        "id",
+        "vec",
+        tagged(F.col("source")).alias("block"),
+        F.lit(False).alias("is_query"),
+        F.lit(True).alias("is_target"),
+    )
+    return queries.unionByName(targets)
+
+
+def _link_facts(side_of, left_dir: str, right_dir: str, one_to_one: bool) -> dict:
+    from prodmatch.matching.link import link_facts
+
+    counts = dict(side_of.groupBy("source").count().collect())
+    return link_facts(left_dir, right_dir, (counts.get(0, 0), counts.get(1, 0)), one_to_one)
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error)
     for line in text.splitlines():
@@ -1420,14 +1557,15 @@ def _first_line(error: BaseException) -> str:
     return lines[-1].strip() if lines else type(error).__name__
 
 
-def _shared_values(vec, config: MatchConfig, n_targets: int):
+def _shared_values(vec, config: MatchConfig, n_targets: int, linking: bool = False):
     """:func:`prodmatch.blocking.shared_token_neighbours` as Spark joins: each item's ``token_k`` items
     sharing the heaviest rare tokens (weight log((targets + 1) / holders)), ties broken by the inner product
-    of the search vectors, then by id."""
+    of the search vectors, then by id. ``linking``: among the other source's items (``vec`` has ``source``;
+    a token's rarity still counts every item that holds it)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    held = vec.where("searchable").select("id", F.explode("tokens").alias("token"))
+    held = vec.where("searchable").select("id", *(["source"] if linking else []), F.explode("tokens").alias("token"))
     holders = held.groupBy("token").agg(F.count("*").alias("df"))
     totals = holders.agg(
         F.count("*").alias("tokens"),
@@ -1439,10 +1577,11 @@ def _shared_values(vec, config: MatchConfig, n_targets: int):
         "token", F.log(F.lit(float(n_targets + 1)) / F.col("df")).cast("float").alias("w")
     )
     kept = held.join(useful, "token")
+    other = (F.col("a.source") != F.col("b.source")) if linking else (F.col("a.id") != F.col("b.id"))
     pairs = (
         kept.alias("a")
-        .join(kept.select("token", "id").alias("b"), "token")
-        .where(F.col("a.id") != F.col("b.id"))
+        .join(kept.select("token", "id", *(["source"] if linking else [])).alias("b"), "token")
+        .where(other)
         .groupBy(F.col("a.id").alias("q"), F.col("b.id").alias("j"))
         .agg(F.sum("w").cast("float").alias("w"))  # float32, as the local engine sums them
     )
@@ -1467,7 +1606,7 @@ def _shared_values(vec, config: MatchConfig, n_targets: int):
 def _cluster_report(clusters, guarded, edges: int, n_clusters: int) -> ClusterReport:
     from pyspark.sql import functions as F
 
-    sums = guarded.agg(*[F.sum(c).alias(c) for c in ("components", "relinked", "split", "too_large")]).first()
+    sums = guarded.agg(*[F.sum(c).alias(c) for c in GUARD_COUNTS]).first()
     sizes = clusters.groupBy("cluster_id").count().groupBy(F.col("count").alias("size")).count().toPandas()
     sizes = sizes.set_index("size")["count"].sort_index()
     report = ClusterReport(
@@ -1476,6 +1615,8 @@ def _cluster_report(clusters, guarded, edges: int, n_clusters: int) -> ClusterRe
         components_relinked=int(sums["relinked"] or 0),
         components_split=int(sums["split"] or 0),
         components_too_large=int(sums["too_large"] or 0),
+        one_to_one_pairs=int(sums["one_to_one_pairs"] or 0),
+        components_matched_greedily=int(sums["matched_greedily"] or 0),
         clusters=n_clusters,
         items_in_multi_item_clusters=int((sizes.index[sizes.index > 1] * sizes[sizes.index > 1]).sum()),
         largest_cluster=int(sizes.index.max()) if len(sizes) else 0,
@@ -1501,7 +1642,7 @@ def _truth_source(spark, data_dir: str, column: str | None, id_column: str) -> t
 
 def _quality(
     spark,
-    truth: tuple[str, str],
+    truth: tuple[str, str] | list[tuple[str, str]],
     clusters,
     scored,
     threshold: float,
@@ -1510,30 +1651,43 @@ def _quality(
     n: int,
     id_column: str = "variantid",
 ) -> dict:
-    """:func:`prodmatch.matching.quality.truth_quality` as Spark aggregates: over the items with a product."""
+    """:func:`prodmatch.matching.quality.truth_quality` as Spark aggregates: over the items with a product.
+    Linking two sources (``clusters`` has ``source``; ``truth`` one (path, column) per source), the pairwise
+    figures count the pairs of two sources only, as the local engine's."""
+    from functools import reduce
+
     from pyspark.sql import functions as F
 
-    path, column = truth
-    products = (
-        spark.read.parquet(path)
-        .where(F.col(column).isNotNull())
-        .select(F.col(id_column).cast(id_type).alias("variantid"), F.col(column).cast("string").alias("p"))
-        .distinct()
-    )
+    truths = truth if isinstance(truth, list) else [truth]
+    path, column = truths[0]
+    products = reduce(
+        lambda a, b: a.unionByName(b),
+        [
+            spark.read.parquet(p)
+            .where(F.col(c).isNotNull())
+            .select(F.col(id_column).cast(id_type).alias("variantid"), F.col(c).cast("string").alias("p"))
+            for p, c in truths
+        ],
+    ).distinct()
     frame = clusters.join(products, "variantid")
+    linking = "source" in clusters.columns
     facts = {"file": path.rsplit("/", 1)[-1], "column": column, "items_with_truth": frame.count(), "items": n}
     if facts["items_with_truth"] == 0:
         log.warning("%s: no item of the catalogue has a %r; quality is not computed", path, column)
         return {"truth": facts}
     truth = products
 
-    def pairs_of(col_counts):
-        return col_counts.agg(F.sum(F.col("count") * (F.col("count") - 1) / 2)).first()[0] or 0.0
+    def squares(*keys) -> int:
+        return int(frame.groupBy(*keys).count().agg(F.sum(F.col("count") * F.col("count"))).first()[0] or 0)
+
+    def pairs_of(*keys) -> float:  # pairs of items sharing the keys (of two sources, when linking)
+        alike = squares(*keys, "source") if linking else facts["items_with_truth"]
+        return (squares(*keys) - alike) / 2
 
     both = frame.groupBy("cluster_id", "p").count()
-    tp = float(pairs_of(both))
-    predicted = float(pairs_of(frame.groupBy("cluster_id").count()))
-    true = float(pairs_of(frame.groupBy("p").count()))
+    tp = pairs_of("cluster_id", "p")
+    predicted = pairs_of("cluster_id")
+    true = pairs_of("p")
     precision = tp / predicted if predicted else 1.0
     recall = tp / true if true else 1.0
     c_size = frame.groupBy("cluster_id").agg(F.count("*").alias("cs"))
