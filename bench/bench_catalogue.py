@@ -9,9 +9,15 @@ candidates, recall@20 of the tower's search alone (each sampled item's own top-2
 oracle's ranking of the whole category, candidate AP against the oracle's AP on the same candidates, and the clusters' pairwise F1 against clustering the oracle's probabilities with the same rule
 at its best threshold. The estimated share of matches among the candidates is set against the truth.
 
+Linking (`match --link`): each catalogue is also split into two sources, at random (a product may have
+listings on both sides and several on one: many-to-many clusters) and one listing of each product per side
+(deduplicated sources: `--one-to-one`), and the two are linked with the same model. Cluster F1 counts the
+pairs of two sources only, against the oracle's clustered the same way on the same candidates.
+
     python bench/bench_catalogue.py                        # every catalogue scenario, about 27 minutes
     python bench/bench_catalogue.py --scenarios catalogue-category --hard-negatives 0   # without mining
     python bench/bench_catalogue.py --items 8000 --pairs 2400 --ks 5,20,100,1000       # cluster F1 by k
+    python bench/bench_catalogue.py --no-link              # without the linking table
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import time
 
 from common import OUT, console, table
 from prodmatch import TrainConfig, train
-from prodmatch.matching import MatchConfig, match_catalogue
-from prodmatch.synth import CATALOGUE_SCENARIOS, SynthConfig, generate
+from prodmatch.matching import MatchConfig, link_sources, match_catalogue
+from prodmatch.synth import CATALOGUE_SCENARIOS, SynthConfig, generate, split_sources
+
+LINK_SPLITS = {"random": False, "one per product": True}  # how the two sources are drawn: one_per_product
 
 
 def main() -> None:
@@ -41,9 +49,16 @@ def main() -> None:
         help="also match at each of these k (comma-separated, e.g. 5,20,100,1000): cluster F1 by k, and its "
         "largest drop from the best k",
     )
+    ap.add_argument(
+        "--link",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also link two sources drawn from each catalogue (match --link, with --one-to-one where each "
+        "source lists a product once)",
+    )
     args = ap.parse_args()
     ks = sorted({int(k) for k in args.ks.split(",") if k})
-    rows, results, k_rows = [], {}, []
+    rows, results, k_rows, link_rows = [], {}, [], []
     for name in args.scenarios.split(","):
         settings = {"items": args.items, "pairs": args.pairs, **CATALOGUE_SCENARIOS[name]}
         data = OUT / f"catalogue_{name}_{settings['items']}_{settings['pairs']}_{args.seed}"
@@ -107,12 +122,63 @@ def main() -> None:
             results[name]["cluster_f1_by_k"] = {str(k): by_k[k][0] for k in ks}
             k_rows.append([name, *[f"{by_k[k][0]:.3f} ({by_k[k][1]:.0f} s)" for k in ks], f"{max(f1) - min(f1):.3f}"])
             console.print(k_rows[-1])
+        if args.link:
+            results[name]["link"] = {}
+            for split, one_to_one in LINK_SPLITS.items():
+                tag = "one" if one_to_one else "random"
+                left, right = OUT / f"{data.name}_left_{tag}", OUT / f"{data.name}_right_{tag}"
+                if not (right / "oracle_items.npz").exists():
+                    counts = split_sources(data, left, right, one_per_product=one_to_one, seed=args.seed)
+                    (OUT / f"{data.name}_sources_{tag}.json").write_text(json.dumps(counts))
+                counts = json.loads((OUT / f"{data.name}_sources_{tag}.json").read_text())
+                with console.status(f"{name}: linking two sources ({split})"):
+                    linked = link_sources(
+                        run,
+                        left,
+                        right,
+                        OUT / f"catalogue_link_{name}_{tag}",
+                        MatchConfig(calibrate=args.calibrate, one_to_one=one_to_one),
+                        overwrite=True,
+                    )
+                lq, lcal = linked["quality"], linked["calibration"]
+                seconds = sum(st["seconds"] for key, st in linked["stages"].items() if key != "quality")
+                results[name]["link"][split] = {"quality": lq, "calibration": lcal, "seconds": seconds, **counts}
+                link_rows.append(
+                    [
+                        name,
+                        split + (" (--one-to-one)" if one_to_one else ""),
+                        f"{counts['left_items']:,} + {counts['right_items']:,}",
+                        f"{lq['candidate_recall_at_20']:.3f}",
+                        f"{lq['pairwise_f1']:.3f} / {lq['oracle_cluster_f1']:.3f} = "
+                        f"{lq['pairwise_f1'] / lq['oracle_cluster_f1']:.3f}",
+                        f"{lq['best_threshold_f1']:.3f}",
+                        f"{lcal.get('estimated_precision', float('nan')):.3f} / {lq['match_precision'] or float('nan'):.3f}",
+                        f"{seconds:.0f}",
+                    ]
+                )
+                console.print(link_rows[-1])
     (OUT / f"catalogue_{args.hard_negatives}.json").write_text(json.dumps(results, indent=2))
     if ks:
         table(
             f"(j) cluster F1 by k (match seconds), {args.items:,} items",
             ["scenario", *[f"k={k}" for k in ks], "largest drop from the best k"],
             k_rows,
+        )
+    if link_rows:
+        table(
+            f"(j) linking two sources drawn from each catalogue, against the oracle: match --link ({args.items:,} "
+            "items split in two)",
+            [
+                "scenario",
+                "sources drawn",
+                "items left + right",
+                "candidate recall",
+                "cluster F1 / oracle",
+                "F1 at best threshold",
+                "precision est. / true",
+                "seconds",
+            ],
+            link_rows,
         )
     table(
         f"(j) catalogue matching against the oracle: {args.model}, hard negatives {args.hard_negatives} per item, "

@@ -34,7 +34,7 @@ def test_a_complete_group_stays_whole():
     assert len(set(labels.tolist())) == 1 and report.components_split == 0
 
 
-def test_components_too_large_for_linkage_are_cut_by_a_higher_threshold():
+def test_components_too_large_for_a_dense_linkage_are_still_cut():
     left, right = np.array([0, 0, 1, 3, 3, 4, 2]), np.array([1, 2, 2, 4, 5, 5, 3])
     score = np.array([0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.6])
     labels, report = cluster_items(6, left, right, score, threshold=0.5, linkage_max=4)
@@ -228,6 +228,50 @@ def test_small_components_are_cut_as_scipy_average_linkage_cuts_them():
                 sub = fcluster(tree, t=1.0 - threshold, criterion="distance")
                 _, at, inverse = np.unique(sub, return_index=True, return_inverse=True)
                 np.testing.assert_array_equal(first[c], at[inverse])
+
+
+@pytest.mark.parametrize("linking", [False, True], ids=["catalogue", "two sources"])
+def test_large_components_get_scipy_average_linkage_from_their_scored_pairs_alone(linking):
+    """Components over linkage_max are cut by the sparse average linkage: the partition of scipy's dense
+    average linkage, where an unscored pair scores 0 (a pair within one source, when linking, just below
+    the threshold), on random sparse graphs with groups to find and noise between them."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    from prodmatch.matching.clustering import NEUTRAL_BELOW, sparse_average_linkage
+
+    rng = np.random.default_rng(1)
+    for trial in range(30):
+        m = int(rng.integers(5, 80))
+        group = rng.integers(0, max(1, m // 4), m)
+        sim = np.where(group[:, None] == group[None, :], rng.uniform(0.4, 1.0, (m, m)), rng.uniform(0, 0.7, (m, m)))
+        sim *= rng.random((m, m)) < rng.uniform(0.2, 0.9)  # some pairs never scored
+        sim = np.triu(sim, 1)
+        sources = rng.integers(0, 2, m) if linking else None
+        if linking:
+            sim[sources[:, None] == sources[None, :]] = 0.0  # linking never scores a pair within one source
+        ia, ib = np.nonzero(sim)
+        for threshold in (0.3, 0.55, 0.8):
+            got = sparse_average_linkage(m, ia, ib, sim[ia, ib], threshold, sources)
+            dense = sim + sim.T
+            if linking:
+                dense[sources[:, None] == sources[None, :]] = threshold - NEUTRAL_BELOW
+            dist = 1.0 - dense
+            np.fill_diagonal(dist, 0.0)
+            sub = fcluster(linkage(squareform(dist, checks=False), method="average"), 1.0 - threshold, "distance")
+            assert _same_partition(got, sub), (trial, threshold)
+    # and through cluster_items: a component over linkage_max gets the same clusters as under it
+    left, right = np.array([0, 0, 1, 3, 3, 4, 2]), np.array([1, 2, 2, 4, 5, 5, 3])
+    score = np.array([0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.6])
+    dense_labels, _ = cluster_items(6, left, right, score, 0.5)
+    sparse_labels, report = cluster_items(6, left, right, score, 0.5, linkage_max=4)
+    assert report.components_too_large == 1 and report.components_split == 1
+    assert _same_partition(dense_labels, sparse_labels)
+
+
+def _same_partition(a, b) -> bool:
+    frame = pd.DataFrame({"a": np.asarray(a), "b": np.asarray(b)})
+    return bool((frame.groupby("a")["b"].nunique() == 1).all() and (frame.groupby("b")["a"].nunique() == 1).all())
 
 
 def test_a_cascade_rescores_only_the_uncertain_band_with_the_second_run(synth_dir, siamese_run, tmp_path):

@@ -28,7 +28,7 @@ class ClusterReport:
     components: int = 0
     components_relinked: int = 0  # components of 3+ items that average linkage re-clustered
     components_split: int = 0  # of those, the ones it cut into more than one cluster
-    components_too_large: int = 0  # over linkage_max: kept whole
+    components_too_large: int = 0  # over linkage_max: clustered by the sparse average linkage
     clusters: int = 0
     items_in_multi_item_clusters: int = 0
     largest_cluster: int = 0
@@ -55,8 +55,9 @@ def cluster_items(
 ) -> tuple[np.ndarray, ClusterReport]:
     """(N,) cluster label of every item (0..C-1), and counts. See the module docstring for the rule.
 
-    A component larger than ``linkage_max`` (too big for a dense linkage) is first cut by raising the
-    threshold inside it, step by step, until every piece fits; each piece is then re-clustered the same way.
+    A component larger than ``linkage_max`` (too big for a dense linkage matrix) gets the same average
+    linkage from its scored pairs alone (:func:`sparse_average_linkage`: memory in its pairs, not its items
+    squared).
 
     ``sources``: (N,) the source of each item when linking two sources (``match --link``), whose pairs within
     one source are never scored: the guard then averages over the pairs of two sources only (a pair within
@@ -149,11 +150,13 @@ def _cluster_into(
         inner = inner_pairs[pair_starts[c] : pair_starts[c + 1]]
         if len(members) > linkage_max:
             report.components_too_large += 1
-            higher = threshold + (1.0 - threshold) * 0.25
-            if higher - threshold < 1e-6:
-                continue  # cannot cut further: keep it whole
-            labels[members] = members  # undo, then cut at a higher threshold
-            _cluster_into(labels, inner, left, right, score, higher, linkage_max, report, sources=sources)
+            ia, ib = np.searchsorted(members, left[inner]), np.searchsorted(members, right[inner])
+            side = None if sources is None else sources[members]
+            sub = sparse_average_linkage(len(members), ia, ib, score[inner], threshold, side)
+            if sub.max() > 0:
+                report.components_split += 1
+                uniq, first = np.unique(sub, return_index=True)
+                labels[members] = members[first][np.searchsorted(uniq, sub)]
             continue
         report.components_relinked += 1
         sim = np.zeros((len(members), len(members)))
@@ -207,6 +210,78 @@ def average_linkage_cut(sim: np.ndarray, threshold: float) -> np.ndarray:
         size[live, i] = ni + nj
         first[live] = np.where(first[live] == j[:, None], i[:, None], first[live])  # i < j: still the first
     return first
+
+
+def sparse_average_linkage(
+    m: int,
+    ia: np.ndarray,
+    ib: np.ndarray,
+    sim: np.ndarray,
+    threshold: float,
+    sources: np.ndarray | None = None,
+) -> np.ndarray:
+    """Average linkage of ``m`` items cut at ``threshold``, from their scored pairs alone: the partition
+    ``scipy``'s ``linkage(method="average")`` and ``fcluster(criterion="distance")`` give on the dense matrix
+    where an unscored pair scores 0 (linking two ``sources``: a pair within one source counts as just below
+    the threshold, see :func:`cluster_items`), in memory and time linear in the pairs.
+
+    Only clusters joined by a scored pair can average at or above a positive threshold, so the clusters'
+    summed scores live on the pairs' sparsity pattern. Each round merges every pair of clusters that are each
+    other's best (reciprocal nearest neighbours, ties to the smaller id) at or above the threshold. Average
+    linkage is reducible: merging reciprocal nearest neighbours, in any order and several at once, builds the
+    same hierarchy as merging the closest pair first, and each round merges at least the globally best pair.
+
+    Args:
+        ia, ib: the scored pairs' two items (0..m-1), each unordered pair once.
+        sim: their scores.
+
+    Returns:
+        (m,) int64 cluster of each item, 0..C-1.
+    """
+    neutral = threshold - NEUTRAL_BELOW
+    label = np.arange(m, dtype=np.int64)  # each item's cluster
+    size = np.ones(m)
+    ones = None if sources is None else (np.asarray(sources) == 1).astype(np.float64)  # items of source 1
+    a, b = np.minimum(ia, ib).astype(np.int64), np.maximum(ia, ib).astype(np.int64)
+    w = np.asarray(sim, dtype=np.float64)
+    keep = a != b
+    a, b, w = a[keep], b[keep], w[keep]
+    while len(a):
+        c = len(size)
+        total = w
+        if ones is not None:  # the unscored pairs within one source, between the two clusters
+            zeros = size - ones
+            total = w + neutral * (zeros[a] * zeros[b] + ones[a] * ones[b])
+        avg = total / (size[a] * size[b])
+        ok = avg >= threshold
+        if not ok.any():
+            break
+        # each cluster's best: highest average, ties to the smaller id
+        ends = np.concatenate([a[ok], b[ok]])
+        other = np.concatenate([b[ok], a[ok]])
+        value = np.concatenate([avg[ok], avg[ok]])
+        order = np.lexsort((other, -value, ends))
+        ends, other = ends[order], other[order]
+        head = np.r_[True, ends[1:] != ends[:-1]]
+        best = np.full(c, -1, dtype=np.int64)
+        best[ends[head]] = other[head]
+        lead = np.flatnonzero(best >= 0)
+        lead = lead[(best[best[lead]] == lead) & (lead < best[lead])]  # reciprocal pairs, once each
+        root = np.arange(c, dtype=np.int64)
+        root[best[lead]] = lead
+        uniq, new = np.unique(root, return_inverse=True)
+        label = new[label]
+        size = np.bincount(new, weights=size, minlength=len(uniq))
+        if ones is not None:
+            ones = np.bincount(new, weights=ones, minlength=len(uniq))
+        a, b = new[a], new[b]
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        inside = lo == hi
+        key, at = np.unique(lo[~inside] * len(uniq) + hi[~inside], return_inverse=True)
+        w = np.bincount(at, weights=w[~inside], minlength=len(key))
+        a, b = key // len(uniq), key % len(uniq)
+    _, label = np.unique(label, return_inverse=True)
+    return label.astype(np.int64)
 
 
 def one_to_one_matching(

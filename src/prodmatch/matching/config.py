@@ -36,7 +36,8 @@ class MatchConfig:
         index: ``flat`` (exact), ``hnsw`` (approximate), or ``auto``: flat up to ``exact_max_items`` items.
         exact_max_items: the size up to which ``auto`` searches exactly.
         hnsw_m, hnsw_ef_construction, hnsw_ef_search: HNSW graph degree and search breadth.
-        linkage_max: components larger than this are not re-clustered (counted), to bound memory.
+        linkage_max: components larger than this get the sparse average linkage (the same clusters from the
+            scored pairs alone) instead of a dense one, to bound memory; counted.
         token_k: extra candidates per item from shared rare values (attribute values, name words; see
             :mod:`prodmatch.blocking`); 0 turns them off.
         token_max_block: a value held by more items than this is too common to block on.
