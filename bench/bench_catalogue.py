@@ -42,6 +42,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default="gbdt")
     ap.add_argument("--hard-negatives", type=int, default=TrainConfig.hard_negatives)
+    ap.add_argument(
+        "--far-negatives", type=int, default=TrainConfig.far_negatives, help="train --far-negatives (random pairs)"
+    )
     ap.add_argument("--calibrate", default="prior")
     ap.add_argument(
         "--ks",
@@ -65,14 +68,16 @@ def main() -> None:
         if not (data / "oracle_items.npz").exists():
             with console.status(f"{name}: generating"):
                 generate(data, SynthConfig(seed=args.seed, **settings))
-        run = OUT / f"catalogue_run_{name}_{args.hard_negatives}"
+        run = OUT / f"catalogue_run_{name}_{args.hard_negatives}_{args.far_negatives}_{args.items}"
         t0 = time.perf_counter()
         with console.status(f"{name}: training {args.model}"):
             train(
                 data,
                 run,
                 model=args.model,
-                config=TrainConfig(seed=args.seed, hard_negatives=args.hard_negatives),
+                config=TrainConfig(
+                    seed=args.seed, hard_negatives=args.hard_negatives, far_negatives=args.far_negatives
+                ),
                 overwrite=True,
             )
         train_seconds = time.perf_counter() - t0
@@ -157,7 +162,9 @@ def main() -> None:
                     ]
                 )
                 console.print(link_rows[-1])
-    (OUT / f"catalogue_{args.hard_negatives}.json").write_text(json.dumps(results, indent=2))
+    (OUT / f"catalogue_{args.hard_negatives}_{args.far_negatives}_{args.items}.json").write_text(
+        json.dumps(results, indent=2)
+    )
     if ks:
         table(
             f"(j) cluster F1 by k (match seconds), {args.items:,} items",
@@ -181,7 +188,8 @@ def main() -> None:
             link_rows,
         )
     table(
-        f"(j) catalogue matching against the oracle: {args.model}, hard negatives {args.hard_negatives} per item, "
+        f"(j) catalogue matching against the oracle: {args.model}, hard negatives {args.hard_negatives} per item "
+        f"(far {args.far_negatives}), "
         f"match --calibrate {args.calibrate} ({args.items:,} items, {args.pairs:,} labelled pairs, seed {args.seed})",
         [
             "scenario",

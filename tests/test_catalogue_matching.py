@@ -69,6 +69,36 @@ def test_mined_negatives_never_include_a_pair_the_labels_connect(synth_dir):
     assert np.bincount(mined.left).max() <= 3 * 2  # per_item from each end
 
 
+def test_far_negatives_come_from_the_whole_catalogue_and_never_from_the_labels(synth_dir):
+    cat = read_catalogue(synth_dir)
+    train = load_pairs(synth_dir / "train.parquet", cat, require_target=True)
+    held_out = np.arange(0, len(cat), 7)
+    args = dict(per_item=2, k=10, exclude_items=held_out, token_k=0)
+    near, near_report = mine_negatives(cat, train, list(cat.modalities), **args)
+    both, report = mine_negatives(cat, train, list(cat.modalities), far_per_item=2, **args)
+    assert near_report.far == 0 and report.far > 0.9 * 2 * report.query_items  # nearly every draw kept
+    assert len(both) > len(near)
+    # the far ones reach down an item's list: most are not among its top-10 by the search vectors
+    from prodmatch.mining import modality_vectors
+
+    vectors = modality_vectors(cat, list(cat.modalities))
+    key = lambda a, b: np.minimum(a, b).astype(np.int64) * len(cat) + np.maximum(a, b)  # noqa: E731
+    far = ~np.isin(key(both.left, both.right), key(near.left, near.right))
+    assert far.sum() >= 0.9 * report.far  # the near ones drawn as without (a few far draws repeat a near pair)
+    sim = (vectors[both.left[far]] * vectors[both.right[far]]).sum(1)
+    near_sim = (vectors[near.left] * vectors[near.right]).sum(1)
+    assert np.median(sim) < np.percentile(near_sim, 5)
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    pos = train.target > 0.5
+    graph = sp.coo_matrix((np.ones(int(pos.sum())), (train.left[pos], train.right[pos])), shape=(len(cat),) * 2)
+    _, comp = connected_components(graph, directed=False)
+    assert not (comp[both.left] == comp[both.right]).any() and not np.isin(both.right, held_out).any()
+    assert not np.isin(key(both.left, both.right), key(train.left, train.right)).any()
+    assert (both.left != both.right).all() and len(np.unique(key(both.left, both.right))) == len(both)
+
+
 def test_the_prior_estimate_recovers_a_known_share():
     """Scores with known class-conditional densities, calibrated where half the pairs match; the candidates
     hold 3 % matches. The EM estimate is within 0.5 points, and the shifted probabilities are calibrated."""

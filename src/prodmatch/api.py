@@ -388,6 +388,7 @@ def _mine(
         exclude_items=np.unique(np.concatenate(held_out)) if held_out else None,
         seed=config.seed,
         max_queries=config.mine_max_items,
+        far_per_item=config.far_negatives,
     )
     if drop_above is not None:
         mined, report.dropped_as_likely_positive = drop_likely_positives(

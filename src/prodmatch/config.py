@@ -87,6 +87,8 @@ class TrainConfig:
         hard_negatives: negatives mined per training item from its top-``mine_k`` catalogue neighbours
             that the labels do not connect to it (see ``prodmatch.mining``); 0 mines none.
         mine_k: neighbours searched per item when mining (``match``'s k).
+        far_negatives: negatives per training item drawn at random from the whole catalogue, beside the
+            near ones, for ``match --k`` beyond ``mine_k`` (see ``prodmatch.mining.mine_negatives``).
         mine_max_items: mine for a random sample of at most this many items (of the training pairs, and of the
             validation pairs): beyond it more mined pairs add little and cost search, features and rows.
         drop_mined_above: drop the mined pairs a quick cross-fitted model scores this likely or more to be
@@ -121,6 +123,7 @@ class TrainConfig:
     target_precision: float | None = None
     hard_negatives: int = 2
     mine_k: int = 20
+    far_negatives: int = 0
     mine_max_items: int = 100_000
     drop_mined_above: float | None = None
     aux_weights: tuple[float, ...] | None = None
@@ -156,6 +159,8 @@ class TrainConfig:
             raise ConfigError(f"hard_negatives must be in [0, 50], got {self.hard_negatives}")
         if self.mine_max_items < 1:
             raise ConfigError(f"mine_max_items must be at least 1, got {self.mine_max_items}")
+        if not 0 <= self.far_negatives <= 50:
+            raise ConfigError(f"far_negatives must be in [0, 50], got {self.far_negatives}")
         if not 1 <= self.mine_k <= 1000:
             raise ConfigError(f"mine_k must be in [1, 1000], got {self.mine_k}")
         if self.drop_mined_above is not None and not 0.0 < self.drop_mined_above <= 1.0:

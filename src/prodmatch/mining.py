@@ -51,6 +51,7 @@ class MiningReport:
     already_labelled: int = 0
     mined: int = 0
     dropped_as_likely_positive: int = 0
+    far: int = 0  # of the mined, drawn at random from the whole catalogue (far_per_item)
     blocked_by_category: bool = False  # over 20,000 items: exact search within each level-2 category
 
     def to_dict(self) -> dict:
@@ -79,6 +80,7 @@ def mine_negatives(
     token_k: int = 10,
     token_max_block: int = 100,
     max_queries: int | None = None,
+    far_per_item: int = 0,
 ) -> tuple[PairSet, MiningReport]:
     """Up to ``per_item`` negatives for every item of ``train``: neighbours in its top-``k`` that the labels
     do not connect to it.
@@ -94,6 +96,9 @@ def mine_negatives(
         seed: sampling seed.
         token_k, token_max_block: neighbours by shared rare values too, as ``match`` adds them (0: none).
         max_queries: mine for a random sample of at most this many of the items (None: every one).
+        far_per_item: also this many negatives per item drawn uniformly from the whole catalogue (not only
+            its top-k): ``match --k`` beyond the mining search scores pairs far down an item's list, often of
+            two categories, which a model trained on near neighbours alone never saw.
 
     Returns:
         (pairs, report): the mined pairs (target 0, ``source_rows`` -1, category of the query item).
@@ -161,6 +166,13 @@ def mine_negatives(
     starts = np.searchsorted(q, q, side="left")
     keep = (np.arange(len(q)) - starts) < (len(q) if per_item is None else per_item)
     q, j = q[keep], j[keep]
+    if far_per_item > 0:
+        fq = np.repeat(queries, far_per_item)
+        fj = targets[rng.integers(0, len(targets), len(fq))]
+        ok = (fq != fj) & (component[fq] != component[fj])
+        ok &= ~np.isin(_unordered_key(fq, fj, n), _unordered_key(train.left, train.right, n))
+        report.far = int(ok.sum())
+        q, j = np.concatenate([q, fq[ok]]), np.concatenate([j, fj[ok]])
     # a pair mined from both ends once
     _, first = np.unique(_unordered_key(q, j, n), return_index=True)
     q, j = q[first], j[first]

@@ -108,6 +108,13 @@ def train(
         ),
     ] = 2,
     mine_k: Annotated[int, typer.Option(help="Neighbours searched per item when mining (match's --k).")] = 20,
+    far_negatives: Annotated[
+        int,
+        typer.Option(
+            help="Also this many negatives per training item drawn at random from the whole catalogue, for "
+            "match --k far beyond --mine-k (pairs far down an item's list, often across categories)."
+        ),
+    ] = 0,
     mine_max_items: Annotated[
         int, typer.Option(help="Mine for a random sample of at most this many items (of training, of validation).")
     ] = 100_000,
@@ -188,6 +195,7 @@ def train(
             precision=precision,  # type: ignore[arg-type]
             hard_negatives=hard_negatives,
             mine_k=mine_k,
+            far_negatives=far_negatives,
             mine_max_items=mine_max_items,
             drop_mined_above=drop_mined_above,
             aux_weights=None if aux_weights is None else parse_weights(aux_weights),
