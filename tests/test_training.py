@@ -131,3 +131,26 @@ def test_model_learns_on_synthetic_data(medium_dir, name, params, floor):
         cat, train, valid, TrainConfig(epochs=8, batch_size=256, patience=None, seed=0)
     )
     assert model.result_.best_score > floor  # chance is the positive rate, about 0.48
+
+
+def test_auto_precision_never_picks_bfloat16_where_the_kernels_are_held_below_amx(monkeypatch):
+    """bfloat16 pays on AMX tiles only; with the kernels held to AVX2 (make test-avx2) it would be emulated,
+    many times slower, so auto picks float32 there whatever the CPU reports."""
+    import torch
+
+    from prodmatch.training import bf16_pays, resolve_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert bf16_pays() and resolve_precision("auto") == "bf16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert bf16_pays()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not bf16_pays() and resolve_precision("auto") == "fp32"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")  # ATEN_CPU_CAPABILITY=avx2
+    assert not bf16_pays()
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert not bf16_pays() and resolve_precision("bf16") == "bf16"  # asked for: kept

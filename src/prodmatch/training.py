@@ -92,11 +92,19 @@ class TrainCallback(Protocol):
 
 
 def bf16_pays() -> bool:
-    """Whether this CPU has AMX tiles, where bfloat16 matrix products run much faster than float32."""
+    """Whether this CPU has AMX tiles that the kernels may use, where bfloat16 matrix products run much faster
+    than float32. Kernels held below AMX (``ONEDNN_MAX_CPU_ISA`` without AMX, ``ATEN_CPU_CAPABILITY`` below
+    AVX-512, as ``make test-avx2`` holds them) would emulate bfloat16, many times slower: no."""
     try:
-        return bool(torch.cpu._is_amx_tile_supported())
+        if not torch.cpu._is_amx_tile_supported():
+            return False
+        capability = torch.backends.cpu.get_cpu_capability()
     except (AttributeError, RuntimeError):  # an older torch, or a CPU it cannot query
         return False
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if isa not in ("", "ALL", "DEFAULT") and "AMX" not in isa:
+        return False
+    return capability.upper().startswith("AVX512")
 
 
 def resolve_precision(precision: str) -> str:
