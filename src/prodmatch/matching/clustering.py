@@ -148,30 +148,24 @@ def _cluster_into(
     for c in np.flatnonzero((sizes >= 3) & ~small):
         members = nodes[node_order[node_starts[c] : node_starts[c + 1]]]  # ascending
         inner = inner_pairs[pair_starts[c] : pair_starts[c + 1]]
-        if len(members) > linkage_max:
-            report.components_too_large += 1
-            ia, ib = np.searchsorted(members, left[inner]), np.searchsorted(members, right[inner])
-            side = None if sources is None else sources[members]
-            sub = sparse_average_linkage(len(members), ia, ib, score[inner], threshold, side)
-            if sub.max() > 0:
-                report.components_split += 1
-                uniq, first = np.unique(sub, return_index=True)
-                labels[members] = members[first][np.searchsorted(uniq, sub)]
-            continue
-        report.components_relinked += 1
-        sim = np.zeros((len(members), len(members)))
         ia, ib = np.searchsorted(members, left[inner]), np.searchsorted(members, right[inner])
-        sim[ia, ib] = sim[ib, ia] = score[inner]
-        if sources is not None:
-            side = sources[members]
-            sim[side[:, None] == side[None, :]] = neutral
-        dist = 1.0 - sim
-        np.fill_diagonal(dist, 0.0)
-        tree = linkage(squareform(dist, checks=False), method="average")
-        sub = fcluster(tree, t=1.0 - threshold, criterion="distance")  # 1..K
-        if sub.max() > 1:
+        side = None if sources is None else sources[members]
+        if len(members) > linkage_max:  # the same linkage without a dense matrix
+            report.components_too_large += 1
+            sub = sparse_average_linkage(len(members), ia, ib, score[inner], threshold, side)
+        else:
+            report.components_relinked += 1
+            sim = np.zeros((len(members), len(members)))
+            sim[ia, ib] = sim[ib, ia] = score[inner]
+            if side is not None:
+                sim[side[:, None] == side[None, :]] = neutral
+            dist = 1.0 - sim
+            np.fill_diagonal(dist, 0.0)
+            tree = linkage(squareform(dist, checks=False), method="average")
+            sub = fcluster(tree, t=1.0 - threshold, criterion="distance")  # 1..K
+        uniq, first = np.unique(sub, return_index=True)
+        if len(uniq) > 1:
             report.components_split += 1
-            uniq, first = np.unique(sub, return_index=True)
             labels[members] = members[first][np.searchsorted(uniq, sub)]  # each labelled by its first member
 
 

@@ -1103,7 +1103,7 @@ def _linked_items(job: _Job, left_dir: str, right_dir: str):
     :meth:`prodmatch.catalogue.Catalogue.concat` does), named in ``job.layout`` as LEFT's files name them.
 
     Raises:
-        DataError: ids of different types, an embedding only one source has, or ids in both sources.
+        DataError: ids of different types, or ids in both sources.
     """
     from pyspark.sql import functions as F
 
@@ -1119,13 +1119,10 @@ def _linked_items(job: _Job, left_dir: str, right_dir: str):
         )
     left_columns = {c for cols in job.layout.values() for c in cols}
     right_columns = {c for cols in right_layout.values() for c in cols}
-    for has, lacks, only in (
+    for has, lacks, only in (  # the model's embeddings are in both: the reader asks each source for them
         (left_dir, right_dir, left_columns - right_columns),
         (right_dir, left_dir, right_columns - left_columns),
     ):
-        embeddings = sorted(only & {name for name, _ in job.model.modalities_})
-        if embeddings:  # the reader already asks each source for the model's embeddings: a second guard
-            raise DataError(f"{has} has the embeddings {embeddings} and {lacks} has none: linking needs both")
         if only:
             log.warning("%s has %s and %s has none: linking does without them", has, sorted(only), lacks)
     shared = left_columns & right_columns
@@ -1133,8 +1130,9 @@ def _linked_items(job: _Job, left_dir: str, right_dir: str):
     layout = {name: cols for name, cols in layout.items() if cols or name == TEXT_FILE}
     kept = [id_col, *(c for cols in layout.values() for c in cols)]
     both = job.items.select(id_col).join(right.select(id_col), id_col)
-    count = both.count()
-    check_disjoint_ids([r[id_col] for r in both.limit(5).collect()], left_dir, right_dir, count=count)
+    some = [r[id_col] for r in both.limit(5).collect()]
+    if some:  # counted only to say how many
+        check_disjoint_ids(some, left_dir, right_dir, count=both.count())
     items = job.items.select(*kept).unionByName(right.select(*kept))
     side_of = job.items.select(F.col(id_col).alias("id"), F.lit(0).cast("tinyint").alias("source")).unionByName(
         right.select(F.col(id_col).alias("id"), F.lit(1).cast("tinyint").alias("source"))
