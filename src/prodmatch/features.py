@@ -40,7 +40,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from prodmatch.catalogue import Catalogue
 from prodmatch.errors import DataError
 
-__all__ = ["BRAND_KEYS", "COLOUR_KEYS", "PairFeaturizer", "WordItems", "WordPairScorer"]
+__all__ = ["BRAND_KEYS", "COLOUR_KEYS", "PairFeaturizer", "WordItems", "WordPairScorer", "monotone_direction"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,30 @@ DISCRIMINANT_MIN_PAIRS = 1.0 / (1.0 - DISCRIMINANT_MIN_RATIO**-0.5) ** 2
 NAME_HASH_FEATURES = 2**18
 NUMBER_PATTERN = r"(?u)\b\w*\d\w*\b"  # words holding a digit
 CODE_PATTERN = r"(?u)\b(?=\w*\d)\w{4,}\b"  # words of 4+ characters holding a digit: part numbers, SKUs
+
+
+# The direction in which each feature can only move a pair towards a match, all else equal: +1 a similarity
+# (two listings of one product agree more), -1 a distance or a count of conflicts, 0 no such rule (a spread, a
+# length ratio, how many keys both fill). A boosted model held to them cannot learn that less agreement means
+# more likely the same product, which its training pairs may happen to show (a few near-miss negatives with
+# very similar names) and which pairs far from anything it was trained on then exploit: a catalogue's
+# far-down candidates, cross-category, scored as matches.
+_INCREASING = {
+    "cos", "wcos", "dcos", "pics_min", "pics_mean", "pics_max", "attr_key_jaccard", "attr_kv_jaccard",
+    "brand_equal", "colour_equal", "price_ratio", "numeric_ratio_min", "numeric_ratio_mean", "name_token_jaccard",
+    "name_code_jaccard", "name_tfidf_cos", "name_word_tfidf_cos", "name_word_containment_min",
+    "name_word_containment_max", "name_shared_code_idf",
+}  # fmt: skip
+_DECREASING = {"l2", "attr_conflicts", "name_number_conflicts"}
+
+
+def monotone_direction(feature: str) -> int:
+    """+1, -1 or 0: how ``feature`` (a :class:`PairFeaturizer` feature name, or a stacked model's score
+    ``stack_*``, a logit) may move the probability of a match (see ``_INCREASING``)."""
+    if feature.startswith("stack_") or re.fullmatch(r"category\d_equal", feature):
+        return 1
+    short = feature.rsplit(".", 1)[-1]  # "<modality>.cos" -> "cos"
+    return 1 if short in _INCREASING else -1 if short in _DECREASING else 0
 
 
 @dataclass

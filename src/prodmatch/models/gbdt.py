@@ -30,7 +30,7 @@ from prodmatch.config import INFERENCE_BATCH, TrainConfig
 from prodmatch.errors import ConfigError, ModelError
 from prodmatch.evaluation import pr_auc
 from prodmatch.evidence import side_bit
-from prodmatch.features import PairFeaturizer, WordPairScorer
+from prodmatch.features import PairFeaturizer, WordPairScorer, monotone_direction
 from prodmatch.io import atomic_path
 from prodmatch.models.base import JobHead, PairModel, Scores
 from prodmatch.models.siamese import NumpySiamese, SiameseNet
@@ -82,6 +82,9 @@ class GBDTParams:
     # learned text models, cross-fitted the same way, comma-separated: "words" (a word-pair model,
     # WordPairScorer), "bi-encoder", "cross-encoder" (fine-tuned transformers); "" for none
     stack_text: str = "words"
+    # each similarity feature may only raise the probability of a match, each distance or conflict count only
+    # lower it (prodmatch.features.monotone_direction); False: unconstrained
+    monotone: bool = True
     encoder_path: str = ""  # the stacked transformers' local Hugging Face folder; "" is the bundled all-MiniLM-L6-v2
     device: str = "auto"  # where the stacked transformers fine-tune: auto, cpu or cuda
 
@@ -324,6 +327,9 @@ class GBDTModel(PairModel):
             # LightGBM's own average precision (the same as scikit-learn's) and log loss, on every validation set
             "metric": ["average_precision", "binary_logloss"],
         }
+        if self.params.monotone:
+            params["monotone_constraints"] = [monotone_direction(f) for f in self.feature_names_]
+            params["monotone_constraints_method"] = "intermediate"
         dtrain = lgb.Dataset(x, y, weight=sample_weight, feature_name=self.feature_names_, free_raw_data=True)
         valid_sets, names = [lgb.Dataset(x_valid, y_valid, reference=dtrain)], ["pairs"]
         if cand is not None:
