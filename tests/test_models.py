@@ -136,6 +136,31 @@ def test_gbdt_reports_feature_importances(fitted):
     assert "stack_siamese" in importance and "attr_kv_jaccard" in importance
 
 
+def test_gbdt_moves_with_every_similarity_only_towards_a_match(fitted):
+    """Monotone constraints: raising a similarity (lowering a distance or a conflict count), all else equal,
+    never lowers a pair's score, in both jobs' boosters; a feature without a declared direction is free."""
+    from prodmatch.features import monotone_direction
+
+    cat, valid, models = fitted
+    model = models["gbdt"]
+    x = model._pair_features(cat, valid.left[:40], valid.right[:40])
+    names = model.feature_names_
+    directions = {f: monotone_direction(f) for f in names}
+    assert directions["name_bert_64.cos"] == 1 and directions["name_bert_64.l2"] == -1
+    assert directions["stack_siamese"] == 1 and directions["name_len_ratio"] == 0
+    sweep = np.linspace(-2.0, 8.0, 41, dtype=np.float32)  # over every feature's range (counts up to 8)
+    boosters = [b for b in (model.booster_, model.catalogue_booster_) if b is not None]
+    for booster in boosters:
+        for j, name in enumerate(names):
+            if directions[name] == 0:
+                continue
+            grid = np.repeat(x, len(sweep), axis=0)
+            grid[:, j] = np.tile(sweep, len(x))
+            raw = booster.predict(grid, raw_score=True).reshape(len(x), len(sweep))
+            steps = np.diff(raw, axis=1) * directions[name]
+            assert steps.min() >= -1e-9, f"{name} moves the score against its direction"
+
+
 def test_gbdt_has_no_embeddings_only_scoring(fitted):
     _, _, models = fitted
     with pytest.raises(ModelError, match="gbdt cannot score raw embeddings alone"):
