@@ -214,3 +214,17 @@ def test_error_messages_keep_their_brackets(monkeypatch, tmp_path):
     monkeypatch.setattr(prodmatch.embed, "load_encoder", missing)
     r = invoke("embed", tmp_path)
     assert r.exit_code == 2 and "prodmatch[embed]" in r.output
+
+
+def test_model_parameters_are_parsed_to_their_declared_types():
+    from prodmatch.cli.common import parse_params
+    from prodmatch.errors import ConfigError
+    from prodmatch.models import GBDTModel
+
+    got = parse_params(["monotone=false", "num_leaves=31", "learning_rate=0.1", "stack="], GBDTModel)
+    assert got == {"monotone": False, "num_leaves": 31, "learning_rate": 0.1, "stack": ""}
+    assert parse_params(["monotone=TRUE"], GBDTModel) == {"monotone": True}
+    with pytest.raises(ConfigError, match="monotone=maybe: not a valid bool; use true or false"):
+        parse_params(["monotone=maybe"], GBDTModel)
+    with pytest.raises(ConfigError, match="num_leaves=many: not a valid int"):
+        parse_params(["num_leaves=many"], GBDTModel)

@@ -166,6 +166,12 @@ def parse_params(items: list[str], model_cls: Any) -> dict[str, Any]:
         if key not in types:
             raise ConfigError(f"--param {key}: {model_cls.name} takes {sorted(types)}")
         kind = str(types[key])
+        if kind == "bool":
+            flag = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(value.lower())
+            if flag is None:
+                raise ConfigError(f"--param {key}={value}: not a valid bool; use true or false")
+            params[key] = flag
+            continue
         try:
             params[key] = int(value) if kind == "int" else float(value) if kind == "float" else value
         except ValueError as e:
