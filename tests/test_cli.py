@@ -219,12 +219,14 @@ def test_error_messages_keep_their_brackets(monkeypatch, tmp_path):
 def test_model_parameters_are_parsed_to_their_declared_types():
     from prodmatch.cli.common import parse_params
     from prodmatch.errors import ConfigError
-    from prodmatch.models import GBDTModel
+    from prodmatch.models import MODELS, GBDTModel
 
-    got = parse_params(["monotone=false", "num_leaves=31", "learning_rate=0.1", "stack="], GBDTModel)
-    assert got == {"monotone": False, "num_leaves": 31, "learning_rate": 0.1, "stack": ""}
-    assert parse_params(["monotone=TRUE"], GBDTModel) == {"monotone": True}
-    with pytest.raises(ConfigError, match="monotone=maybe: not a valid bool; use true or false"):
-        parse_params(["monotone=maybe"], GBDTModel)
+    got = parse_params(["monotone=none", "num_leaves=31", "learning_rate=0.1", "stack="], GBDTModel)
+    assert got == {"monotone": "none", "num_leaves": 31, "learning_rate": 0.1, "stack": ""}
+    encoder = MODELS["bi-encoder"]
+    assert parse_params(["hard_negatives=false"], encoder) == {"hard_negatives": False}  # not the string "false"
+    assert parse_params(["hard_negatives=TRUE"], encoder) == {"hard_negatives": True}
+    with pytest.raises(ConfigError, match="hard_negatives=maybe: not a valid bool; use true or false"):
+        parse_params(["hard_negatives=maybe"], encoder)
     with pytest.raises(ConfigError, match="num_leaves=many: not a valid int"):
         parse_params(["num_leaves=many"], GBDTModel)

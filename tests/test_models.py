@@ -136,29 +136,51 @@ def test_gbdt_reports_feature_importances(fitted):
     assert "stack_siamese" in importance and "attr_kv_jaccard" in importance
 
 
-def test_gbdt_moves_with_every_similarity_only_towards_a_match(fitted):
-    """Monotone constraints: raising a similarity (lowering a distance or a conflict count), all else equal,
-    never lowers a pair's score, in both jobs' boosters; a feature without a declared direction is free."""
+def _assert_monotone(booster, x: np.ndarray, names: list[str]) -> None:
+    """Raising each constrained feature of the pairs ``x`` alone, over every feature's range, never moves the
+    booster's raw score against the feature's declared direction."""
     from prodmatch.features import monotone_direction
 
-    cat, valid, models = fitted
-    model = models["gbdt"]
-    x = model._pair_features(cat, valid.left[:40], valid.right[:40])
-    names = model.feature_names_
-    directions = {f: monotone_direction(f) for f in names}
-    assert directions["name_bert_64.cos"] == 1 and directions["name_bert_64.l2"] == -1
-    assert directions["stack_siamese"] == 1 and directions["name_len_ratio"] == 0
     sweep = np.linspace(-2.0, 8.0, 41, dtype=np.float32)  # over every feature's range (counts up to 8)
-    boosters = [b for b in (model.booster_, model.catalogue_booster_) if b is not None]
-    for booster in boosters:
-        for j, name in enumerate(names):
-            if directions[name] == 0:
-                continue
-            grid = np.repeat(x, len(sweep), axis=0)
-            grid[:, j] = np.tile(sweep, len(x))
-            raw = booster.predict(grid, raw_score=True).reshape(len(x), len(sweep))
-            steps = np.diff(raw, axis=1) * directions[name]
-            assert steps.min() >= -1e-9, f"{name} moves the score against its direction"
+    for j, name in enumerate(names):
+        direction = monotone_direction(name)
+        if direction == 0:
+            continue
+        grid = np.repeat(x, len(sweep), axis=0)
+        grid[:, j] = np.tile(sweep, len(x))
+        raw = booster.predict(grid, raw_score=True).reshape(len(x), len(sweep))
+        assert (np.diff(raw, axis=1) * direction).min() >= -1e-9, f"{name} moves the score against its direction"
+
+
+def test_gbdt_moves_with_every_similarity_only_towards_a_match(fitted, synth_dir):
+    """-p monotone=both: raising a similarity (lowering a distance or a conflict count), all else equal, never
+    lowers a pair's score; a feature without a declared direction is free."""
+    from prodmatch.features import monotone_direction
+
+    cat, valid, _ = fitted
+    pairs = load_pairs(synth_dir / "train.parquet", cat, require_target=True)
+    train, valid, _ = split_pairs(pairs, seed=0)
+    model = create_model("gbdt", **SMALL["gbdt"], monotone="both").fit(cat, train, valid, FAST)
+    names = model.feature_names_
+    assert monotone_direction("name_bert_64.cos") == 1 and monotone_direction("name_bert_64.l2") == -1
+    assert monotone_direction("stack_siamese") == 1 and monotone_direction("name_len_ratio") == 0
+    assert sum(monotone_direction(n) != 0 for n in names) >= 10
+    _assert_monotone(model.booster_, model._pair_features(cat, valid.left[:40], valid.right[:40]), names)
+    with pytest.raises(ConfigError, match="monotone='pairs'; use one of"):
+        create_model("gbdt", monotone="pairs")
+
+
+def test_gbdt_holds_the_catalogue_job_to_monotone_constraints_by_default(gbdt_small_run, synth_dir):
+    """The catalogue job's booster is constrained (a catalogue's far candidates must not score as matches for
+    agreeing less); the pairs job's is not (constraints cost the real benchmarks' labelled pairs F1)."""
+    model = load_model(gbdt_small_run)
+    assert model.params.monotone == "catalogue"
+    assert {job: r["monotone"] for job, r in model.selection_.items()} == {"pairs": False, "catalogue": True}
+    assert model.catalogue_booster_ is not None
+    cat = read_catalogue(synth_dir, model.data_config())
+    pairs = load_pairs(synth_dir / "train.parquet", cat, require_target=True)
+    x = model._pair_features(cat, pairs.left[:40], pairs.right[:40])
+    _assert_monotone(model.catalogue_booster_, x, model.feature_names_)
 
 
 def test_gbdt_has_no_embeddings_only_scoring(fitted):

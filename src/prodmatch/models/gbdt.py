@@ -13,6 +13,7 @@ get the mean score of the fold networks. ``-p stack=`` turns this off.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -55,6 +56,8 @@ TRANSFORMERS = ("bi-encoder", "cross-encoder")  # the stacked text models that f
 # Fitting parses every touched item's side data once and keeps one store of them, up to this many items (about
 # 4 KB each); beyond, stores are built per chunk of pairs and memory stays bounded.
 SHARED_STORE_MAX_ITEMS = 500_000
+# GBDTParams.monotone: the jobs whose boosters are held to monotone constraints, per setting
+MONOTONE_JOBS = {"catalogue": ("catalogue",), "both": ("pairs", "catalogue"), "none": ()}
 
 
 @dataclass(frozen=True)
@@ -82,9 +85,10 @@ class GBDTParams:
     # learned text models, cross-fitted the same way, comma-separated: "words" (a word-pair model,
     # WordPairScorer), "bi-encoder", "cross-encoder" (fine-tuned transformers); "" for none
     stack_text: str = "words"
-    # each similarity feature may only raise the probability of a match, each distance or conflict count only
-    # lower it (prodmatch.features.monotone_direction); False: unconstrained
-    monotone: bool = True
+    # which jobs' boosters are held to monotone constraints (each similarity may only raise the probability of a
+    # match, each distance or conflict count only lower it: prodmatch.features.monotone_direction): "catalogue"
+    # (the catalogue job's only: see README, Models), "both" or "none"
+    monotone: str = "catalogue"
     encoder_path: str = ""  # the stacked transformers' local Hugging Face folder; "" is the bundled all-MiniLM-L6-v2
     device: str = "auto"  # where the stacked transformers fine-tune: auto, cpu or cuda
 
@@ -117,6 +121,8 @@ class GBDTModel(PairModel):
         if stack and not (stack in MODELS and issubclass(MODELS[stack], TorchPairModel)):
             networks = sorted(n for n, c in MODELS.items() if issubclass(c, TorchPairModel))
             raise ConfigError(f"gbdt: stack={stack!r} is not a network; use one of {networks}, or stack= for none")
+        if self.params.monotone not in MONOTONE_JOBS:
+            raise ConfigError(f"gbdt: monotone={self.params.monotone!r}; use one of {list(MONOTONE_JOBS)}")
         if self.params.stack_folds == 1 or self.params.stack_folds < 0:
             raise ConfigError(f"gbdt: stack_folds must be 0 (automatic) or at least 2, got {self.params.stack_folds}")
 
@@ -224,7 +230,7 @@ class GBDTModel(PairModel):
         jobs = ["pairs"] + (["catalogue"] if x_cand is not None else [])
         metric = "average_precision" if config.monitor == "pr_auc" else "binary_logloss"
 
-        def fit_one(weights: dict[str, float]) -> Candidate:
+        def fit_one(weights: dict[str, float], monotone: bool = False) -> Candidate:
             if weights and aux is not None:
                 keep, w = aux.subset(weights, config.seed)
                 x = np.concatenate([x_train, x_aux[keep]])
@@ -243,16 +249,29 @@ class GBDTModel(PairModel):
                 weights,
                 callback,
                 t0,
+                monotone,
             )
 
         grid = config.aux_weights if config.aux_weights is not None else self.default_aux_weights
-        candidates_fitted = [fit_one(w) for w in weight_candidates(aux, grid)]
         labels = {"pairs": valid.target} | ({"catalogue": y_cand} if x_cand is not None else {})
-        chosen = choose(candidates_fitted, jobs, metric, fit_one, labels, config.seed)
+        # One pool of boosters (one per weighting of the auxiliary pairs) per kind of constraint the jobs want;
+        # each job chooses within its own. Both jobs are evaluated every round in either pool.
+        held = MONOTONE_JOBS[self.params.monotone]
+        pools: dict[bool, list[str]] = {}
+        for job in jobs:
+            pools.setdefault(job in held, []).append(job)
+        chosen, tried = {}, {}
+        for monotone, pool_jobs in pools.items():
+            fit = functools.partial(fit_one, monotone=monotone)
+            pool = [fit(w) for w in weight_candidates(aux, grid)]
+            chosen |= choose(pool, pool_jobs, metric, fit, labels, config.seed)
+            tried |= dict.fromkeys(pool_jobs, pool)
         pairs_pick = chosen["pairs"]
         self.booster_, self.best_iteration_ = pairs_pick.fitted, pairs_pick.detail["pairs"]["best_iteration"]
         self.history_ = pairs_pick.detail["pairs"]["history"]
-        self.selection_ = {job: selection_record(job, metric, candidates_fitted, c) for job, c in chosen.items()}
+        self.selection_ = {job: selection_record(job, metric, tried[job], c) for job, c in chosen.items()}
+        for job, record in self.selection_.items():
+            record["monotone"] = job in held
         self.catalogue_head_ = None
         if "catalogue" in chosen:
             pick = chosen["catalogue"]
@@ -307,10 +326,12 @@ class GBDTModel(PairModel):
         weights: dict[str, float],
         callback: TrainCallback | None,
         t0: float,
+        monotone: bool = False,
     ) -> Candidate:
         """One booster on (x, y, sample_weight); every round evaluated on the labelled validation pairs (the
         pairs job) and the validation candidates (the catalogue job); it stops once neither job has improved
-        for ``early_stopping`` rounds, and each job's best round is recorded."""
+        for ``early_stopping`` rounds, and each job's best round is recorded. ``monotone``: each feature held to
+        its direction (:func:`prodmatch.features.monotone_direction`)."""
         params = {
             "objective": "binary",
             "num_leaves": self.params.num_leaves,
@@ -327,7 +348,7 @@ class GBDTModel(PairModel):
             # LightGBM's own average precision (the same as scikit-learn's) and log loss, on every validation set
             "metric": ["average_precision", "binary_logloss"],
         }
-        if self.params.monotone:
+        if monotone:
             params["monotone_constraints"] = [monotone_direction(f) for f in self.feature_names_]
             params["monotone_constraints_method"] = "intermediate"
         dtrain = lgb.Dataset(x, y, weight=sample_weight, feature_name=self.feature_names_, free_raw_data=True)
