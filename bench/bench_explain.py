@@ -10,7 +10,7 @@ For each model, the same pairs of the test set, in the same process:
 
 The largest error of "base value + contributions = raw score" is printed beside the rates. With
 ``--screenshot``, the report's first screen and one waterfall are rendered to ``bench/out/`` with headless
-Chromium (``apt install chromium``), the pictures the README shows.
+Chromium (``apt install chromium``), the pictures docs/explanations.md shows.
 
     python bench/bench_explain.py --pairs 10000
 """

@@ -122,7 +122,7 @@ BOOTSTRAP_ROUNDS = 100
 # of the measurement (the one-standard-error rule). The pairs job scores pairs drawn like the labelled ones,
 # and auxiliary pairs are drawn otherwise: the rule guards it against their shift. The catalogue job's
 # validation candidates are drawn as the mined neighbours are, so there is no shift to guard against, and no
-# weighting is a safer fallback than another: it keeps its best-scoring one. Measured (README, bench (i), (j)):
+# weighting is a safer fallback than another: it keeps its best-scoring one. Measured (docs/benchmarks.md, bench (i), (j)):
 # falling back to the labelled pairs alone cost catalogue-five 0.06 of cluster F1; falling back to the most
 # mined pairs cost sparse-labels 0.036.
 ONE_SE_JOBS = frozenset({"pairs"})

