@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import train_small
 from prodmatch import api
 from prodmatch.cli import app
 from prodmatch.io import read_catalogue
@@ -27,8 +26,9 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def gbdt_run(synth_dir, tmp_path_factory):
-    return train_small(synth_dir, tmp_path_factory.mktemp("gbdt") / "run", "gbdt")
+def gbdt_run(gbdt_small_run):
+    """The session's small gbdt run (read-only), trained once for every module."""
+    return gbdt_small_run
 
 
 @pytest.fixture(scope="module")

@@ -84,10 +84,9 @@ def test_connected_components_agree_with_scipy(spark, tmp_path, case):
 
 
 @pytest.fixture(scope="module")
-def gbdt_run(synth_dir, tmp_path_factory):
-    from conftest import train_small
-
-    return train_small(synth_dir, tmp_path_factory.mktemp("gbdt_spark") / "run", "gbdt")
+def gbdt_run(gbdt_small_run):
+    """The session's small gbdt run (read-only), trained once for every module."""
+    return gbdt_small_run
 
 
 def _pairs(path) -> pd.DataFrame:
