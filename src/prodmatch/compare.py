@@ -21,11 +21,10 @@ from prodmatch.catalogue import Catalogue
 from prodmatch.config import DataConfig, TrainConfig
 from prodmatch.errors import ConfigError, DataError
 from prodmatch.evaluation import best_f1_threshold, ecup_macro_pr_auc, pr_auc
-from prodmatch.io import read_catalogue, write_json
+from prodmatch.io import ORACLE_FILE, read_catalogue, write_json
 from prodmatch.models import MODELS
 from prodmatch.pairs import PairSet
 from prodmatch.plots import plot_pr_curves
-from prodmatch.synth import ORACLE_FILE
 from prodmatch.training import TrainCallback
 
 __all__ = ["LEADERBOARD_FILE", "Leaderboard", "compare"]

@@ -52,6 +52,10 @@ PICTURE_FILES = ("resnet.parquet", "images_embed.parquet")
 ATTRIBUTES_FILE = "attributes.parquet"
 TRAIN_FILE = "train.parquet"
 TEST_FILE = "test.parquet"
+# Written by the synthetic generator (prodmatch.synth), read wherever quality is measured against a known truth.
+TRUTH_FILE = "truth.parquet"  # variantid -> product_id, family_id, categories, noise
+ORACLE_FILE = "oracle.parquet"  # split, variantid1, variantid2, target, score: the Bayes-optimal log-odds
+ORACLE_ITEMS_FILE = "oracle_items.npz"  # what the Bayes oracle needs of each item (prodmatch.oracle)
 # Nested columns that hold one main vector per item; other nested columns (extra pictures) are side data.
 MAIN_PICTURE_COLUMNS = ("main_pic_embeddings_resnet_v1",)
 EXTRA_PICTURES_COLUMN = "pic_embeddings_resnet_v1"

@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from prodmatch.errors import DataError
+from prodmatch.io import ORACLE_ITEMS_FILE
 
 __all__ = ["KINDS", "ORACLE_ITEMS_FILE", "Oracle", "catalogue_kind_shares"]
 
-ORACLE_ITEMS_FILE = "oracle_items.npz"
 
 # The kinds of pair the oracle weighs against each other, by the truth of the two items.
 KINDS = ("same product", "sibling", "same category", "other category")

@@ -38,10 +38,12 @@ from prodmatch.errors import ConfigError
 from prodmatch.evaluation import pr_auc
 from prodmatch.io import (
     ATTRIBUTES_FILE,
+    ORACLE_FILE,
     PICTURE_FILES,
     TEST_FILE,
     TEXT_FILE,
     TRAIN_FILE,
+    TRUTH_FILE,
     write_json,
     write_parquet,
 )
@@ -59,9 +61,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-TRUTH_FILE = "truth.parquet"
-ORACLE_FILE = "oracle.parquet"  # split, variantid1, variantid2, target, score: the Bayes-optimal log-odds
 
 _CAT1 = ["Электроника", "Одежда", "Дом и сад", "Красота", "Детские товары", "Спорт", "Авто", "Книги"]
 _COLOURS = ["черный", "белый", "красный", "синий", "зеленый", "серый", "розовый", "бежевый", "желтый", "голубой"]

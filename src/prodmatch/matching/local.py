@@ -73,10 +73,9 @@ def match_local(
 
     from prodmatch.api import _model_and_catalogue
     from prodmatch.calibration import expected_f1_threshold, expected_quality
-    from prodmatch.io import write_json, write_parquet
+    from prodmatch.io import TRUTH_FILE, write_json, write_parquet
     from prodmatch.oracle import ORACLE_ITEMS_FILE, Oracle
     from prodmatch.pairs import PairSet
-    from prodmatch.synth import TRUTH_FILE
 
     config = config or MatchConfig()
     out_dir = Path(out_dir)

@@ -23,7 +23,7 @@ def truth_source(data_dir, column: str | None, id_column: str = "variantid") -> 
     ConfigError naming the files and their columns when ``column`` is in none of them."""
     import pyarrow.parquet as pq
 
-    from prodmatch.synth import TRUTH_FILE
+    from prodmatch.io import TRUTH_FILE
 
     data_dir = Path(data_dir)
     if column is None:

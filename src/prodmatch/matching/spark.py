@@ -1627,7 +1627,7 @@ def _cluster_report(clusters, guarded, edges: int, n_clusters: int) -> ClusterRe
 def _truth_source(spark, data_dir: str, column: str | None, id_column: str) -> tuple[str, str] | None:
     """:func:`prodmatch.matching.quality.truth_source` on any path Spark reads: (path, column) of the items'
     true products, or None."""
-    from prodmatch.synth import TRUTH_FILE
+    from prodmatch.io import TRUTH_FILE
 
     fs = _FileSystem(spark, data_dir)
     if column is None:
