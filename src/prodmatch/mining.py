@@ -154,8 +154,9 @@ def mine_negatives(
     pos = train.target > 0.5
     graph = sp.coo_matrix((np.ones(int(pos.sum())), (train.left[pos], train.right[pos])), shape=(n, n))
     _, component = connected_components(graph, directed=False)
+    labelled_keys = _unordered_key(train.left, train.right, n)
     linked = component[q] == component[j]
-    labelled = np.isin(_unordered_key(q, j, n), _unordered_key(train.left, train.right, n))
+    labelled = np.isin(_unordered_key(q, j, n), labelled_keys)
     report.linked_by_labels, report.already_labelled = int(linked.sum()), int((labelled & ~linked).sum())
     q, j = q[~linked & ~labelled], j[~linked & ~labelled]
 
@@ -169,8 +170,8 @@ def mine_negatives(
     if far_per_item > 0:
         fq = np.repeat(queries, far_per_item)
         fj = targets[rng.integers(0, len(targets), len(fq))]
-        ok = (fq != fj) & (component[fq] != component[fj])
-        ok &= ~np.isin(_unordered_key(fq, fj, n), _unordered_key(train.left, train.right, n))
+        # the same rule as the near ones: never a pair the labels link or already hold
+        ok = (fq != fj) & (component[fq] != component[fj]) & ~np.isin(_unordered_key(fq, fj, n), labelled_keys)
         report.far = int(ok.sum())
         q, j = np.concatenate([q, fq[ok]]), np.concatenate([j, fj[ok]])
     # a pair mined from both ends once
