@@ -36,9 +36,9 @@ def main() -> None:
     import lightgbm as lgb
     from sklearn.metrics import average_precision_score
 
-    from prodmatch.api import _model_and_catalogue
+    from prodmatch.runs import model_and_catalogue
     from prodmatch.matching import MatchConfig
-    from prodmatch.matching.candidates import all_candidates, item_vectors
+    from prodmatch.candidates import all_candidates, item_vectors
     from prodmatch.matching.quality import best_threshold_f1
     from prodmatch.matching.scoring import calibrate_candidates
     from prodmatch.oracle import Oracle
@@ -48,7 +48,7 @@ def main() -> None:
     t0 = time.perf_counter()
     config = MatchConfig()
     with console.status("candidates"):
-        model, cat = _model_and_catalogue(args.run, args.data, None, text=config.token_k > 0, job="catalogue")
+        model, cat = model_and_catalogue(args.run, args.data, None, text=config.token_k > 0, job="catalogue")
         vectors, _ = item_vectors(model, cat)
         left, right, _ = all_candidates(model, cat, vectors, config)
     n, ids = len(cat), cat.ids.to_numpy()

@@ -79,7 +79,7 @@ def test_far_negatives_come_from_the_whole_catalogue_and_never_from_the_labels(s
     assert near_report.far == 0 and report.far > 0.9 * 2 * report.query_items  # nearly every draw kept
     assert len(both) > len(near)
     # the far ones reach down an item's list: most are not among its top-10 by the search vectors
-    from prodmatch.mining import modality_vectors
+    from prodmatch.candidates import modality_vectors
 
     vectors = modality_vectors(cat, list(cat.modalities))
     key = lambda a, b: np.minimum(a, b).astype(np.int64) * len(cat) + np.maximum(a, b)  # noqa: E731

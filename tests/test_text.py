@@ -289,7 +289,8 @@ def test_gbdt_stacks_both_transformers_cross_fitted_and_round_trips(synth_dir, t
 
 def test_match_searches_with_the_bi_encoder_vectors_and_refuses_a_lone_cross_encoder(synth_dir, tmp_path):
     from prodmatch.io import read_catalogue
-    from prodmatch.matching import MatchConfig, _reads_text_only, match_catalogue
+    from prodmatch.matching import MatchConfig, match_catalogue
+    from prodmatch.candidates import reads_text_only
     from prodmatch.pairs import load_pairs, split_pairs
 
     model = BiEncoderModel()
@@ -303,4 +304,4 @@ def test_match_searches_with_the_bi_encoder_vectors_and_refuses_a_lone_cross_enc
     cross = CrossEncoderModel()
     cross.modalities_ = []
     with pytest.raises(ConfigError, match="--rescore"):
-        _reads_text_only(cross)
+        reads_text_only(cross)

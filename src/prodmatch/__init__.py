@@ -32,8 +32,7 @@ from prodmatch.pairs import (
     split_pairs,
 )
 from prodmatch.report import build_report
-
-__version__ = "0.1.0"
+from prodmatch.version import __version__
 
 __all__ = [
     "MODELS",
@@ -50,6 +49,7 @@ __all__ = [
     "TrainConfig",
     "TrainReport",
     "UnknownIdsError",
+    "__version__",
     "augment_transitive",
     "binary_metrics",
     "build_report",

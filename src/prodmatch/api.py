@@ -20,7 +20,8 @@ from prodmatch.errors import ConfigError
 from prodmatch.evaluation import binary_metrics
 from prodmatch.evidence import count_none, describe
 from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue, write_json, write_parquet
-from prodmatch.models import DEFAULT_MODEL, MODELS, PairModel, create_model, load_model
+from prodmatch.mining import drop_likely_positives, mine_negatives
+from prodmatch.models import DEFAULT_MODEL, MODELS, PairModel, create_model
 from prodmatch.models.base import CONFIG_FILE, JobHead
 from prodmatch.pairs import (
     PairSet,
@@ -32,6 +33,7 @@ from prodmatch.pairs import (
     split_pairs,
 )
 from prodmatch.plots import plot_boosting, plot_feature_importance, plot_history, plot_pr_curves
+from prodmatch.runs import model_and_catalogue
 from prodmatch.training import CHECKPOINT_FILE, TrainCallback
 
 __all__ = ["PreparedPairs", "TrainReport", "evaluate", "predict", "prepare_pairs", "score_pairs", "train"]
@@ -354,8 +356,6 @@ def _without_likely_matches(
     catalogue: Catalogue, labelled: PairSet, mined: PairSet, config: TrainConfig
 ) -> tuple[PairSet, int]:
     """The mined validation pairs a quick model does not score as likely matches (see ``likely_positives``)."""
-    from prodmatch.mining import drop_likely_positives
-
     kept, dropped = drop_likely_positives(
         catalogue, labelled, mined, list(catalogue.modalities), seed=config.seed, threshold=CALIBRATION_DROP_MINED_ABOVE
     )
@@ -377,8 +377,6 @@ def _mine(
 ) -> tuple[PairSet, dict]:
     """Hard negatives for the items of ``pairs``, none with an item of ``held_out``; with ``drop_above``, those
     scored that likely or more to be matches dropped (see ``prodmatch.mining.drop_likely_positives``)."""
-    from prodmatch.mining import drop_likely_positives, mine_negatives
-
     mined, report = mine_negatives(
         catalogue,
         pairs,
@@ -442,7 +440,7 @@ def evaluate(
     Returns:
         The metrics dict (see :func:`prodmatch.evaluation.binary_metrics`).
     """
-    est, cat = _model_and_catalogue(run_dir, data_dir, catalogue)
+    est, cat = model_and_catalogue(run_dir, data_dir, catalogue)
     pairs = load_pairs(pairs_path, cat, require_target=True)
     prob = est.predict_proba(cat, pairs)
     metrics = binary_metrics(
@@ -497,29 +495,12 @@ def predict(
     Raises:
         UnknownIdsError: listing ids that no item file has; nothing is written.
     """
-    est, cat = _model_and_catalogue(run_dir, data_dir, catalogue)
+    est, cat = model_and_catalogue(run_dir, data_dir, catalogue)
     pairs = load_pairs(pairs_path, cat, require_target=False, unknown="error")
     frame = score_pairs(est, cat, pairs, labels=labels)
     if out_path is not None:
         write_parquet(frame, out_path)
     return frame
-
-
-def _model_and_catalogue(
-    run_dir: str | Path,
-    data_dir: str | Path,
-    catalogue: Catalogue | None,
-    *,
-    text: bool = False,
-    job: str = "pairs",
-) -> tuple[PairModel, Catalogue]:
-    """A saved model, the one that scores for ``job``, and the catalogue of ``data_dir`` read with just the
-    modalities that model uses (and the names and attributes too with ``text``, for blocking on shared values)."""
-    est = load_model(run_dir).for_job(job)
-    config = est.data_config()
-    if text:
-        config = replace(config, load_names=True, load_attributes=True)
-    return est, catalogue or read_catalogue(data_dir, config)
 
 
 def _prepare_run_dir(out_dir: Path, *, overwrite: bool, resume: bool) -> None:

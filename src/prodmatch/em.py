@@ -26,7 +26,7 @@ import pandas as pd
 
 from prodmatch.embed import embed_directory, load_encoder
 from prodmatch.errors import DataError
-from prodmatch.io import ATTRIBUTES_COLUMN, ATTRIBUTES_FILE, TEXT_FILE, write_json, write_parquet
+from prodmatch.io import ATTRIBUTES_COLUMN, ATTRIBUTES_FILE, TEXT_FILE, staged_output, write_json, write_parquet
 
 __all__ = ["EM_SPLITS", "attribute_kinds", "import_em"]
 
@@ -59,8 +59,6 @@ def import_em(
     Returns:
         The import summary (also written to ``import.json``).
     """
-    from prodmatch.matching import _staged_output
-
     src = Path(src_dir)
     records = _read(src / "records.parquet", ["id", "title", "text", "attrs_json"])
     if records["id"].duplicated().any():
@@ -71,7 +69,7 @@ def import_em(
         raise DataError(f"unknown fields {unknown_fields}: embed 'name' (the title) and/or 'text' (the record)")
     enc = load_encoder(encoder)
     summary: dict = {"source": str(src), "records": len(records), "encoder": encoder, "splits": {}}
-    with _staged_output(out_dir, overwrite, IMPORT_FILE) as tmp:
+    with staged_output(out_dir, overwrite, IMPORT_FILE) as tmp:
         ids = records["id"].astype(str)
         parsed = [_parse(a) for a in records["attrs_json"]]  # once, for names and attributes
         kinds = attribute_kinds(records["title"], parsed)

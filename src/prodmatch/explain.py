@@ -41,8 +41,10 @@ from prodmatch.errors import ConfigError, ModelError
 from prodmatch.evidence import describe
 from prodmatch.features import BRAND_KEYS, COLOUR_KEYS, parse_attributes
 from prodmatch.io import write_json, write_parquet
-from prodmatch.models.base import PairModel, Scores
-from prodmatch.pairs import PairSet
+from prodmatch.models.base import FeatureScorer, PairModel, Scores
+from prodmatch.pairs import PairSet, load_pairs, make_pairs
+from prodmatch.plots import plot_waterfall
+from prodmatch.runs import model_and_catalogue
 
 __all__ = ["EXPLANATIONS_FILE", "FEATURES_FILE", "Explanations", "explain", "explain_pairs", "threshold_logit"]
 
@@ -153,8 +155,6 @@ class Explanations:
     def save(self, out_dir: str | Path, *, plots: int = DEFAULT_PLOTS) -> Path:
         """Write ``explanations.parquet``, ``contributions.parquet``, ``explanations.json`` and a waterfall PNG
         for each of the first ``plots`` pairs (-1: all) under ``out_dir``; every file atomically."""
-        from prodmatch.plots import plot_waterfall
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_parquet(self.frame, out / EXPLANATIONS_FILE)
@@ -187,13 +187,10 @@ def explain_pairs(model: PairModel, catalogue: Catalogue, pairs: PairSet, *, bat
     Raises:
         ModelError: for a model this cannot explain (the text models: one input string per item).
     """
-    from prodmatch.models.gbdt import GBDTModel
-    from prodmatch.models.torch_model import TorchPairModel
-
     t0 = time.perf_counter()
-    if isinstance(model, GBDTModel):
+    if model.explanation == "treeshap":
         method, raw, base, groups, contrib, why, feats = _explain_gbdt(model, catalogue, pairs, batch_size)
-    elif isinstance(model, TorchPairModel):
+    elif model.explanation == "shapley" and isinstance(model, FeatureScorer):
         method, raw, base, groups, contrib, why, feats = _explain_network(model, catalogue, pairs, batch_size)
     else:
         raise ModelError(
@@ -246,12 +243,9 @@ def explain(
         catalogue: an already loaded catalogue of ``data_dir``.
         job: whose model explains: ``pairs`` (``predict``'s, the default) or ``catalogue`` (``match``'s).
     """
-    from prodmatch.api import _model_and_catalogue
-    from prodmatch.pairs import load_pairs, make_pairs
-
     if (pairs is None) == (pair is None):
         raise ConfigError("give either a pairs file or one pair of ids, not both and not neither")
-    model, cat = _model_and_catalogue(run_dir, data_dir, catalogue, job=job)
+    model, cat = model_and_catalogue(run_dir, data_dir, catalogue, job=job)
     if pairs is not None:
         found = load_pairs(pairs, cat, require_target=False, unknown="error")
     else:
@@ -308,7 +302,7 @@ def _gbdt_group(feature: str, modalities: list[str], picture: str | None) -> str
 def _explain_gbdt(model, catalogue: Catalogue, pairs: PairSet, batch_size: int):
     names = list(model.feature_names_)
     modalities = [n for n, _ in model.modalities_]
-    picture = model.featurizer_._picture()
+    picture = model.featurizer_.picture_modality
     feature_group = [_gbdt_group(f, modalities, picture) for f in names]
     groups = [
         g
@@ -464,8 +458,7 @@ def _agreement(what: str, a: list[str], b: list[str]) -> str:
 
 
 def _explain_network(model, catalogue: Catalogue, pairs: PairSet, batch_size: int):
-    model._check_fitted()
-    model._check_catalogue(catalogue)
+    model.check_ready(catalogue)
     names = [n for n, _ in model.modalities_]
     dims = [d for _, d in model.modalities_]
     k = len(names)

@@ -23,9 +23,7 @@ catalogue, real item pairs) with both runtimes; the tokenizer stays in Python.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
 import logging
 import time
 import warnings
@@ -36,9 +34,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from prodmatch.config import INFERENCE_BATCH
 from prodmatch.errors import ConfigError, ModelError
 from prodmatch.io import atomic_path, write_json
+from prodmatch.models import load_model
+from prodmatch.models.base import ONNX_FILE, ONNX_META_FILE
+from prodmatch.models.onnx_runtime import OnnxPairScorer, TextOnnxSession, weights_digest
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -53,8 +53,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
-ONNX_META_FILE = "onnx.json"
 DEFAULT_OPSET = 18
 # The largest ONNX-vs-torch difference allowed: absolute on probabilities (what users get), relative on
 # logits (|gap| / max(1, |logit|): float32 GEMMs that sum in another order differ by ~1e-6 of the value).
@@ -127,19 +125,15 @@ def export_onnx(
         ConfigError: ONNX packages are missing.
         ModelError: the model has no network, or ONNX Runtime and torch differ by more than PARITY_TOL.
     """
-    from prodmatch.models import load_model
-    from prodmatch.models.text_model import FineTunedTextModel
-    from prodmatch.models.torch_model import TorchPairModel
-
     _require_onnx()
     run_dir = Path(run_dir)
     model = load_model(run_dir)
-    if isinstance(model, TorchPairModel):
+    if model.onnx_graph == "network":
         return [_export_network(model, run_dir, catalogue, opset, samples, seed)]
-    if isinstance(model, FineTunedTextModel):
+    if model.onnx_graph == "text":
         return [_export_text(model, run_dir, catalogue, opset, min(samples, TEXT_PARITY_SAMPLES), seed)]
-    stacked = [m for m in getattr(model, "stack_models_", []) if isinstance(m, TorchPairModel)]
-    texts = [m for models in getattr(model, "text_models_", {}).values() for m in models]
+    stacked = [m for m in model.sub_models() if m.onnx_graph == "network"]
+    texts = [m for m in model.sub_models() if m.onnx_graph == "text"]
     if not stacked and not texts:
         raise ModelError(
             f"{run_dir} holds a {model.name} model with no network to export: it is served by LightGBM "
@@ -283,25 +277,6 @@ def _text_parity(model, session: TextOnnxSession, first: list[str], second: list
     return _parity_report(model, got, reference)
 
 
-class TextOnnxSession:
-    """An ONNX Runtime session over a text model's ``model.onnx``: ``session(inputs)`` -> its float32 output,
-    fed the token tensors its graph declares."""
-
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
-        self.path = Path(path)
-        self.session = _cpu_session(path, threads)
-        self.inputs = [i.name for i in self.session.get_inputs()]
-
-    def __call__(self, inputs: dict) -> np.ndarray:
-        feeds = {k: np.ascontiguousarray(np.asarray(inputs[k]), dtype=np.int64) for k in self.inputs}
-        return self.session.run(None, feeds)[0].astype(np.float32, copy=False)
-
-
-def load_text_onnx(run_dir: str | Path, threads: int = 1) -> TextOnnxSession:
-    """The ONNX session of a text model's run directory, after checking it was exported from its weights."""
-    return TextOnnxSession(_checked_onnx(Path(run_dir)), threads)
-
-
 class PairLogits(nn.Module):
     """What ``model.onnx`` computes: logits of (left, right) item-feature rows, averaged over both orders
     for an order-sensitive network."""
@@ -316,84 +291,6 @@ class PairLogits(nn.Module):
         if not self.symmetric:
             out = 0.5 * (out + self.network(right, left))
         return out
-
-
-class OnnxPairScorer:
-    """An ONNX Runtime session over a ``model.onnx``: ``scorer(left, right)`` -> (B,) float32 logits.
-
-    Args:
-        path: the ONNX file.
-        threads: intra-op threads; 1 gives the lowest latency for small requests under concurrency.
-    """
-
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
-        self.path = Path(path)
-        self.session = _cpu_session(path, threads)
-
-    def __call__(self, left: np.ndarray, right: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
-        """Logits of the pairs (left[i], right[i]) of item-feature rows."""
-        return self._batched(len(left), lambda sl: (left[sl], right[sl]), batch_size)
-
-    def score_rows(
-        self, features: np.ndarray, left: np.ndarray, right: np.ndarray, batch_size: int = INFERENCE_BATCH
-    ) -> np.ndarray:
-        """Logits of the pairs of rows (left[i], right[i]) of ``features``, gathered one batch at a time."""
-        return self._batched(len(left), lambda sl: (features[left[sl]], features[right[sl]]), batch_size)
-
-    def _batched(self, n: int, take, batch_size: int) -> np.ndarray:
-        out = np.empty(n, dtype=np.float32)
-        for s in range(0, n, batch_size):
-            a, b = take(slice(s, s + batch_size))
-            feeds = {
-                "left": np.ascontiguousarray(a, dtype=np.float32),
-                "right": np.ascontiguousarray(b, dtype=np.float32),
-            }
-            out[s : s + batch_size] = self.session.run(None, feeds)[0]
-        return out
-
-
-def _cpu_session(path: str | Path, threads: int):
-    """An ONNX Runtime CPU session with ``threads`` intra-op threads and one inter-op thread, quiet."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def load_onnx_scorer(run_dir: str | Path, threads: int = 1) -> OnnxPairScorer:
-    """The ONNX scorer of a run directory, after checking it was exported from the current weights."""
-    return OnnxPairScorer(_checked_onnx(Path(run_dir)), threads)
-
-
-def _checked_onnx(run_dir: Path) -> Path:
-    path, meta_path = run_dir / ONNX_FILE, run_dir / ONNX_META_FILE
-    if not path.exists() or not meta_path.exists():
-        raise ModelError(f"{run_dir} has no {ONNX_FILE}; run `prodmatch export {run_dir}` first")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("weights_sha256") != weights_digest(run_dir):
-        raise ModelError(
-            f"{path} was exported from other weights than {run_dir}'s current ones; "
-            f"run `prodmatch export {run_dir}` again"
-        )
-    return path
-
-
-def weights_digest(run_dir: Path) -> str:
-    """SHA-256 of a run's weights: a network's weights file, or a text model's encoder weights."""
-    from prodmatch.models.text_model import ENCODER_DIR
-    from prodmatch.models.torch_model import WEIGHTS_FILE
-
-    run_dir = Path(run_dir)
-    candidates = [run_dir / WEIGHTS_FILE] + [
-        run_dir / ENCODER_DIR / f for f in ("model.safetensors", "pytorch_model.bin")
-    ]
-    for path in candidates:
-        if path.exists():
-            return hashlib.sha256(path.read_bytes()).hexdigest()
-    raise ModelError(f"{run_dir} holds no weights ({', '.join(str(p) for p in candidates)}); train it again")
 
 
 def random_item_features(modalities: list[tuple[str, int]], n: int, rng: np.random.Generator) -> np.ndarray:

@@ -214,7 +214,7 @@ class PairFeaturizer:
             for name in self.modalities:
                 if name in self.discriminant and name in self.whitening:
                     groups.append(([f"{name}.dcos"], _discriminant_features(name)))
-        if "extra_pictures" in self.use and catalogue.extra_pictures is not None and self._picture() is not None:
+        if "extra_pictures" in self.use and catalogue.extra_pictures is not None and self.picture_modality is not None:
             groups.append((["pics_min", "pics_mean", "pics_max"], _picture_features))
         if "categories" in self.use and catalogue.categories is not None:
             groups.append(([f"category{level}_equal" for level in range(1, 5)], _category_features))
@@ -239,7 +239,9 @@ class PairFeaturizer:
             groups.append((names, _word_features))
         return groups
 
-    def _picture(self) -> str | None:
+    @property
+    def picture_modality(self) -> str | None:
+        """The modality holding the items' main picture (its name has "pic" in it), or None."""
         return next((m for m in self.modalities if "pic" in m), None)
 
     def to_dict(self) -> dict:
@@ -587,7 +589,7 @@ class _SideData:
 
     def _pictures(self, cat: Catalogue, featurizer: PairFeaturizer):
         """The local items' photos, main picture first: local item i's are vectors[ptr[i]:ptr[i + 1]]."""
-        main = cat.modalities[featurizer._picture()]
+        main = cat.modalities[featurizer.picture_modality]
         offsets, extra = cat.extra_pictures
         items = self.items
         n_extra = offsets[items + 1] - offsets[items]

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ import pyarrow.parquet as pq
 
 from prodmatch.catalogue import NORM_EPS, Catalogue, Modality, l2_normalize
 from prodmatch.config import DataConfig
-from prodmatch.errors import DataError
+from prodmatch.errors import ConfigError, DataError
 
 __all__ = [
     "ATTRIBUTES_FILE",
@@ -63,6 +64,10 @@ ATTRIBUTES_COLUMN = "characteristic_attributes_mapping"
 PAIR_COLUMNS = ("variantid1", "variantid2")
 CATEGORY_LEVELS = ("1", "2", "3", "4")
 ROW_GROUP_SIZE = 32_768
+# catalogue matching's outputs
+MATCHES_FILE = "matches.parquet"
+CLUSTERS_FILE = "clusters.parquet"
+SUMMARY_FILE = "summary.json"
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -89,6 +94,36 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def staged_output(out_dir: str | Path, overwrite: bool, marker: str):
+    """A context manager yielding a temporary directory beside ``out_dir`` that replaces it on success only.
+
+    The one rule every step writing a directory follows (train's run directory aside, which resumes in place):
+    a non-empty ``out_dir`` is replaced only with ``overwrite``, and only if prodmatch wrote it (``marker``, the
+    file such a step writes last, is there). The check runs now, before any work; a crash removes the staging.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{out_dir} is not empty; pass --overwrite to replace it or choose another --out")
+        if not (out_dir / marker).exists():
+            raise ConfigError(f"{out_dir} holds files that prodmatch did not write; refusing to delete them")
+
+    @contextlib.contextmanager
+    def staged() -> Iterator[Path]:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        try:
+            yield tmp
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            tmp.rename(out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    return staged()
 
 
 def write_json(obj: object, path: str | Path) -> Path:
@@ -160,7 +195,7 @@ def read_catalogue(data_dir: str | Path, config: DataConfig | None = None) -> Ca
             f.name
             for f in schema
             if f.name != config.id_column
-            and _embedding_kind(f.type, f.name) is not None
+            and embedding_kind(f.type, f.name) is not None
             and (wanted is None or f.name in wanted)
         ]
         for c in cols:
@@ -323,7 +358,7 @@ def _read_schema(path: Path) -> pa.Schema:
         raise DataError(f"{path} is not a readable parquet file: {e}") from e
 
 
-def _embedding_kind(t: pa.DataType, name: str) -> str | None:
+def embedding_kind(t: pa.DataType, name: str) -> str | None:
     """'flat' for a list of numbers, 'nested' for a main-picture list of lists, else None."""
     if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
         return None
@@ -337,7 +372,7 @@ def _embedding_kind(t: pa.DataType, name: str) -> str | None:
 
 
 def _all_embedding_columns(files: list[Path], id_column: str) -> set[str]:
-    return {f.name for p in files for f in _read_schema(p) if f.name != id_column and _embedding_kind(f.type, f.name)}
+    return {f.name for p in files for f in _read_schema(p) if f.name != id_column and embedding_kind(f.type, f.name)}
 
 
 def _id_kind(ids: np.ndarray) -> str:
@@ -375,7 +410,7 @@ def _read_modality(
 ) -> Modality:
     arr = col.combine_chunks()  # one Array: row groups arrive as chunks
     expected = dict(zip(config.modalities, config.dims, strict=True)).get(name) if config.dims else None
-    if _embedding_kind(arr.type, name) == "nested":
+    if embedding_kind(arr.type, name) == "nested":
         present_file, block = _nested_first_vectors(arr, path, name, ids, expected)
     else:
         present_file, block = _flat_vectors(arr, path, name, ids, expected)

@@ -28,10 +28,14 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from prodmatch.blocking import item_tokens, shared_token_neighbours
+from prodmatch.candidates import modality_vectors, neighbours_within
 from prodmatch.catalogue import Catalogue
-from prodmatch.pairs import PairSet, _unordered_key
+from prodmatch.config import MatchConfig
+from prodmatch.features import PairFeaturizer
+from prodmatch.pairs import PairSet, unordered_key
 
-__all__ = ["MiningReport", "drop_likely_positives", "likely_positives", "mine_negatives", "modality_vectors"]
+__all__ = ["MiningReport", "drop_likely_positives", "likely_positives", "mine_negatives"]
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +60,6 @@ class MiningReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def modality_vectors(catalogue: Catalogue, modalities: list[str]) -> np.ndarray:
-    """(N, sum dims) search vectors: every normalised modality (zeros where missing), equally weighted.
-
-    Not renormalised: an item missing a modality then ranks every other item by the modalities it has
-    (the missing part adds 0 to every inner product), instead of finding only items that miss it too.
-    """
-    parts = [catalogue.modalities[m].matrix for m in modalities]
-    return (np.concatenate(parts, axis=1) / np.float32(np.sqrt(len(parts)))).astype(np.float32)
 
 
 def mine_negatives(
@@ -103,8 +97,6 @@ def mine_negatives(
     Returns:
         (pairs, report): the mined pairs (target 0, ``source_rows`` -1, category of the query item).
     """
-    from prodmatch.matching import MatchConfig, neighbours_within
-
     report = MiningReport(per_item=per_item, k=k)
     n = len(catalogue)
     vectors = modality_vectors(catalogue, modalities)
@@ -139,8 +131,6 @@ def mine_negatives(
     kind = "flat" if report.blocked_by_category else kind
     q, j = neighbours_within(vectors, queries, targets, config.k, block, kind, config)
     if token_k > 0:  # and those sharing rare values, as `match` finds them
-        from prodmatch.blocking import item_tokens, shared_token_neighbours
-
         tq, tj, _ = shared_token_neighbours(
             item_tokens(catalogue, np.union1d(queries, targets)), queries, targets, token_k, token_max_block, vectors
         )
@@ -154,9 +144,9 @@ def mine_negatives(
     pos = train.target > 0.5
     graph = sp.coo_matrix((np.ones(int(pos.sum())), (train.left[pos], train.right[pos])), shape=(n, n))
     _, component = connected_components(graph, directed=False)
-    labelled_keys = _unordered_key(train.left, train.right, n)
+    labelled_keys = unordered_key(train.left, train.right, n)
     linked = component[q] == component[j]
-    labelled = np.isin(_unordered_key(q, j, n), labelled_keys)
+    labelled = np.isin(unordered_key(q, j, n), labelled_keys)
     report.linked_by_labels, report.already_labelled = int(linked.sum()), int((labelled & ~linked).sum())
     q, j = q[~linked & ~labelled], j[~linked & ~labelled]
 
@@ -171,11 +161,11 @@ def mine_negatives(
         fq = np.repeat(queries, far_per_item)
         fj = targets[rng.integers(0, len(targets), len(fq))]
         # the same rule as the near ones: never a pair the labels link or already hold
-        ok = (fq != fj) & (component[fq] != component[fj]) & ~np.isin(_unordered_key(fq, fj, n), labelled_keys)
+        ok = (fq != fj) & (component[fq] != component[fj]) & ~np.isin(unordered_key(fq, fj, n), labelled_keys)
         report.far = int(ok.sum())
         q, j = np.concatenate([q, fq[ok]]), np.concatenate([j, fj[ok]])
     # a pair mined from both ends once
-    _, first = np.unique(_unordered_key(q, j, n), return_index=True)
+    _, first = np.unique(unordered_key(q, j, n), return_index=True)
     q, j = q[first], j[first]
     report.mined = len(q)
 
@@ -252,8 +242,6 @@ def likely_positives(
         (M,) bool: the mined pairs that look like the labelled positives.
     """
     import lightgbm as lgb
-
-    from prodmatch.features import PairFeaturizer
 
     if len(mined) == 0 or labelled.target is None or not (labelled.target > 0.5).any():
         return np.zeros(len(mined), dtype=bool)

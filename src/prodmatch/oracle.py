@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from prodmatch.errors import DataError
-from prodmatch.io import ORACLE_ITEMS_FILE
+from prodmatch.io import ORACLE_ITEMS_FILE, atomic_path
 
 __all__ = ["KINDS", "ORACLE_ITEMS_FILE", "Oracle", "catalogue_kind_shares"]
 
@@ -80,8 +80,6 @@ class Oracle:
 
     def save(self, path: str | Path) -> None:
         """Write to ``path`` (an .npz), atomically."""
-        from prodmatch.io import atomic_path
-
         arrays = {
             "variantid": self.variantid,
             "cat2": self.cat2,

@@ -421,7 +421,7 @@ def group_folds(pairs: PairSet, n_folds: int, seed: int = 0) -> Folds:
     return Folds(masks, np.column_stack([fa, fb]), "items", reason)
 
 
-def _unordered_key(left: np.ndarray, right: np.ndarray, n_items: int | None = None) -> np.ndarray:
+def unordered_key(left: np.ndarray, right: np.ndarray, n_items: int | None = None) -> np.ndarray:
     """(M,) int64, equal for (a, b) and (b, a). Keys compare across calls only with the same ``n_items``."""
     lo = np.minimum(left, right).astype(np.int64)
     hi = np.maximum(left, right).astype(np.int64)
@@ -431,7 +431,7 @@ def _unordered_key(left: np.ndarray, right: np.ndarray, n_items: int | None = No
 
 def pair_hygiene(pairs: PairSet) -> dict[str, int]:
     """Counts of reversed duplicate pairs and of those whose labels conflict (vectorised)."""
-    key = _unordered_key(pairs.left, pairs.right)
+    key = unordered_key(pairs.left, pairs.right)
     frame = pd.DataFrame({"key": key, "reversed": pairs.left > pairs.right})
     if pairs.target is not None:
         frame["target"] = pairs.target
@@ -467,7 +467,7 @@ def clean_pairs(pairs: PairSet, conflicts: str = "drop") -> tuple[PairSet, dict[
         raise DataError(f"unknown conflict policy {conflicts!r}; use one of {list(CONFLICT_POLICIES)}")
     if pairs.target is None:
         raise DataError("clean_pairs needs labelled pairs")
-    key = _unordered_key(pairs.left, pairs.right)
+    key = unordered_key(pairs.left, pairs.right)
     frame = pd.DataFrame({"key": key, "target": pairs.target})
     grouped = frame.groupby("key", sort=False)["target"]
     conflicting = (grouped.transform("nunique") > 1).to_numpy()
@@ -539,9 +539,9 @@ def augment_transitive(pairs: PairSet, n_items: int, *, max_component: int = 32)
     a_idx = np.repeat(np.arange(len(members)), after)
     b_idx = a_idx + 1 + (np.arange(len(a_idx)) - np.repeat(np.cumsum(after) - after, after))
     a, b = members[a_idx], members[b_idx]
-    keys = _unordered_key(a, b, n_items)
-    labelled = np.isin(keys, _unordered_key(pairs.left, pairs.right, n_items))
-    is_negative = np.isin(keys, _unordered_key(pairs.left[~pos], pairs.right[~pos], n_items))
+    keys = unordered_key(a, b, n_items)
+    labelled = np.isin(keys, unordered_key(pairs.left, pairs.right, n_items))
+    is_negative = np.isin(keys, unordered_key(pairs.left[~pos], pairs.right[~pos], n_items))
     new = ~labelled
     a, b = a[new], b[new]
     # Category: that of any positive pair in the same component.

@@ -21,10 +21,14 @@ import pandas as pd
 
 from prodmatch.catalogue import Catalogue
 from prodmatch.errors import DataError
-from prodmatch.evaluation import METRIC_LABELS, binary_metrics, per_category_table
-from prodmatch.io import atomic_path
+from prodmatch.evaluation import METRIC_LABELS, binary_metrics, per_category_table, pr_auc
+from prodmatch.explain import explain_pairs
+from prodmatch.io import atomic_path, read_catalogue
+from prodmatch.models import load_model
 from prodmatch.models.base import PairModel
-from prodmatch.pairs import PairSet
+from prodmatch.pairs import PairSet, load_pairs
+from prodmatch.plots import plot_waterfall
+from prodmatch.version import __version__
 
 __all__ = ["build_report", "report_html"]
 
@@ -50,10 +54,6 @@ def build_report(
     """
     from dataclasses import replace
 
-    from prodmatch.io import read_catalogue
-    from prodmatch.models import load_model
-    from prodmatch.pairs import load_pairs
-
     t0 = time.perf_counter()
     model = load_model(run_dir)
     # names and categories for the error tables, whatever the model itself reads
@@ -75,8 +75,6 @@ def build_report(
 
 def report_html(model: PairModel, catalogue: Catalogue, pairs: PairSet, *, top: int = 10, title: str = "") -> str:
     """The report of ``model`` on the labelled ``pairs`` as one HTML string."""
-    from prodmatch.explain import explain_pairs
-
     y = (pairs.target >= 0.5).astype(np.int8)
     prob = model.predict_proba(catalogue, pairs)
     threshold = float(model.threshold)
@@ -120,8 +118,6 @@ def report_html(model: PairModel, catalogue: Catalogue, pairs: PairSet, *, top: 
 
 
 def _header(model: PairModel, pairs: PairSet, title: str) -> str:
-    from prodmatch import __version__
-
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f"<h1>{html.escape(title or model.name)}</h1>"
@@ -207,8 +203,6 @@ def _category_table(y: np.ndarray, prob: np.ndarray, groups: np.ndarray | None) 
 def _errors_table(catalogue, pairs: PairSet, prob: np.ndarray, idx: np.ndarray, explained, offset: int) -> str:
     if not len(idx):
         return "<p class=note>None.</p>"
-    from prodmatch.plots import plot_waterfall
-
     rows = []
     for j, i in enumerate(idx):
         e = explained.pair(offset + j)
@@ -272,8 +266,6 @@ def _axes(title: str):
 
 def _pr_curve(y: np.ndarray, prob: np.ndarray, threshold: float) -> str:
     from sklearn.metrics import precision_recall_curve
-
-    from prodmatch.evaluation import pr_auc
 
     precision, recall, ts = precision_recall_curve(y, prob)
     fig, ax = _axes(f"Precision-recall (PR-AUC {pr_auc(y, prob):.4f})")

@@ -372,7 +372,7 @@ def train_network(
             record.pairs_per_second,
         )
         if ckpt_path is not None:
-            _save_checkpoint(
+            save_checkpoint(
                 ckpt_path,
                 {
                     "epoch": epoch,
@@ -436,6 +436,6 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
+def save_checkpoint(path: Path, state: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from prodmatch.errors import ProdmatchError
+from prodmatch.errors import ConfigError, ProdmatchError
 from prodmatch.evaluation import METRIC_LABELS
 
 app = typer.Typer(
@@ -153,8 +153,6 @@ class TrainBars:
 
 
 def parse_params(items: list[str], model_cls: Any) -> dict[str, Any]:
-    from prodmatch.errors import ConfigError
-
     if model_cls is None:
         return {}
     types = {f.name: f.type for f in fields(model_cls.params_class)}

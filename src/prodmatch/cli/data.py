@@ -18,6 +18,11 @@ from prodmatch.cli.common import (
     stdout,
     user_errors,
 )
+from prodmatch.em import import_em
+from prodmatch.errors import ConfigError
+from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue
+from prodmatch.pairs import load_pairs, pair_graph, pair_hygiene
+from prodmatch.synth import SCENARIOS, SynthConfig, generate
 
 PANEL = "Data"  # the group of commands in --help
 
@@ -67,9 +72,6 @@ def synth(
     catalogue-five, catalogue-identifiable, catalogue-ambiguous. oracle_items.npz lets `match` score any
     pair with the oracle.
     """
-    from prodmatch.errors import ConfigError
-    from prodmatch.synth import SCENARIOS, SynthConfig, generate
-
     with user_errors():
         if scenario is not None and scenario not in SCENARIOS:
             raise ConfigError(f"unknown --scenario {scenario!r}; choose one of {list(SCENARIOS)}")
@@ -115,9 +117,6 @@ def synth(
 @app.command(rich_help_panel=PANEL)
 def info(data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-CUP layout.")]) -> None:
     """Validate a data directory and describe it: items, modalities, coverage, pairs and duplicates."""
-    from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue
-    from prodmatch.pairs import load_pairs, pair_graph, pair_hygiene
-
     with user_errors():
         t0 = time.perf_counter()
         cat = read_catalogue(data_dir)
@@ -166,8 +165,6 @@ def import_em_command(
     """Turn an entity-matching benchmark folder (Magellan/DeepMatcher, Ditto's serialisation) into a
     prodmatch data directory: items with string ids and text embeddings, attributes, and the given
     train/valid/test pairs. Then: prodmatch train OUT --out RUN --valid-pairs OUT/valid.parquet."""
-    from prodmatch.em import import_em
-
     with user_errors():
         with stage_bars(progress) as stage:
             summary = import_em(

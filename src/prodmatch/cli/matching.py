@@ -16,6 +16,9 @@ from prodmatch.cli.common import (
     stdout,
     user_errors,
 )
+from prodmatch.errors import ConfigError
+from prodmatch.matching import ENGINES, MatchConfig, build_catalogue_index, match_catalogue, match_new_items
+from prodmatch.matching.spark import SparkOptions, build_spark_index, match_new_spark
 
 PANEL = "Match a catalogue"  # the group of commands in --help
 
@@ -167,9 +170,6 @@ def match(
     --link LEFT RIGHT links two sources instead of one catalogue (Splink's link_only): every item's
     neighbours are the other source's, and quality counts the pairs of two sources only.
     """
-    from prodmatch.errors import ConfigError
-    from prodmatch.matching import ENGINES, MatchConfig, match_catalogue, match_new_items
-
     with user_errors():
         cfg = MatchConfig(
             k=k,
@@ -194,8 +194,6 @@ def match(
             raise ConfigError(f"--engine must be one of {list(ENGINES)}, got {engine!r}")
         spark_args: dict = {}
         if engine == "spark":
-            from prodmatch.matching.spark import SparkOptions
-
             spark_args["options"] = SparkOptions(
                 master=master,
                 conf=_spark_conf(spark_conf),
@@ -220,8 +218,6 @@ def match(
                     "--rescore applies to a full match; incremental matching (--new) scores with RUN_DIR only"
                 )
             if engine == "spark":
-                from prodmatch.matching.spark import match_new_spark
-
                 summary = match_new_spark(
                     run_dir, data, index_dir, new, clusters, out, cfg, overwrite=overwrite, **spark_args
                 )
@@ -299,8 +295,6 @@ def match(
 
 def _spark_conf(items: list[str] | None) -> dict[str, str]:
     """--spark-conf KEY=VALUE options as a dict."""
-    from prodmatch.errors import ConfigError
-
     conf = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -334,13 +328,8 @@ def index_command(
     matched against it later (`prodmatch match ... --new NEW --index-dir OUT --clusters CLUSTERS`)
     without rebuilding it; for a gbdt model also its item-feature store (OUT/store), which
     `prodmatch serve --index-dir OUT` memory-maps instead of computing it at start-up."""
-    from prodmatch.errors import ConfigError
-    from prodmatch.matching import MatchConfig, build_catalogue_index
-
     with user_errors():
         if engine == "spark":
-            from prodmatch.matching.spark import SparkOptions, build_spark_index
-
             options = SparkOptions(master=master, conf=_spark_conf(spark_conf), cells=cells)
             meta = build_spark_index(run_dir, data, out, MatchConfig(index=index), options=options, overwrite=overwrite)
             stdout.print(

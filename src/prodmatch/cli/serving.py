@@ -16,6 +16,10 @@ from prodmatch.cli.common import (
     stdout,
     user_errors,
 )
+from prodmatch.errors import ConfigError
+from prodmatch.export import PARITY_TOL, export_onnx
+from prodmatch.io import read_catalogue
+from prodmatch.models import load_model
 
 PANEL = "Serve"  # the group of commands in --help
 
@@ -36,14 +40,9 @@ def export(
     cross-encoder) exports its transformer graph from token ids, checked on records of its own
     vocabulary. A gbdt run exports the networks and text models it stacks; its boosted trees are served
     by LightGBM itself. `prodmatch serve` then scores with ONNX Runtime."""
-    from prodmatch.export import PARITY_TOL, export_onnx
-
     with user_errors():
         catalogue = None
         if data is not None:
-            from prodmatch.io import read_catalogue
-            from prodmatch.models import load_model
-
             catalogue = read_catalogue(data, load_model(run_dir).data_config())
         with console.status("exporting and checking parity"):
             reports = export_onnx(run_dir, catalogue=catalogue, opset=opset)
@@ -125,8 +124,6 @@ def serve(
                 max_k=max_k,
             )
         except ValidationError as e:
-            from prodmatch.errors import ConfigError
-
             problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
             raise ConfigError(f"invalid serve settings: {problems}") from None
         application = create_app(settings)

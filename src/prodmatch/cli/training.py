@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from prodmatch import api
 from prodmatch.cli.common import (
     ItemData,
     RunDir,
@@ -26,8 +27,12 @@ from prodmatch.cli.common import (
     stdout,
     user_errors,
 )
-from prodmatch.config import DEFAULT_MODEL
+from prodmatch.compare import compare as run_compare
+from prodmatch.config import DEFAULT_MODEL, DataConfig, TrainConfig
 from prodmatch.errors import ConfigError
+from prodmatch.explain import explain as run_explain
+from prodmatch.models import MODELS
+from prodmatch.report import build_report
 
 PANEL = "Train and evaluate"  # the group of commands in --help
 
@@ -160,16 +165,10 @@ def train(
     --target-precision). If DATA_DIR/test.parquet has targets, the model is also evaluated on it. The run
     directory gets config.json, the weights, metrics.json, history.json and plots/.
     """
-    from prodmatch import api
-    from prodmatch.config import DataConfig, TrainConfig
-    from prodmatch.models import MODELS
-
     with user_errors():
         params = parse_params(param or [], MODELS.get(model))
         takes = {f.name for f in fields(MODELS[model].params_class)} if model in MODELS else set()
         if encoder_path is not None:
-            from prodmatch.errors import ConfigError
-
             if "encoder_path" not in takes:
                 raise ConfigError(f"--encoder-path is for the text models; {model} reads no text")
             params["encoder_path"] = str(encoder_path)
@@ -268,11 +267,6 @@ def compare(
     model's validation PR-AUC, and scoring pairs/s. Synthetic data adds its Bayes-optimal oracle as the
     ceiling. Writes OUT/leaderboard.json, OUT/pr_curves.png and a run directory per model in OUT/models.
     """
-    from prodmatch.compare import compare as run_compare
-    from prodmatch.config import TrainConfig
-    from prodmatch.errors import ConfigError
-    from prodmatch.models import MODELS
-
     with user_errors():
         names = [m.strip() for m in models.split(",") if m.strip()]
         per_model: dict[str, list[str]] = {}
@@ -357,8 +351,6 @@ def evaluate(
 ) -> None:
     """Evaluate a saved model on labelled pairs: loss, accuracy, precision, recall, F1, PR-AUC, ROC-AUC,
     the best-F1 threshold and the E-CUP macro PR-AUC over level-2 categories."""
-    from prodmatch import api
-
     with user_errors():
         metrics = api.evaluate(run_dir, data, pairs, out=out_json, threshold=threshold, plot=plot)
         stdout.print(metrics_table({pairs.name: metrics}, title=f"{run_dir}"))
@@ -385,8 +377,6 @@ def predict(
 ) -> None:
     """Score every pair: writes variantid1, variantid2 and target (a calibrated probability), one row per
     input row, in input order (the E-CUP submission format). Unknown ids are an error that lists them."""
-    from prodmatch import api
-
     with user_errors():
         t0 = time.perf_counter()
         frame = api.predict(run_dir, data, pairs, out_path, labels=labels)
@@ -427,8 +417,6 @@ def explain(
     a modality left out being absent on both items. Writes explanations.parquet (a row per pair),
     contributions.parquet (a row per pair and feature), explanations.json and waterfalls/*.png.
     """
-    from prodmatch.explain import explain as run_explain
-
     with user_errors():
         if (pairs is None) == (pair is None):
             raise ConfigError("give --pairs FILE or --pair ID1 ID2 (one of them)")
@@ -452,8 +440,6 @@ def parse_weights(text: str) -> tuple[float, ...]:
         try:
             out.append(float(part))
         except ValueError:
-            from prodmatch.errors import ConfigError
-
             raise ConfigError(f"--aux-weights: {part.strip()!r} is not a number; give weights such as 0.25,1") from None
     return tuple(out)
 
@@ -488,8 +474,6 @@ def report(
     """One self-contained HTML page about a model on labelled pairs (opens with no network): metrics, PR and
     ROC curves, a reliability diagram, score histograms by label, a threshold table, the E-CUP per-category
     PR-AUC (worst first), and the top false positives and negatives with names, categories and explanations."""
-    from prodmatch.report import build_report
-
     with user_errors():
         t0 = time.perf_counter()
         path = build_report(run_dir, data, pairs, out, top=top)
@@ -499,8 +483,6 @@ def report(
 @app.command(rich_help_panel=PANEL)
 def models() -> None:
     """List the registered models and their default hyperparameters."""
-    from prodmatch.models import DEFAULT_MODEL, MODELS
-
     table = Table(title="models")
     table.add_column("name")
     table.add_column("defaults")

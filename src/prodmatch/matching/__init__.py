@@ -19,9 +19,7 @@ The stages live in their own modules (:mod:`.candidates`, :mod:`.scoring`, :mod:
 
 from __future__ import annotations
 
-from prodmatch.errors import ConfigError
-from prodmatch.matching.candidates import (
-    _reads_text_only,
+from prodmatch.candidates import (
     ann_recall,
     build_index,
     candidate_pairs,
@@ -30,21 +28,13 @@ from prodmatch.matching.candidates import (
     informative_items,
     item_vectors,
     neighbours_within,
+    reads_text_only,
     search,
 )
-from prodmatch.matching.clustering import ClusterReport, average_linkage_cut, cluster_items
-from prodmatch.matching.config import (
-    CLUSTERS_FILE,
-    INDEX_KINDS,
-    MATCHES_FILE,
-    MAX_K,
-    RECALL_KS,
-    SUMMARY_FILE,
-    MatchConfig,
-    _staged_output,
-    replace_index,
-    timed,
-)
+from prodmatch.clustering import ClusterReport, average_linkage_cut, cluster_items
+from prodmatch.config import INDEX_KINDS, MAX_K, RECALL_KS, MatchConfig, replace_index
+from prodmatch.errors import ConfigError
+from prodmatch.io import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, staged_output
 from prodmatch.matching.incremental import (
     IDS_FILE,
     INDEX_FILE,
@@ -55,6 +45,7 @@ from prodmatch.matching.incremental import (
     match_new_items,
 )
 from prodmatch.matching.local import match_local
+from prodmatch.matching.output import timed
 from prodmatch.matching.quality import (
     best_threshold_f1,
     candidate_recall,
@@ -64,6 +55,7 @@ from prodmatch.matching.quality import (
     recall_at_ks,
 )
 from prodmatch.matching.scoring import calibrate_candidates, rescore_uncertain
+from prodmatch.matching.spark import match_spark
 
 __all__ = [
     "CLUSTERS_FILE",
@@ -79,8 +71,6 @@ __all__ = [
     "VECTORS_FILE",
     "ClusterReport",
     "MatchConfig",
-    "_reads_text_only",
-    "_staged_output",
     "ann_recall",
     "average_linkage_cut",
     "best_threshold_f1",
@@ -103,10 +93,12 @@ __all__ = [
     "neighbours_within",
     "oracle_quality",
     "pairs_of_groups",
+    "reads_text_only",
     "recall_at_ks",
     "replace_index",
     "rescore_uncertain",
     "search",
+    "staged_output",
     "timed",
 ]
 
@@ -159,8 +151,6 @@ def match_catalogue(
             labelled_sample=labelled_sample,
             link_with=link_with,
         )
-    from prodmatch.matching.spark import match_spark
-
     return match_spark(
         run_dir,
         data_dir,

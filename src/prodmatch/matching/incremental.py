@@ -10,20 +10,28 @@ from dataclasses import asdict
 import numpy as np
 import pandas as pd
 
+from prodmatch.calibration import expected_f1_threshold
+from prodmatch.candidates import build_index, candidate_pairs, item_vectors, search
 from prodmatch.catalogue import Catalogue
+from prodmatch.clustering import cluster_items
+from prodmatch.config import MatchConfig, replace_index
 from prodmatch.errors import ConfigError
 from prodmatch.evidence import describe, gate
-from prodmatch.matching.candidates import build_index, candidate_pairs, item_vectors, search
-from prodmatch.matching.clustering import cluster_items
-from prodmatch.matching.config import (
+from prodmatch.io import (
     CLUSTERS_FILE,
     MATCHES_FILE,
     SUMMARY_FILE,
-    MatchConfig,
-    _staged_output,
-    replace_index,
+    read_catalogue,
+    staged_output,
+    write_json,
+    write_parquet,
 )
 from prodmatch.matching.output import matches_frame, split_report
+from prodmatch.matching.scoring import apply_calibration, calibrate_candidates
+from prodmatch.models.base import ItemStoring
+from prodmatch.pairs import PairSet
+from prodmatch.runs import model_and_catalogue
+from prodmatch.store import STORE_DIR, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +49,10 @@ def build_catalogue_index(
     """Save the catalogue's item vectors and their nearest-neighbour index, for matching new items later."""
     import faiss
 
-    from prodmatch.api import _model_and_catalogue
-    from prodmatch.io import write_json, write_parquet
-
     config = config or MatchConfig()
-    with _staged_output(out_dir, overwrite, INDEX_META_FILE) as tmp:
+    with staged_output(out_dir, overwrite, INDEX_META_FILE) as tmp:
         t0 = time.perf_counter()
-        model, cat = _model_and_catalogue(run_dir, data_dir, None, job="catalogue")
+        model, cat = model_and_catalogue(run_dir, data_dir, None, job="catalogue")
         vectors, vector_kind = item_vectors(model, cat)
         kind = config.index_kind(len(cat))
         index = build_index(vectors, kind, config)
@@ -56,9 +61,7 @@ def build_catalogue_index(
             np.save(f, vectors)
         write_parquet(pd.DataFrame({"variantid": cat.ids.to_numpy()}), tmp / IDS_FILE)
         store = None
-        if hasattr(model, "item_store"):  # what serving needs of every item, saved so a server loads it
-            from prodmatch.store import STORE_DIR, fingerprint
-
+        if isinstance(model, ItemStoring):  # what serving needs of every item, saved so a server loads it
             store = model.item_store(cat)
             store.save(tmp / STORE_DIR, fingerprint(model, cat))
         meta = {
@@ -144,17 +147,13 @@ def match_new_items(
 
     import faiss
 
-    from prodmatch.api import _model_and_catalogue
-    from prodmatch.io import read_catalogue, write_json, write_parquet
-    from prodmatch.pairs import PairSet
-
     config = config or MatchConfig()
     if config.rescore:
         raise ConfigError("rescore applies to a full match; incremental matching scores with run_dir only")
     index_dir = Path(index_dir)
     meta = _json.loads((index_dir / INDEX_META_FILE).read_text())
     t0 = time.perf_counter()
-    model, cat = _model_and_catalogue(run_dir, data_dir, None, job="catalogue")
+    model, cat = model_and_catalogue(run_dir, data_dir, None, job="catalogue")
     check_index_items(index_dir, cat, data_dir)
     new_cat = read_catalogue(new_dir, model.data_config())
     combined = cat.concat(new_cat)
@@ -220,7 +219,7 @@ def match_new_items(
     assigned[~has] = next_id + fresh
     is_new[~has] = True
 
-    with _staged_output(out_dir, overwrite, SUMMARY_FILE) as tmp:
+    with staged_output(out_dir, overwrite, SUMMARY_FILE) as tmp:
         cluster_of = np.concatenate([old_cluster, assigned])  # every combined row's cluster after this run
         words = describe(evidence[kept], model.evidence_names())
         matches = matches_frame(ids, left[kept], right[kept], score[kept], words, cluster_of)
@@ -268,9 +267,6 @@ def _calibrated(model, prob: np.ndarray, clusters_path, config: MatchConfig) -> 
     probabilities and threshold; ``--threshold`` overrides the threshold in every case."""
     import json
     from pathlib import Path
-
-    from prodmatch.calibration import expected_f1_threshold
-    from prodmatch.matching.scoring import apply_calibration, calibrate_candidates
 
     if config.calibrate == "none":
         threshold = model.threshold if config.threshold is None else config.threshold

@@ -5,7 +5,7 @@ The two data directories are read with the model's data settings and matched as 
 stage pairs items of two sources only: each item's top-k are the other source's, the shared-value and
 incomplete-item candidates too. Clusters are the catalogue job's (a cluster may hold several listings of
 one source that all match the other's), or, with ``one_to_one``, at most one item of each source: a
-maximum-weight matching of each component (:func:`prodmatch.matching.clustering.one_to_one_matching`).
+maximum-weight matching of each component (:func:`prodmatch.clustering.one_to_one_matching`).
 Quality counts the pairs of two sources only.
 """
 
@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from prodmatch.errors import DataError
+from prodmatch.io import read_catalogue
 from prodmatch.matching.output import SOURCE_NAMES
+from prodmatch.matching.quality import read_truth, truth_source
+from prodmatch.oracle import ORACLE_ITEMS_FILE, Oracle
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +41,6 @@ def read_linked(model, left_dir, right_dir, text: bool):
     (N,) int8 of each item's source (0: left, 1: right)."""
     from dataclasses import replace
 
-    from prodmatch.io import read_catalogue
-
     config = model.data_config()
     if text:
         config = replace(config, load_names=True, load_attributes=True)
@@ -59,8 +60,6 @@ def linked_truth(left_dir, right_dir, column: str | None, ids: np.ndarray, id_co
     """(product, (file, column)) of the items' true products across the two sources (None where an item has
     none), or None when neither source has them. Where only one source has them, none are used (no pair of two
     sources could be judged), with a warning."""
-    from prodmatch.matching.quality import read_truth, truth_source
-
     found = [truth_source(d, column, id_column) for d in (left_dir, right_dir)]
     if found[0] is None and found[1] is None:
         return None
@@ -78,8 +77,6 @@ def linked_truth(left_dir, right_dir, column: str | None, ids: np.ndarray, id_co
 def linked_oracle(left_dir, right_dir, ids: np.ndarray):
     """The Bayes oracle covering both sources (synthetic sources drawn from one catalogue, as
     :func:`prodmatch.synth.split_sources` writes them), or None."""
-    from prodmatch.oracle import ORACLE_ITEMS_FILE, Oracle
-
     for d in (left_dir, right_dir):
         if not (Path(d) / ORACLE_ITEMS_FILE).exists():
             return None

@@ -8,30 +8,22 @@ from dataclasses import asdict
 
 import numpy as np
 
+from prodmatch.calibration import expected_f1_threshold, expected_quality
+from prodmatch.candidates import all_candidates, ann_recall, informative_items, item_vectors, recall_probe
 from prodmatch.catalogue import NORM_EPS
+from prodmatch.clustering import cluster_items
+from prodmatch.config import CALIBRATION_K, MatchConfig
 from prodmatch.errors import ConfigError
 from prodmatch.evidence import count_none, describe, gate
+from prodmatch.io import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, TRUTH_FILE, staged_output, write_json, write_parquet
 from prodmatch.matching import link
-from prodmatch.matching.candidates import (
-    _recall_probe,
-    all_candidates,
-    ann_recall,
-    informative_items,
-    item_vectors,
-)
-from prodmatch.matching.clustering import cluster_items
-from prodmatch.matching.config import (
-    CALIBRATION_K,
-    CLUSTERS_FILE,
-    MATCHES_FILE,
-    SUMMARY_FILE,
-    MatchConfig,
-    _staged_output,
-    timed,
-)
-from prodmatch.matching.output import clusters_frame, matches_frame, split_report
+from prodmatch.matching.output import clusters_frame, matches_frame, split_report, timed
 from prodmatch.matching.quality import oracle_quality, read_truth, recall_at_ks, truth_quality, truth_source
 from prodmatch.matching.scoring import calibrate_candidates, rescore_uncertain
+from prodmatch.models import load_model
+from prodmatch.oracle import ORACLE_ITEMS_FILE, Oracle
+from prodmatch.pairs import PairSet, load_pairs
+from prodmatch.runs import model_and_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -71,26 +63,18 @@ def match_local(
     """
     from pathlib import Path
 
-    from prodmatch.api import _model_and_catalogue
-    from prodmatch.calibration import expected_f1_threshold, expected_quality
-    from prodmatch.io import TRUTH_FILE, write_json, write_parquet
-    from prodmatch.oracle import ORACLE_ITEMS_FILE, Oracle
-    from prodmatch.pairs import PairSet
-
     config = config or MatchConfig()
     out_dir = Path(out_dir)
-    staging = _staged_output(out_dir, overwrite, SUMMARY_FILE)  # checks out_dir now, before any work
+    staging = staged_output(out_dir, overwrite, SUMMARY_FILE)  # checks out_dir now, before any work
     stages: dict[str, dict] = {}
     t_start = time.perf_counter()
     if config.one_to_one and link_with is None:
         raise ConfigError("--one-to-one applies to linking two sources: give them as --link LEFT RIGHT")
     with timed(stages, "load"):
         if link_with is None:
-            model, cat = _model_and_catalogue(run_dir, data_dir, None, text=config.token_k > 0, job="catalogue")
+            model, cat = model_and_catalogue(run_dir, data_dir, None, text=config.token_k > 0, job="catalogue")
             sources = None
         else:
-            from prodmatch.models import load_model
-
             model = load_model(run_dir).for_job("catalogue")
             cat, sources = link.read_linked(model, data_dir, link_with, text=config.token_k > 0)
     threshold = model.threshold if config.threshold is None else config.threshold
@@ -125,7 +109,7 @@ def match_local(
         else:
             linked = link.linked_truth(data_dir, link_with, config.truth_column, cat.ids.to_numpy(), id_column)
             truth = None if linked is None else linked[1]
-        probe = _recall_probe(searchable) if truth is not None and sources is None else None
+        probe = recall_probe(searchable) if truth is not None and sources is None else None
         left, right, search_facts = all_candidates(
             model, cat, vectors, config, groups, advance, searchable, probe, sources
         )
@@ -157,8 +141,6 @@ def match_local(
     if config.calibrate == "prior":
         sample = None
         if labelled_sample is not None:
-            from prodmatch.pairs import load_pairs
-
             labelled = load_pairs(labelled_sample, cat, require_target=True)
             sample = (model.predict_proba(cat, labelled), labelled.target)
         fit = np.isin(all_left * n + all_right, near)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import resource
+import time
+
 import numpy as np
 import pandas as pd
 
@@ -16,6 +21,8 @@ ONE_TO_ONE_REASON = (
     "one-to-one: each component's matches are reduced to the matching of largest summed score, at most one item "
     "of each source per cluster, so a match that would give an item a second partner stays apart"
 )
+log = logging.getLogger(__name__)
+
 SOURCE_NAMES = ("left", "right")  # linking: the source column's values for LEFT's and RIGHT's items
 
 
@@ -67,3 +74,17 @@ def split_report(split: int | pd.DataFrame, one_to_one: bool = False) -> dict:
         "matches_in_different_clusters": split,
         "reason": (ONE_TO_ONE_REASON if one_to_one else GUARD_REASON) if split else None,
     }
+
+
+def timed(stages: dict, name: str):
+    """Context manager recording a stage's wall seconds and peak RSS into ``stages``."""
+
+    @contextlib.contextmanager
+    def run():
+        t0 = time.perf_counter()
+        yield
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        stages[name] = {"seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(peak_mb, 1)}
+        log.info("%s: %.1fs (peak memory so far %.0f MB)", name, stages[name]["seconds"], peak_mb)
+
+    return run()

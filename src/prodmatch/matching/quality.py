@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prodmatch.matching.clustering import cluster_items
-from prodmatch.matching.config import RECALL_KS
+from prodmatch.clustering import cluster_items
+from prodmatch.config import RECALL_KS
+from prodmatch.errors import ConfigError, DataError
+from prodmatch.io import TRUTH_FILE
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +25,6 @@ def truth_source(data_dir, column: str | None, id_column: str = "variantid") -> 
     ConfigError naming the files and their columns when ``column`` is in none of them."""
     import pyarrow.parquet as pq
 
-    from prodmatch.io import TRUTH_FILE
-
     data_dir = Path(data_dir)
     if column is None:
         path = data_dir / TRUTH_FILE
@@ -36,8 +36,6 @@ def truth_source(data_dir, column: str | None, id_column: str = "variantid") -> 
 def first_with_column(schemas, column: str, id_column: str, data_dir) -> str:
     """The first of ``schemas`` ((path, column names), in name order) holding ``column`` beside the id column;
     ConfigError naming every file and its columns when none does."""
-    from prodmatch.errors import ConfigError
-
     seen = {}
     for path, names in schemas:
         if column in names and id_column in names:
@@ -53,8 +51,6 @@ def first_with_column(schemas, column: str, id_column: str, data_dir) -> str:
 def read_truth(path: Path, column: str, ids: np.ndarray, id_column: str = "variantid") -> np.ndarray:
     """(N,) object: each item's true product from ``path``'s ``column`` (None where it has none). An item listed
     twice with two products is an error that names it."""
-    from prodmatch.errors import DataError
-
     frame = pd.read_parquet(path, columns=[id_column, column]).dropna(subset=[column]).drop_duplicates()
     twice = frame[id_column].duplicated(keep=False)
     if twice.any():

@@ -8,9 +8,12 @@ import time
 
 import numpy as np
 
+from prodmatch.calibration import Calibrator, PriorEstimate, estimate_prior, shift_prior
 from prodmatch.catalogue import Catalogue
+from prodmatch.config import CALIBRATION_K
 from prodmatch.errors import ConfigError
-from prodmatch.matching.config import CALIBRATION_K
+from prodmatch.pairs import PairSet
+from prodmatch.runs import model_and_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +33,13 @@ def calibrate_candidates(
     on candidates directly and the prior is the calibrated probabilities' mean.
 
     ``fit`` (bool, one per candidate): the candidates the share is estimated on (each item's nearest few, see
-    :data:`prodmatch.matching.config.CALIBRATION_K`); every candidate is then moved by the same Bayes factor.
+    :data:`prodmatch.config.CALIBRATION_K`); every candidate is then moved by the same Bayes factor.
     None: all of them.
 
     Returns:
         (probabilities, facts for summary.json).
     """
     from scipy.special import expit, logit
-
-    from prodmatch.calibration import Calibrator, PriorEstimate, estimate_prior, shift_prior
 
     training_prior = model.calibrator.prior
     if sample is not None:
@@ -87,8 +88,6 @@ def apply_calibration(model, prob: np.ndarray, calibration: dict) -> np.ndarray:
     sample; unchanged where it applied none."""
     from scipy.special import expit, logit
 
-    from prodmatch.calibration import shift_prior
-
     method = calibration.get("method", "none")
     if method == "labelled-sample":
         platt = calibration["platt"]
@@ -131,11 +130,8 @@ def rescore_uncertain(
 
     from scipy.special import expit, logit
 
-    from prodmatch.api import _model_and_catalogue
-    from prodmatch.pairs import PairSet
-
     t0 = time.perf_counter()
-    model, other = _model_and_catalogue(run_dir, data_dir, None)
+    model, other = model_and_catalogue(run_dir, data_dir, None)
     prior = model.calibrator.prior
     if prior is None:
         raise ConfigError(

@@ -20,7 +20,7 @@ which holds the model, the coarse centroids and small statistics only.
    ``predict_proba``. Calibration for the candidates (EM prior, best expected F1) runs on aggregates.
 5. **Clustering**: connected components of the pairs at or above the threshold by min-label propagation
    with pointer jumping, the lineage cut by a parquet checkpoint every few rounds; then whole components,
-   grouped, go through the local engine's :func:`prodmatch.matching.clustering.cluster_items` (the
+   grouped, go through the local engine's :func:`prodmatch.clustering.cluster_items` (the
    anti-chaining guard): one implementation, two drivers.
 
 Outputs are staged under a hidden path beside ``out_dir`` and renamed at the end (Hadoop FileSystem), so
@@ -52,13 +52,33 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from prodmatch.blocking import token_occurrences
+from prodmatch.calibration import PriorEstimate
+from prodmatch.candidates import informative_items, item_vectors, modality_vectors, vector_kind
+from prodmatch.clustering import ClusterReport, cluster_items
+from prodmatch.config import CALIBRATION_K, MatchConfig
 from prodmatch.errors import ConfigError, DataError, EngineError
-from prodmatch.matching.candidates import vector_kind
-from prodmatch.matching.clustering import ClusterReport, cluster_items
-from prodmatch.matching.config import CALIBRATION_K, CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, MatchConfig
-from prodmatch.matching.incremental import MATES_MAX_CLUSTER, full_match_calibration
-from prodmatch.matching.output import SOURCE_NAMES, split_report
+from prodmatch.evidence import cap, describe
+from prodmatch.io import (
+    ATTRIBUTES_COLUMN,
+    ATTRIBUTES_FILE,
+    CLUSTERS_FILE,
+    EXTRA_PICTURES_COLUMN,
+    MATCHES_FILE,
+    PICTURE_FILES,
+    SUMMARY_FILE,
+    TEXT_COLUMNS,
+    TEXT_FILE,
+    TRUTH_FILE,
+    embedding_kind,
+    read_catalogue,
+)
+from prodmatch.matching.incremental import INDEX_META_FILE, MATES_MAX_CLUSTER, full_match_calibration
+from prodmatch.matching.link import check_disjoint_ids, link_facts
+from prodmatch.matching.output import SOURCE_NAMES, split_report, timed
 from prodmatch.matching.quality import first_with_column
+from prodmatch.models import load_model
+from prodmatch.pairs import PairSet
 
 __all__ = [
     "SparkOptions",
@@ -231,8 +251,6 @@ def _worker_model(bundle):
     key, data = bundle.value
     model = _WORKER_MODELS.get(key)
     if model is None:
-        from prodmatch.models import load_model
-
         where = Path(tempfile.mkdtemp(prefix="prodmatch-run-"))
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(where, filter="data")
@@ -244,8 +262,6 @@ def _batch_catalogue(table: pa.Table, layout: dict[str, list[str]], id_column: s
     """The Catalogue of a batch of joined item rows, read by the local engine's reader: the batch is split
     back into its item files in a private folder."""
     import pyarrow.parquet as pq
-
-    from prodmatch.io import read_catalogue
 
     with tempfile.TemporaryDirectory(prefix="prodmatch-items-") as tmp:
         for name, columns in layout.items():
@@ -269,8 +285,6 @@ def _item_rows_fn(bundle, layout, id_column, data_config, want_tokens: bool, wan
     """mapInArrow: joined item rows -> (id, vec, searchable, category, tokens, mvec, complete)."""
 
     def run(batches):
-        from prodmatch.matching.candidates import informative_items, item_vectors
-
         model = _worker_model(bundle)
         for batch in batches:
             if batch.num_rows == 0:
@@ -293,16 +307,12 @@ def _item_rows_fn(bundle, layout, id_column, data_config, want_tokens: bool, wan
                 ),
             }
             if want_tokens:
-                from prodmatch.blocking import token_occurrences
-
                 rows, token = token_occurrences(cat)
                 lists = [[] for _ in range(n)]
                 for r, t in zip(rows.tolist(), token.tolist(), strict=True):
                     lists[r].append(t)
                 columns["tokens"] = pa.array([sorted(set(x)) for x in lists], pa.list_(pa.string()))
             if want_modality_vectors:
-                from prodmatch.mining import modality_vectors
-
                 names = [name for name, _ in model.modalities_]
                 mv = modality_vectors(cat, names)
                 complete = np.ones(n, dtype=bool)
@@ -384,8 +394,6 @@ def _score_fn(bundle, layout, id_column, data_config, shipped):
     """cogroup applyInArrow: a group's pairs (id1, id2) and its items -> (id1, id2, score, evidence)."""
 
     def run(pairs: pa.Table, items: pa.Table) -> pa.Table:
-        from prodmatch.pairs import PairSet
-
         if pairs.num_rows == 0:
             return pa.table(
                 {
@@ -546,16 +554,6 @@ def _read_items(spark, data_dir: str, data_config, fs: _FileSystem):
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import to_arrow_type
 
-    from prodmatch.io import (
-        ATTRIBUTES_COLUMN,
-        ATTRIBUTES_FILE,
-        EXTRA_PICTURES_COLUMN,
-        PICTURE_FILES,
-        TEXT_COLUMNS,
-        TEXT_FILE,
-        _embedding_kind,
-    )
-
     id_column = data_config.id_column
     if not fs.exists(_join(data_dir, TEXT_FILE)):
         raise DataError(f"{_join(data_dir, TEXT_FILE)} not found: a data directory needs {TEXT_FILE}")
@@ -586,7 +584,7 @@ def _read_items(spark, data_dir: str, data_config, fs: _FileSystem):
         for fld in df.schema.fields:
             if fld.name == id_column:
                 continue
-            is_modality = name != ATTRIBUTES_FILE and _embedding_kind(to_arrow_type(fld.dataType), fld.name)
+            is_modality = name != ATTRIBUTES_FILE and embedding_kind(to_arrow_type(fld.dataType), fld.name)
             if (is_modality and (wanted is None or fld.name in wanted)) or fld.name in side.get(name, []):
                 if fld.name in found:
                     raise DataError(f"column {fld.name!r} is in both {found[fld.name]} and {path}; keep one")
@@ -821,8 +819,6 @@ def _gate(scores, prior: float | None, threshold: float):
     ``threshold``."""
     from pyspark.sql import functions as F
 
-    from prodmatch.evidence import cap
-
     limit = F.lit(cap(prior, threshold))
     return scores.withColumn(
         "score", F.when(F.col("evidence") == 0, F.least(F.col("score"), limit)).otherwise(F.col("score"))
@@ -879,8 +875,6 @@ def _evidence_words(scores, model):
     from itertools import chain
 
     from pyspark.sql import functions as F
-
-    from prodmatch.evidence import describe
 
     masks = sorted(r[0] for r in scores.select("evidence").distinct().collect())
     words = list(describe(np.asarray(masks, dtype=np.uint32), model.evidence_names())) if masks else []
@@ -940,8 +934,6 @@ def _calibrate(scores, model, fit: str | None = None) -> tuple[object, dict]:
     matches, then Bayes' rule) on a Spark column of probabilities; the estimate over the rows where the
     boolean column ``fit`` holds (None: all), the shift applied to every row."""
     from pyspark.sql import functions as F
-
-    from prodmatch.calibration import PriorEstimate
 
     training_prior = model.calibrator.prior
     if training_prior is None:
@@ -1063,8 +1055,6 @@ def _load(
     """The model, broadcast once (its run directory's files, unpacked once per Python worker), and the items."""
     from dataclasses import replace
 
-    from prodmatch.models import load_model
-
     model = load_model(run_dir).for_job("catalogue")
     data_config = data_config or model.data_config()
     if text:
@@ -1106,9 +1096,6 @@ def _linked_items(job: _Job, left_dir: str, right_dir: str):
         DataError: ids of different types, or ids in both sources.
     """
     from pyspark.sql import functions as F
-
-    from prodmatch.io import TEXT_FILE
-    from prodmatch.matching.link import check_disjoint_ids
 
     id_col = job.data_config.id_column
     right, right_layout, right_id_type = _items_of(job, right_dir, "items_right")
@@ -1253,8 +1240,6 @@ def match_spark(
             queries with its block and the other source, and is a target with its own).
     """
     from pyspark.sql import functions as F
-
-    from prodmatch.matching.config import timed
 
     config = config or MatchConfig()
     options = options or SparkOptions()
@@ -1540,8 +1525,6 @@ def _search_rows(vec, block, is_query, linking: bool):
 
 
 def _link_facts(side_of, left_dir: str, right_dir: str, one_to_one: bool) -> dict:
-    from prodmatch.matching.link import link_facts
-
     counts = dict(side_of.groupBy("source").count().collect())
     return link_facts(left_dir, right_dir, (counts.get(0, 0), counts.get(1, 0)), one_to_one)
 
@@ -1627,8 +1610,6 @@ def _cluster_report(clusters, guarded, edges: int, n_clusters: int) -> ClusterRe
 def _truth_source(spark, data_dir: str, column: str | None, id_column: str) -> tuple[str, str] | None:
     """:func:`prodmatch.matching.quality.truth_source` on any path Spark reads: (path, column) of the items'
     true products, or None."""
-    from prodmatch.io import TRUTH_FILE
-
     fs = _FileSystem(spark, data_dir)
     if column is None:
         path = _join(data_dir, TRUTH_FILE)
@@ -1746,8 +1727,6 @@ def build_spark_index(
     """The catalogue's item vectors and coarse centroids, saved for matching new items later with
     :func:`match_new_spark`: ``vectors.parquet`` (id, vec, searchable, category), ``centroids.parquet`` and
     ``index.json``. One cell (exact search) where the local engine would search exactly."""
-    from prodmatch.matching.incremental import INDEX_META_FILE
-
     config = config or MatchConfig()
     options = options or SparkOptions()
     spark, partitions = _start(spark, master, spark_conf, options)
@@ -1814,8 +1793,6 @@ def match_new_spark(
     average reaches the threshold; else it is a new cluster. Existing clusters are never merged or split."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
-
-    from prodmatch.matching.incremental import INDEX_META_FILE
 
     config = config or MatchConfig()
     options = options or SparkOptions()

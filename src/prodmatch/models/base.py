@@ -20,7 +20,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -32,11 +32,33 @@ from prodmatch.evidence import bit_names, gate, modality_evidence
 from prodmatch.io import write_json
 from prodmatch.pairs import PairSet
 
-__all__ = ["CONFIG_FILE", "FORMAT_VERSION", "JOBS", "RUNTIMES", "JobHead", "PairModel", "Scores"]
+__all__ = [
+    "CONFIG_FILE",
+    "ENCODER_DIR",
+    "FORMAT_VERSION",
+    "JOBS",
+    "ONNX_FILE",
+    "ONNX_META_FILE",
+    "RUNTIMES",
+    "WEIGHTS_FILE",
+    "FeatureScorer",
+    "ItemEncoder",
+    "ItemStoring",
+    "JobHead",
+    "PairModel",
+    "Scores",
+    "create_model",
+    "load_model",
+]
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
+# the weights files of a run, read by the models and hashed by the ONNX export
+WEIGHTS_FILE = "model.safetensors"  # a network's (the pairs job's)
+ENCODER_DIR = "encoder"  # a text model's Hugging Face folder
+ONNX_FILE = "model.onnx"  # written by `prodmatch export`
+ONNX_META_FILE = "onnx.json"  # its parity check and the hash of the weights it was made from
 RUNTIMES = ("torch", "onnx")
 FORMAT_VERSION = 2
 JOBS = ("pairs", "catalogue")  # labelled-like pairs; a catalogue's candidates (see the module docstring)
@@ -78,6 +100,39 @@ class JobHead:
         )
 
 
+# ------------------------------------------------------------------------------------------ capabilities
+# What a model can do beyond scoring pairs, declared, so that the code using models (candidate search, export,
+# explanations, serving) asks a model what it is instead of probing its attributes. Each is a Protocol checked
+# with isinstance, or a class attribute of PairModel with a default every model has.
+
+
+@runtime_checkable
+class FeatureScorer(Protocol):
+    """Scores pairs of item-feature rows (``Catalogue.item_features`` layout: each modality side by side, then one
+    presence flag per modality): a network over embeddings alone. Explanations mask a row's modalities; a server
+    scores any item with it, known or new."""
+
+    def logits_from_features(self, left: np.ndarray, right: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class ItemEncoder(Protocol):
+    """Scores a pair from one vector per item (a bi-encoder): its unit item vectors are the space its score is the
+    cosine in, so candidate search uses them."""
+
+    def item_vectors(self, catalogue: Catalogue, rows: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class ItemStoring(Protocol):
+    """Keeps what scoring needs of every item in an item-feature store (``gbdt``): ``prodmatch index`` saves it,
+    ``prodmatch serve`` memory-maps it, and ``prepare(catalogue, store=...)`` uses a saved one."""
+
+    def item_store(self, catalogue: Catalogue) -> Any: ...
+
+    def prepare(self, catalogue: Catalogue, store: Any = None) -> PairModel: ...
+
+
 class PairModel:
     """Base of every pairwise model.
 
@@ -100,8 +155,18 @@ class PairModel:
     symmetric: ClassVar[bool] = False
     needs: ClassVar[frozenset[str]] = frozenset()
     trains_on_aux: ClassVar[bool] = False  # fit takes auxiliary pairs (``aux``) and the validation candidates
+    # Capabilities (see also FeatureScorer, ItemEncoder and ItemStoring above):
+    text_only: ClassVar[bool] = False  # reads the items' text alone, no embedding column (the text models)
+    onnx_graph: ClassVar[str | None] = None  # what `prodmatch export` writes: "network", "text", or None
+    explanation: ClassVar[str | None] = None  # how `prodmatch explain` attributes a score: "treeshap", "shapley"
+    batch_invariant: bool = False  # a pair's score is the same in any batch and from any store
     job: str = "pairs"  # the job this object scores for; for_job("catalogue") gives the other
     catalogue_head_: JobHead | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:  # a concrete, registered model
+            REGISTRY[cls.name] = cls
 
     def __init__(self, **params: Any) -> None:
         known = {f.name for f in fields(self.params_class)}
@@ -207,6 +272,22 @@ class PairModel:
             "aux_weights": selection.get("weights"),
             "separate": bool(self.catalogue_head_ is not None and self._job_state("catalogue")),
         }
+
+    def sub_models(self) -> list[PairModel]:
+        """The fitted models this one stacks (networks, text models), each with its own run directory: none by
+        default. Export writes their graphs, a server switches their runtime."""
+        return []
+
+    def search_tower(self) -> Any:
+        """The tower whose unit vectors candidate search compares items in: a callable (item-feature rows,
+        batch size) -> (n, d) float32 vectors, or None. A siamese network has one; a stacked model lends its first
+        sub-model's."""
+        return next((t for t in (m.search_tower() for m in self.sub_models()) if t is not None), None)
+
+    def check_ready(self, catalogue: Catalogue) -> None:
+        """Raise unless this model is fitted and ``catalogue`` has the modalities, with the dimensions, it reads."""
+        self._check_fitted()
+        self._check_catalogue(catalogue)
 
     def prepare(self, catalogue: Catalogue) -> PairModel:
         """Precompute per-item inputs once, before many small scoring calls on ``catalogue`` (a server's)."""
@@ -353,3 +434,35 @@ def _with_side_data(base: DataConfig | None, needs: frozenset[str]) -> DataConfi
         load_extra_pictures=base.load_extra_pictures or "extra_pictures" in needs,
         load_texts=base.load_texts or "texts" in needs,
     )
+
+
+# --------------------------------------------------------------------------------------------- registry
+
+REGISTRY: dict[str, type[PairModel]] = {}  # name -> class, filled as each model's module is imported
+
+
+def create_model(name: str, **params: Any) -> PairModel:
+    """A new, unfitted model of the registered architecture ``name``."""
+    if name not in REGISTRY:
+        raise ModelError(f"unknown model {name!r}; choose one of {sorted(REGISTRY)}")
+    return REGISTRY[name](**params)
+
+
+def load_model(run_dir: str | Path) -> PairModel:
+    """Load the fitted model saved in a run directory."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        hint = (
+            " (a checkpoint is there: finish it with `prodmatch train ... --resume`)"
+            if (run_dir / "checkpoint.pt").exists()
+            else ""
+        )
+        raise ModelError(f"{path} not found: {run_dir} is not a complete run directory{hint}")
+    try:
+        name = json.loads(path.read_text())["model"]["name"]
+    except (ValueError, KeyError) as e:
+        raise ModelError(f"{path} is not a prodmatch run config: {e}") from e
+    if name not in REGISTRY:
+        raise ModelError(f"{path}: unknown model {name!r}; this prodmatch knows {sorted(REGISTRY)}")
+    return REGISTRY[name].load(run_dir)

@@ -33,8 +33,9 @@ from prodmatch.evaluation import pr_auc
 from prodmatch.evidence import side_bit
 from prodmatch.features import PairFeaturizer, WordPairScorer, monotone_direction
 from prodmatch.io import atomic_path
-from prodmatch.models.base import JobHead, PairModel, Scores
+from prodmatch.models.base import REGISTRY, JobHead, PairModel, Scores, create_model, load_model
 from prodmatch.models.siamese import NumpySiamese, SiameseNet
+from prodmatch.models.torch_model import TorchPairModel
 from prodmatch.pairs import Folds, PairSet, group_folds
 from prodmatch.store import ItemStore, StackedTowers, near_split
 from prodmatch.training import TrainCallback, default_threads
@@ -111,15 +112,14 @@ class GBDTModel(PairModel):
     symmetric = True
     trains_on_aux = True
     needs = frozenset({"categories", "names", "attributes", "extra_pictures"})
+    explanation = "treeshap"
     predict_threads_: int | None = None  # LightGBM's prediction threads; None: its default (all cores)
 
     def __init__(self, **params: object) -> None:
         super().__init__(**params)
-        from prodmatch.models import MODELS, TorchPairModel
-
         stack = self.params.stack
-        if stack and not (stack in MODELS and issubclass(MODELS[stack], TorchPairModel)):
-            networks = sorted(n for n, c in MODELS.items() if issubclass(c, TorchPairModel))
+        if stack and not (stack in REGISTRY and issubclass(REGISTRY[stack], TorchPairModel)):
+            networks = sorted(n for n, c in REGISTRY.items() if issubclass(c, TorchPairModel))
             raise ConfigError(f"gbdt: stack={stack!r} is not a network; use one of {networks}, or stack= for none")
         if self.params.monotone not in MONOTONE_JOBS:
             raise ConfigError(f"gbdt: monotone={self.params.monotone!r}; use one of {list(MONOTONE_JOBS)}")
@@ -421,8 +421,6 @@ class GBDTModel(PairModel):
         folds: Folds,
     ) -> np.ndarray:
         """Cross-fit the stacked network; return its out-of-fold logits for the training pairs."""
-        from prodmatch.models import create_model
-
         epochs = stack_epochs(
             config.epochs,
             self.params.stack_epochs,
@@ -515,8 +513,6 @@ class GBDTModel(PairModel):
     ) -> np.ndarray:
         """Cross-fit a transformer (``bi-encoder`` or ``cross-encoder``) on the shared folds; return the
         training pairs' out-of-fold scores."""
-        from prodmatch.models import create_model
-
         t0 = time.perf_counter()
         oof, self.text_models_[kind] = self._cross_fit(
             catalogue,
@@ -595,6 +591,11 @@ class GBDTModel(PairModel):
             store.towers.nets = self._numpy_stack()
             store.towers.thresholds = self._split_thresholds(f"stack_{self.params.stack}")
         return store
+
+    def sub_models(self) -> list[PairModel]:
+        """The stacked networks, then the stacked text models, each loaded from its run directory."""
+        stacked = getattr(self, "stack_models_", [])  # unfitted: none
+        return [*stacked, *(m for models in getattr(self, "text_models_", {}).values() for m in models)]
 
     @property
     def batch_invariant(self) -> bool:
@@ -875,8 +876,6 @@ class GBDTModel(PairModel):
         if "word_pairs" in files:
             with np.load(run_dir / files["word_pairs"]) as z:
                 self.word_scorer_ = WordPairScorer(coef=z["coef"], intercept=float(z["intercept"]))
-        from prodmatch.models import load_model
-
         self.stack_models_ = [_score_in_fp32(load_model(run_dir / sub)) for sub in config.get("stack", [])]
         text_stack = config.get("text_stack") or {}
         if isinstance(text_stack, list):  # saved before the cross-encoder: bi-encoder folds only

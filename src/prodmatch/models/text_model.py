@@ -34,7 +34,8 @@ from prodmatch.errors import ConfigError, ModelError
 from prodmatch.evaluation import pr_auc
 from prodmatch.evidence import side_bit
 from prodmatch.io import write_json
-from prodmatch.models.base import RUNTIMES, PairModel
+from prodmatch.models.base import ENCODER_DIR, RUNTIMES, PairModel
+from prodmatch.models.onnx_runtime import load_text_onnx
 from prodmatch.pairs import PairSet
 from prodmatch.text.encoder import check_encoder_path, resolve_device
 from prodmatch.text.records import RecordTexts, item_records
@@ -43,16 +44,15 @@ from prodmatch.training import (
     EpochRecord,
     TrainCallback,
     TrainResult,
-    _save_checkpoint,
     default_threads,
     resolve_precision,
+    save_checkpoint,
 )
 
 __all__ = ["FineTunedTextModel", "TextParams"]
 
 log = logging.getLogger(__name__)
 
-ENCODER_DIR = "encoder"
 RECORDS_FILE = "records.json"
 INFERENCE_SEQUENCES = 64  # sequences per inference batch
 
@@ -76,6 +76,8 @@ class FineTunedTextModel(PairModel):
     params_class = TextParams
     needs = frozenset({"names", "attributes", "texts"})
     onnx_ = None  # a TextOnnxSession once use_runtime("onnx") is called
+    text_only = True
+    onnx_graph = "text"
     joint = False  # whether the graph reads a pair in one sequence (a cross-encoder) or one record at a time
 
     # --------------------------------------------------------------------------- subclass hooks
@@ -249,7 +251,7 @@ class FineTunedTextModel(PairModel):
                 callback.on_epoch_end(record)
             stop = bool(config.patience) and epoch + 1 - result.best_epoch >= config.patience
             if ckpt is not None:
-                _save_checkpoint(
+                save_checkpoint(
                     ckpt,
                     {
                         "fingerprint": fingerprint,
@@ -285,8 +287,6 @@ class FineTunedTextModel(PairModel):
             raise ConfigError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
         self.onnx_ = None
         if runtime == "onnx":
-            from prodmatch.export import load_text_onnx
-
             if getattr(self, "run_dir_", None) is None:
                 raise ModelError("ONNX scoring needs a model loaded from an exported run directory")
             self.onnx_ = load_text_onnx(self.run_dir_, threads)

@@ -25,7 +25,9 @@ from prodmatch.catalogue import NORM_EPS, Catalogue, l2_normalize
 from prodmatch.config import INFERENCE_BATCH, TrainConfig
 from prodmatch.errors import ConfigError, DataError, ModelError
 from prodmatch.io import atomic_path
-from prodmatch.models.base import CONFIG_FILE, JobHead, PairModel
+from prodmatch.models.base import CONFIG_FILE, RUNTIMES, WEIGHTS_FILE, JobHead, PairModel
+from prodmatch.models.onnx_runtime import load_onnx_scorer
+from prodmatch.models.siamese import SiameseNet
 from prodmatch.pairs import PairSet, both_orders
 from prodmatch.training import (
     TrainCallback,
@@ -40,7 +42,6 @@ __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "TorchPairModel"]
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.safetensors"  # the pairs job's network
 CATALOGUE_WEIGHTS_FILE = "model.catalogue.safetensors"  # the catalogue job's, when training chose another for it
 
 
@@ -56,6 +57,8 @@ class TorchPairModel(PairModel):
     precision_: str = "fp32"
     catalogue_network_: nn.Module | None = None
     onnx_ = None  # an OnnxPairScorer once use_runtime("onnx") is called
+    onnx_graph = "network"
+    explanation = "shapley"
 
     # ------------------------------------------------------------------------------------------ fit
 
@@ -218,18 +221,25 @@ class TorchPairModel(PairModel):
 
     def use_runtime(self, runtime: str, threads: int = 1) -> TorchPairModel:
         """Score with torch, or with ONNX Runtime over the run's exported ``model.onnx`` (``prodmatch export``)."""
-        from prodmatch.models.base import RUNTIMES
-
         if runtime not in RUNTIMES:
             raise ConfigError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
         self.onnx_ = None
         if runtime == "onnx":
-            from prodmatch.export import load_onnx_scorer
-
             if getattr(self, "run_dir_", None) is None:
                 raise ModelError("ONNX scoring needs a model loaded from an exported run directory")
             self.onnx_ = load_onnx_scorer(self.run_dir_, threads)
         return self
+
+    def search_tower(self):
+        """A siamese network's tower (unit vectors are its search space); None for any other network."""
+        network = self.network_
+        if not isinstance(network, SiameseNet):
+            return None
+
+        def vectors(features: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
+            return tower_vectors(network, torch.from_numpy(features), np.arange(len(features)), batch_size).numpy()
+
+        return vectors
 
     def prepare(self, catalogue: Catalogue) -> TorchPairModel:
         super().prepare(catalogue)

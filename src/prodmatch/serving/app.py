@@ -24,8 +24,8 @@ from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from prodmatch import __version__
-from prodmatch.errors import ProdmatchError, UnknownIdsError
+from prodmatch.errors import ModelError, ProdmatchError, UnknownIdsError
+from prodmatch.models.base import CONFIG_FILE
 from prodmatch.serving.schemas import (
     ErrorResponse,
     ExplainResponse,
@@ -40,6 +40,7 @@ from prodmatch.serving.schemas import (
 )
 from prodmatch.serving.service import MatchService
 from prodmatch.serving.settings import ServeSettings
+from prodmatch.version import __version__
 
 __all__ = ["API_KEY_HEADER", "create_app"]
 
@@ -269,9 +270,6 @@ class Coalescer:
 
 
 def _modalities_of(run_dir: Path) -> list[tuple[str, int]]:
-    from prodmatch.errors import ModelError
-    from prodmatch.models.base import CONFIG_FILE
-
     path = Path(run_dir) / CONFIG_FILE
     if not path.exists():
         raise ModelError(f"{path} not found: {run_dir} is not a trained run directory")

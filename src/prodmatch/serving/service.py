@@ -23,7 +23,24 @@ import pandas as pd
 
 from prodmatch.catalogue import NORM_EPS, Catalogue
 from prodmatch.errors import ConfigError, DataError, ModelError, UnknownIdsError
-from prodmatch.models.base import PairModel
+from prodmatch.evidence import describe
+from prodmatch.explain import explain_pairs
+from prodmatch.io import read_catalogue
+from prodmatch.matching import (
+    INDEX_FILE,
+    INDEX_META_FILE,
+    VECTORS_FILE,
+    MatchConfig,
+    build_index,
+    check_index_items,
+    feature_vectors,
+    informative_items,
+    item_vectors,
+)
+from prodmatch.models import load_model
+from prodmatch.models.base import ONNX_FILE, FeatureScorer, ItemStoring, PairModel, Scores
+from prodmatch.pairs import PairSet
+from prodmatch.store import STORE_DIR, STORE_META, ItemStore, fingerprint
 
 __all__ = ["RUNTIME_CHOICES", "MatchService", "Scored", "SimilarItem"]
 
@@ -91,10 +108,8 @@ class MatchService:
         self.metrics = metrics or {}
         self.modalities = list(model.modalities_)
         self.width = sum(d for _, d in self.modalities)
-        self.by_features = hasattr(model, "logits_from_features")  # networks: any item, raw or known
+        self.by_features = isinstance(model, FeatureScorer)  # networks: any item, raw or known
         self.features = catalogue.item_features([n for n, _ in self.modalities])
-        from prodmatch.matching import informative_items
-
         self.searchable = informative_items(model, catalogue)  # items with any embedding: similar's answers
         self.started = time.time()
 
@@ -128,17 +143,6 @@ class MatchService:
         import torch
         from threadpoolctl import threadpool_limits
 
-        from prodmatch.io import read_catalogue
-        from prodmatch.matching import (
-            INDEX_FILE,
-            INDEX_META_FILE,
-            VECTORS_FILE,
-            MatchConfig,
-            build_index,
-            check_index_items,
-        )
-        from prodmatch.models import load_model
-
         if runtime not in RUNTIME_CHOICES:
             raise ConfigError(f"runtime must be one of {list(RUNTIME_CHOICES)}, got {runtime!r}")
         t0 = time.perf_counter()
@@ -159,8 +163,6 @@ class MatchService:
             meta = json.loads((index_dir / INDEX_META_FILE).read_text())
             vector_kind, index_kind = meta["item_vectors"], meta["index"]
         else:
-            from prodmatch.matching import item_vectors
-
             config = MatchConfig()
             vectors, vector_kind = item_vectors(model, catalogue)
             index_kind = config.index_kind(len(catalogue))
@@ -229,8 +231,6 @@ class MatchService:
         Raises:
             UnknownIdsError: listing every id of the request the catalogue lacks.
         """
-        from prodmatch.explain import explain_pairs
-
         return explain_pairs(self.model, self.catalogue, self._pairs(*self.catalogue_rows(left, right))).to_dicts()
 
     def catalogue_rows(self, left: Sequence[ItemRef], right: Sequence[ItemRef]) -> tuple[np.ndarray, np.ndarray]:
@@ -255,15 +255,13 @@ class MatchService:
 
     def evidence_words(self, mask: np.ndarray) -> list[str]:
         """The evidence masks of :meth:`scored` in words (``"name_bert_64+name"``, ``"none"``)."""
-        from prodmatch.evidence import describe
-
         return list(np.asarray(describe(mask, self.model.evidence_names())))
 
     @property
     def batch_invariant(self) -> bool:
         """Whether a pair's probability is the same whatever it is scored with, so that concurrent requests
         can be scored in one call without changing an answer (the item-feature store's guarantee)."""
-        return bool(getattr(self.model, "batch_invariant", False))
+        return bool(self.model.batch_invariant)
 
     def labels(self, probabilities: np.ndarray) -> np.ndarray | None:
         """0/1 decisions at the model's saved threshold, or None when the run saved no threshold choice."""
@@ -283,8 +281,6 @@ class MatchService:
         else:
             if not self.by_features:
                 self._require_ids(np.array([row]))
-            from prodmatch.matching import feature_vectors
-
             qfeat = self._embedding_features([query], "query", [0])
             qvec, _ = feature_vectors(self.model, qfeat)
         if not qfeat[0, self.width :].any():
@@ -399,8 +395,6 @@ class MatchService:
     def _scored_features(self, model: PairModel, fa: np.ndarray, fb: np.ndarray) -> Scored:
         """A network's pairs of item-feature rows: the presence flags (the last columns) say which modalities
         both items have."""
-        from prodmatch.models.base import Scores
-
         k = len(self.modalities)
         both = (fa[:, -k:] > 0) & (fb[:, -k:] > 0)  # (B, k)
         evidence = (both.astype(np.uint32) << np.arange(k, dtype=np.uint32)).sum(axis=1).astype(np.uint32)
@@ -409,8 +403,6 @@ class MatchService:
 
     def _pairs(self, left: np.ndarray, right: np.ndarray):
         """An unlabelled PairSet of catalogue rows, in order."""
-        from prodmatch.pairs import PairSet
-
         ids = self.catalogue.ids.to_numpy()
         return PairSet(left.astype(np.int32), right.astype(np.int32), None, np.arange(len(left)), ids[left], ids[right])
 
@@ -465,9 +457,7 @@ class MatchService:
 
 def _prepare(model: PairModel, catalogue: Catalogue, index_dir: Path | None) -> None:
     """Compute (or load from ``index_dir``) what the model needs of every item, once, before any request."""
-    from prodmatch.store import STORE_DIR, STORE_META, ItemStore, fingerprint
-
-    if not hasattr(model, "item_store"):
+    if not isinstance(model, ItemStoring):
         model.prepare(catalogue)
         return
     saved = None if index_dir is None else index_dir / STORE_DIR
@@ -489,9 +479,7 @@ def _prepare(model: PairModel, catalogue: Catalogue, index_dir: Path | None) -> 
 def _use_runtime(model: PairModel, run_dir: Path, runtime: str, threads: int) -> str:
     """Switch ``model`` to ``runtime``; ``auto`` tries ONNX Runtime (the export's own checks decide) and
     falls back to torch, saying why. Returns the runtime in use."""
-    from prodmatch.export import ONNX_FILE
-
-    if getattr(model, "batch_invariant", False):  # gbdt over siamese networks: scored from the store, in numpy
+    if model.batch_invariant:  # gbdt over siamese networks: scored from the store, in numpy
         if runtime == "onnx":
             log.info(
                 "%s scores its stacked networks from the item-feature store: --runtime onnx does not apply", model.name
@@ -501,12 +489,8 @@ def _use_runtime(model: PairModel, run_dir: Path, runtime: str, threads: int) ->
     if runtime != "auto":
         model.use_runtime(runtime, threads)
         return runtime
-    stacked = [
-        *getattr(model, "stack_models_", []),
-        *(m for ms in getattr(model, "text_models_", {}).values() for m in ms),
-    ]
-    networks = [Path(m.run_dir_) for m in stacked]
-    if not networks and not hasattr(model, "logits_from_features") and not hasattr(model, "graph"):
+    networks = [Path(m.run_dir_) for m in model.sub_models()]
+    if not networks and model.onnx_graph is None:
         return "torch"  # nothing a network scores: the runtime does not apply
     if not any((d / ONNX_FILE).exists() for d in networks or [run_dir]):
         log.info("%s is not exported: scoring with torch (`prodmatch export %s` for ONNX Runtime)", run_dir, run_dir)

@@ -23,6 +23,7 @@ import numpy as np
 
 from prodmatch.catalogue import Catalogue
 from prodmatch.errors import DataError
+from prodmatch.features import parse_attributes
 
 __all__ = ["RecordTexts", "item_records"]
 
@@ -37,8 +38,6 @@ def item_records(catalogue: Catalogue, rows: np.ndarray) -> list[str]:
     Raises:
         DataError: when the catalogue has no text at all (no name, attributes, text or description).
     """
-    from prodmatch.features import parse_attributes
-
     names, texts, attrs = catalogue.names, catalogue.texts, catalogue.attributes
     if names is None and texts is None and attrs is None:
         raise DataError(

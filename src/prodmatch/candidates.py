@@ -8,10 +8,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from prodmatch.blocking import item_tokens, shared_token_neighbours
 from prodmatch.catalogue import Catalogue, l2_normalize
-from prodmatch.config import INFERENCE_BATCH
+from prodmatch.config import CALIBRATION_K, INFERENCE_BATCH, RECALL_KS, MatchConfig
 from prodmatch.errors import ConfigError
-from prodmatch.matching.config import CALIBRATION_K, RECALL_KS, MatchConfig
+from prodmatch.models.base import ItemEncoder
+from prodmatch.text.records import item_records
 
 log = logging.getLogger(__name__)
 
@@ -26,44 +28,27 @@ def item_vectors(model, catalogue: Catalogue, batch_size: int = INFERENCE_BATCH)
     score is the cosine in. Otherwise the normalised modalities side by side, each weighted equally (zeros
     where missing, so not all of unit length).
     """
-    if _reads_text_only(model):
+    if reads_text_only(model):
         vectors = model.item_vectors(catalogue, np.arange(len(catalogue)))
         vectors[~informative_items(model, catalogue)] = 0.0
         return vectors, f"{model.name} vectors"
     return feature_vectors(model, catalogue.item_features([n for n, _ in model.modalities_]), batch_size)
 
 
-def search_network(model):
-    """The siamese network whose tower gives the search vectors: the model's own, else the first one stacked
-    in it (``gbdt``); None when there is none."""
-    from prodmatch.models.siamese import SiameseNet
-
-    network = getattr(model, "network_", None)
-    if isinstance(network, SiameseNet):
-        return network
-    stacked = [m for m in getattr(model, "stack_models_", []) if isinstance(getattr(m, "network_", None), SiameseNet)]
-    return stacked[0].network_ if stacked else None
-
-
 def vector_kind(model) -> str:
     """What :func:`item_vectors` returns for ``model``, without computing any."""
-    if _reads_text_only(model):
+    if reads_text_only(model):
         return f"{model.name} vectors"
-    return "siamese tower" if search_network(model) is not None else "normalised modalities"
+    return "siamese tower" if model.search_tower() is not None else "normalised modalities"
 
 
 def feature_vectors(model, features: np.ndarray, batch_size: int = INFERENCE_BATCH) -> tuple[np.ndarray, str]:
     """:func:`item_vectors` of raw item-feature rows (``Catalogue.item_features`` layout), for new items."""
-    import torch
-
-    from prodmatch.models.torch_model import tower_vectors
-
-    network = search_network(model)
+    tower = model.search_tower()
     width = sum(d for _, d in model.modalities_)
     blank = ~features[:, width:].any(axis=1)  # no embedding at all: a zero vector, near nothing
-    if network is not None:
-        rows = np.arange(len(features))
-        out = tower_vectors(network, torch.from_numpy(features), rows, batch_size).numpy()
+    if tower is not None:
+        out = tower(features, batch_size)
         out[blank] = 0.0
         return l2_normalize(out, eps=0.0), "siamese tower"
     # Not renormalised: an item missing a modality ranks others by the modalities it has (the missing part
@@ -72,15 +57,25 @@ def feature_vectors(model, features: np.ndarray, batch_size: int = INFERENCE_BAT
     return out.astype(np.float32), "normalised modalities"
 
 
+def modality_vectors(catalogue: Catalogue, modalities: list[str]) -> np.ndarray:
+    """(N, sum dims) search vectors: every normalised modality (zeros where missing), equally weighted.
+
+    Not renormalised: an item missing a modality then ranks every other item by the modalities it has
+    (the missing part adds 0 to every inner product), instead of finding only items that miss it too.
+    """
+    parts = [catalogue.modalities[m].matrix for m in modalities]
+    return (np.concatenate(parts, axis=1) / np.float32(np.sqrt(len(parts)))).astype(np.float32)
+
+
 # ------------------------------------------------------------------------------------------ search
 
 
-def _reads_text_only(model) -> bool:
+def reads_text_only(model) -> bool:
     """A text model, which has no embedding column to search with. Only one with item vectors can search;
     a cross-encoder, which scores pairs only, is refused with what to do instead."""
-    if model.modalities_ or not hasattr(model, "graph"):
+    if model.modalities_ or not model.text_only:
         return False
-    if not hasattr(model, "item_vectors"):
+    if not isinstance(model, ItemEncoder):
         raise ConfigError(
             f"{model.name} scores pairs only: it has no item vectors to find candidates with; match with another "
             f"run (gbdt, siamese or bi-encoder) and give this one as --rescore RUN to re-score the uncertain pairs"
@@ -94,9 +89,7 @@ def informative_items(model, catalogue: Catalogue) -> np.ndarray:
     An item with none (every vector missing, or with norm <= NORM_EPS) carries no evidence: a model's score
     for it is its prior, not a comparison, so catalogue search leaves it out rather than join such items.
     """
-    if _reads_text_only(model):  # a text model: items with any text
-        from prodmatch.text.records import item_records
-
+    if reads_text_only(model):  # a text model: items with any text
         return np.array([bool(r) for r in item_records(catalogue, np.arange(len(catalogue)))], dtype=bool)
     present = np.zeros(len(catalogue), dtype=bool)
     for name, _ in model.modalities_:
@@ -297,8 +290,6 @@ def all_candidates(
         facts["candidates_from_incomplete_items"] = int(len(key) - len(left))
         left, right = key // n, key % n
     if config.token_k > 0:
-        from prodmatch.blocking import item_tokens, shared_token_neighbours
-
         rows = np.flatnonzero(searchable)
         q, j, token_report = shared_token_neighbours(
             item_tokens(catalogue, rows), rows, rows, config.token_k, config.token_max_block, vectors, sources=sources
@@ -381,8 +372,6 @@ def incomplete_item_candidates(
     Returns:
         (left, right, n_incomplete) with left < right.
     """
-    from prodmatch.mining import modality_vectors
-
     names = [name for name, _ in model.modalities_]
     if len(names) < 2:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0
@@ -426,7 +415,7 @@ def ann_recall(vectors: np.ndarray, index, k: int, sample: int = 2000, seed: int
     return hits / exact.size
 
 
-def _recall_probe(searchable: np.ndarray, sample: int = 2000, seed: int = 0) -> np.ndarray:
+def recall_probe(searchable: np.ndarray, sample: int = 2000, seed: int = 0) -> np.ndarray:
     """Rows of a random sample of searchable items whose top-k lists measure recall@k (where the data has the
     truth to measure it with)."""
     rows = np.flatnonzero(searchable)
