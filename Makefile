@@ -33,7 +33,9 @@ demo: $(VENV)/.installed
 	@echo "Model, metrics and plots: $(DEMO_RUN)/  (config.json, metrics.json, plots/)"
 	@echo "Every model on the same split: $(BIN)/prodmatch compare $(DEMO_DATA) --out runs/compare"
 
+# The layer contract (pyproject.toml, [tool.importlinter]) first: a second, then the suite.
 test: $(VENV)/.installed-dev
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 # The suite with every library's kernels held to AVX2, as on a machine without AVX-512: torch (ATen and oneDNN),

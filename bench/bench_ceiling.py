@@ -36,13 +36,13 @@ def main() -> None:
     import lightgbm as lgb
     from sklearn.metrics import average_precision_score
 
-    from prodmatch.runs import model_and_catalogue
-    from prodmatch.matching import MatchConfig
     from prodmatch.candidates import all_candidates, item_vectors
+    from prodmatch.matching import MatchConfig
     from prodmatch.matching.quality import best_threshold_f1
     from prodmatch.matching.scoring import calibrate_candidates
     from prodmatch.oracle import Oracle
     from prodmatch.pairs import PairSet
+    from prodmatch.runs import model_and_catalogue
     from prodmatch.synth import TRUTH_FILE
 
     t0 = time.perf_counter()

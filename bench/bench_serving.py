@@ -285,8 +285,8 @@ def request_profile(run: Path, data: Path, index: Path, n: int = 3000) -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from prodmatch.features import _Pairs
     from prodmatch.serving import MatchService
+    from prodmatch.side_data import PairRows
 
     torch.set_num_threads(1)
     with threadpool_limits(1):
@@ -306,9 +306,9 @@ def request_profile(run: Path, data: Path, index: Path, n: int = 3000) -> None:
             return model._stack_column(cat, store, *rows[i], *features[i])
 
         def intersect(a, b):
-            _Pairs(store.side, a, b)._intersect()
+            PairRows(store.side, a, b)._intersect()
 
-        prepared = [_Pairs(store.side, *r) for r in rows]  # intersected once, so each group is timed alone
+        prepared = [PairRows(store.side, *r) for r in rows]  # intersected once, so each group is timed alone
         for pairs in prepared:
             pairs._intersect()
         x = model._features(cat, store, *rows[0])

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import train_small
-from prodmatch.runs import model_and_catalogue
 from prodmatch.cli import app
 from prodmatch.errors import ModelError
 from prodmatch.explain import FEATURES_FILE, JSON_FILE, PLOTS_DIR, explain, explain_pairs
 from prodmatch.pairs import load_pairs
+from prodmatch.runs import model_and_catalogue
 
 runner = CliRunner()
 

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import list_column, write_items, write_pairs
 from prodmatch import DataConfig, DataError, UnknownIdsError, read_catalogue
-from prodmatch.io import atomic_path, read_pairs_table, write_json
+from prodmatch.atomic import atomic_path, write_json
+from prodmatch.io import read_pairs_table
 from prodmatch.pairs import load_pairs
 
 

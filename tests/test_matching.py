@@ -405,8 +405,8 @@ def test_new_copies_join_their_originals_at_the_full_matchs_calibration(synth_di
 def test_more_neighbours_cost_time_never_quality(synth_dir, gbdt_small_run, tmp_path):
     """Calibration is fitted on each item's nearest CALIBRATION_K candidates whatever k is, so a larger k adds
     pairs to score but leaves the threshold, and the clusters' quality, where they were."""
-    from prodmatch.matching import match_catalogue
     from prodmatch.config import CALIBRATION_K
+    from prodmatch.matching import match_catalogue
 
     runs = {
         k: match_catalogue(gbdt_small_run, synth_dir, tmp_path / f"k{k}", MatchConfig(k=k)) for k in (5, 20, 100, 1000)

@@ -216,7 +216,7 @@ def test_the_word_pair_model_learns_which_shared_words_decide(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from prodmatch.features import WordPairScorer
+    from prodmatch.models.word_pairs import WordPairScorer
 
     rng = np.random.default_rng(0)
     n = 400

@@ -16,6 +16,7 @@ pytest.importorskip("pyspark")
 from prodmatch.errors import ConfigError
 from prodmatch.matching import MatchConfig, match_catalogue
 from prodmatch.matching import spark as engine
+from prodmatch.matching.spark import engine as spark_engine
 
 if (engine.java_version() or 0) < engine.MIN_JAVA:
     pytest.skip("the Spark engine needs Java 17 or newer", allow_module_level=True)
@@ -179,7 +180,7 @@ def test_interrupted_spark_match_leaves_nothing(spark, synth_dir, gbdt_run, tmp_
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine, "_ivf_search", crash)
+    monkeypatch.setattr(spark_engine, "ivf_search", crash)  # the engine's candidate search stage
     with pytest.raises(KeyboardInterrupt):
         match_catalogue(gbdt_run, synth_dir, tmp_path / "out", MatchConfig(k=5), engine="spark", spark=spark)
     assert not (tmp_path / "out").exists()

@@ -288,9 +288,9 @@ def test_gbdt_stacks_both_transformers_cross_fitted_and_round_trips(synth_dir, t
 
 
 def test_match_searches_with_the_bi_encoder_vectors_and_refuses_a_lone_cross_encoder(synth_dir, tmp_path):
+    from prodmatch.candidates import reads_text_only
     from prodmatch.io import read_catalogue
     from prodmatch.matching import MatchConfig, match_catalogue
-    from prodmatch.candidates import reads_text_only
     from prodmatch.pairs import load_pairs, split_pairs
 
     model = BiEncoderModel()

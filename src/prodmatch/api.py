@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from prodmatch.atomic import write_json, write_parquet
 from prodmatch.auxiliary import AuxPairs
 from prodmatch.calibration import Calibrator, choose_threshold
 from prodmatch.catalogue import Catalogue
@@ -19,7 +20,7 @@ from prodmatch.config import DataConfig, TrainConfig
 from prodmatch.errors import ConfigError
 from prodmatch.evaluation import binary_metrics
 from prodmatch.evidence import count_none, describe
-from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue, write_json, write_parquet
+from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue
 from prodmatch.mining import drop_likely_positives, mine_negatives
 from prodmatch.models import DEFAULT_MODEL, MODELS, PairModel, create_model
 from prodmatch.models.base import CONFIG_FILE, JobHead

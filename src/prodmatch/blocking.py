@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from prodmatch.attributes import parse_attributes
 from prodmatch.catalogue import Catalogue
-from prodmatch.features import parse_attributes
 
 __all__ = ["TokenReport", "item_tokens", "shared_token_neighbours"]
 

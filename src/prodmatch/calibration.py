@@ -8,6 +8,7 @@ data, never on the pairs the model trained on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,10 +202,29 @@ def estimate_prior(prob: np.ndarray, training_prior: float, max_iter: int = 200,
     """The share of positives among pairs scored ``prob`` (calibrated under ``training_prior``): the fixed point
     of the EM of Saerens et al. (2002), mean(shift_prior(prob, training_prior, pi)) = pi."""
     prob = np.asarray(prob, dtype=np.float64)
-    pi = float(np.clip(prob.mean(), 1e-6, 1 - 1e-6)) if len(prob) else training_prior
+    return em_prior(
+        lambda pi: float(shift_prior(prob, training_prior, pi).mean()),
+        float(prob.mean()) if len(prob) else None,
+        training_prior,
+        max_iter,
+        tol,
+    )
+
+
+def em_prior(
+    mean_shifted: Callable[[float], float],
+    mean: float | None,
+    training_prior: float,
+    max_iter: int = 200,
+    tol: float = 1e-7,
+) -> PriorEstimate:
+    """The EM of :func:`estimate_prior` over summary statistics, for pairs that are not in one array (a Spark
+    column): ``mean`` is the mean probability (None: no pairs), ``mean_shifted(pi)`` the mean of the
+    probabilities moved to prior ``pi`` (:func:`shift_prior`). Both engines run this one loop."""
+    pi = float(np.clip(mean, 1e-6, 1 - 1e-6)) if mean is not None else training_prior
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 (the count is reported)
-        new = float(np.clip(shift_prior(prob, training_prior, pi).mean(), 1e-6, 1 - 1e-6))
+        new = float(np.clip(mean_shifted(pi), 1e-6, 1 - 1e-6))
         done = abs(new - pi) < tol
         pi = new
         if done:
@@ -232,3 +252,35 @@ def expected_f1_threshold(prob: np.ndarray) -> float:
     kept = np.arange(1, len(prob) + 1)
     f1 = 2 * tp / (kept + prob.sum())
     return float(prob[int(np.argmax(f1))])
+
+
+def expected_f1_threshold_binned(
+    bins: np.ndarray, counts: np.ndarray, sums: np.ndarray, values_in: Callable[[list[int]], np.ndarray], n_bins: int
+) -> float:
+    """:func:`expected_f1_threshold` exactly, from per-bin summaries of probabilities that are not in one array
+    (a Spark column): ``bins`` the non-empty bins (``floor(p * n_bins)``, capped at ``n_bins - 1``), ``counts``
+    and ``sums`` their pairs and summed probabilities. The counts and sums bound the best F1 inside each bin;
+    only the bins that could hold the best threshold are fetched (``values_in(bins)``: their probabilities) and
+    searched score by score."""
+    order = np.argsort(-np.asarray(bins), kind="stable")
+    bins, counts, sums = np.asarray(bins)[order], np.asarray(counts)[order], np.asarray(sums, dtype=np.float64)[order]
+    total = float(sums.sum())
+    if not len(bins) or total <= 0:
+        return 0.5
+    n_above = np.concatenate([[0], np.cumsum(counts)[:-1]])  # in bins above this one
+    s_above = np.concatenate([[0.0], np.cumsum(sums)[:-1]])
+    whole = 2 * (s_above + sums) / (n_above + counts + total)  # all of the bin
+    bound = 2 * (s_above + sums) / (n_above + 1 + total)  # best conceivable inside it
+    open_bins = bins[bound >= whole.max() - 1e-12]
+    values = np.sort(np.asarray(values_in([int(b) for b in open_bins]), dtype=np.float64))[::-1]
+    where = {int(b): i for i, b in enumerate(bins)}
+    best, best_value = -1.0, 0.5
+    b_of = np.minimum(np.floor(values * n_bins), n_bins - 1).astype(int)
+    for b in sorted(set(b_of.tolist()), reverse=True):
+        v = values[b_of == b]  # descending
+        i = where[b]
+        f1 = 2 * (s_above[i] + np.cumsum(v)) / (n_above[i] + np.arange(1, len(v) + 1) + total)
+        j = int(np.argmax(f1))
+        if f1[j] > best:
+            best, best_value = float(f1[j]), float(v[j])
+    return best_value

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 
 from prodmatch.api import prepare_pairs, train
+from prodmatch.atomic import write_json
 from prodmatch.catalogue import Catalogue
 from prodmatch.config import DataConfig, TrainConfig
 from prodmatch.errors import ConfigError, DataError
 from prodmatch.evaluation import best_f1_threshold, ecup_macro_pr_auc, pr_auc
-from prodmatch.io import ORACLE_FILE, read_catalogue, write_json
+from prodmatch.io import ORACLE_FILE, read_catalogue
 from prodmatch.models import MODELS
 from prodmatch.pairs import PairSet
 from prodmatch.plots import plot_pr_curves

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prodmatch.atomic import staged_output, write_json, write_parquet
 from prodmatch.embed import embed_directory, load_encoder
 from prodmatch.errors import DataError
-from prodmatch.io import ATTRIBUTES_COLUMN, ATTRIBUTES_FILE, TEXT_FILE, staged_output, write_json, write_parquet
+from prodmatch.io import ATTRIBUTES_COLUMN, ATTRIBUTES_FILE, TEXT_FILE
 
 __all__ = ["EM_SPLITS", "attribute_kinds", "import_em"]
 

@@ -23,8 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from prodmatch.atomic import atomic_path
 from prodmatch.errors import ConfigError, DataError
-from prodmatch.io import TEXT_FILE, atomic_path
+from prodmatch.io import TEXT_FILE
 
 __all__ = ["ENCODERS", "EmbedReport", "TextEncoder", "embed_directory", "embed_texts", "load_encoder"]
 

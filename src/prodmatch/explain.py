@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from prodmatch.atomic import write_json, write_parquet
+from prodmatch.attributes import BRAND_KEYS, COLOUR_KEYS, parse_attributes
 from prodmatch.catalogue import Catalogue
 from prodmatch.errors import ConfigError, ModelError
 from prodmatch.evidence import describe
-from prodmatch.features import BRAND_KEYS, COLOUR_KEYS, parse_attributes
-from prodmatch.io import write_json, write_parquet
 from prodmatch.models.base import FeatureScorer, PairModel, Scores
 from prodmatch.pairs import PairSet, load_pairs, make_pairs
 from prodmatch.plots import plot_waterfall

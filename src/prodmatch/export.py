@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from prodmatch.atomic import atomic_path, write_json
 from prodmatch.errors import ConfigError, ModelError
-from prodmatch.io import atomic_path, write_json
 from prodmatch.models import load_model
 from prodmatch.models.base import ONNX_FILE, ONNX_META_FILE
 from prodmatch.models.onnx_runtime import OnnxPairScorer, TextOnnxSession, weights_digest

@@ -1,4 +1,4 @@
-"""Reading and validating the Ozon E-CUP layout, and writing outputs atomically.
+"""Reading and validating the Ozon E-CUP layout (writing is :mod:`prodmatch.atomic`'s).
 
 This is the only module that knows file names. A data directory holds:
 
@@ -14,13 +14,8 @@ This is the only module that knows file names. A data directory holds:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +26,7 @@ import pyarrow.parquet as pq
 
 from prodmatch.catalogue import NORM_EPS, Catalogue, Modality, l2_normalize
 from prodmatch.config import DataConfig
-from prodmatch.errors import ConfigError, DataError
+from prodmatch.errors import DataError
 
 __all__ = [
     "ATTRIBUTES_FILE",
@@ -39,11 +34,8 @@ __all__ = [
     "TEST_FILE",
     "TEXT_FILE",
     "TRAIN_FILE",
-    "atomic_path",
     "read_catalogue",
     "read_pairs_table",
-    "write_json",
-    "write_parquet",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,94 +55,10 @@ EXTRA_PICTURES_COLUMN = "pic_embeddings_resnet_v1"
 ATTRIBUTES_COLUMN = "characteristic_attributes_mapping"
 PAIR_COLUMNS = ("variantid1", "variantid2")
 CATEGORY_LEVELS = ("1", "2", "3", "4")
-ROW_GROUP_SIZE = 32_768
 # catalogue matching's outputs
 MATCHES_FILE = "matches.parquet"
 CLUSTERS_FILE = "clusters.parquet"
 SUMMARY_FILE = "summary.json"
-
-
-# --------------------------------------------------------------------------------------------- writing
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``, on error remove it.
-
-    The rename is atomic on POSIX, so readers see the old file or the complete new one, never a part.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-def staged_output(out_dir: str | Path, overwrite: bool, marker: str):
-    """A context manager yielding a temporary directory beside ``out_dir`` that replaces it on success only.
-
-    The one rule every step writing a directory follows (train's run directory aside, which resumes in place):
-    a non-empty ``out_dir`` is replaced only with ``overwrite``, and only if prodmatch wrote it (``marker``, the
-    file such a step writes last, is there). The check runs now, before any work; a crash removes the staging.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out_dir} is not empty; pass --overwrite to replace it or choose another --out")
-        if not (out_dir / marker).exists():
-            raise ConfigError(f"{out_dir} holds files that prodmatch did not write; refusing to delete them")
-
-    @contextlib.contextmanager
-    def staged() -> Iterator[Path]:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-        try:
-            yield tmp
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            tmp.rename(out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-
-    return staged()
-
-
-def write_json(obj: object, path: str | Path) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
-    return Path(path)
-
-
-def write_parquet(table: pa.Table | pd.DataFrame, path: str | Path) -> Path:
-    """Write a table to parquet, atomically."""
-    if isinstance(table, pd.DataFrame):
-        table = pa.Table.from_pandas(table, preserve_index=False)
-    with atomic_path(path) as tmp:
-        # Modest row groups let readers decode list columns in parallel and in cache-sized pieces.
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE)
-    return Path(path)
-
-
-def _json_default(obj: object) -> object:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 # --------------------------------------------------------------------------------------------- reading

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prodmatch.atomic import atomic_path
 from prodmatch.errors import DataError
-from prodmatch.io import ORACLE_ITEMS_FILE, atomic_path
+from prodmatch.io import ORACLE_ITEMS_FILE
 
 __all__ = ["KINDS", "ORACLE_ITEMS_FILE", "Oracle", "catalogue_kind_shares"]
 

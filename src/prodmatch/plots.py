@@ -12,8 +12,8 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import precision_recall_curve
 
+from prodmatch.atomic import atomic_path
 from prodmatch.evaluation import pr_auc
-from prodmatch.io import atomic_path
 
 __all__ = ["plot_boosting", "plot_feature_importance", "plot_history", "plot_pr_curves", "plot_waterfall"]
 

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prodmatch.atomic import atomic_path
 from prodmatch.catalogue import Catalogue
 from prodmatch.errors import DataError
 from prodmatch.evaluation import METRIC_LABELS, binary_metrics, per_category_table, pr_auc
 from prodmatch.explain import explain_pairs
-from prodmatch.io import atomic_path, read_catalogue
+from prodmatch.io import read_catalogue
 from prodmatch.models import load_model
 from prodmatch.models.base import PairModel
 from prodmatch.pairs import PairSet, load_pairs

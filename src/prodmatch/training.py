@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prodmatch.atomic import atomic_path
 from prodmatch.config import INFERENCE_BATCH, TrainConfig, auto_batch_size
 from prodmatch.errors import ConfigError
 from prodmatch.evaluation import pr_auc
-from prodmatch.io import atomic_path
 from prodmatch.pairs import PairSet
 from prodmatch.text.encoder import resolve_device
 

@@ -19,6 +19,7 @@ The stages live in their own modules (:mod:`.candidates`, :mod:`.scoring`, :mod:
 
 from __future__ import annotations
 
+from prodmatch.atomic import staged_output
 from prodmatch.candidates import (
     ann_recall,
     build_index,
@@ -34,7 +35,7 @@ from prodmatch.candidates import (
 from prodmatch.clustering import ClusterReport, average_linkage_cut, cluster_items
 from prodmatch.config import INDEX_KINDS, MAX_K, RECALL_KS, MatchConfig, replace_index
 from prodmatch.errors import ConfigError
-from prodmatch.io import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, staged_output
+from prodmatch.io import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE
 from prodmatch.matching.incremental import (
     IDS_FILE,
     INDEX_FILE,

@@ -10,6 +10,7 @@ from dataclasses import asdict
 import numpy as np
 import pandas as pd
 
+from prodmatch.atomic import staged_output, write_json, write_parquet
 from prodmatch.calibration import expected_f1_threshold
 from prodmatch.candidates import build_index, candidate_pairs, item_vectors, search
 from prodmatch.catalogue import Catalogue
@@ -17,15 +18,7 @@ from prodmatch.clustering import cluster_items
 from prodmatch.config import MatchConfig, replace_index
 from prodmatch.errors import ConfigError
 from prodmatch.evidence import describe, gate
-from prodmatch.io import (
-    CLUSTERS_FILE,
-    MATCHES_FILE,
-    SUMMARY_FILE,
-    read_catalogue,
-    staged_output,
-    write_json,
-    write_parquet,
-)
+from prodmatch.io import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, read_catalogue
 from prodmatch.matching.output import matches_frame, split_report
 from prodmatch.matching.scoring import apply_calibration, calibrate_candidates
 from prodmatch.models.base import ItemStoring

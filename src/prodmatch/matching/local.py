@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from prodmatch.atomic import staged_output, write_json, write_parquet
 from prodmatch.calibration import expected_f1_threshold, expected_quality
 from prodmatch.candidates import all_candidates, ann_recall, informative_items, item_vectors, recall_probe
 from prodmatch.catalogue import NORM_EPS
@@ -15,7 +16,7 @@ from prodmatch.clustering import cluster_items
 from prodmatch.config import CALIBRATION_K, MatchConfig
 from prodmatch.errors import ConfigError
 from prodmatch.evidence import count_none, describe, gate
-from prodmatch.io import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, TRUTH_FILE, staged_output, write_json, write_parquet
+from prodmatch.io import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, TRUTH_FILE
 from prodmatch.matching import link
 from prodmatch.matching.output import clusters_frame, matches_frame, split_report, timed
 from prodmatch.matching.quality import oracle_quality, read_truth, recall_at_ks, truth_quality, truth_source

@@ -24,12 +24,12 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from prodmatch.atomic import write_json
 from prodmatch.calibration import Calibrator, ThresholdChoice, choose_threshold
 from prodmatch.catalogue import NORM_EPS, Catalogue
 from prodmatch.config import INFERENCE_BATCH, DataConfig, TrainConfig
 from prodmatch.errors import ConfigError, DataError, ModelError
 from prodmatch.evidence import bit_names, gate, modality_evidence
-from prodmatch.io import write_json
 from prodmatch.pairs import PairSet
 
 __all__ = [

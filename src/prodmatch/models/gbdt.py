@@ -16,29 +16,36 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import lightgbm as lgb
 import numpy as np
 
+from prodmatch.atomic import atomic_path
 from prodmatch.auxiliary import AuxPairs, Candidate, choose, describe_weights, selection_record, weight_candidates
 from prodmatch.calibration import Calibrator
 from prodmatch.catalogue import Catalogue
 from prodmatch.config import INFERENCE_BATCH, TrainConfig
 from prodmatch.errors import ConfigError, ModelError
-from prodmatch.evaluation import pr_auc
-from prodmatch.evidence import side_bit
-from prodmatch.features import PairFeaturizer, WordPairScorer, monotone_direction
-from prodmatch.io import atomic_path
-from prodmatch.models.base import REGISTRY, JobHead, PairModel, Scores, create_model, load_model
-from prodmatch.models.siamese import NumpySiamese, SiameseNet
+from prodmatch.features import PairFeaturizer
+from prodmatch.models.base import REGISTRY, JobHead, PairModel, Scores, load_model
+from prodmatch.models.boosting import Boosting
+from prodmatch.models.gbdt_features import FeatureMemo, PairFeatures
+from prodmatch.models.stacking import (
+    STACK_DIR,
+    TEXT_STACK_DIR,
+    TRANSFORMERS,
+    StackedModels,
+    score_in_fp32,
+    text_feature,
+)
 from prodmatch.models.torch_model import TorchPairModel
-from prodmatch.pairs import Folds, PairSet, group_folds
-from prodmatch.store import ItemStore, StackedTowers, near_split
-from prodmatch.training import TrainCallback, default_threads
+from prodmatch.models.word_pairs import WordPairScorer
+from prodmatch.pairs import PairSet
+from prodmatch.store import ItemStore
+from prodmatch.training import TrainCallback
 
 __all__ = ["GBDTModel", "GBDTParams"]
 
@@ -50,10 +57,6 @@ IDF_FILE = "name_idf.npy"
 WORD_IDF_FILE = "name_word_idf.npy"
 WHITENING_FILE = "whitening.npz"
 WORD_PAIRS_FILE = "word_pairs.npz"  # the learned word-pair model (stack_text="words")
-STACK_DIR = "stack"  # the cross-fitted networks, one run directory per fold
-TEXT_STACK_DIR = "text_stack"  # the cross-fitted transformers: text_stack/<model>/fold<k>, one run directory each
-STACK_TEXTS = ("words", "bi-encoder", "cross-encoder")
-TRANSFORMERS = ("bi-encoder", "cross-encoder")  # the stacked text models that fine-tune an encoder
 # Fitting parses every touched item's side data once and keeps one store of them, up to this many items (about
 # 4 KB each); beyond, stores are built per chunk of pairs and memory stays bounded.
 SHARED_STORE_MAX_ITEMS = 500_000
@@ -94,17 +97,7 @@ class GBDTParams:
     device: str = "auto"  # where the stacked transformers fine-tune: auto, cpu or cuda
 
 
-def stack_epochs(epochs: int, cap: int, budget: int, fold_pairs: int) -> int:
-    """The epochs of one stacked fold network: ``epochs`` (``--epochs``), at most ``cap`` (0: no cap), and at
-    most ``budget`` pairs seen over a fold of ``fold_pairs`` training pairs (0: no budget), at least one."""
-    if cap:
-        epochs = min(epochs, cap)
-    if budget and fold_pairs:
-        epochs = min(epochs, max(1, budget // fold_pairs))
-    return max(1, epochs)
-
-
-class GBDTModel(PairModel):
+class GBDTModel(StackedModels, PairFeatures, Boosting, PairModel):
     """Gradient-boosted trees on pair features. Symmetric by construction."""
 
     name = "gbdt"
@@ -173,7 +166,7 @@ class GBDTModel(PairModel):
         )
         side = self.featurizer_.side_data(catalogue, touched) if len(touched) <= SHARED_STORE_MAX_ITEMS else None
         x_train, feature_names = self.featurizer_.transform(catalogue, train.left, train.right, side=side)
-        self.featurizer_._hashed = None  # only the training transform reuses it; do not keep the catalogue alive
+        self.featurizer_.hashed_names = None  # only the training transform reuses it; do not keep the catalogue alive
         self.stack_models_: list[PairModel] = []
         self._numpy_nets = None  # rebuilt from the networks fitted now
         self.word_scorer_: WordPairScorer | None = None
@@ -195,7 +188,7 @@ class GBDTModel(PairModel):
         for kind in encoders:
             oof = self._fit_text_stack(kind, catalogue, train, valid, config, callback, folds)
             x_train = np.column_stack([x_train, oof])
-            feature_names = [*feature_names, _text_feature(kind)]
+            feature_names = [*feature_names, text_feature(kind)]
         self.feature_names_ = feature_names
         self.booster_ = self.catalogue_booster_ = None
         if side is not None:  # kept until the caller has calibrated and evaluated (release_store)
@@ -298,304 +291,11 @@ class GBDTModel(PairModel):
 
     default_aux_weights: ClassVar[tuple[float, ...]] = (0.25, 1.0)  # boosters are cheap: two weightings beside 0
 
-    def _pair_features(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray, chunk: int = 1 << 18):
-        """(M, F) features of pairs through the item-feature store: fitting's own when it covers them, else one
-        per chunk of pairs (memory bounded by the chunk's items, not the catalogue's)."""
-        out = np.empty((len(left), len(self.feature_names_)), dtype=np.float32)
-        for s in range(0, len(left), chunk):
-            sl = slice(s, s + chunk)
-            store = self._store_for(catalogue, left[sl], right[sl])
-            out[sl] = self._features(catalogue, store, left[sl], right[sl])
-        return out
-
-    def release_store(self) -> None:
-        """Drop the item-feature store fitting kept (or ``prepare`` built), and the features of the validation
-        pairs it kept, freeing their memory."""
-        self.store_ = None
-        self._memo = None
-
-    def _boost(
-        self,
-        x: np.ndarray,
-        y: np.ndarray,
-        sample_weight: np.ndarray | None,
-        x_valid: np.ndarray,
-        y_valid: np.ndarray,
-        cand: tuple[np.ndarray, np.ndarray] | None,
-        config: TrainConfig,
-        weights: dict[str, float],
-        callback: TrainCallback | None,
-        t0: float,
-        monotone: bool = False,
-    ) -> Candidate:
-        """One booster on (x, y, sample_weight); every round evaluated on the labelled validation pairs (the
-        pairs job) and the validation candidates (the catalogue job); it stops once neither job has improved
-        for ``early_stopping`` rounds, and each job's best round is recorded. ``monotone``: each feature held to
-        its direction (:func:`prodmatch.features.monotone_direction`)."""
-        params = {
-            "objective": "binary",
-            "num_leaves": self.params.num_leaves,
-            "learning_rate": self.params.learning_rate,
-            "min_child_samples": self.params.min_child_samples,
-            "feature_fraction": self.params.feature_fraction,
-            "bagging_fraction": self.params.bagging_fraction,
-            "bagging_freq": 1,
-            "lambda_l2": self.params.lambda_l2,
-            "num_threads": config.threads or default_threads(),
-            "seed": config.seed,
-            "deterministic": True,
-            "verbosity": -1,
-            # LightGBM's own average precision (the same as scikit-learn's) and log loss, on every validation set
-            "metric": ["average_precision", "binary_logloss"],
-        }
-        if monotone:
-            params["monotone_constraints"] = [monotone_direction(f) for f in self.feature_names_]
-            params["monotone_constraints_method"] = "intermediate"
-        dtrain = lgb.Dataset(x, y, weight=sample_weight, feature_name=self.feature_names_, free_raw_data=True)
-        valid_sets, names = [lgb.Dataset(x_valid, y_valid, reference=dtrain)], ["pairs"]
-        if cand is not None:
-            valid_sets.append(lgb.Dataset(cand[0], cand[1], reference=dtrain))
-            names.append("catalogue")
-        dlabelled = valid_sets[0]
-
-        def notebook_pr_auc(preds: np.ndarray, data: lgb.Dataset) -> tuple[str, float, bool]:
-            # The notebook's PR-AUC, for the history only (on the labelled validation pairs): ties inflate it,
-            # so nothing stops or chooses on it.
-            return "pr_auc", pr_auc(data.get_label(), preds) if data is dlabelled else float("nan"), True
-
-        stopper = _JobStopping(self.params.early_stopping, names, config.monitor)
-        evals: dict = {}
-        clock = _Clock(t0)
-        callbacks = [stopper, lgb.record_evaluation(evals), clock]
-        if callback is not None:
-            callbacks.append(_ProgressCallback(callback, self.params.n_estimators))
-        t1 = time.perf_counter()
-        booster = lgb.train(
-            params,
-            dtrain,
-            num_boost_round=self.params.n_estimators,
-            valid_sets=valid_sets,
-            valid_names=names,
-            feval=notebook_pr_auc,
-            callbacks=callbacks,
-        )
-        grown = len(evals["pairs"]["average_precision"])
-        seconds = np.diff(np.concatenate([[0.0], clock.elapsed]))
-        history = [
-            {
-                "iteration": i + 1,
-                "valid_loss": evals["pairs"]["binary_logloss"][i],
-                "valid_pr_auc": evals["pairs"]["pr_auc"][i],
-                "valid_average_precision": evals["pairs"]["average_precision"][i],
-                **({"candidates_average_precision": evals["catalogue"]["average_precision"][i]} if cand else {}),
-                "seconds": float(seconds[i]),
-            }
-            for i in range(grown)
-        ]
-        scores, detail, predictions = {}, {}, {}
-        for job, x_job in zip(names, [x_valid, *([cand[0]] if cand is not None else [])], strict=True):
-            best, value = stopper.best[job]
-            ap = evals[job]["average_precision"][best - 1]
-            scores[job] = value if config.monitor == "pr_auc" else -value  # higher is better
-            detail[job] = {"best_iteration": best, "average_precision": ap, "history": history}
-            predictions[job] = booster.predict(x_job, num_iteration=best)
-        log.info(
-            "gbdt (%s): %d trees grown in %.1fs; best validation average precision %s",
-            describe_weights(weights),
-            grown,
-            time.perf_counter() - t1,
-            ", ".join(
-                f"{job} {detail[job]['average_precision']:.4f} at {detail[job]['best_iteration']}" for job in names
-            ),
-        )
-        return Candidate(weights=weights, scores=scores, fitted=booster, detail=detail, predictions=predictions)
-
-    def _fit_stack(
-        self,
-        catalogue: Catalogue,
-        train: PairSet,
-        valid: PairSet,
-        config: TrainConfig,
-        modalities: list[str],
-        callback: TrainCallback | None,
-        folds: Folds,
-    ) -> np.ndarray:
-        """Cross-fit the stacked network; return its out-of-fold logits for the training pairs."""
-        epochs = stack_epochs(
-            config.epochs,
-            self.params.stack_epochs,
-            self.params.stack_budget,
-            max(int(m.sum()) for m in folds.train_masks),
-        )
-        if epochs < config.epochs:
-            log.info(
-                "gbdt: stacked %s networks train at most %d epochs (-p stack_epochs=%d, -p stack_budget=%d pairs seen)",
-                self.params.stack,
-                epochs,
-                self.params.stack_epochs,
-                self.params.stack_budget,
-            )
-            config = replace(config, epochs=epochs)
-        oof, self.stack_models_ = self._cross_fit(
-            catalogue,
-            train,
-            valid,
-            config,
-            folds,
-            self.params.stack,
-            lambda: create_model(self.params.stack),
-            callback,
-            finish=_score_in_fp32,
-            modalities=modalities,
-        )
-        return oof
-
-    def _cross_fit(
-        self,
-        catalogue: Catalogue,
-        train: PairSet,
-        valid: PairSet,
-        config: TrainConfig,
-        folds: Folds,
-        label: str,
-        make: Callable[[], PairModel],
-        callback: TrainCallback | None,
-        finish: Callable[[PairModel], PairModel] = lambda m: m,
-        **fit_kw: object,
-    ) -> tuple[np.ndarray, list[PairModel]]:
-        """Cross-fit a pair model on the shared folds: fold k's model (``make()``, then ``finish`` once fitted)
-        trains on the pairs the fold may see and scores those it holds out. Returns the training pairs'
-        out-of-fold logits and the fold models (the mean of their scores serves new pairs)."""
-        n_folds = len(folds.train_masks)
-        oof = np.zeros(len(train), dtype=np.float64)
-        models: list[PairModel] = []
-        for k in range(n_folds):
-            inside = np.flatnonzero(folds.train_masks[k])
-            scores = np.flatnonzero((folds.scorers == k).any(axis=1))
-            log.info(
-                "gbdt: stacked %s, fold %d/%d: trained on %d pairs, scores %d",
-                label,
-                k + 1,
-                n_folds,
-                len(inside),
-                len(scores),
-            )
-            model = make()
-            model.fit(catalogue, train.subset(inside), valid, config, callback=callback, **fit_kw)
-            model = finish(model)
-            weight = (folds.scorers[scores] == k).sum(axis=1) / 2.0  # 1 within a fold, 1/2 across two
-            oof[scores] += weight * model.predict_logits(catalogue, train.subset(scores))
-            models.append(model)
-        return oof.astype(np.float32), models
-
-    def _stack_texts(self) -> list[str]:
-        texts = [t.strip() for t in self.params.stack_text.split(",") if t.strip()]
-        unknown = sorted(set(texts) - set(STACK_TEXTS))
-        if unknown:
-            raise ConfigError(
-                f"stack_text: unknown text model(s) {unknown}; use any of {list(STACK_TEXTS)}, comma-separated"
-            )
-        return texts
-
     def reads(self) -> frozenset[str]:
         """The stacked transformers also read each item's long text (``text`` or ``description``)."""
         return self.needs | {"texts"} if set(self._stack_texts()) & set(TRANSFORMERS) else self.needs
 
-    def _fit_text_stack(
-        self,
-        kind: str,
-        catalogue: Catalogue,
-        train: PairSet,
-        valid: PairSet,
-        config: TrainConfig,
-        callback: TrainCallback | None,
-        folds: Folds,
-    ) -> np.ndarray:
-        """Cross-fit a transformer (``bi-encoder`` or ``cross-encoder``) on the shared folds; return the
-        training pairs' out-of-fold scores."""
-        t0 = time.perf_counter()
-        oof, self.text_models_[kind] = self._cross_fit(
-            catalogue,
-            train,
-            valid,
-            config,
-            folds,
-            kind,
-            lambda: create_model(kind, encoder_path=self.params.encoder_path, device=self.params.device),
-            callback,
-            finish=_score_in_fp32,
-        )
-        log.info("gbdt: %s cross-fitted in %.1fs", kind, time.perf_counter() - t0)
-        return oof
-
-    def _folds(self, train: PairSet, config: TrainConfig) -> Folds:
-        """The cross-fitting folds every stacked model shares (see ``group_folds``)."""
-        folds = group_folds(train, self.params.stack_folds or 2, seed=config.seed)
-        if folds.method == "items" and not self.params.stack_folds:
-            # By item, a network trains on ((K-1)/K)^2 of the pairs: a quarter with 2 folds, 56 % with 4.
-            folds = group_folds(train, 4, seed=config.seed)
-        self.stack_folds_ = folds.report()
-        return folds
-
-    def _fit_word_stack(self, catalogue: Catalogue, train: PairSet, folds: Folds) -> np.ndarray:
-        """Cross-fit the word-pair model; keep the mean of the fold models (linear, so one model) for new
-        pairs; return the out-of-fold logits of the training pairs."""
-        t0 = time.perf_counter()
-        oof = np.zeros(len(train), dtype=np.float64)
-        coefs, intercepts = [], []
-        hashed = WordPairScorer().prepare(catalogue)._cache  # every name tokenised once, for all the folds
-        for k in range(len(folds.train_masks)):
-            inside = np.flatnonzero(folds.train_masks[k])
-            scores = np.flatnonzero((folds.scorers == k).any(axis=1))
-            scorer = WordPairScorer(_cache=hashed)
-            scorer.fit(catalogue, train.left[inside], train.right[inside], train.target[inside])
-            weight = (folds.scorers[scores] == k).sum(axis=1) / 2.0
-            oof[scores] += weight * scorer.logits(catalogue, train.left[scores], train.right[scores])
-            coefs.append(scorer.coef)
-            intercepts.append(scorer.intercept)
-        self.word_scorer_ = WordPairScorer(coef=np.mean(coefs, axis=0), intercept=float(np.mean(intercepts)))
-        log.info("gbdt: word-pair model cross-fitted in %.1fs", time.perf_counter() - t0)
-        return oof.astype(np.float32)
-
     # ---------------------------------------------------------------------------------- scoring
-
-    def item_store(self, catalogue: Catalogue, items: np.ndarray | None = None, side: object = None) -> ItemStore:
-        """Everything scoring needs that depends on one item only, for the sorted catalogue rows ``items``
-        (all by default): see :mod:`prodmatch.store`. ``side``: their pair-feature side data, if already built."""
-        t0 = time.perf_counter()
-        items = np.arange(len(catalogue)) if items is None else np.asarray(items)
-        side = self.featurizer_.side_data(catalogue, items) if side is None else side
-        words = None
-        if self.word_scorer_ is not None and catalogue.names is not None:
-            words = self.word_scorer_.item_data(catalogue, items)
-        towers = None
-        if self._stack_towers():
-            features = catalogue.item_features([n for n, _ in self.modalities_])
-            nets = self._numpy_stack()
-            vectors = np.empty((len(nets), len(items), self.stack_models_[0].params.item_dim), dtype=np.float32)
-            for s in range(0, len(items), 8192):
-                vectors[:, s : s + 8192] = nets.towers(features[items[s : s + 8192]])
-            towers = StackedTowers(items, vectors)
-        store = self.use_store(ItemStore(items, side, words, towers, catalogue=catalogue))
-        log.info(
-            "gbdt: item-feature store of %d items (%.0f MB) in %.1fs",
-            len(items),
-            store.nbytes() / 2**20,
-            time.perf_counter() - t0,
-        )
-        return store
-
-    def use_store(self, store: ItemStore) -> ItemStore:
-        """Attach what a store does not save (the networks' heads, the booster's thresholds) and return it."""
-        if store.towers is not None:
-            store.towers.nets = self._numpy_stack()
-            store.towers.thresholds = self._split_thresholds(f"stack_{self.params.stack}")
-        return store
-
-    def sub_models(self) -> list[PairModel]:
-        """The stacked networks, then the stacked text models, each loaded from its run directory."""
-        stacked = getattr(self, "stack_models_", [])  # unfitted: none
-        return [*stacked, *(m for models in getattr(self, "text_models_", {}).values() for m in models)]
 
     @property
     def batch_invariant(self) -> bool:
@@ -603,77 +303,6 @@ class GBDTModel(PairModel):
         has no tower (concat-mlp, item-mlp), whose torch or ONNX scores move by about 1e-6 with the batch, or
         a bi-encoder is stacked (its item vectors move by about 1e-7 with the items encoded beside them)."""
         return (not self.stack_models_ or self._stack_towers()) and not getattr(self, "text_models_", None)
-
-    def _stack_towers(self) -> bool:
-        """Whether the stacked networks are siamese ones, scored from stored item vectors."""
-        return bool(self.stack_models_) and all(isinstance(m.network_, SiameseNet) for m in self.stack_models_)
-
-    def _numpy_stack(self) -> NumpySiamese:
-        """The stacked siamese networks in numpy (built once)."""
-        if getattr(self, "_numpy_nets", None) is None:
-            self._numpy_nets = NumpySiamese([m.network_ for m in self.stack_models_])
-        return self._numpy_nets
-
-    def _split_thresholds(self, feature: str) -> np.ndarray | None:
-        """Sorted thresholds of every split, on ``feature``, of the used trees of both jobs' boosters; None
-        before boosting."""
-        if getattr(self, "booster_", None) is None or feature not in self.feature_names_:
-            return None
-        j = self.feature_names_.index(feature)
-        found: list[float] = []
-
-        def walk(node: dict) -> None:
-            if "split_feature" in node:
-                if node["split_feature"] == j:
-                    found.append(float(node["threshold"]))
-                walk(node["left_child"])
-                walk(node["right_child"])
-
-        boosters = [(self.booster_, self.best_iteration_)]
-        if getattr(self, "catalogue_booster_", None) is not None:
-            boosters.append((self.catalogue_booster_, self.catalogue_iteration_))
-        for booster, iteration in boosters:
-            for tree in booster.dump_model(num_iteration=iteration)["tree_info"]:
-                walk(tree["tree_structure"])
-        return np.unique(np.asarray(found, dtype=np.float64))
-
-    def _store_for(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray) -> ItemStore:
-        """The prepared store when it covers these pairs, else one for just their items."""
-        store = getattr(self, "store_", None)
-        rows = np.union1d(left, right)
-        if store is not None and store.covers(catalogue, rows):
-            return store
-        return self.item_store(catalogue, rows)
-
-    def _features(self, catalogue: Catalogue, store: ItemStore, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """(B, F) float32: the pair features, then the stacked scores, from the item-feature store."""
-        x, names = self.featurizer_.transform(catalogue, left, right, side=store.side)
-        cols = [x]
-        if self.stack_models_:
-            if store.towers is not None:
-                cols.append(self._stack_column(catalogue, store, left, right, x, names))
-            else:  # networks without a tower: scored whole, by their own runtime
-                pairs = PairSet(left, right, None, np.arange(len(left)), None, None)
-                cols.append(np.mean([m.predict_logits(catalogue, pairs) for m in self.stack_models_], axis=0))
-        if self.word_scorer_ is not None:
-            cols.append(self.word_scorer_.logits(catalogue, left, right, items=store.words))
-        if self.text_models_:
-            pairs = PairSet(left, right, None, np.arange(len(left)), None, None)
-            for models in self.text_models_.values():
-                cols.append(np.mean([m.predict_logits(catalogue, pairs) for m in models], axis=0))
-        return np.column_stack(cols) if len(cols) > 1 else x
-
-    def _stack_column(
-        self, catalogue: Catalogue, store: ItemStore, left: np.ndarray, right: np.ndarray, x: np.ndarray, names: list
-    ) -> np.ndarray:
-        """(B,) the stacked networks' mean logit from stored item vectors. Their heads read each modality's raw
-        cosine: the pair features' ``<modality>.cos``, which is NaN where an item lacks the modality and whose
-        raw value is then exactly 0 (a missing vector is zeros)."""
-        mods = [catalogue.modalities[n] for n, _ in self.modalities_]
-        cosines = np.nan_to_num(x[:, [names.index(f"{n}.cos") for n, _ in self.modalities_]], nan=0.0)
-        fa = np.stack([m.present[left] for m in mods], axis=1).astype(np.float32)
-        fb = np.stack([m.present[right] for m in mods], axis=1).astype(np.float32)
-        return store.towers.logits(left, right, cosines, fa, fb)
 
     def predict_logits(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """(M,) float32 raw margins (log-odds before calibration), through the item-feature store: the prepared
@@ -693,64 +322,6 @@ class GBDTModel(PairModel):
     def evidence(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         pairs = PairSet(np.asarray(left), np.asarray(right), None, np.arange(len(left)), None, None)
         return self.score(catalogue, pairs).evidence
-
-    def evidence_of_features(self, x: np.ndarray) -> np.ndarray:
-        """(B,) uint32 evidence masks of feature rows ``x``: an embedding both items have (its cosine is defined),
-        a picture on both (the photos' cosines are), a name word both hold, an attribute value both hold."""
-        index = {n: i for i, n in enumerate(self.feature_names_)}
-        mods = [n for n, _ in self.modalities_]
-        mask = np.zeros(len(x), dtype=np.uint32)
-
-        def bit(cond: np.ndarray, position: np.uint32) -> None:
-            nonlocal mask
-            mask |= cond.astype(np.uint32) * position
-
-        with np.errstate(invalid="ignore"):
-            for j, name in enumerate(mods):
-                if f"{name}.cos" in index:
-                    bit(~np.isnan(x[:, index[f"{name}.cos"]]), np.uint32(1 << j))
-            if "pics_max" in index:
-                bit(~np.isnan(x[:, index["pics_max"]]), side_bit(mods, "pictures"))
-            for column in ("name_token_jaccard", "name_word_tfidf_cos"):
-                if column in index:
-                    bit(x[:, index[column]] > 0, side_bit(mods, "name"))
-            for column in ("attr_kv_jaccard", "brand_equal", "colour_equal"):
-                if column in index:
-                    bit(x[:, index[column]] > 0, side_bit(mods, "attributes"))
-        return mask
-
-    def feature_batches(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = INFERENCE_BATCH):
-        """Yields (slice of ``pairs``, that batch's (B, F) float32 features in the order of ``feature_names_``),
-        through the item-feature store (see :meth:`predict_logits`)."""
-        self._check_fitted()
-        self._check_catalogue(catalogue)
-        memo = getattr(self, "_memo", None)
-        rows = None if memo is None else memo.find(catalogue, pairs.left, pairs.right)
-        if rows is not None:  # fitting featurized these pairs already
-            x = self._from_memo(catalogue, memo.x[rows], pairs.left, pairs.right)  # one store for the few near a split
-            for start in range(0, len(pairs), batch_size):
-                sl = slice(start, start + batch_size)
-                yield sl, x[sl]
-            return
-        store = self._store_for(catalogue, pairs.left, pairs.right)
-        for start in range(0, len(pairs), batch_size):
-            sl = slice(start, start + batch_size)
-            yield sl, self._features(catalogue, store, pairs.left[sl], pairs.right[sl])
-
-    def _from_memo(self, catalogue: Catalogue, x: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """Kept feature rows, with the stacked score recomputed where it lies near one of the boosters' split
-        thresholds (fitting computed it before the boosters existed): the rows the scoring path itself gives."""
-        if not self.stack_models_:
-            return x
-        feature = f"stack_{self.params.stack}"
-        thresholds = self._split_thresholds(feature)  # once per call: the rows come in whole, not per batch
-        if thresholds is None or not len(thresholds):
-            return x
-        near = near_split(x[:, self.feature_names_.index(feature)], thresholds)
-        if near.any():
-            store = self._store_for(catalogue, left[near], right[near])
-            x[near] = self._features(catalogue, store, left[near], right[near])
-        return x
 
     def boost(self, x: np.ndarray, **kw: object) -> np.ndarray:
         """The booster's prediction of feature rows ``x`` at the best iteration, with this model's prediction
@@ -876,12 +447,12 @@ class GBDTModel(PairModel):
         if "word_pairs" in files:
             with np.load(run_dir / files["word_pairs"]) as z:
                 self.word_scorer_ = WordPairScorer(coef=z["coef"], intercept=float(z["intercept"]))
-        self.stack_models_ = [_score_in_fp32(load_model(run_dir / sub)) for sub in config.get("stack", [])]
+        self.stack_models_ = [score_in_fp32(load_model(run_dir / sub)) for sub in config.get("stack", [])]
         text_stack = config.get("text_stack") or {}
         if isinstance(text_stack, list):  # saved before the cross-encoder: bi-encoder folds only
             text_stack = {"bi-encoder": text_stack}
         self.text_models_ = {
-            kind: [_score_in_fp32(load_model(run_dir / sub)) for sub in subs] for kind, subs in text_stack.items()
+            kind: [score_in_fp32(load_model(run_dir / sub)) for sub in subs] for kind, subs in text_stack.items()
         }
         self._numpy_nets = None
 
@@ -891,7 +462,7 @@ class GBDTModel(PairModel):
             self.featurizer_.feature_names(catalogue)
             + [f"stack_{self.params.stack}"] * bool(self.stack_models_)
             + ["stack_words"] * (self.word_scorer_ is not None and catalogue.names is not None)
-            + [_text_feature(kind) for kind in self.text_models_]
+            + [text_feature(kind) for kind in self.text_models_]
         )
         if have != self.feature_names_:
             missing = sorted(set(self.feature_names_) - set(have))
@@ -899,105 +470,3 @@ class GBDTModel(PairModel):
                 f"this gbdt model was trained with features {missing} that this data cannot provide "
                 "(missing names, attributes, categories or extra photos); score data with the same files"
             )
-
-
-def _text_feature(kind: str) -> str:
-    """The stacked transformer's feature name: stack_bi_encoder, stack_cross_encoder."""
-    return "stack_" + kind.replace("-", "_")
-
-
-def _score_in_fp32(net: PairModel) -> PairModel:
-    """Make a stacked network or text model score in float32 (it may have trained in bf16).
-
-    Its score is a feature that trees split on: bf16 rounds it to about three digits, differently on
-    CPUs with and without AMX, and differently from ONNX Runtime (fp32), so a pair's probability would
-    depend on the machine and the runtime. In float32 every path agrees to about 1e-6.
-    """
-    net.precision_ = "fp32"
-    return net
-
-
-class _JobStopping:
-    """Early stopping for several jobs at once: each validation set's best round (by average precision, or by
-    log loss with ``--monitor loss``) is tracked, and boosting stops once none has improved for ``patience``
-    rounds. The pairs job's average precision, not the notebook's PR-AUC: trees give tied scores (a few
-    thousand distinct values), and ``auc(recall, precision)`` interpolates each tied block linearly, which
-    rewards a coarse early model (measured: 17 trees, PR-AUC 0.9844 but average precision 0.9781, below the
-    oracle's 0.9789)."""
-
-    order = 25  # after LightGBM records the evaluation
-
-    def __init__(self, patience: int, jobs: list[str], monitor: str) -> None:
-        self.patience = patience
-        self.metric = "average_precision" if monitor == "pr_auc" else "binary_logloss"
-        self.higher = monitor == "pr_auc"
-        self.best: dict[str, tuple[int, float]] = {job: (0, -np.inf if self.higher else np.inf) for job in jobs}
-
-    def __call__(self, env: lgb.callback.CallbackEnv) -> None:
-        round_ = env.iteration - env.begin_iteration + 1
-        for data, metric, value, _ in env.evaluation_result_list:
-            if metric != self.metric or data not in self.best:
-                continue
-            _, best = self.best[data]
-            if (value > best) if self.higher else (value < best):
-                self.best[data] = (round_, float(value))
-        last = max(r for r, _ in self.best.values())
-        if round_ - last >= self.patience:
-            raise lgb.callback.EarlyStopException(last - 1, env.evaluation_result_list)
-
-
-class _Clock:
-    """Records the seconds since ``t0`` at the end of every boosting round."""
-
-    order = 21  # after LightGBM records the evaluation, before early stopping may end the round
-
-    def __init__(self, t0: float) -> None:
-        self.t0 = t0
-        self.elapsed: list[float] = []
-
-    def __call__(self, env: lgb.callback.CallbackEnv) -> None:
-        self.elapsed.append(time.perf_counter() - self.t0)
-
-
-class _ProgressCallback:
-    """Forwards boosting rounds to the training progress hooks."""
-
-    def __init__(self, callback: TrainCallback, rounds: int) -> None:
-        self.callback = callback
-        self.rounds = rounds
-        self.started = False
-
-    def __call__(self, env: lgb.callback.CallbackEnv) -> None:
-        if not self.started:
-            self.callback.on_epoch_start(1, 1, self.rounds)
-            self.started = True
-        loss = next((r[2] for r in env.evaluation_result_list if r[1] == "binary_logloss"), float("nan"))
-        self.callback.on_batch_end(float(loss))
-
-
-@dataclass
-class FeatureMemo:
-    """Feature rows of pairs fitting computed, found again by the ordered pair of rows of the same catalogue."""
-
-    catalogue: Catalogue
-    keys: np.ndarray  # sorted left * n + right
-    order: np.ndarray  # row of x for each key
-    x: np.ndarray
-
-    @classmethod
-    def of(cls, catalogue: Catalogue, left: np.ndarray, right: np.ndarray, x: np.ndarray) -> FeatureMemo:
-        n = len(catalogue)
-        keys = left.astype(np.int64) * n + right.astype(np.int64)
-        order = np.argsort(keys, kind="stable")
-        return cls(catalogue, keys[order], order, x)
-
-    def find(self, catalogue: Catalogue, left: np.ndarray, right: np.ndarray) -> np.ndarray | None:
-        """Rows of ``x`` for every pair, or None unless all of them are kept (for this very catalogue)."""
-        if catalogue is not self.catalogue or not len(self.keys) or not len(left):
-            return None
-        n = len(catalogue)
-        keys = np.asarray(left).astype(np.int64) * n + np.asarray(right).astype(np.int64)
-        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        if not (self.keys[pos] == keys).all():
-            return None
-        return self.order[pos]

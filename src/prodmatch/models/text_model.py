@@ -28,12 +28,12 @@ import pandas as pd
 import torch
 from sklearn.metrics import average_precision_score
 
+from prodmatch.atomic import write_json
 from prodmatch.catalogue import Catalogue
 from prodmatch.config import TrainConfig
 from prodmatch.errors import ConfigError, ModelError
 from prodmatch.evaluation import pr_auc
 from prodmatch.evidence import side_bit
-from prodmatch.io import write_json
 from prodmatch.models.base import ENCODER_DIR, RUNTIMES, PairModel
 from prodmatch.models.onnx_runtime import load_text_onnx
 from prodmatch.pairs import PairSet

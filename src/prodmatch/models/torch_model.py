@@ -19,12 +19,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from prodmatch.atomic import atomic_path
 from prodmatch.auxiliary import AuxPairs, Candidate, choose, describe_weights, selection_record, weight_candidates
 from prodmatch.calibration import Calibrator
 from prodmatch.catalogue import NORM_EPS, Catalogue, l2_normalize
 from prodmatch.config import INFERENCE_BATCH, TrainConfig
 from prodmatch.errors import ConfigError, DataError, ModelError
-from prodmatch.io import atomic_path
 from prodmatch.models.base import CONFIG_FILE, RUNTIMES, WEIGHTS_FILE, JobHead, PairModel
 from prodmatch.models.onnx_runtime import load_onnx_scorer
 from prodmatch.models.siamese import SiameseNet

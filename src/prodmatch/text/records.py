@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from prodmatch.attributes import parse_attributes
 from prodmatch.catalogue import Catalogue
 from prodmatch.errors import DataError
-from prodmatch.features import parse_attributes
 
 __all__ = ["RecordTexts", "item_records"]
 

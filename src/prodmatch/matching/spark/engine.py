@@ -1,0 +1,522 @@
+"""The Spark engine's pipeline: read items, item vectors, candidate search, shared values, scoring, calibration, components, cluster guard and write."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import tarfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from prodmatch.candidates import vector_kind
+from prodmatch.config import CALIBRATION_K, MatchConfig
+from prodmatch.errors import ConfigError, DataError
+from prodmatch.io import (
+    CLUSTERS_FILE,
+    MATCHES_FILE,
+    SUMMARY_FILE,
+    TEXT_FILE,
+)
+from prodmatch.matching.link import check_disjoint_ids, link_facts
+from prodmatch.matching.output import SOURCE_NAMES, split_report, timed
+from prodmatch.matching.spark.columns import calibrate_column, expected_f1_threshold_column, gate_column, matches_table
+from prodmatch.matching.spark.executors import GUARD_COUNTS, guard_fn, item_rows_fn, score_fn
+from prodmatch.matching.spark.graph import cluster_report, connected_components, consecutive_ids
+from prodmatch.matching.spark.ivf import ivf_search, recall_vs_exact, search_rows, shared_values
+from prodmatch.matching.spark.quality import quality_stage, spark_truth_source
+from prodmatch.matching.spark.session import (
+    RUN_FILES_SKIPPED,
+    FileSystem,
+    SparkOptions,
+    fail_staging,
+    finish_staging,
+    join_path,
+    materialise,
+    read_items,
+    stage_output,
+    start_session,
+    write_table,
+)
+from prodmatch.models import load_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """What every stage of a Spark run shares: the session, the model broadcast once, the items read."""
+
+    spark: object
+    model: object
+    bundle: object
+    data_config: object
+    partitions: int
+    work: str
+    items: object = None
+    layout: dict = field(default_factory=dict)
+    id_type: str = "bigint"
+
+
+def load_job(
+    spark,
+    run_dir,
+    data_dir: str,
+    partitions: int,
+    work: str,
+    data_config=None,
+    *,
+    text: bool = False,
+    categories: bool = False,
+) -> Job:
+    """The model, broadcast once (its run directory's files, unpacked once per Python worker), and the items."""
+    from dataclasses import replace
+
+    model = load_model(run_dir).for_job("catalogue")
+    data_config = data_config or model.data_config()
+    if text:
+        data_config = replace(data_config, load_names=True, load_attributes=True)
+    if categories:
+        data_config = replace(data_config, load_categories=True)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in sorted(Path(run_dir).iterdir()):
+            if path.name not in RUN_FILES_SKIPPED:
+                tar.add(path, arcname=path.name)
+    bundle = spark.sparkContext.broadcast((uuid.uuid4().hex, buffer.getvalue()))
+    job = Job(spark, model, bundle, data_config, partitions, work)
+    job.items, job.layout, job.id_type = items_of(job, data_dir, "items")
+    return job
+
+
+def items_of(job: Job, data_dir: str, tag: str):
+    """(items, layout, id type) of a data directory, the ids cast to bigint or string, written once."""
+    from pyspark.sql import functions as F
+
+    id_column = job.data_config.id_column
+    items, layout = read_items(job.spark, data_dir, job.data_config, FileSystem(job.spark, data_dir))
+    id_type = items.schema[id_column].dataType.simpleString()
+    if id_type not in ("bigint", "int", "smallint", "tinyint", "string"):
+        raise DataError(f"{data_dir}: {id_column} has type {id_type}; ids must be integers or strings")
+    id_type = "string" if id_type == "string" else "bigint"
+    items = items.withColumn(id_column, F.col(id_column).cast(id_type))
+    return materialise(job.spark, items.repartition(job.partitions), join_path(job.work, tag)), layout, id_type
+
+
+def linked_items(job: Job, left_dir: str, right_dir: str):
+    """Linking: LEFT's items (``job.items``) and RIGHT's as one items table, and (id, source) of every item
+    (0: left, 1: right), each written once. Both are read with the model's data settings; the columns are
+    the ones both sources have (side data only one has is left out, with a warning, as the local engine's
+    :meth:`prodmatch.catalogue.Catalogue.concat` does), named in ``job.layout`` as LEFT's files name them.
+
+    Raises:
+        DataError: ids of different types, or ids in both sources.
+    """
+    from pyspark.sql import functions as F
+
+    id_col = job.data_config.id_column
+    right, right_layout, right_id_type = items_of(job, right_dir, "items_right")
+    if right_id_type != job.id_type:
+        raise DataError(
+            f"{left_dir} has {job.id_type} ids and {right_dir} has {right_id_type} ids: linking needs one id type "
+            "(write both sources' ids as integers, or both as strings)"
+        )
+    left_columns = {c for cols in job.layout.values() for c in cols}
+    right_columns = {c for cols in right_layout.values() for c in cols}
+    for has, lacks, only in (  # the model's embeddings are in both: the reader asks each source for them
+        (left_dir, right_dir, left_columns - right_columns),
+        (right_dir, left_dir, right_columns - left_columns),
+    ):
+        if only:
+            log.warning("%s has %s and %s has none: linking does without them", has, sorted(only), lacks)
+    shared = left_columns & right_columns
+    layout = {name: [c for c in cols if c in shared] for name, cols in job.layout.items()}
+    layout = {name: cols for name, cols in layout.items() if cols or name == TEXT_FILE}
+    kept = [id_col, *(c for cols in layout.values() for c in cols)]
+    both = job.items.select(id_col).join(right.select(id_col), id_col)
+    some = [r[id_col] for r in both.limit(5).collect()]
+    if some:  # counted only to say how many
+        check_disjoint_ids(some, left_dir, right_dir, count=both.count())
+    items = job.items.select(*kept).unionByName(right.select(*kept))
+    side_of = job.items.select(F.col(id_col).alias("id"), F.lit(0).cast("tinyint").alias("source")).unionByName(
+        right.select(F.col(id_col).alias("id"), F.lit(1).cast("tinyint").alias("source"))
+    )
+    job.layout = layout
+    items = materialise(job.spark, items.repartition(job.partitions), join_path(job.work, "items_linked"))
+    return items, materialise(job.spark, side_of, join_path(job.work, "sources"))
+
+
+def vectors_of(job: Job, items, tag: str, *, tokens: bool = False, modality_vectors: bool = False):
+    """(id, vec, searchable, category[, tokens][, mvec, complete]) of every item, written once; and counts."""
+    from pyspark.sql import functions as F
+
+    schema = f"id {job.id_type}, vec array<float>, searchable boolean, category string"
+    if tokens:
+        schema += ", tokens array<string>"
+    if modality_vectors:
+        schema += ", mvec array<float>, complete boolean"
+    fn = item_rows_fn(job.bundle, job.layout, job.data_config.id_column, job.data_config, tokens, modality_vectors)
+    vec = materialise(job.spark, items.mapInArrow(fn, schema), join_path(job.work, tag))
+    counts = vec.agg(F.count("*").alias("n"), F.sum(F.col("searchable").cast("int")).alias("s")).first()
+    n, n_searchable = int(counts["n"]), int(counts["s"] or 0)
+    if n_searchable < n:
+        log.warning(
+            "%d of %d items have none of the model's embeddings: they are not matched and stay single-item clusters",
+            n - n_searchable,
+            n,
+        )
+    return vec, n, n_searchable
+
+
+def score_stage(job: Job, pairs, part_of, items, tag: str):
+    """(id1, id2, score) of every pair, written once, and the item rows shipped to scoring groups.
+
+    ``part_of`` (id, part) puts a pair in its first item's group; a group's pairs and the rows of the items
+    they name meet in one ``cogroup`` call and are scored by the model's own ``predict_proba``."""
+    from pyspark.sql import functions as F
+
+    spark, id_col = job.spark, job.data_config.id_column
+    grouped = pairs.join(part_of.withColumnRenamed("id", "id1"), "id1")
+    grouped.write.parquet(join_path(job.work, f"{tag}_grouped"))
+    grouped = spark.read.parquet(join_path(job.work, f"{tag}_grouped"))  # two reads, two plans: cogroup's sides
+    seen = spark.read.parquet(join_path(job.work, f"{tag}_grouped"))
+    needed = (
+        seen.select("part", F.col("id1").alias("id"))
+        .unionByName(seen.select("part", F.col("id2").alias("id")))
+        .distinct()
+    )
+    group_items = needed.join(items.withColumnRenamed(id_col, "id"), "id").withColumnRenamed("id", id_col)
+    shipped = spark.sparkContext.accumulator(0)
+    scored = (
+        grouped.groupBy("part")
+        .cogroup(group_items.groupBy("part"))
+        .applyInArrow(
+            score_fn(job.bundle, job.layout, id_col, job.data_config, shipped),
+            f"id1 {job.id_type}, id2 {job.id_type}, score double, evidence bigint",
+        )
+    )
+    scored = materialise(spark, scored, join_path(job.work, tag))
+    if scored.count() != pairs.count():
+        raise RuntimeError("prodmatch: scoring lost candidate pairs (a bug; please report it)")
+    return scored, shipped.value
+
+
+def cluster_stage(
+    job: Job, scored, threshold: float, linkage_max: int, checkpoint_every: int, side_of=None, one_to_one=False
+):
+    """(id, rep, report counts) of every item in a component, by the local engine's guard, and the rounds
+    connected components took. ``side_of``: (id, source) of every item, when linking two sources."""
+    from pyspark.sql import functions as F
+
+    scored = scored.where(F.col("evidence") != 0)  # a pair without evidence is no edge, whatever the threshold
+    edges = scored.where(F.col("score") >= threshold).select(F.col("id1").alias("src"), F.col("id2").alias("dst"))
+    labels, rounds = connected_components(
+        job.spark, edges, join_path(job.work, "cc"), checkpoint_every=checkpoint_every
+    )
+    comp1 = labels.withColumnRenamed("id", "id1").withColumnRenamed("component", "c1")
+    comp2 = labels.withColumnRenamed("id", "id2").withColumnRenamed("component", "c2")
+    inner = scored.join(comp1, "id1").join(comp2, "id2").where(F.col("c1") == F.col("c2"))
+    inner = inner.withColumn("bucket", F.pmod(F.xxhash64("c1"), F.lit(job.partitions)))
+    columns = ["bucket", "id1", "id2", "score"]
+    if side_of is not None:
+        for name, alias in (("id1", "s1"), ("id2", "s2")):
+            inner = inner.join(side_of.select(F.col("id").alias(name), F.col("source").alias(alias)), name)
+        columns += ["s1", "s2"]
+    guarded = (
+        inner.select(*columns)
+        .groupBy("bucket")
+        .applyInArrow(
+            guard_fn(threshold, linkage_max, side_of is not None, one_to_one),
+            f"id {job.id_type}, rep {job.id_type}, " + ", ".join(f"{c} bigint" for c in GUARD_COUNTS),
+        )
+    )
+    return materialise(job.spark, guarded, join_path(job.work, "guarded")), rounds
+
+
+def match_spark(
+    run_dir,
+    data_dir,
+    out_dir,
+    config: MatchConfig | None = None,
+    *,
+    spark=None,
+    master: str | None = None,
+    spark_conf: dict | None = None,
+    options: SparkOptions | None = None,
+    overwrite: bool = False,
+    progress=None,
+    labelled_sample=None,
+    link_with=None,
+) -> dict:
+    """:func:`prodmatch.matching.match_local` on Apache Spark: the same outputs (see the module docstring).
+
+    Args:
+        spark: a running SparkSession (Databricks, YARN, ...); None starts one with ``master`` and
+            ``spark_conf`` (or ``options.master`` / ``options.conf``).
+        options: the engine's own settings (partitions, cells, probes, cell cap, checkpoints).
+        link_with: a second data directory to link ``data_dir`` with, as the local engine links them (see
+            :mod:`prodmatch.matching.link`): every search is one source's items among the other's (each item
+            queries with its block and the other source, and is a target with its own).
+    """
+    from pyspark.sql import functions as F
+
+    config = config or MatchConfig()
+    options = options or SparkOptions()
+    linking = link_with is not None
+    if config.one_to_one and not linking:
+        raise ConfigError("--one-to-one applies to linking two sources: give them as --link LEFT RIGHT")
+    if labelled_sample is not None:
+        raise ConfigError("--labelled-sample is not supported with --engine spark yet; use --engine local")
+    if config.rescore:
+        raise ConfigError("--rescore is not supported with --engine spark yet; use --engine local")
+    spark, partitions = start_session(spark, master, spark_conf, options)
+    sc = spark.sparkContext
+    data_dir, out_dir = str(data_dir).rstrip("/"), str(out_dir).rstrip("/")
+    fs, staging, work = stage_output(spark, out_dir, overwrite, SUMMARY_FILE, options)
+    stages: dict[str, dict] = {}
+    t_start = time.perf_counter()
+
+    def whole(stage: str):
+        return progress(stage, 1) if progress else (lambda _n: None)
+
+    try:
+        with timed(stages, "load"):
+            job = load_job(
+                spark,
+                run_dir,
+                data_dir,
+                partitions,
+                work,
+                text=config.token_k > 0,
+                categories=config.block_by == "category",
+            )
+            side_of = None
+            if linking:
+                link_with = str(link_with).rstrip("/")
+                job.items, side_of = linked_items(job, data_dir, link_with)
+            model, items, id_type = job.model, job.items, job.id_type
+        threshold = model.threshold if config.threshold is None else config.threshold
+        multi = len(model.modalities_) >= 2
+
+        with timed(stages, "vectors"):
+            done = whole("item vectors")
+            vec, n, n_searchable = vectors_of(job, items, "vectors", tokens=config.token_k > 0, modality_vectors=multi)
+            if linking:
+                vec = materialise(spark, vec.join(side_of, "id"), join_path(work, "vectors_linked"))
+            done(1)
+        block = F.col("category") if config.block_by == "category" else F.lit("")
+        block = F.coalesce(block, F.lit("\x00none"))  # no category: searched among themselves, as locally
+
+        with timed(stages, "candidates"):
+            done = whole("candidates")
+            exact = config.index_kind(n_searchable) == "flat"
+            cells = 1 if exact and options.cells is None else (options.cells or max(1, round(math.sqrt(n_searchable))))
+            base = search_rows(vec.where("searchable"), block, F.lit(True), linking)
+            # as far as the calibration pairs (each item's top CALIBRATION_K) where k is smaller
+            reach = max(config.k, CALIBRATION_K)
+            itself = 0 if linking else 1  # a search list counts the query itself where it is a target
+            top, search_facts, home, _ = ivf_search(
+                spark,
+                base,
+                reach,
+                cells,
+                options.probes,
+                options.cell_cap,
+                options.centroid_sample,
+                work,
+                "ivf",
+                ranked=True,
+                queries_are_targets=not linking,
+            )
+            top = materialise(spark, top, join_path(work, "ivf_ranked"))
+            near = top.where(F.col("r") <= CALIBRATION_K + itself).select(
+                F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2")
+            )
+            near = materialise(spark, near.distinct(), join_path(work, "calibration_pairs"))
+            top = top.where(F.col("r") <= config.k + itself).select("q", "t", "s")
+            if search_facts["cells"] > 1:  # approximate: how much of the exact top-k it finds, on a sample
+                top = materialise(spark, top, join_path(work, "ivf_top"))
+                search_facts["recall_vs_exact"] = recall_vs_exact(
+                    spark, base.where("is_target"), top, config.k, queries=base.where("is_query")
+                )
+            pairs = top.select(F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2")).distinct()
+            pairs = materialise(spark, pairs, join_path(work, "candidates_ivf"))
+            search_facts = {
+                "blocks": search_facts.pop("blocks"),
+                "index": ["flat"] if search_facts["cells"] <= 1 else ["ivf"],
+                "ivf": search_facts,
+                "items_without_embeddings": n - n_searchable,
+                "incomplete_items": 0,
+                **({"linked_sources": 2} if linking else {}),
+            }
+            if multi:
+                big = n_searchable > config.exact_max_items and "category" in vec.columns
+                inc_block = F.coalesce(F.col("category"), F.lit("\x00none")) if big else F.lit("")
+                with_mvec = vec.where("searchable").withColumn("vec", F.col("mvec"))
+                inc = search_rows(with_mvec, inc_block, ~F.col("complete"), linking)
+                search_facts["incomplete_items"] = vec.where("searchable AND NOT complete").count()
+                if search_facts["incomplete_items"]:
+                    more, _, _, _ = ivf_search(
+                        spark,
+                        inc,
+                        config.k,
+                        1,
+                        1,
+                        options.cell_cap,
+                        options.centroid_sample,
+                        work,
+                        "incomplete",
+                        queries_are_targets=not linking,
+                    )
+                    more = more.select(F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2"))
+                    before = pairs.count()
+                    pairs = materialise(spark, pairs.unionByName(more).distinct(), join_path(work, "candidates_inc"))
+                    search_facts["candidates_from_incomplete_items"] = pairs.count() - before
+            if config.token_k > 0:
+                token_pairs, token_report = shared_values(vec, config, n_searchable, linking)
+                before = pairs.count()
+                pairs = pairs.unionByName(token_pairs).distinct()
+            pairs = materialise(spark, pairs, join_path(work, "candidates"))
+            n_candidates = pairs.count()
+            if config.token_k > 0:
+                search_facts["shared_values"] = token_report | {"new_candidates": n_candidates - before}
+            done(1)
+        log.info("%d candidate pairs from %d items (k=%d, %d cells)", n_candidates, n, config.k, cells)
+
+        with timed(stages, "scoring"):
+            done = whole("scoring")
+            if home is None:
+                part_of = vec.where("searchable").select(
+                    "id", F.pmod(F.xxhash64("id"), F.lit(partitions)).alias("part")
+                )
+            else:
+                part_of = home.select("id", F.pmod(F.xxhash64("block", "cell"), F.lit(partitions)).alias("part"))
+            # the calibration pairs beyond k are scored for calibration only, as locally
+            extra = near.join(pairs, ["id1", "id2"], "left_anti") if config.calibrate == "prior" else near.limit(0)
+            extra = materialise(spark, extra, join_path(work, "calibration_extra"))
+            scored, shipped = score_stage(job, pairs.unionByName(extra), part_of, items, "scored")
+            done(1)
+        calibration: dict = {"method": "none"}
+        if config.calibrate == "prior":
+            fit = near.withColumn("fit", F.lit(True))
+            scored = scored.join(fit, ["id1", "id2"], "left").withColumn("fit", F.coalesce("fit", F.lit(False)))
+            scored, calibration = calibrate_column(scored, model, fit="fit")
+            scored = materialise(spark, scored, join_path(work, "calibrated"))
+            if config.threshold is None and calibration["method"] != "none":
+                threshold = expected_f1_threshold_column(scored.where("fit"))
+                calibration["threshold_rule"] = (
+                    f"best expected F1 over the candidates within either item's top {CALIBRATION_K}"
+                )
+            scored = scored.join(extra, ["id1", "id2"], "left_anti").drop("fit")  # the candidates only
+        if scored.count() != n_candidates:
+            raise RuntimeError("prodmatch: scoring lost candidate pairs (a bug; please report it)")
+        # no evidence, no match: at most the candidates' prior, below the threshold (as the local engine)
+        scored = materialise(spark, gate_column(scored, calibration.get("prior"), threshold), join_path(work, "gated"))
+        without_evidence = scored.where(F.col("evidence") == 0).count()
+        agg = scored.agg(
+            F.sum("score").alias("total"),
+            F.sum(F.when(F.col("score") >= threshold, F.col("score"))).alias("kept_sum"),
+            F.sum((F.col("score") >= threshold).cast("int")).alias("kept"),
+        ).first()
+        kept_n = int(agg["kept"] or 0)
+        calibration |= {
+            "estimated_precision": float(agg["kept_sum"] / kept_n) if kept_n else 1.0,
+            "estimated_recall_among_candidates": float((agg["kept_sum"] or 0.0) / agg["total"])
+            if agg["total"]
+            else 0.0,
+        }
+
+        with timed(stages, "clustering"):
+            done = whole("clustering")
+            guarded, rounds = cluster_stage(
+                job, scored, threshold, config.linkage_max, options.checkpoint_every, side_of, config.one_to_one
+            )
+            reps = (
+                vec.select("id")
+                .join(guarded.select("id", "rep"), "id", "left")
+                .select("id", F.coalesce("rep", "id").alias("rep"))
+            )
+            numbered, n_clusters = consecutive_ids(spark, reps.select("rep"), join_path(work, "reps"))
+            clusters = reps.join(numbered, "rep").select(
+                F.col("id").alias("variantid"), F.col("cluster_id").cast("bigint")
+            )
+            if linking:  # each item's source, named as the local engine names it
+                names = F.array(*[F.lit(x) for x in SOURCE_NAMES])
+                source = side_of.select(
+                    F.col("id").alias("variantid"), F.element_at(names, F.col("source") + 1).alias("source")
+                )
+                clusters = clusters.join(source, "variantid")
+            clusters = materialise(spark, clusters, join_path(work, "clusters"))
+            report = cluster_report(clusters, guarded, kept_n, n_clusters)
+            done(1)
+
+        quality: dict = {}
+        truth = spark_truth_source(spark, data_dir, config.truth_column, job.data_config.id_column)
+        if linking:  # both sources' products, or none (no pair of two sources could be judged)
+            found = [truth, spark_truth_source(spark, link_with, config.truth_column, job.data_config.id_column)]
+            truth = found if None not in found else None
+            if truth is None and found != [None, None]:
+                lacks = data_dir if found[0] is None else link_with
+                log.warning("%s has no true products: the link's quality is not measured", lacks)
+        if truth is not None:
+            with timed(stages, "quality"):
+                done = whole("quality")
+                quality = quality_stage(
+                    spark, truth, clusters, scored, threshold, config, id_type, n, job.data_config.id_column
+                )
+                if quality and search_facts["ivf"].get("recall_vs_exact") is not None:
+                    quality["ann_recall_vs_exact"] = search_facts["ivf"]["recall_vs_exact"]
+                done(1)
+
+        with timed(stages, "writing"):
+            tmp_out = join_path(staging, "out")
+            kept = scored.where((F.col("score") >= threshold) & (F.col("evidence") != 0))
+            matches = materialise(spark, matches_table(kept, clusters, model), join_path(work, "matches"))
+            write_table(spark, matches, join_path(tmp_out, MATCHES_FILE), options.part_files)
+            write_table(spark, clusters.orderBy("variantid"), join_path(tmp_out, CLUSTERS_FILE), options.part_files)
+            split = matches.where(~F.col("same_cluster")).count()
+            summary = {
+                "model": model.name,
+                "run_dir": str(run_dir),
+                "data": data_dir,
+                "items": n,
+                **({"link": link_summary(side_of, data_dir, link_with, config.one_to_one)} if linking else {}),
+                "engine": {
+                    "name": "spark",
+                    "master": sc.master,
+                    "spark_version": spark.version,
+                    **{k: v for k, v in asdict(options).items() if k not in ("master", "conf")},
+                    "partitions": partitions,
+                    "connected_components_rounds": rounds,
+                    "items_shipped_per_item_scored": float(shipped / max(n_searchable, 1)),
+                },
+                "parameters": {**config.to_dict(), "threshold": threshold},
+                "item_vectors": vector_kind(model),
+                "search": search_facts,
+                "candidates": n_candidates,
+                "candidates_without_evidence": without_evidence,
+                "matches": kept_n,
+                "scorer": model.describe_job(),
+                "calibration": calibration,
+                "cascade": {},
+                "clustering": asdict(report) | split_report(split, config.one_to_one),
+                "quality": quality,
+                "stages": stages,
+                "seconds": round(time.perf_counter() - t_start, 3),
+            }
+            FileSystem(spark, tmp_out).write_text(
+                join_path(tmp_out, SUMMARY_FILE), json.dumps(summary, indent=2, default=str)
+            )
+        finish_staging(fs, staging, work, tmp_out, out_dir)
+    except BaseException as e:
+        fail_staging(fs, staging, work, e)
+        raise
+    return summary
+
+
+def link_summary(side_of, left_dir: str, right_dir: str, one_to_one: bool) -> dict:
+    counts = dict(side_of.groupBy("source").count().collect())
+    return link_facts(left_dir, right_dir, (counts.get(0, 0), counts.get(1, 0)), one_to_one)

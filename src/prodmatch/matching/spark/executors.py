@@ -1,0 +1,266 @@
+"""What runs on the Spark executors: the broadcast model, item vectors and tokens of a batch, IVF cell assignment and search, scoring, and the cluster guard."""
+
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from prodmatch.blocking import token_occurrences
+from prodmatch.candidates import informative_items, item_vectors, modality_vectors
+from prodmatch.clustering import cluster_items
+from prodmatch.io import (
+    read_catalogue,
+)
+from prodmatch.models import load_model
+from prodmatch.pairs import PairSet
+
+log = logging.getLogger(__name__)
+
+
+WORKER_MODELS: dict[str, object] = {}
+
+
+def worker_model(bundle):
+    """The model of a broadcast run directory, unpacked and loaded once per Python worker."""
+    key, data = bundle.value
+    model = WORKER_MODELS.get(key)
+    if model is None:
+        where = Path(tempfile.mkdtemp(prefix="prodmatch-run-"))
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(where, filter="data")
+        model = WORKER_MODELS[key] = load_model(where).for_job("catalogue")
+    return model
+
+
+def batch_catalogue(table: pa.Table, layout: dict[str, list[str]], id_column: str, data_config):
+    """The Catalogue of a batch of joined item rows, read by the local engine's reader: the batch is split
+    back into its item files in a private folder."""
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory(prefix="prodmatch-items-") as tmp:
+        for name, columns in layout.items():
+            pq.write_table(table.select([id_column, *columns]), Path(tmp) / name)
+        return read_catalogue(tmp, data_config)
+
+
+def column_vectors(table: pa.Table, column: str) -> np.ndarray:
+    arr = table[column].combine_chunks()
+    if len(arr) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return np.ascontiguousarray(values.reshape(len(arr), -1))
+
+
+def ids_array(values) -> pa.Array:
+    return pa.array(values.tolist() if values.dtype == object else values)
+
+
+def item_rows_fn(bundle, layout, id_column, data_config, want_tokens: bool, want_modality_vectors: bool):
+    """mapInArrow: joined item rows -> (id, vec, searchable, category, tokens, mvec, complete)."""
+
+    def run(batches):
+        model = worker_model(bundle)
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            cat = batch_catalogue(pa.Table.from_batches([batch]), layout, id_column, data_config)
+            vectors, _ = item_vectors(model, cat)
+            searchable = informative_items(model, cat)
+            n, d = vectors.shape
+            columns = {
+                "id": ids_array(cat.ids.to_numpy()),
+                "vec": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), d).cast(
+                    pa.list_(pa.float32())
+                ),
+                "searchable": pa.array(searchable),
+                "category": pa.array(
+                    cat.categories["category2"].astype(object).where(cat.categories["category2"].notna(), None).tolist()
+                    if cat.categories is not None
+                    else [None] * n,
+                    pa.string(),
+                ),
+            }
+            if want_tokens:
+                rows, token = token_occurrences(cat)
+                lists = [[] for _ in range(n)]
+                for r, t in zip(rows.tolist(), token.tolist(), strict=True):
+                    lists[r].append(t)
+                columns["tokens"] = pa.array([sorted(set(x)) for x in lists], pa.list_(pa.string()))
+            if want_modality_vectors:
+                names = [name for name, _ in model.modalities_]
+                mv = modality_vectors(cat, names)
+                complete = np.ones(n, dtype=bool)
+                for name in names:
+                    complete &= cat.modalities[name].present
+                columns["mvec"] = pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.ascontiguousarray(mv, dtype=np.float32).ravel(), pa.float32()), mv.shape[1]
+                ).cast(pa.list_(pa.float32()))
+                columns["complete"] = pa.array(complete)
+            yield pa.RecordBatch.from_pydict(columns)
+
+    return run
+
+
+def assign_fn(centroids: np.ndarray, probes: int):
+    """mapInArrow: (id, vec, block, is_query) -> a target row in the nearest cell, a query row in each of
+    the ``probes`` nearest (only for queries)."""
+
+    def run(batches):
+        import faiss
+
+        index = faiss.IndexFlatIP(centroids.shape[1])
+        index.add(centroids)
+        p = min(probes, len(centroids))
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            table = pa.Table.from_batches([batch])
+            vec = column_vectors(table, "vec")
+            _, cells = index.search(vec, p)
+            query = table["is_query"].to_numpy(zero_copy_only=False)
+            target = table["is_target"].to_numpy(zero_copy_only=False)
+            # the nearest cell: the item's target row (if a target); every probed cell: a query row
+            take_t = np.flatnonzero(target)
+            take_q = np.repeat(np.flatnonzero(query), p)
+            cell_q = cells[query].ravel()
+            rows = np.concatenate([take_t, take_q])
+            out = table.take(pa.array(rows)).select(["id", "vec", "block"])
+            out = out.append_column("cell", pa.array(np.concatenate([cells[take_t, 0], cell_q]).astype(np.int64)))
+            out = out.append_column(
+                "role_target", pa.array(np.concatenate([np.ones(len(take_t), bool), np.zeros(len(take_q), bool)]))
+            )
+            yield from out.to_batches()
+
+    return run
+
+
+def search_cell_fn(k: int):
+    """applyInArrow per (block, cell, chunk): each query's exact top-(k+1) targets by inner product."""
+
+    def run(table: pa.Table) -> pa.Table:
+        import faiss
+
+        target = table["role_target"].to_numpy(zero_copy_only=False)
+        t_tab, q_tab = table.filter(pa.array(target)), table.filter(pa.array(~target))
+        empty = pa.table({"q": table["id"].slice(0, 0), "t": table["id"].slice(0, 0), "s": pa.array([], pa.float32())})
+        if t_tab.num_rows == 0 or q_tab.num_rows == 0:
+            return empty
+        tv, qv = column_vectors(t_tab, "vec"), column_vectors(q_tab, "vec")
+        index = faiss.IndexFlatIP(tv.shape[1])
+        index.add(tv)
+        kk = min(k + 1, len(tv))
+        dist, nbr = index.search(qv, kk)
+        ok = nbr >= 0
+        q_rows = np.repeat(np.arange(len(qv)), kk)[ok.ravel()]
+        t_rows = nbr[ok]
+        return pa.table(
+            {
+                "q": q_tab["id"].take(pa.array(q_rows)),
+                "t": t_tab["id"].take(pa.array(t_rows)),
+                "s": pa.array(dist[ok].astype(np.float32)),
+            }
+        )
+
+    return run
+
+
+def score_fn(bundle, layout, id_column, data_config, shipped):
+    """cogroup applyInArrow: a group's pairs (id1, id2) and its items -> (id1, id2, score, evidence)."""
+
+    def run(pairs: pa.Table, items: pa.Table) -> pa.Table:
+        if pairs.num_rows == 0:
+            return pa.table(
+                {
+                    "id1": pairs["id1"],
+                    "id2": pairs["id2"],
+                    "score": pa.array([], pa.float64()),
+                    "evidence": pa.array([], pa.int64()),
+                }
+            )
+        model = worker_model(bundle)
+        shipped.add(items.num_rows)
+        cat = batch_catalogue(items.drop_columns(["part"]), layout, id_column, data_config)
+        id1 = pairs["id1"].to_numpy(zero_copy_only=False)
+        id2 = pairs["id2"].to_numpy(zero_copy_only=False)
+        a, b = cat.ids.get_indexer(id1), cat.ids.get_indexer(id2)
+        if (a < 0).any() or (b < 0).any():
+            raise RuntimeError("prodmatch: a scoring group lacks items of its pairs (a bug; please report it)")
+        pairset = PairSet(a.astype(np.int32), b.astype(np.int32), None, np.arange(len(a)), id1, id2)
+        scores = model.score(cat, pairset)
+        score = model.calibrated(scores)
+        return pa.table(
+            {
+                "id1": pairs["id1"],
+                "id2": pairs["id2"],
+                "score": pa.array(np.asarray(score, np.float64)),
+                "evidence": pa.array(scores.evidence.astype(np.int64)),
+            }
+        )
+
+    return run
+
+
+GUARD_COUNTS = ("components", "relinked", "split", "too_large", "one_to_one_pairs", "matched_greedily")
+
+
+def guard_fn(threshold: float, linkage_max: int, linking: bool = False, one_to_one: bool = False):
+    """applyInArrow per group of whole components: the local engine's clustering of their scored pairs ->
+    (id, rep, and the group's ClusterReport counts on its first row). ``linking``: the pairs carry each
+    item's source (``s1``, ``s2``), and the clusters are the local engine's for two sources."""
+
+    def run(table: pa.Table) -> pa.Table:
+        id1 = table["id1"].to_numpy(zero_copy_only=False)
+        id2 = table["id2"].to_numpy(zero_copy_only=False)
+        ids, inverse = np.unique(np.concatenate([id1, id2]), return_inverse=True)
+        left, right = inverse[: len(id1)], inverse[len(id1) :]
+        score = table["score"].to_numpy(zero_copy_only=False).astype(np.float64)
+        sources = None
+        if linking:
+            sources = np.zeros(len(ids), dtype=np.int8)
+            sources[left] = table["s1"].to_numpy(zero_copy_only=False)
+            sources[right] = table["s2"].to_numpy(zero_copy_only=False)
+        labels, report = cluster_items(len(ids), left, right, score, threshold, linkage_max, sources, one_to_one)
+        rep = pd.Series(ids).groupby(labels).transform("min").to_numpy()  # a cluster's smallest id names it
+        counts = np.zeros((len(GUARD_COUNTS), len(ids)), dtype=np.int64)
+        counts[:, 0] = [
+            report.components,
+            report.components_relinked,
+            report.components_split,
+            report.components_too_large,
+            report.one_to_one_pairs,
+            report.components_matched_greedily,
+        ]
+        return pa.table({"id": ids_array(ids), "rep": ids_array(rep), **dict(zip(GUARD_COUNTS, counts, strict=True))})
+
+    return run
+
+
+def exact_top_fn(queries: np.ndarray, blocks: np.ndarray, k: int):
+    """mapInArrow over (id, vec, block) targets: each sampled query's top-k of the batch, by inner product,
+    among the targets of its own block."""
+
+    def run(batches):
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            table = pa.Table.from_batches([batch])
+            sim = queries @ column_vectors(table, "vec").T  # (Q, B)
+            block = table["block"].to_numpy(zero_copy_only=False)
+            sim[blocks[:, None] != block[None, :]] = -np.inf
+            kk = min(k, sim.shape[1])
+            best = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
+            q = np.repeat(np.arange(len(queries)), kk)
+            s_best = sim[q, best.ravel()]
+            ok = np.isfinite(s_best)
+            yield from pa.table(
+                {"qi": pa.array(q[ok]), "t": table["id"].take(pa.array(best.ravel()[ok])), "s": pa.array(s_best[ok])}
+            ).to_batches()
+
+    return run
