@@ -68,9 +68,9 @@ def test_gbdt_reasons_are_in_words(gbdt_small_run, synth_dir):
     # a pair where one item has no picture says so
     pic = cat.modalities["main_pic_embeddings_resnet_v1"].present
     lacking = ~(pic[pairs.left] & pic[pairs.right])
-    if lacking.any():
-        assert words.loc[lacking, "picture: why"].str.match("no (main )?picture on one side").all()
-        assert not words.loc[~lacking, "picture: why"].str.startswith("no picture").any()
+    assert lacking.any()  # the synthetic data leaves some pictures out
+    assert words.loc[lacking, "picture: why"].str.match("no (main )?picture on one side").all()
+    assert not words.loc[~lacking, "picture: why"].str.startswith("no picture").any()
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +207,7 @@ def test_report_is_one_self_contained_page(gbdt_small_run, synth_dir, tmp_path):
     assert len(values) > 3 and values == sorted(values)
     # the errors carry names and explanations
     errors = page.split("Top false positives")[1]
-    assert "<b>attributes</b>" in errors or "None." in errors
+    assert "<b>attributes</b>" in errors and "None." not in errors
 
 
 def test_report_refuses_pairs_of_one_label(gbdt_small_run, synth_dir, tmp_path):

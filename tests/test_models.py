@@ -282,7 +282,8 @@ def test_numpy_siamese_computes_what_the_torch_networks_do(fitted):
 
 def test_stacked_networks_epochs_follow_the_pairs_budget():
     """A fold network trains --epochs unless its pairs seen would pass the budget (large data) or a cap is set."""
-    from prodmatch.models.gbdt import GBDTParams, stack_epochs
+    from prodmatch.models.gbdt import GBDTParams
+    from prodmatch.models.stacking import stack_epochs
 
     default = GBDTParams()
     assert stack_epochs(10, default.stack_epochs, default.stack_budget, 20_000) == 10  # the demo's folds

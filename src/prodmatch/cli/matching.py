@@ -17,8 +17,8 @@ from prodmatch.cli.common import (
     user_errors,
 )
 from prodmatch.errors import ConfigError
-from prodmatch.matching import ENGINES, MatchConfig, build_catalogue_index, match_catalogue, match_new_items
-from prodmatch.matching.spark import SparkOptions, build_spark_index, match_new_spark
+from prodmatch.matching import ENGINES, MatchConfig, build_index_dir, match_catalogue, match_new
+from prodmatch.matching.spark import SparkOptions
 
 PANEL = "Match a catalogue"  # the group of commands in --help
 
@@ -217,12 +217,9 @@ def match(
                 raise ConfigError(
                     "--rescore applies to a full match; incremental matching (--new) scores with RUN_DIR only"
                 )
-            if engine == "spark":
-                summary = match_new_spark(
-                    run_dir, data, index_dir, new, clusters, out, cfg, overwrite=overwrite, **spark_args
-                )
-            else:
-                summary = match_new_items(run_dir, data, index_dir, new, clusters, out, cfg, overwrite=overwrite)
+            summary = match_new(
+                run_dir, data, index_dir, new, clusters, out, cfg, engine=engine, overwrite=overwrite, **spark_args
+            )
             stdout.print(
                 f"{summary['new_items']:,} new items: {summary['joined_existing_clusters']:,} joined existing clusters, "
                 f"{summary['new_clusters']:,} new clusters; {summary['matches']:,} matches "
@@ -331,7 +328,9 @@ def index_command(
     with user_errors():
         if engine == "spark":
             options = SparkOptions(master=master, conf=_spark_conf(spark_conf), cells=cells)
-            meta = build_spark_index(run_dir, data, out, MatchConfig(index=index), options=options, overwrite=overwrite)
+            meta = build_index_dir(
+                run_dir, data, out, MatchConfig(index=index), engine=engine, options=options, overwrite=overwrite
+            )
             stdout.print(
                 f"indexed {meta['items']:,} items ({meta['item_vectors']}, {meta['index']}, {meta['cells']:,} cells) "
                 f"in {meta['seconds']:.1f}s -> {out}"
@@ -341,7 +340,7 @@ def index_command(
             raise ConfigError(f"--engine must be 'local' or 'spark', got {engine!r}")
         if master or spark_conf or cells:
             raise ConfigError("--master, --spark-conf and --cells need --engine spark")
-        meta = build_catalogue_index(run_dir, Path(data), Path(out), MatchConfig(index=index), overwrite=overwrite)
+        meta = build_index_dir(run_dir, Path(data), Path(out), MatchConfig(index=index), overwrite=overwrite)
         store = meta.get("item_store")
         saved = f", item-feature store {store['bytes'] / 2**20:,.0f} MB" if store else ""
         stdout.print(

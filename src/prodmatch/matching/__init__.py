@@ -56,7 +56,7 @@ from prodmatch.matching.quality import (
     recall_at_ks,
 )
 from prodmatch.matching.scoring import calibrate_candidates, rescore_uncertain
-from prodmatch.matching.spark import match_spark
+from prodmatch.matching.spark import build_spark_index, match_new_spark, match_spark
 
 __all__ = [
     "CLUSTERS_FILE",
@@ -77,6 +77,7 @@ __all__ = [
     "best_threshold_f1",
     "build_catalogue_index",
     "build_index",
+    "build_index_dir",
     "calibrate_candidates",
     "candidate_pairs",
     "candidate_recall",
@@ -90,6 +91,7 @@ __all__ = [
     "link_sources",
     "match_catalogue",
     "match_local",
+    "match_new",
     "match_new_items",
     "neighbours_within",
     "oracle_quality",
@@ -137,11 +139,8 @@ def match_catalogue(
         link_with: a second data directory: link ``data_dir``'s items (source ``left``) with its items (source
             ``right``), pairing items of two sources only (see :func:`link_sources`).
     """
-    if engine not in ENGINES:
-        raise ConfigError(f"--engine must be one of {list(ENGINES)}, got {engine!r}")
+    _check_engine(engine, spark, master, spark_conf, options)
     if engine == "local":
-        if spark is not None or master is not None or spark_conf or options is not None:
-            raise ConfigError("--master, --spark-conf and a Spark session apply to --engine spark only")
         return match_local(
             run_dir,
             data_dir,
@@ -165,6 +164,84 @@ def match_catalogue(
         progress=progress,
         labelled_sample=labelled_sample,
         link_with=link_with,
+    )
+
+
+def _check_engine(engine: str, spark, master, spark_conf, options) -> None:
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine must be one of {list(ENGINES)}, got {engine!r}")
+    if engine == "local" and (spark is not None or master is not None or spark_conf or options is not None):
+        raise ConfigError("--master, --spark-conf and a Spark session apply to --engine spark only")
+
+
+def match_new(
+    run_dir,
+    data_dir,
+    index_dir,
+    new_dir,
+    clusters_path,
+    out_dir,
+    config: MatchConfig | None = None,
+    *,
+    engine: str = "local",
+    spark=None,
+    master: str | None = None,
+    spark_conf: dict[str, str] | None = None,
+    options=None,
+    overwrite: bool = False,
+) -> dict:
+    """Match newly listed items (``new_dir``) against a catalogue's saved index (:func:`build_index_dir` with the
+    same ``engine``) and its clusters: the incremental counterpart of :func:`match_catalogue`, on either engine
+    (:func:`match_new_items` locally, :func:`prodmatch.matching.spark.match_new_spark` on Spark)."""
+    _check_engine(engine, spark, master, spark_conf, options)
+    if engine == "local":
+        return match_new_items(
+            run_dir, data_dir, index_dir, new_dir, clusters_path, out_dir, config, overwrite=overwrite
+        )
+    return match_new_spark(
+        run_dir,
+        data_dir,
+        index_dir,
+        new_dir,
+        clusters_path,
+        out_dir,
+        config,
+        spark=spark,
+        master=master,
+        spark_conf=spark_conf,
+        options=options,
+        overwrite=overwrite,
+    )
+
+
+def build_index_dir(
+    run_dir,
+    data_dir,
+    out_dir,
+    config: MatchConfig | None = None,
+    *,
+    engine: str = "local",
+    spark=None,
+    master: str | None = None,
+    spark_conf: dict[str, str] | None = None,
+    options=None,
+    overwrite: bool = False,
+) -> dict:
+    """Save a catalogue's item vectors and search index for :func:`match_new` on the same ``engine``
+    (:func:`build_catalogue_index` locally, :func:`prodmatch.matching.spark.build_spark_index` on Spark)."""
+    _check_engine(engine, spark, master, spark_conf, options)
+    if engine == "local":
+        return build_catalogue_index(run_dir, data_dir, out_dir, config, overwrite=overwrite)
+    return build_spark_index(
+        run_dir,
+        data_dir,
+        out_dir,
+        config,
+        spark=spark,
+        master=master,
+        spark_conf=spark_conf,
+        options=options,
+        overwrite=overwrite,
     )
 
 

@@ -186,15 +186,18 @@ class FineTunedTextModel(PairModel):
         if resume:
             if ckpt is None or not ckpt.exists():
                 raise ConfigError(f"--resume: no checkpoint at {ckpt}; train without --resume")
-            state = torch.load(ckpt, map_location=self.device_, weights_only=False)
+            state = torch.load(ckpt, map_location=self.device_, weights_only=True)  # tensors and plain data only
             if state["fingerprint"] != fingerprint:
                 raise ConfigError(f"--resume: {ckpt} is from a different run ({state['fingerprint']}); remove it")
             self.encoder_.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            result, best_state, start = state["result"], state["best"], state["epoch"]
+            result = TrainResult(
+                **{**state["result"], "history": [EpochRecord(**h) for h in state["result"]["history"]]}
+            )
+            best_state, start = state["best"], state["epoch"]
             precisions = state["precisions"]
-            rng = state["rng"]
+            rng.bit_generator.state = state["rng"]
             torch.set_rng_state(state["torch_rng"])
             log.info("%s: resumed after epoch %d", self.name, start)
         t_fit = time.perf_counter()
@@ -258,11 +261,11 @@ class FineTunedTextModel(PairModel):
                         "model": self.encoder_.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
-                        "result": result,
+                        "result": {**asdict(result), "best_score": float(result.best_score)},
                         "best": best_state,
                         "epoch": epoch + 1,
-                        "precisions": precisions,
-                        "rng": rng,
+                        "precisions": [float(x) for x in precisions],
+                        "rng": rng.bit_generator.state,
                         "torch_rng": torch.get_rng_state(),
                     },
                 )

@@ -18,10 +18,19 @@ which holds the model, the coarse centroids and small statistics only.
 4. **Scoring**: pairs are grouped by the cell of their first item, so each group needs the items of few
    cells; a group's pairs and items meet in ``cogroup().applyInArrow`` and are scored by the model's own
    ``predict_proba``. Calibration for the candidates (EM prior, best expected F1) runs on aggregates.
-5. **Clustering**: connected components of the pairs at or above the threshold by min-label propagation
-   with pointer jumping, the lineage cut by a parquet checkpoint every few rounds; then whole components,
-   grouped, go through the local engine's :func:`prodmatch.clustering.cluster_items` (the
-   anti-chaining guard): one implementation, two drivers.
+5. **Clustering**: connected components of the pairs at or above the threshold by the alternating
+   large-star / small-star algorithm (Kiveris et al. 2014, O(log^2 n) rounds), the lineage cut by a parquet
+   checkpoint every few rounds; then whole components, grouped, go through the local engine's
+   :func:`prodmatch.clustering.cluster_items` (the anti-chaining guard): one implementation, two drivers.
+
+The numeric rules are the local engine's own, fed with Spark aggregates: the EM prior
+(:func:`prodmatch.calibration.em_prior`), the expected-F1 threshold
+(:func:`prodmatch.calibration.expected_f1_threshold_binned`) and the evidence gate (:func:`prodmatch.evidence.cap`).
+
+The modules, by concern: :mod:`.session` (options, the session, the Hadoop file system, staged outputs, reading
+items), :mod:`.executors` (what runs on the executors), :mod:`.ivf` (candidate search), :mod:`.graph` (components),
+:mod:`.columns` (the rules on Spark columns), :mod:`.quality`, :mod:`.engine` (the pipeline) and
+:mod:`.incremental`.
 
 Outputs are staged under a hidden path beside ``out_dir`` and renamed at the end (Hadoop FileSystem), so
 an interrupted run leaves no partial output. ``matches.parquet`` and ``clusters.parquet`` are single files,
