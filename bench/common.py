@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
+import os
+import platform
 import sys
 import time
 from collections.abc import Callable
@@ -38,9 +41,65 @@ def best_of(fn: Callable[[], object], repeat: int) -> float:
 
 
 def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """Print a table, and write it into docs/benchmarks.md (see :func:`publish`)."""
     t = Table(title=title)
     for i, c in enumerate(columns):
         t.add_column(c, justify="left" if i == 0 else "right")
     for r in rows:
         t.add_row(*r)
     console.print(t)
+    publish(title, columns, rows)
+
+
+# ------------------------------------------------------------------------------------------- the docs
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+GENERATED = "## Tables written by the last run of each script"
+_published: list[str] = []  # this run's tables, as markdown
+
+
+def machine() -> str:
+    """The CPU this ran on, in words: model, cores and the widest vector units found (never assumed)."""
+    flags, model = set(), platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name") and model in ("unknown CPU", "x86_64", ""):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    units = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX")) if flag in flags]
+    return f"{model}, {os.cpu_count()} cores, {' + '.join(units) or 'no AVX2'}"
+
+
+def publish(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """Write this run's tables so far into docs/benchmarks.md, in the block of the running script (replaced
+    whole, so the file always shows each script's last run, with its command line, date and machine).
+    ``PRODMATCH_BENCH_DOCS=0`` leaves the file alone (a trial run)."""
+    if os.environ.get("PRODMATCH_BENCH_DOCS", "1") == "0" or not DOCS.exists():
+        return
+    cells = [[str(c).replace("|", "\\|").replace("\n", " ") for c in r] for r in [columns, *rows]]
+    md = [f"**{title}**", "", "| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(columns)]
+    md += ["| " + " | ".join(r) + " |" for r in cells[1:]]
+    _published.append("\n".join(md))
+    script = Path(sys.argv[0]).stem
+    start, end = f"<!-- bench:{script} -->", f"<!-- /bench:{script} -->"
+    command = " ".join(["python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    block = "\n\n".join([start, f"`{command}` ({stamp}; {machine()})", *_published, end])
+    text = DOCS.read_text()
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        if GENERATED not in text:
+            text = (
+                text.rstrip("\n")
+                + "\n\n"
+                + GENERATED
+                + "\n\nWritten by `bench/common.py` as each script prints them; the sections above discuss them.\n"
+            )
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = DOCS.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(DOCS)

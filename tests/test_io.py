@@ -204,3 +204,24 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         raise RuntimeError("crash mid-write")
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_item_files_in_memory_read_as_the_directory_does(synth_dir):
+    """A Spark executor's batch is parsed in memory by the same reader: the same catalogue, and the same errors."""
+    from prodmatch.io import ATTRIBUTES_FILE, TEXT_FILE, catalogue_from_arrow
+
+    config = DataConfig(load_names=True, load_attributes=True, load_extra_pictures=True, load_texts=True)
+    on_disk = read_catalogue(synth_dir, config)
+    files = [TEXT_FILE, "images_embed.parquet", ATTRIBUTES_FILE]
+    tables = {name: pq.read_table(synth_dir / name) for name in files if (synth_dir / name).exists()}
+    assert len(tables) == 3
+    in_memory = catalogue_from_arrow(tables, config)
+    assert (in_memory.ids == on_disk.ids).all() and list(in_memory.modalities) == list(on_disk.modalities)
+    for name, m in on_disk.modalities.items():
+        assert np.array_equal(in_memory.modalities[name].matrix, m.matrix)
+        assert np.array_equal(in_memory.modalities[name].present, m.present)
+    assert in_memory.categories.equals(on_disk.categories)
+    assert list(in_memory.names) == list(on_disk.names) and list(in_memory.attributes) == list(on_disk.attributes)
+    assert np.array_equal(in_memory.extra_pictures[1], on_disk.extra_pictures[1])
+    with pytest.raises(DataError, match=r"text_and_bert\.parquet not found"):
+        catalogue_from_arrow({"images_embed.parquet": tables["images_embed.parquet"]}, config)

@@ -402,15 +402,14 @@ def test_new_copies_join_their_originals_at_the_full_matchs_calibration(synth_di
     assert own["calibration"]["applied"] == "the new candidates' own"
 
 
+@pytest.mark.slow
 def test_more_neighbours_cost_time_never_quality(synth_dir, gbdt_small_run, tmp_path):
     """Calibration is fitted on each item's nearest CALIBRATION_K candidates whatever k is, so a larger k adds
     pairs to score but leaves the threshold, and the clusters' quality, where they were."""
     from prodmatch.config import CALIBRATION_K
     from prodmatch.matching import match_catalogue
 
-    runs = {
-        k: match_catalogue(gbdt_small_run, synth_dir, tmp_path / f"k{k}", MatchConfig(k=k)) for k in (5, 20, 100, 1000)
-    }
+    runs = {k: match_catalogue(gbdt_small_run, synth_dir, tmp_path / f"k{k}", MatchConfig(k=k)) for k in (5, 20, 1000)}
     f1 = {k: s["quality"]["pairwise_f1"] for k, s in runs.items()}
     print("cluster F1 by k:", f1)
     assert max(f1.values()) - min(f1.values()) <= 0.01, f1

@@ -90,6 +90,14 @@ def gbdt_run(gbdt_small_run):
     return gbdt_small_run
 
 
+@pytest.fixture(scope="module")
+def local_k10(gbdt_run, synth_dir, tmp_path_factory):
+    """The local engine's match of the synthetic catalogue at k=10 without shared values: (summary, out dir),
+    what several Spark runs are compared with (read-only)."""
+    out = tmp_path_factory.mktemp("local_k10") / "local"
+    return match_catalogue(gbdt_run, synth_dir, out, MatchConfig(k=10, token_k=0)), out
+
+
 def _pairs(path) -> pd.DataFrame:
     frame = pd.read_parquet(path)
     lo = np.minimum(frame["variantid1"], frame["variantid2"])
@@ -97,13 +105,13 @@ def _pairs(path) -> pd.DataFrame:
     return pd.DataFrame({"a": lo, "b": hi, "score": frame["score"]}).sort_values(["a", "b"]).reset_index(drop=True)
 
 
-def test_spark_engine_gives_the_local_engines_clusters(spark, synth_dir, gbdt_run, tmp_path):
+@pytest.mark.slow
+def test_spark_engine_gives_the_local_engines_clusters(spark, synth_dir, gbdt_run, tmp_path, local_k10):
     from typer.testing import CliRunner
 
     from prodmatch.cli import app
 
-    config = MatchConfig(k=10, token_k=0)
-    local = match_catalogue(gbdt_run, synth_dir, tmp_path / "local", config)
+    local, local_dir = local_k10
     args = ["match", str(gbdt_run), "--data", str(synth_dir), "--out", str(tmp_path / "spark"), "--k", "10"]
     args += ["--token-k", "0", "--engine", "spark", "--master", "local[2]", "--no-progress"]
     r = CliRunner().invoke(app, args)
@@ -115,7 +123,7 @@ def test_spark_engine_gives_the_local_engines_clusters(spark, synth_dir, gbdt_ru
     # the same output contract: single files, columns, dtypes, canonical pairs
     for name in ("matches.parquet", "clusters.parquet"):
         assert (tmp_path / "spark" / name).is_file(), name
-        a, b = pd.read_parquet(tmp_path / "local" / name), pd.read_parquet(tmp_path / "spark" / name)
+        a, b = pd.read_parquet(local_dir / name), pd.read_parquet(tmp_path / "spark" / name)
         assert list(a.columns) == list(b.columns) and a.dtypes.to_dict() == b.dtypes.to_dict(), name
     spark_matches = pd.read_parquet(tmp_path / "spark" / "matches.parquet")
     assert (spark_matches["variantid1"] < spark_matches["variantid2"]).all()
@@ -137,13 +145,13 @@ def test_spark_engine_gives_the_local_engines_clusters(spark, synth_dir, gbdt_ru
     assert remote["calibration"]["prior"] == pytest.approx(local["calibration"]["prior"], rel=1e-3)
     assert remote["parameters"]["threshold"] == pytest.approx(local["parameters"]["threshold"], abs=1e-3)
 
-    a, b = _pairs(tmp_path / "local" / "matches.parquet"), _pairs(tmp_path / "spark" / "matches.parquet")
+    a, b = _pairs(local_dir / "matches.parquet"), _pairs(tmp_path / "spark" / "matches.parquet")
     assert len(a) > 0 and abs(len(a) - len(b)) <= max(2, 2e-3 * len(a))
     both = a.merge(b, on=["a", "b"], suffixes=("_local", "_spark"))
     assert len(both) >= len(a) - max(2, 2e-3 * len(a))
     assert np.abs(both["score_local"].to_numpy() - both["score_spark"].to_numpy()).max() <= 1e-3
 
-    ca = pd.read_parquet(tmp_path / "local" / "clusters.parquet").set_index("variantid")["cluster_id"]
+    ca = pd.read_parquet(local_dir / "clusters.parquet").set_index("variantid")["cluster_id"]
     cb = pd.read_parquet(tmp_path / "spark" / "clusters.parquet").set_index("variantid")["cluster_id"]
     assert set(ca.index) == set(cb.index)
     assert _partition_agreement(ca, cb) >= 0.998
@@ -156,6 +164,7 @@ def test_spark_engine_gives_the_local_engines_clusters(spark, synth_dir, gbdt_ru
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
 
+@pytest.mark.slow
 def test_both_engines_measure_against_a_named_product_column_alike(spark, synth_dir, gbdt_run, tmp_path):
     import shutil
 
@@ -217,6 +226,7 @@ def test_spark_only_options_need_the_spark_engine(synth_dir, gbdt_run, tmp_path)
     assert r.exit_code == 2 and "--engine spark" in r.output
 
 
+@pytest.mark.slow
 def test_incremental_spark_match_joins_clusters_as_the_local_engine_does(spark, synth_dir, gbdt_run, tmp_path):
     from typer.testing import CliRunner
 
@@ -308,11 +318,14 @@ def test_a_failure_on_an_executor_is_one_clear_error(spark, synth_dir, gbdt_run,
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["data"]
 
 
-def test_ivf_cells_split_over_the_cap_and_every_probe_finds_the_exact_neighbours(spark, synth_dir, gbdt_run, tmp_path):
+@pytest.mark.slow
+def test_ivf_cells_split_over_the_cap_and_every_probe_finds_the_exact_neighbours(
+    spark, synth_dir, gbdt_run, tmp_path, local_k10
+):
     from prodmatch.matching.spark import SparkOptions
 
     config = MatchConfig(k=10, token_k=0)
-    local = match_catalogue(gbdt_run, synth_dir, tmp_path / "local", config)
+    local, _ = local_k10
     # 8 cells, each searched by every item (probes = cells), each split in chunks of at most 100 targets:
     # the IVF machinery in full, and exact by construction
     options = SparkOptions(cells=8, probes=8, cell_cap=100)
@@ -335,6 +348,7 @@ def test_ivf_cells_split_over_the_cap_and_every_probe_finds_the_exact_neighbours
     assert 0.3 < approx["search"]["ivf"]["recall_vs_exact"] < 1.0
 
 
+@pytest.mark.slow
 def test_spark_engine_blocks_by_category_as_the_local_engine_does(spark, synth_dir, gbdt_run, tmp_path):
     import json
 
@@ -354,6 +368,7 @@ def test_spark_engine_blocks_by_category_as_the_local_engine_does(spark, synth_d
     assert (category.loc[b["a"]].to_numpy() == category.loc[b["b"]].to_numpy()).all()  # never across categories
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("one_to_one", [False, True], ids=["many", "one-to-one"])
 def test_spark_links_two_sources_as_the_local_engine_does(spark, synth_dir, gbdt_run, tmp_path, one_to_one):
     from prodmatch.matching import link_sources

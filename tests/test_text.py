@@ -144,6 +144,7 @@ def _tiny(n_products: int = 24, seed: int = 0):
     return cat, pairs(slice(0, cut)), pairs(slice(cut, None))
 
 
+@pytest.mark.slow
 def test_fine_tuning_the_bi_encoder_on_a_tiny_set_improves_on_its_start_and_round_trips(tmp_path):
     cat, train, valid = _tiny()
     # float32 whatever the CPU: bfloat16 (the default where it has AMX) rounds differently with each batch's padding
@@ -165,6 +166,7 @@ def test_fine_tuning_the_bi_encoder_on_a_tiny_set_improves_on_its_start_and_roun
     assert set(report.parity) == {"random", "real"}
 
 
+@pytest.mark.slow
 def test_fine_tuning_the_cross_encoder_on_a_tiny_set_improves_on_its_start_and_round_trips(tmp_path):
     cat, train, valid = _tiny()
     config = TrainConfig(epochs=8, seed=0, threads=2, patience=None, precision="fp32")  # as the bi-encoder's
@@ -261,6 +263,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, make):
         make(batch_size=4).fit(cat, train, valid, config, checkpoint_dir=tmp_path / "b", resume=True)
 
 
+@pytest.mark.slow
 def test_gbdt_stacks_both_transformers_cross_fitted_and_round_trips(synth_dir, tmp_path):
     from prodmatch.io import read_catalogue
     from prodmatch.models import GBDTModel, load_model

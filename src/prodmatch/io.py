@@ -89,14 +89,24 @@ def read_catalogue(data_dir: str | Path, config: DataConfig | None = None) -> Ca
         )
     if not data_dir.is_dir():
         raise DataError(f"data directory {data_dir} does not exist; create it with `prodmatch synth {data_dir}`")
-    item_files = _item_files(data_dir)
+    return _read_catalogue(_Files(data_dir), config)
+
+
+def catalogue_from_arrow(tables: dict[str, pa.Table], config: DataConfig | None = None) -> Catalogue:
+    """:func:`read_catalogue` of item files already in memory, by file name (``text_and_bert.parquet``...): a
+    Spark executor's batch of item rows, parsed and validated by the same code without touching a disk."""
+    return _read_catalogue(_Tables(tables), config or DataConfig())
+
+
+def _read_catalogue(source: _Files, config: DataConfig) -> Catalogue:
+    item_files = _item_files(source)
     wanted = set(config.modalities) if config.modalities is not None else None
 
     # Which columns of which file are modalities.
     plan: list[tuple[Path, list[str]]] = []
     found: dict[str, Path] = {}
     for path in item_files:
-        schema = _read_schema(path)
+        schema = source.schema(path)
         if config.id_column not in schema.names:
             raise DataError(f"{path}: no id column {config.id_column!r}; columns are {schema.names}")
         cols = [
@@ -116,7 +126,7 @@ def read_catalogue(data_dir: str | Path, config: DataConfig | None = None) -> Ca
         if absent:
             raise DataError(
                 f"modalities {absent} not found in {[str(p) for p in item_files]}; "
-                f"embedding columns there are {sorted(_all_embedding_columns(item_files, config.id_column))}"
+                f"embedding columns there are {sorted(_all_embedding_columns(source, item_files, config.id_column))}"
             )
     if not found and config.modalities != ():  # () is a model that reads no embedding (a text model)
         raise DataError(
@@ -127,7 +137,7 @@ def read_catalogue(data_dir: str | Path, config: DataConfig | None = None) -> Ca
     # Read ids of every file, form the union in a stable order: first file's order, then new ids.
     tables: list[tuple[Path, pa.Table, np.ndarray]] = []
     for path, cols in plan:
-        table = pq.read_table(path, columns=[config.id_column, *cols])
+        table = source.read(path, [config.id_column, *cols])
         ids = _read_ids(table, path, config.id_column)
         tables.append((path, table, ids))
     kinds = {_id_kind(ids) for _, _, ids in tables}
@@ -150,22 +160,22 @@ def read_catalogue(data_dir: str | Path, config: DataConfig | None = None) -> Ca
     modalities = {name: modalities[name] for name in order}
 
     categories = None
-    attr_path = data_dir / ATTRIBUTES_FILE
-    if config.load_categories and attr_path.exists():
-        categories = _read_categories(attr_path, index, config.id_column)
+    attr_path = source.path(ATTRIBUTES_FILE)
+    if config.load_categories and source.exists(attr_path):
+        categories = _read_categories(source, attr_path, index, config.id_column)
     names = None
     if config.load_names:
-        names = _read_names(data_dir / TEXT_FILE, index, config.id_column)
+        names = _read_names(source, source.path(TEXT_FILE), index, config.id_column)
     texts = None
     if config.load_texts:
-        texts = _read_texts(data_dir / TEXT_FILE, index, config.id_column)
+        texts = _read_texts(source, source.path(TEXT_FILE), index, config.id_column)
     attributes = None
-    if config.load_attributes and attr_path.exists():
-        attributes = _read_attributes(attr_path, index, config.id_column)
+    if config.load_attributes and source.exists(attr_path):
+        attributes = _read_attributes(source, attr_path, index, config.id_column)
     extra = None
     pictures = [p for p in item_files if p.name in PICTURE_FILES]
     if config.load_extra_pictures and pictures:
-        extra = _read_extra_pictures(pictures[0], index, config)
+        extra = _read_extra_pictures(source, pictures[0], index, config)
 
     cat = Catalogue(
         ids=index,
@@ -242,18 +252,62 @@ def read_pairs_table(path: str | Path, *, require_target: bool) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _item_files(data_dir: Path) -> list[Path]:
-    text = data_dir / TEXT_FILE
-    if not text.exists():
+class _Files:
+    """The item files of a data directory on disk."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.where = data_dir
+
+    def path(self, name: str) -> Path:
+        return self.where / name
+
+    def exists(self, path: Path) -> bool:
+        return path.exists()
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.where.iterdir())
+
+    def schema(self, path: Path) -> pa.Schema:
+        return _read_schema(path)
+
+    def read(self, path: Path, columns: list[str]) -> pa.Table:
+        return pq.read_table(path, columns=columns)
+
+
+class _Tables(_Files):
+    """Item files held in memory, by file name: read as a data directory is, with the same validation."""
+
+    def __init__(self, tables: dict[str, pa.Table]) -> None:
+        super().__init__(Path("."))
+        self.tables = tables
+
+    def exists(self, path: Path) -> bool:
+        return path.name in self.tables
+
+    def names(self) -> list[str]:
+        return sorted(self.tables)
+
+    def schema(self, path: Path) -> pa.Schema:
+        if path.name not in self.tables:
+            raise DataError(f"{path} not found")
+        return self.tables[path.name].schema
+
+    def read(self, path: Path, columns: list[str]) -> pa.Table:
+        return self.tables[path.name].select(columns)
+
+
+def _item_files(source: _Files) -> list[Path]:
+    text = source.path(TEXT_FILE)
+    if not source.exists(text):
         raise DataError(
             f"{text} not found: a data directory needs {TEXT_FILE} (variantid and embedding columns); "
-            f"files there are {sorted(p.name for p in data_dir.iterdir())}"
+            f"files there are {source.names()}"
         )
-    pictures = [data_dir / f for f in PICTURE_FILES if (data_dir / f).exists()]
+    pictures = [source.path(f) for f in PICTURE_FILES if source.exists(source.path(f))]
     if len(pictures) > 1:
-        raise DataError(f"both {PICTURE_FILES[0]} and {PICTURE_FILES[1]} are in {data_dir}; keep one")
+        raise DataError(f"both {PICTURE_FILES[0]} and {PICTURE_FILES[1]} are in {source.where}; keep one")
     if not pictures:
-        log.warning("no picture file (%s) in %s: only text modalities", " or ".join(PICTURE_FILES), data_dir)
+        log.warning("no picture file (%s) in %s: only text modalities", " or ".join(PICTURE_FILES), source.where)
     return [text, *pictures]
 
 
@@ -279,8 +333,8 @@ def embedding_kind(t: pa.DataType, name: str) -> str | None:
     return None
 
 
-def _all_embedding_columns(files: list[Path], id_column: str) -> set[str]:
-    return {f.name for p in files for f in _read_schema(p) if f.name != id_column and embedding_kind(f.type, f.name)}
+def _all_embedding_columns(source: _Files, files: list[Path], id_column: str) -> set[str]:
+    return {f.name for p in files for f in source.schema(p) if f.name != id_column and embedding_kind(f.type, f.name)}
 
 
 def _id_kind(ids: np.ndarray) -> str:
@@ -421,12 +475,12 @@ def _single_dim(lengths: np.ndarray, ids: np.ndarray, path: Path, name: str, exp
     return int(dims[0])
 
 
-def _read_categories(path: Path, index: pd.Index, id_column: str) -> pd.DataFrame | None:
-    schema = _read_schema(path)
+def _read_categories(source: _Files, path: Path, index: pd.Index, id_column: str) -> pd.DataFrame | None:
+    schema = source.schema(path)
     for c in (id_column, "categories"):
         if c not in schema.names:
             raise DataError(f"{path}: missing column {c!r}; columns are {schema.names}")
-    table = pq.read_table(path, columns=[id_column, "categories"])
+    table = source.read(path, [id_column, "categories"])
     ids = _read_ids(table, path, id_column)
     # JSON strings repeat: parse each distinct one once, then broadcast by dictionary code.
     encoded = table["categories"].combine_chunks().dictionary_encode()
@@ -459,10 +513,10 @@ def _read_categories(path: Path, index: pd.Index, id_column: str) -> pd.DataFram
     return pd.DataFrame(out)
 
 
-def _read_names(path: Path, index: pd.Index, id_column: str) -> np.ndarray | None:
-    if "name" not in _read_schema(path).names:
+def _read_names(source: _Files, path: Path, index: pd.Index, id_column: str) -> np.ndarray | None:
+    if "name" not in source.schema(path).names:
         return None
-    table = pq.read_table(path, columns=[id_column, "name"])
+    table = source.read(path, [id_column, "name"])
     rows = index.get_indexer(_read_ids(table, path, id_column))
     names = np.full(len(index), None, dtype=object)
     names[rows] = table["name"].to_numpy(zero_copy_only=False)
@@ -472,12 +526,12 @@ def _read_names(path: Path, index: pd.Index, id_column: str) -> np.ndarray | Non
 TEXT_COLUMNS = ("text", "description")  # the long text column, the first found
 
 
-def _read_texts(path: Path, index: pd.Index, id_column: str) -> np.ndarray | None:
+def _read_texts(source: _Files, path: Path, index: pd.Index, id_column: str) -> np.ndarray | None:
     """(N,) the long text of each item (None where missing): ``text`` if the file has it, else ``description``."""
-    found = [c for c in TEXT_COLUMNS if c in _read_schema(path).names]
+    found = [c for c in TEXT_COLUMNS if c in source.schema(path).names]
     if not found:
         return None
-    table = pq.read_table(path, columns=[id_column, found[0]])
+    table = source.read(path, [id_column, found[0]])
     rows = index.get_indexer(_read_ids(table, path, id_column))
     known = rows >= 0
     out = np.full(len(index), None, dtype=object)
@@ -485,12 +539,12 @@ def _read_texts(path: Path, index: pd.Index, id_column: str) -> np.ndarray | Non
     return out
 
 
-def _read_attributes(path: Path, index: pd.Index, id_column: str) -> np.ndarray | None:
+def _read_attributes(source: _Files, path: Path, index: pd.Index, id_column: str) -> np.ndarray | None:
     """(N,) raw attribute JSON strings (None where missing); parsing is left to the features that use them."""
-    if ATTRIBUTES_COLUMN not in _read_schema(path).names:
+    if ATTRIBUTES_COLUMN not in source.schema(path).names:
         log.info("%s has no %s column; attribute features are off", path.name, ATTRIBUTES_COLUMN)
         return None
-    table = pq.read_table(path, columns=[id_column, ATTRIBUTES_COLUMN])
+    table = source.read(path, [id_column, ATTRIBUTES_COLUMN])
     rows = index.get_indexer(_read_ids(table, path, id_column))
     known = rows >= 0
     out = np.full(len(index), None, dtype=object)
@@ -498,11 +552,13 @@ def _read_attributes(path: Path, index: pd.Index, id_column: str) -> np.ndarray 
     return out
 
 
-def _read_extra_pictures(path: Path, index: pd.Index, config: DataConfig) -> tuple[np.ndarray, np.ndarray] | None:
+def _read_extra_pictures(
+    source: _Files, path: Path, index: pd.Index, config: DataConfig
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(offsets (N+1,), vectors (K, D) normalised) of the extra photos; invalid vectors follow the config."""
-    if EXTRA_PICTURES_COLUMN not in _read_schema(path).names:
+    if EXTRA_PICTURES_COLUMN not in source.schema(path).names:
         return None
-    table = pq.read_table(path, columns=[config.id_column, EXTRA_PICTURES_COLUMN])
+    table = source.read(path, [config.id_column, EXTRA_PICTURES_COLUMN])
     ids = _read_ids(table, path, config.id_column)
     arr = table[EXTRA_PICTURES_COLUMN].combine_chunks()
     counts = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)  # per row

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -149,6 +150,62 @@ def score_logits(
     return out
 
 
+# ------------------------------------------------------------------------------------- the shared loop parts
+# Both training loops (train_network for the networks, FineTunedTextModel.fit for the transformers) keep the best
+# epoch the same way and checkpoint the same way: these are those rules, once.
+
+
+@dataclass
+class Best:
+    """The best epoch of one monitored score: the score, the epoch, a copy of the weights and what goes with
+    them (``extra``: the validation logits...). ``higher_better`` says which way is better."""
+
+    higher_better: bool = True
+    score: float = float("nan")
+    epoch: int | None = None
+    state: dict | None = None
+    extra: object = None
+
+    def __post_init__(self) -> None:
+        if self.score != self.score:  # nan: nothing seen yet
+            self.score = -math.inf if self.higher_better else math.inf
+
+    def offer(self, score: float, epoch: int, module: nn.Module, extra: object = None) -> bool:
+        """Keep ``module``'s weights (a true copy, not a view of live ones) if ``score`` beats the best; say so."""
+        if not (score > self.score if self.higher_better else score < self.score):
+            return False
+        self.score, self.epoch, self.extra = score, epoch, extra
+        self.state = copy.deepcopy(module.state_dict())
+        return True
+
+
+@dataclass
+class Checkpoint:
+    """``checkpoint.pt`` of a run: written atomically after every epoch, read back with ``weights_only=True``
+    (tensors and plain data only: nothing is unpickled), and refused when it is from a different run (another
+    ``fingerprint``: model, data sizes, settings)."""
+
+    path: Path | None
+    fingerprint: dict
+
+    def save(self, state: dict) -> None:
+        if self.path is not None:
+            save_checkpoint(self.path, {**state, "fingerprint": self.fingerprint})
+
+    def load(self, device: torch.device | str = "cpu") -> dict:
+        if self.path is None or not self.path.exists():
+            raise ConfigError(f"--resume: no checkpoint at {self.path}; start the run without --resume")
+        state = torch.load(self.path, weights_only=True, map_location=device)
+        saved = state.get("fingerprint") or {}
+        if saved != self.fingerprint:
+            diff = {k: (saved.get(k), v) for k, v in self.fingerprint.items() if saved.get(k) != v}
+            raise ConfigError(
+                f"--resume: the checkpoint in {self.path} is from a different run: {diff} "
+                "(checkpoint, now); resume with the same data and settings, or start afresh"
+            )
+        return state
+
+
 def train_network(
     net: nn.Module,
     features: torch.Tensor,
@@ -237,12 +294,11 @@ def train_network(
         )
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     history: list[EpochRecord] = []
-    best_state = copy.deepcopy(net.state_dict())
-    best_score = -np.inf if higher_better else np.inf
-    best_epoch = 0
+    # the monitored validation score's best epoch (the untrained weights until one is scored), and the catalogue
+    # job's (the candidates' average precision), each with its weights and validation logits
+    best = Best(higher_better, epoch=0, state=copy.deepcopy(net.state_dict()))
+    cand = Best(higher_better=True)
     bad_epochs = 0
-    best_logits = cand_logits = None
-    cand_state, cand_score, cand_epoch = None, -np.inf, None
     start_epoch = 1
     fingerprint = {
         **(fingerprint or {}),
@@ -256,24 +312,15 @@ def train_network(
     for k in ("epochs", "patience", "threads", "eval_batch_size", "calibration", "target_precision"):  # may change
         fingerprint.pop(k, None)
 
+    checkpoint = Checkpoint(ckpt_path, fingerprint)
     if resume:
-        if ckpt_path is None or not ckpt_path.exists():
-            raise ConfigError(f"--resume: no checkpoint at {ckpt_path}; start the run without --resume")
-        ckpt = torch.load(ckpt_path, weights_only=True, map_location=device)
-        if ckpt["fingerprint"] != fingerprint:
-            diff = {
-                k: (ckpt["fingerprint"].get(k), v) for k, v in fingerprint.items() if ckpt["fingerprint"].get(k) != v
-            }
-            raise ConfigError(
-                f"--resume: the checkpoint in {ckpt_path} is from a different run: {diff} "
-                "(checkpoint, now); resume with the same data and settings, or start afresh"
-            )
+        ckpt = checkpoint.load(device)
         net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        best_state = ckpt["best_state"]
-        best_score, best_epoch, bad_epochs = ckpt["best_score"], ckpt["best_epoch"], ckpt["bad_epochs"]
+        best.state, best.score, best.epoch = ckpt["best_state"], ckpt["best_score"], ckpt["best_epoch"]
+        bad_epochs = ckpt["bad_epochs"]
         if ckpt.get("candidates_state") is not None:
-            cand_state, cand_score, cand_epoch = (
+            cand.state, cand.score, cand.epoch = (
                 ckpt["candidates_state"],
                 ckpt["candidates_score"],
                 ckpt["candidates_epoch"],
@@ -282,7 +329,7 @@ def train_network(
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
         start_epoch = ckpt["epoch"] + 1
-        log.info("resumed from %s after epoch %d (best so far: epoch %d)", ckpt_path, ckpt["epoch"], best_epoch)
+        log.info("resumed from %s after epoch %d (best so far: epoch %d)", ckpt_path, ckpt["epoch"], best.epoch)
 
     t_start = time.perf_counter()
     stopped_early = False
@@ -328,23 +375,14 @@ def train_network(
         )
         v_pr = pr_auc(valid.target, sigmoid(logits))  # on float32 probabilities, exactly as evaluate() sees them
         score = v_pr if higher_better else v_loss
-        improved = bool(score > best_score if higher_better else score < best_score)
-        if improved:
-            best_score, best_epoch = score, epoch
-            best_state = copy.deepcopy(net.state_dict())  # a true copy, not a view of live weights
-            best_logits = logits
+        improved = best.offer(score, epoch, net, logits)
         c_ap = None
         if candidates is not None:
             from sklearn.metrics import average_precision_score
 
             c_logits = scorer(net, features, candidates.left, candidates.right, config.eval_batch_size)
             c_ap = float(average_precision_score(candidates.target, c_logits))
-            if c_ap > cand_score:
-                cand_score, cand_epoch, cand_logits = c_ap, epoch, c_logits
-                cand_state = copy.deepcopy(net.state_dict())
-                improved_any = True
-            else:
-                improved_any = improved
+            improved_any = cand.offer(c_ap, epoch, net, c_logits) or improved
         else:
             improved_any = improved
         bad_epochs = 0 if improved_any else bad_epochs + 1
@@ -367,54 +405,51 @@ def train_network(
             v_loss,
             v_pr,
             " *" if improved else "",
-            "" if c_ap is None else f", candidates AP {c_ap:.4f}{' *' if cand_epoch == epoch else ''}",
+            "" if c_ap is None else f", candidates AP {c_ap:.4f}{' *' if cand.epoch == epoch else ''}",
             record.seconds,
             record.pairs_per_second,
         )
-        if ckpt_path is not None:
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "epoch": epoch,
-                    "model": net.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "best_state": best_state,
-                    "best_score": float(best_score),
-                    "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs,
-                    "history": [asdict(h) for h in history],
-                    "candidates_state": cand_state,
-                    "candidates_score": float(cand_score),
-                    "candidates_epoch": cand_epoch,
-                    "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "fingerprint": fingerprint,
-                },
-            )
+        checkpoint.save(
+            {
+                "epoch": epoch,
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "best_state": best.state,
+                "best_score": float(best.score),
+                "best_epoch": best.epoch,
+                "bad_epochs": bad_epochs,
+                "history": [asdict(h) for h in history],
+                "candidates_state": cand.state,
+                "candidates_score": float(cand.score),
+                "candidates_epoch": cand.epoch,
+                "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            }
+        )
         if callback:
             callback.on_epoch_end(record)
 
     if stopped_early:
         log.info("early stop: no improvement of validation %s for %d epochs", config.monitor, config.patience)
 
-    net.load_state_dict(best_state)
-    if best_logits is None and len(valid):  # resumed after the last epoch: the best weights' logits again
-        best_logits = scorer(net, features, valid.left, valid.right, config.eval_batch_size)
+    net.load_state_dict(best.state)
+    if best.extra is None and len(valid):  # resumed after the last epoch: the best weights' logits again
+        best.extra = scorer(net, features, valid.left, valid.right, config.eval_batch_size)
     if device.type != "cpu":  # scoring, the item-feature store and saving run on the CPU
         net.to("cpu")
-        cand_state = None if cand_state is None else {k: v.cpu() for k, v in cand_state.items()}
-    log.info("restored the best epoch's weights: epoch %d (validation %s %.4f)", best_epoch, config.monitor, best_score)
+        cand.state = None if cand.state is None else {k: v.cpu() for k, v in cand.state.items()}
+    log.info("restored the best epoch's weights: epoch %d (validation %s %.4f)", best.epoch, config.monitor, best.score)
     return TrainResult(
-        best_epoch=best_epoch,
-        best_score=float(best_score),
+        best_epoch=best.epoch,
+        best_score=float(best.score),
         history=history,
         stopped_early=stopped_early,
         seconds=time.perf_counter() - t_start,
-        best_logits=best_logits,
-        candidates_best_epoch=cand_epoch,
-        candidates_best_score=None if cand_epoch is None else float(cand_score),
-        candidates_state=cand_state,
-        candidates_logits=cand_logits,
+        best_logits=best.extra,
+        candidates_best_epoch=cand.epoch,
+        candidates_best_score=None if cand.epoch is None else float(cand.score),
+        candidates_state=cand.state,
+        candidates_logits=cand.extra,
     )
 
 

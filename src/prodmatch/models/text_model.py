@@ -14,7 +14,6 @@ batches are sorted by length and padded to their own longest sequence.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -41,12 +40,13 @@ from prodmatch.text.encoder import check_encoder_path, resolve_device
 from prodmatch.text.records import RecordTexts, item_records
 from prodmatch.training import (
     CHECKPOINT_FILE,
+    Best,
+    Checkpoint,
     EpochRecord,
     TrainCallback,
     TrainResult,
     default_threads,
     resolve_precision,
-    save_checkpoint,
 )
 
 __all__ = ["FineTunedTextModel", "TextParams"]
@@ -180,22 +180,23 @@ class FineTunedTextModel(PairModel):
         }
         result = TrainResult(best_epoch=0, best_score=-math.inf)
         precisions: list[float] = []  # validation average precision per epoch, which picks the best
-        best_state = None
+        best = Best(higher_better=True, epoch=0)
         start = 0
-        ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
+        checkpoint = Checkpoint(Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None, fingerprint)
         if resume:
-            if ckpt is None or not ckpt.exists():
-                raise ConfigError(f"--resume: no checkpoint at {ckpt}; train without --resume")
-            state = torch.load(ckpt, map_location=self.device_, weights_only=True)  # tensors and plain data only
-            if state["fingerprint"] != fingerprint:
-                raise ConfigError(f"--resume: {ckpt} is from a different run ({state['fingerprint']}); remove it")
+            state = checkpoint.load(self.device_)
             self.encoder_.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             result = TrainResult(
                 **{**state["result"], "history": [EpochRecord(**h) for h in state["result"]["history"]]}
             )
-            best_state, start = state["best"], state["epoch"]
+            best.state, best.score, best.epoch, start = (
+                state["best"],
+                result.best_score,
+                result.best_epoch,
+                state["epoch"],
+            )
             precisions = state["precisions"]
             rng.bit_generator.state = state["rng"]
             torch.set_rng_state(state["torch_rng"])
@@ -225,10 +226,9 @@ class FineTunedTextModel(PairModel):
             scores = self._pair_scores(catalogue, valid.left, valid.right, texts)
             score = average_precision_score(valid.target, scores)
             precisions.append(score)
-            improved = score > result.best_score
+            improved = best.offer(score, epoch + 1, self.encoder_)
             if improved:
                 result.best_score, result.best_epoch = score, epoch + 1
-                best_state = copy.deepcopy(self.encoder_.state_dict())
             record = EpochRecord(
                 epoch=epoch + 1,
                 train_loss=float(np.mean(losses)),
@@ -253,26 +253,24 @@ class FineTunedTextModel(PairModel):
             if callback is not None:
                 callback.on_epoch_end(record)
             stop = bool(config.patience) and epoch + 1 - result.best_epoch >= config.patience
-            if ckpt is not None:
-                save_checkpoint(
-                    ckpt,
-                    {
-                        "fingerprint": fingerprint,
-                        "model": self.encoder_.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "result": {**asdict(result), "best_score": float(result.best_score)},
-                        "best": best_state,
-                        "epoch": epoch + 1,
-                        "precisions": [float(x) for x in precisions],
-                        "rng": rng.bit_generator.state,
-                        "torch_rng": torch.get_rng_state(),
-                    },
-                )
+            # every epoch (a run without a checkpoint folder saves nothing)
+            checkpoint.save(
+                {
+                    "model": self.encoder_.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "result": {**asdict(result), "best_score": float(result.best_score)},
+                    "best": best.state,
+                    "epoch": epoch + 1,
+                    "precisions": [float(x) for x in precisions],
+                    "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
+                },
+            )
             if stop and epoch + 1 < epochs:
                 result.stopped_early = True
                 break
-        self.encoder_.load_state_dict(best_state)
+        self.encoder_.load_state_dict(best.state)
         self.encoder_.eval()
         self._reset_cache()
         result.seconds = time.perf_counter() - t_fit

@@ -5,7 +5,7 @@ which holds the model, the coarse centroids and small statistics only.
 
 1. **Items**: each item file is read by Spark (a file or a folder of parquet parts, any path Spark reads)
    and joined on the id. Executors parse a batch of items with the local engine's own reader
-   (:func:`prodmatch.io.read_catalogue`), so validation and normalisation are one implementation.
+   in memory (:func:`prodmatch.io.catalogue_from_arrow`), so validation and normalisation are one implementation.
 2. **Item vectors**: the model, broadcast once and loaded once per Python worker, computes each batch's
    search vectors, the items' tokens and their modality vectors (``mapInArrow``).
 3. **Candidates**: a distributed IVF search. Coarse centroids are trained with faiss k-means on a sample on

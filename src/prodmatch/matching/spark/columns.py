@@ -17,6 +17,8 @@ from prodmatch.matching.spark.session import FileSystem, join_path, read_json
 
 log = logging.getLogger(__name__)
 
+MATCHES_ORDER = ("variantid1", "variantid2")  # matches.parquet's rows, as the local engine sorts them
+
 
 def expected_f1_threshold_column(scores, bins: int = 4096) -> float:
     """:func:`prodmatch.calibration.expected_f1_threshold` of a Spark column of probabilities, exactly: per-bin
@@ -78,7 +80,7 @@ def matches_table(kept, clusters, model):
         "evidence",
         F.coalesce(F.col("c1") == F.col("c2"), F.lit(False)).alias("same_cluster"),
         *linked,
-    ).orderBy("variantid1", "variantid2")
+    )
 
 
 def evidence_words(scores, model):

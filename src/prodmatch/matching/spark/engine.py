@@ -23,7 +23,13 @@ from prodmatch.io import (
 )
 from prodmatch.matching.link import check_disjoint_ids, link_facts
 from prodmatch.matching.output import SOURCE_NAMES, split_report, timed
-from prodmatch.matching.spark.columns import calibrate_column, expected_f1_threshold_column, gate_column, matches_table
+from prodmatch.matching.spark.columns import (
+    MATCHES_ORDER,
+    calibrate_column,
+    expected_f1_threshold_column,
+    gate_column,
+    matches_table,
+)
 from prodmatch.matching.spark.executors import GUARD_COUNTS, guard_fn, item_rows_fn, score_fn
 from prodmatch.matching.spark.graph import cluster_report, connected_components, consecutive_ids
 from prodmatch.matching.spark.ivf import ivf_search, recall_vs_exact, search_rows, shared_values
@@ -475,8 +481,8 @@ def match_spark(
             tmp_out = join_path(staging, "out")
             kept = scored.where((F.col("score") >= threshold) & (F.col("evidence") != 0))
             matches = materialise(spark, matches_table(kept, clusters, model), join_path(work, "matches"))
-            write_table(spark, matches, join_path(tmp_out, MATCHES_FILE), options.part_files)
-            write_table(spark, clusters.orderBy("variantid"), join_path(tmp_out, CLUSTERS_FILE), options.part_files)
+            write_table(spark, matches, join_path(tmp_out, MATCHES_FILE), options.part_files, MATCHES_ORDER)
+            write_table(spark, clusters, join_path(tmp_out, CLUSTERS_FILE), options.part_files, ("variantid",))
             split = matches.where(~F.col("same_cluster")).count()
             summary = {
                 "model": model.name,

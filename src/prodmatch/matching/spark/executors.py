@@ -15,9 +15,7 @@ import pyarrow as pa
 from prodmatch.blocking import token_occurrences
 from prodmatch.candidates import informative_items, item_vectors, modality_vectors
 from prodmatch.clustering import cluster_items
-from prodmatch.io import (
-    read_catalogue,
-)
+from prodmatch.io import catalogue_from_arrow
 from prodmatch.models import load_model
 from prodmatch.pairs import PairSet
 
@@ -40,14 +38,11 @@ def worker_model(bundle):
 
 
 def batch_catalogue(table: pa.Table, layout: dict[str, list[str]], id_column: str, data_config):
-    """The Catalogue of a batch of joined item rows, read by the local engine's reader: the batch is split
-    back into its item files in a private folder."""
-    import pyarrow.parquet as pq
-
-    with tempfile.TemporaryDirectory(prefix="prodmatch-items-") as tmp:
-        for name, columns in layout.items():
-            pq.write_table(table.select([id_column, *columns]), Path(tmp) / name)
-        return read_catalogue(tmp, data_config)
+    """The Catalogue of a batch of joined item rows, read by the local engine's reader in memory: the batch is
+    split back into its item files' columns (:func:`prodmatch.io.catalogue_from_arrow`)."""
+    return catalogue_from_arrow(
+        {name: table.select([id_column, *columns]) for name, columns in layout.items()}, data_config
+    )
 
 
 def column_vectors(table: pa.Table, column: str) -> np.ndarray:

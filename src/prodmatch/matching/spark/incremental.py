@@ -21,7 +21,7 @@ from prodmatch.io import (
 )
 from prodmatch.matching.incremental import INDEX_META_FILE, MATES_MAX_CLUSTER
 from prodmatch.matching.output import split_report
-from prodmatch.matching.spark.columns import gate_column, matches_table, new_items_calibration
+from prodmatch.matching.spark.columns import MATCHES_ORDER, gate_column, matches_table, new_items_calibration
 from prodmatch.matching.spark.engine import cluster_stage, items_of, load_job, score_stage, vectors_of
 from prodmatch.matching.spark.graph import cluster_report, consecutive_ids
 from prodmatch.matching.spark.ivf import ivf_search, train_centroids
@@ -287,8 +287,8 @@ def match_new_spark(
             assigned.select("variantid", "cluster_id")
         )
         matches = materialise(spark, matches_table(kept, cluster_of, job.model), join_path(work, "matches"))
-        write_table(spark, matches, join_path(tmp_out, MATCHES_FILE), options.part_files)
-        write_table(spark, assigned.orderBy("variantid"), join_path(tmp_out, CLUSTERS_FILE), options.part_files)
+        write_table(spark, matches, join_path(tmp_out, MATCHES_FILE), options.part_files, MATCHES_ORDER)
+        write_table(spark, assigned, join_path(tmp_out, CLUSTERS_FILE), options.part_files, ("variantid",))
         split = matches.where(~F.col("same_cluster")).count()
         summary = {
             "mode": "incremental",

@@ -248,14 +248,18 @@ def read_items(spark, data_dir: str, data_config, fs: FileSystem):
     return items, layout
 
 
-def write_table(spark, frame, path: str, part_files: bool) -> None:
-    """``frame`` as parquet at ``path``: one file (in ``frame``'s order), or a folder of Spark's part files
-    with ``part_files`` (each written by its own task: for outputs too large for one)."""
+def write_table(spark, frame, path: str, part_files: bool, order: tuple[str, ...] = ()) -> None:
+    """``frame`` as parquet at ``path``: one file sorted by ``order``, or a folder of Spark's part files with
+    ``part_files`` (each written by its own task: for outputs too large for one)."""
     if part_files:
-        frame.write.parquet(path)
+        (frame.orderBy(*order) if order else frame).write.parquet(path)
         return
     parts = path + ".parts"
-    frame.coalesce(1).write.parquet(parts)  # coalesce keeps a sorted frame's order: no shuffle
+    # One partition, sorted within it: a globally sorted frame coalesced to one partition does not keep its
+    # order (its range partitions were concatenated out of order: one break in 144,000 rows, a different one
+    # each run), so the one file is sorted where it is written.
+    one = frame.coalesce(1)
+    (one.sortWithinPartitions(*order) if order else one).write.parquet(parts)
     fs = FileSystem(spark, parts)
     (single,) = [f for f in fs.files(parts) if f.rsplit("/", 1)[-1].startswith("part-")]
     fs.rename(single, path)
