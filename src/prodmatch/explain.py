@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prodmatch.atomic import write_json, write_parquet
+from prodmatch.atomic import staged_output, write_json, write_parquet
 from prodmatch.attributes import BRAND_KEYS, COLOUR_KEYS, parse_attributes
 from prodmatch.catalogue import Catalogue
 from prodmatch.errors import ConfigError, ModelError
@@ -154,9 +154,13 @@ class Explanations:
 
     def save(self, out_dir: str | Path, *, plots: int = DEFAULT_PLOTS) -> Path:
         """Write ``explanations.parquet``, ``contributions.parquet``, ``explanations.json`` and a waterfall PNG
-        for each of the first ``plots`` pairs (-1: all) under ``out_dir``; every file atomically."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        for each of the first ``plots`` pairs (-1: all) under ``out_dir``, staged: the directory appears whole
+        when all are written, replacing an earlier explanation there (a directory of other files is refused)."""
+        with staged_output(out_dir, True, JSON_FILE) as out:
+            self._write(out, plots)
+        return Path(out_dir)
+
+    def _write(self, out: Path, plots: int) -> None:
         write_parquet(self.frame, out / EXPLANATIONS_FILE)
         write_parquet(self.features, out / FEATURES_FILE)
         found = self.to_dicts()
@@ -178,7 +182,6 @@ class Explanations:
             plot_waterfall(e, out / PLOTS_DIR / f"{i:05d}_{_safe(e['variantid1'])}_{_safe(e['variantid2'])}.png")
         if n < len(self):
             log.info("waterfall plots for the first %d of %d pairs (--plots to change)", n, len(self))
-        return out
 
 
 def explain_pairs(model: PairModel, catalogue: Catalogue, pairs: PairSet, *, batch_size: int = 65536) -> Explanations:
