@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from prodmatch.config import MatchConfig
 from prodmatch.matching.spark.executors import assign_fn, column_vectors, exact_top_fn, search_cell_fn
@@ -16,13 +17,21 @@ log = logging.getLogger(__name__)
 
 def train_centroids(targets, cells: int, sample: int, seed: int = 0) -> np.ndarray:
     """(cells, d) unit centroids by faiss spherical k-means on at most ``sample`` target vectors, brought to
-    the driver (the one sample the driver holds); fewer cells when the sample is small."""
+    the driver (the one sample the driver holds); fewer cells when the sample is small.
+
+    The sample is the same on every run: Spark's seeded Bernoulli sample of each partition, then sorted by id
+    and, where it drew more than ``sample``, cut by a seeded draw. (A ``limit`` kept whichever rows reached the
+    driver first, and k-means depends on its input's order: the cells, and so the candidates, moved with the
+    executors' timing.)"""
     import faiss
 
     n_targets = targets.count()
     fraction = min(1.0, sample / max(n_targets, 1))
-    picked = targets.sample(fraction=fraction, seed=seed).select("vec").limit(sample).toArrow()  # no Python floats
-    train = column_vectors(picked, "vec")
+    picked = targets.sample(fraction=fraction, seed=seed).select("id", "vec").toArrow().sort_by("id")
+    if picked.num_rows > sample:
+        keep = np.sort(np.random.default_rng(seed).choice(picked.num_rows, sample, replace=False))
+        picked = picked.take(pa.array(keep))
+    train = column_vectors(picked, "vec")  # no Python floats
     cells = max(1, min(cells, len(train) // 4))
     if cells == 1:
         return np.zeros((1, train.shape[1]), dtype=np.float32)
@@ -122,7 +131,11 @@ def recall_vs_exact(spark, rows, top, k: int, sample: int = 2000, seed: int = 0,
 
     queries = rows if queries is None else queries
     n = queries.count()
-    picked = queries.sample(fraction=min(1.0, 2 * sample / max(n, 1)), seed=seed).limit(sample).collect()
+    picked = sorted(
+        queries.sample(fraction=min(1.0, 2 * sample / max(n, 1)), seed=seed).collect(), key=lambda r: r["id"]
+    )
+    if len(picked) > sample:  # the same sample on every run (a limit kept whichever rows arrived first)
+        picked = [picked[i] for i in np.sort(np.random.default_rng(seed).choice(len(picked), sample, replace=False))]
     if not picked:
         return None
     ids = [r["id"] for r in picked]
