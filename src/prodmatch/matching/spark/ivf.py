@@ -15,19 +15,32 @@ from prodmatch.matching.spark.session import join_path, materialise
 log = logging.getLogger(__name__)
 
 
+def hash_sample(frame, fraction: float, seed: int = 0):
+    """The rows of ``frame`` whose id hashes (with ``seed``) into the lowest ``fraction``: the same rows on every
+    run, whatever the partitioning and the order rows arrive in (Spark's ``sample`` draws per row in arrival
+    order)."""
+    from pyspark.sql import functions as F
+
+    if fraction >= 1.0:
+        return frame
+    scale = 1 << 30
+    bucket = F.pmod(F.xxhash64(F.col("id"), F.lit(seed)), F.lit(scale))
+    return frame.where(bucket < F.lit(int(fraction * scale)))
+
+
 def train_centroids(targets, cells: int, sample: int, seed: int = 0) -> np.ndarray:
     """(cells, d) unit centroids by faiss spherical k-means on at most ``sample`` target vectors, brought to
     the driver (the one sample the driver holds); fewer cells when the sample is small.
 
-    The sample is the same on every run: Spark's seeded Bernoulli sample of each partition, then sorted by id
-    and, where it drew more than ``sample``, cut by a seeded draw. (A ``limit`` kept whichever rows reached the
-    driver first, and k-means depends on its input's order: the cells, and so the candidates, moved with the
-    executors' timing.)"""
+    The sample is the same on every run (:func:`hash_sample`, sorted by id and, where it drew more than
+    ``sample``, cut by a seeded draw). Spark's ``sample`` and ``limit`` depend on the order rows reach a task or
+    the driver, which a shuffle leaves to the executors' timing; k-means depends on its input and its order, so
+    the cells, and the candidates, moved from run to run."""
     import faiss
 
     n_targets = targets.count()
     fraction = min(1.0, sample / max(n_targets, 1))
-    picked = targets.sample(fraction=fraction, seed=seed).select("id", "vec").toArrow().sort_by("id")
+    picked = hash_sample(targets, fraction, seed).select("id", "vec").toArrow().sort_by("id")
     if picked.num_rows > sample:
         keep = np.sort(np.random.default_rng(seed).choice(picked.num_rows, sample, replace=False))
         picked = picked.take(pa.array(keep))
@@ -131,10 +144,8 @@ def recall_vs_exact(spark, rows, top, k: int, sample: int = 2000, seed: int = 0,
 
     queries = rows if queries is None else queries
     n = queries.count()
-    picked = sorted(
-        queries.sample(fraction=min(1.0, 2 * sample / max(n, 1)), seed=seed).collect(), key=lambda r: r["id"]
-    )
-    if len(picked) > sample:  # the same sample on every run (a limit kept whichever rows arrived first)
+    picked = sorted(hash_sample(queries, min(1.0, 2 * sample / max(n, 1)), seed).collect(), key=lambda r: r["id"])
+    if len(picked) > sample:  # the same sample on every run (see train_centroids)
         picked = [picked[i] for i in np.sort(np.random.default_rng(seed).choice(len(picked), sample, replace=False))]
     if not picked:
         return None
