@@ -24,7 +24,7 @@ if (engine.java_version() or 0) < engine.MIN_JAVA:
 
 @pytest.fixture(scope="module")
 def spark():
-    session = engine.spark_session("local[2]", {"spark.sql.shuffle.partitions": "4"})
+    session = engine.spark_session("local[2]", {"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false"})
     yield session
     session.stop()
 

@@ -269,7 +269,7 @@ def test_gbdt_stacks_both_transformers_cross_fitted_and_round_trips(synth_dir, t
     from prodmatch.models import GBDTModel, load_model
     from prodmatch.pairs import load_pairs, split_pairs
 
-    model = GBDTModel(stack="", stack_text="words,bi-encoder,cross-encoder", n_estimators=30)
+    model = GBDTModel(stack="", stack_text="words,bi-encoder,cross-encoder", n_estimators=30, stack_folds=2)
     cat = read_catalogue(synth_dir, model.read_config(None))
     assert cat.names is not None  # the bi-encoder reads the names (and attributes, texts)
     train, valid, _ = split_pairs(load_pairs(synth_dir / "train.parquet", cat, require_target=True), seed=0)
