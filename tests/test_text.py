@@ -273,7 +273,7 @@ def test_gbdt_stacks_both_transformers_cross_fitted_and_round_trips(synth_dir, t
     cat = read_catalogue(synth_dir, model.read_config(None))
     assert cat.names is not None  # the bi-encoder reads the names (and attributes, texts)
     train, valid, _ = split_pairs(load_pairs(synth_dir / "train.parquet", cat, require_target=True), seed=0)
-    train, valid = train.subset(np.arange(300)), valid.subset(np.arange(80))  # seconds, not minutes
+    train, valid = train.subset(np.arange(200)), valid.subset(np.arange(60))  # seconds, not minutes
     model.fit(cat, train, valid, TrainConfig(epochs=1, seed=0, threads=2))
     assert model.feature_names_[-3:] == ["stack_words", "stack_bi_encoder", "stack_cross_encoder"]
     folds = model.stack_folds_["folds"]
