@@ -227,8 +227,7 @@ class FineTunedTextModel(PairModel):
             score = average_precision_score(valid.target, scores)
             precisions.append(score)
             improved = best.offer(score, epoch + 1, self.encoder_)
-            if improved:
-                result.best_score, result.best_epoch = score, epoch + 1
+            result.best_score, result.best_epoch = best.score, best.epoch  # what the checkpoint and patience read
             record = EpochRecord(
                 epoch=epoch + 1,
                 train_loss=float(np.mean(losses)),

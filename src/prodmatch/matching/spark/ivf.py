@@ -28,22 +28,28 @@ def hash_sample(frame, fraction: float, seed: int = 0):
     return frame.where(bucket < F.lit(int(fraction * scale)))
 
 
+def fixed_sample(frame, fraction: float, n: int, seed: int = 0) -> pa.Table:
+    """At most ``n`` rows of ``frame`` on the driver, the same on every run: :func:`hash_sample`, sorted by id and,
+    where it drew more than ``n``, cut by a seeded draw. Spark's ``sample`` and ``limit`` depend on the order rows
+    reach a task or the driver, which a shuffle leaves to the executors' timing."""
+    picked = hash_sample(frame, fraction, seed).toArrow().sort_by("id")
+    if picked.num_rows > n:
+        keep = np.sort(np.random.default_rng(seed).choice(picked.num_rows, n, replace=False))
+        picked = picked.take(pa.array(keep))
+    return picked
+
+
 def train_centroids(targets, cells: int, sample: int, seed: int = 0) -> np.ndarray:
     """(cells, d) unit centroids by faiss spherical k-means on at most ``sample`` target vectors, brought to
     the driver (the one sample the driver holds); fewer cells when the sample is small.
 
-    The sample is the same on every run (:func:`hash_sample`, sorted by id and, where it drew more than
-    ``sample``, cut by a seeded draw). Spark's ``sample`` and ``limit`` depend on the order rows reach a task or
-    the driver, which a shuffle leaves to the executors' timing; k-means depends on its input and its order, so
-    the cells, and the candidates, moved from run to run."""
+    The sample is the same on every run (:func:`fixed_sample`): k-means depends on its input and its order, so
+    with Spark's own sampling the cells, and the candidates, moved from run to run."""
     import faiss
 
     n_targets = targets.count()
     fraction = min(1.0, sample / max(n_targets, 1))
-    picked = hash_sample(targets, fraction, seed).select("id", "vec").toArrow().sort_by("id")
-    if picked.num_rows > sample:
-        keep = np.sort(np.random.default_rng(seed).choice(picked.num_rows, sample, replace=False))
-        picked = picked.take(pa.array(keep))
+    picked = fixed_sample(targets.select("id", "vec"), fraction, sample, seed)
     train = column_vectors(picked, "vec")  # no Python floats
     cells = max(1, min(cells, len(train) // 4))
     if cells == 1:
@@ -144,14 +150,12 @@ def recall_vs_exact(spark, rows, top, k: int, sample: int = 2000, seed: int = 0,
 
     queries = rows if queries is None else queries
     n = queries.count()
-    picked = sorted(hash_sample(queries, min(1.0, 2 * sample / max(n, 1)), seed).collect(), key=lambda r: r["id"])
-    if len(picked) > sample:  # the same sample on every run (see train_centroids)
-        picked = [picked[i] for i in np.sort(np.random.default_rng(seed).choice(len(picked), sample, replace=False))]
-    if not picked:
+    picked = fixed_sample(queries.select("id", "vec", "block"), min(1.0, 2 * sample / max(n, 1)), sample, seed)
+    if not picked.num_rows:
         return None
-    ids = [r["id"] for r in picked]
-    queries = np.asarray([r["vec"] for r in picked], dtype=np.float32)
-    blocks = np.asarray([r["block"] for r in picked], dtype=object)
+    ids = picked["id"].to_pylist()
+    queries = column_vectors(picked, "vec")
+    blocks = np.asarray(picked["block"].to_pylist(), dtype=object)
     id_type = rows.schema["id"].dataType.simpleString()
     found = rows.select("id", "vec", "block").mapInArrow(
         exact_top_fn(queries, blocks, k + 1), f"qi bigint, t {id_type}, s float"
