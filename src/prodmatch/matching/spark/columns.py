@@ -153,12 +153,17 @@ def calibrate_column(scores, model, fit: str | None = None) -> tuple[object, dic
         log.warning("the run does not record its calibration prior; probabilities are used as they are")
         return scores, PriorEstimate(float("nan"), "none", None).to_dict()
 
-    fitted = scores if fit is None else scores.where(F.col(fit))
-    estimate = em_prior(
-        lambda pi: fitted.agg(F.mean(shifted_score(training_prior, pi))).first()[0],
-        fitted.agg(F.mean("score")).first()[0],
-        training_prior,
-    )
+    # the EM's every iteration reads the scores again: held in the executors' memory (spilling to disk) for them
+    fitted = (scores if fit is None else scores.where(F.col(fit))).select("score").persist()
+    try:
+        estimate = em_prior(
+            lambda pi: fitted.agg(F.mean(shifted_score(training_prior, pi))).first()[0],
+            fitted.agg(F.mean("score")).first()[0],
+            training_prior,
+        )
+        fitted_pairs = fitted.count() if fit is not None else None
+    finally:
+        fitted.unpersist()
     pi = estimate.prior
     if pi < 1e-4:
         log.warning("the share of matches among the candidates cannot be estimated; probabilities used as they are")
@@ -166,5 +171,5 @@ def calibrate_column(scores, model, fit: str | None = None) -> tuple[object, dic
     log.info("matches among the candidates: %.2f%% estimated", 100 * pi)
     facts = estimate.to_dict()
     if fit is not None:
-        facts["fitted_on"] = {"pairs": fitted.count(), "within_top": CALIBRATION_K}
+        facts["fitted_on"] = {"pairs": fitted_pairs, "within_top": CALIBRATION_K}
     return scores.withColumn("score", shifted_score(training_prior, pi)), facts

@@ -382,7 +382,7 @@ def match_spark(
                     pairs = materialise(spark, pairs.unionByName(more).distinct(), join_path(work, "candidates_inc"))
                     search_facts["candidates_from_incomplete_items"] = pairs.count() - before
             if config.token_k > 0:
-                token_pairs, token_report = shared_values(vec, config, n_searchable, linking)
+                token_pairs, token_report = shared_values(spark, vec, config, n_searchable, work, linking)
                 before = pairs.count()
                 pairs = pairs.unionByName(token_pairs).distinct()
             pairs = materialise(spark, pairs, join_path(work, "candidates"))
@@ -409,6 +409,7 @@ def match_spark(
         if config.calibrate == "prior":
             fit = near.withColumn("fit", F.lit(True))
             scored = scored.join(fit, ["id1", "id2"], "left").withColumn("fit", F.coalesce("fit", F.lit(False)))
+            scored = materialise(spark, scored, join_path(work, "scored_fit"))
             scored, calibration = calibrate_column(scored, model, fit="fit")
             scored = materialise(spark, scored, join_path(work, "calibrated"))
             if config.threshold is None and calibration["method"] != "none":

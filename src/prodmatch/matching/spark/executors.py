@@ -259,3 +259,44 @@ def exact_top_fn(queries: np.ndarray, blocks: np.ndarray, k: int):
             ).to_batches()
 
     return run
+
+
+def sort_codes(values) -> np.ndarray:
+    """Integer codes of an Arrow column in Spark's order (numbers by value, strings by their UTF-8 bytes, which
+    is code-point order)."""
+    return np.unique(values.to_numpy(zero_copy_only=False), return_inverse=True)[1].ravel()
+
+
+def first_k(group: np.ndarray, keys: tuple[np.ndarray, ...], k: int) -> np.ndarray:
+    """The rows that are among their group's first ``k`` by ``keys`` (the last key first, as ``np.lexsort``): a
+    window's ``row_number() <= k`` in one sort."""
+    order = np.lexsort((*keys, group))
+    g = group[order]
+    return order[np.arange(len(g)) - np.searchsorted(g, g, side="left") < k]
+
+
+TIE_PIECE = 65_536  # pairs per gathered block of vectors
+
+
+def token_top_fn(k: int):
+    """cogroup applyInArrow: a group's (q, j, w) pairs and the (id, vec) of the items they name -> each query's
+    ``k`` pairs by weight, then the inner product of the two vectors, then ``j``. The product is summed in
+    float32 in dimension order, as Spark's ``aggregate`` of ``zip_with`` did."""
+
+    def run(pairs: pa.Table, items: pa.Table) -> pa.Table:
+        import pyarrow.compute as pc
+
+        if pairs.num_rows == 0:
+            return pa.table({"q": pairs["q"], "j": pairs["j"]})
+        vectors = column_vectors(items, "vec")
+        qi = pc.index_in(pairs["q"], value_set=items["id"]).to_numpy(zero_copy_only=False)
+        ji = pc.index_in(pairs["j"], value_set=items["id"]).to_numpy(zero_copy_only=False)
+        tie = np.empty(len(qi), dtype=np.float32)
+        for s in range(0, len(qi), TIE_PIECE):
+            product = vectors[qi[s : s + TIE_PIECE]] * vectors[ji[s : s + TIE_PIECE]]
+            tie[s : s + TIE_PIECE] = np.cumsum(product, axis=1, dtype=np.float32)[:, -1]
+        w = pairs["w"].to_numpy(zero_copy_only=False)
+        picked = pa.array(first_k(sort_codes(pairs["q"]), (sort_codes(pairs["j"]), -tie, -w), k))
+        return pa.table({"q": pairs["q"].take(picked), "j": pairs["j"].take(picked)})
+
+    return run

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 
 from prodmatch.config import MatchConfig
-from prodmatch.matching.spark.executors import assign_fn, column_vectors, exact_top_fn, search_cell_fn
+from prodmatch.matching.spark.executors import assign_fn, column_vectors, exact_top_fn, search_cell_fn, token_top_fn
 from prodmatch.matching.spark.session import join_path, materialise
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,17 @@ def recall_vs_exact(spark, rows, top, k: int, sample: int = 2000, seed: int = 0,
         .withColumn("r", F.row_number().over(order))
         .where(F.col("r") <= k)
         .select("q", "t", "s")
+        .persist()  # three counts below; each read every target again
     )
+    try:
+        return _recall(exact, top, k)
+    finally:
+        exact.unpersist()
+
+
+def _recall(exact, top, k: int) -> float | None:
+    from pyspark.sql import functions as F
+
     total = exact.count()
     if not total:
         return None
@@ -211,12 +221,15 @@ def search_rows(vec, block, is_query, linking: bool):
     return queries.unionByName(targets)
 
 
-def shared_values(vec, config: MatchConfig, n_targets: int, linking: bool = False):
+def shared_values(spark, vec, config: MatchConfig, n_targets: int, work: str, linking: bool = False):
     """:func:`prodmatch.blocking.shared_token_neighbours` as Spark joins: each item's ``token_k`` items
     sharing the heaviest rare tokens (weight log((targets + 1) / holders)), ties broken by the inner product
     of the search vectors, then by id. ``linking``: among the other source's items (``vec`` has ``source``;
-    a token's rarity still counts every item that holds it)."""
-    from pyspark.sql import Window
+    a token's rarity still counts every item that holds it).
+
+    The (query, item, weight) pairs are ranked in groups of queries, each group's pairs and the vectors of the
+    items they name meeting in one ``cogroup`` call (:func:`token_top_fn`): joining both vectors to every pair
+    shipped each vector once per pair, a few times more data than the pairs."""
     from pyspark.sql import functions as F
 
     held = vec.where("searchable").select("id", *(["source"] if linking else []), F.explode("tokens").alias("token"))
@@ -239,12 +252,18 @@ def shared_values(vec, config: MatchConfig, n_targets: int, linking: bool = Fals
         .groupBy(F.col("a.id").alias("q"), F.col("b.id").alias("j"))
         .agg(F.sum("w").cast("float").alias("w"))  # float32, as the local engine sums them
     )
-    vq = vec.select(F.col("id").alias("q"), F.col("vec").alias("vq"))
-    vj = vec.select(F.col("id").alias("j"), F.col("vec").alias("vj"))
-    dot = F.aggregate(F.zip_with("vq", "vj", lambda x, y: x * y), F.lit(0.0).cast("float"), lambda acc, x: acc + x)
-    ranked = pairs.join(vq, "q").join(vj, "j").withColumn("tie", dot)
-    order = Window.partitionBy("q").orderBy(F.col("w").desc(), F.col("tie").desc(), F.col("j"))
-    top = ranked.withColumn("r", F.row_number().over(order)).where(F.col("r") <= config.token_k)
+    groups = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    path = join_path(work, "token_pairs")
+    materialise(spark, pairs.withColumn("part", F.pmod(F.xxhash64("q"), F.lit(groups))), path)
+    pairs, seen = spark.read.parquet(path), spark.read.parquet(path)  # two reads, two plans: cogroup's sides
+    needed = seen.select("part", F.col("q").alias("id")).unionByName(seen.select("part", F.col("j").alias("id")))
+    group_items = needed.distinct().join(vec.select("id", "vec"), "id")
+    id_type = vec.schema["id"].dataType.simpleString()
+    top = (
+        pairs.groupBy("part")
+        .cogroup(group_items.groupBy("part"))
+        .applyInArrow(token_top_fn(config.token_k), f"q {id_type}, j {id_type}")
+    )
     report = {
         "k": config.token_k,
         "max_block": config.token_max_block,
