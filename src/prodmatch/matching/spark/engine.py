@@ -159,11 +159,11 @@ def vectors_of(job: Job, items, tag: str, *, tokens: bool = False, modality_vect
     """(id, vec, searchable, category[, tokens][, mvec, complete]) of every item, written once; and counts."""
     from pyspark.sql import functions as F
 
-    schema = f"id {job.id_type}, vec array<float>, searchable boolean, category string"
+    schema = f"id {job.id_type}, vec binary, searchable boolean, category string"
     if tokens:
         schema += ", tokens array<string>"
     if modality_vectors:
-        schema += ", mvec array<float>, complete boolean"
+        schema += ", mvec binary, complete boolean"
     fn = item_rows_fn(job.bundle, job.layout, job.data_config.id_column, job.data_config, tokens, modality_vectors)
     vec = materialise(job.spark, items.mapInArrow(fn, schema), join_path(job.work, tag))
     counts = vec.agg(F.count("*").alias("n"), F.sum(F.col("searchable").cast("int")).alias("s")).first()

@@ -73,7 +73,7 @@ def build_spark_index(
         vec, n, n_searchable = vectors_of(job, job.items, "vectors")
         exact = config.index_kind(n_searchable) == "flat"
         cells = 1 if exact and options.cells is None else (options.cells or max(1, round(math.sqrt(n_searchable))))
-        dim = len(vec.select("vec").first()[0])
+        dim = len(vec.select("vec").first()[0]) // 4  # float32 bytes
         targets = vec.where("searchable")
         centroids = (
             train_centroids(targets, cells, options.centroid_sample)
@@ -151,6 +151,11 @@ def match_new_spark(
         job = load_job(spark, run_dir, data_dir, partitions, work)
         id_col, id_type = job.data_config.id_column, job.id_type
         index_vec = spark.read.parquet(join_path(index_dir, INDEX_VECTORS)).withColumn("id", F.col("id").cast(id_type))
+        if index_vec.schema["vec"].dataType.simpleString() != "binary":
+            raise ConfigError(
+                f"{index_dir} holds its vectors as {index_vec.schema['vec'].dataType.simpleString()}, as an earlier "
+                "prodmatch wrote them: rebuild it with `prodmatch index --engine spark`"
+            )
         old_ids = job.items.select(F.col(id_col).alias("id"))
         stray = (
             old_ids.join(index_vec, "id", "left_anti").limit(1).count()

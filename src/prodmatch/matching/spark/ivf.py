@@ -85,7 +85,7 @@ def ivf_search(
     """
     from pyspark.sql import functions as F
 
-    dim = len(rows.select("vec").first()[0])
+    dim = len(rows.select("vec").first()[0]) // 4  # float32 bytes
     if centroids is None:
         centroids = (
             train_centroids(rows.where("is_target"), cells, sample)
@@ -95,8 +95,7 @@ def ivf_search(
     cells = len(centroids)
     assigned = rows.mapInArrow(
         assign_fn(centroids, probes if cells > 1 else 1),
-        f"id {rows.schema['id'].dataType.simpleString()}, vec array<float>, block string, cell bigint, "
-        "role_target boolean",
+        f"id {rows.schema['id'].dataType.simpleString()}, vec binary, block string, cell bigint, role_target boolean",
     )
     assigned = materialise(spark, assigned, join_path(work, f"{tag}_assigned"))
     sizes = assigned.where("role_target").groupBy("block", "cell").count()
