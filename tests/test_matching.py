@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import train_small
 from prodmatch.cli import app
+from prodmatch.errors import DataError
 from prodmatch.matching import MatchConfig, candidate_pairs, candidate_recall, cluster_items, cluster_quality
 
 
@@ -340,11 +341,13 @@ def test_quality_is_measured_against_a_named_product_column_over_the_items_that_
     r = runner.invoke(app, [*base, "--out", str(tmp_path / "named"), "--truth-column", "product_id"])
     assert r.exit_code == 0, r.output
     quality = json.loads((tmp_path / "named" / "summary.json").read_text())["quality"]
+    known_products = truth.reindex(text.loc[~unknown, "variantid"]).value_counts()
     assert quality["truth"] == {
         "file": "text_and_bert.parquet",
         "column": "product_id",
         "items_with_truth": int((~unknown).sum()),
         "items": len(text),
+        "true_pairs": int((known_products * (known_products - 1) // 2).sum()),
     }
     # the same figures, by hand, over the items with a product
     clusters = pd.read_parquet(tmp_path / "named" / "clusters.parquet").set_index("variantid")["cluster_id"]
@@ -354,6 +357,55 @@ def test_quality_is_measured_against_a_named_product_column_over_the_items_that_
     assert 0 < quality["pairwise_f1"] <= 1 and "oracle_cluster_f1" not in quality
     r = runner.invoke(app, [*base, "--out", str(tmp_path / "bad"), "--truth-column", "sku"])
     assert r.exit_code == 2 and "'sku'" in r.output and "attributes.parquet" in r.output
+    # `prodmatch quality` measures the written files as `match` did
+    figures = tmp_path / "figures.json"
+    q = [
+        "quality",
+        str(tmp_path / "named"),
+        "--data",
+        str(data),
+        "--truth-column",
+        "product_id",
+        "--json",
+        str(figures),
+    ]
+    r = runner.invoke(app, q)
+    assert r.exit_code == 0, r.output
+    measured = json.loads(figures.read_text())
+    assert measured == {k: v for k, v in quality.items() if k in measured} and "pairwise_f1" in measured
+    r = runner.invoke(app, ["quality", str(tmp_path / "named"), "--data", str(data)])
+    assert r.exit_code == 2 and "--truth-column" in r.output
+
+
+def test_quality_of_output_files_by_hand(tmp_path):
+    from prodmatch.matching import evaluate_outputs
+
+    # items 1-5; true products: 1,2,3 one product, 4,5 another, 6 unknown
+    pd.DataFrame({"variantid": [1, 2, 3, 4, 5, 6], "product_id": [7, 7, 7, 8, 8, None]}).to_parquet(
+        tmp_path / "truth.parquet"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    pd.DataFrame({"variantid": [1, 2, 3, 4, 5, 6], "cluster_id": [0, 0, 1, 1, 1, 1]}).to_parquet(
+        out / "clusters.parquet"
+    )
+    matches = {"variantid1": [1, 3, 4, 4], "variantid2": [2, 4, 5, 6], "score": [0.9, 0.8, 0.9, 0.7]}
+    pd.DataFrame(matches).to_parquet(out / "matches.parquet")
+    q = evaluate_outputs(out, [(tmp_path / "truth.parquet", "product_id")])
+    assert q["truth"] == {
+        "file": "truth.parquet",
+        "column": "product_id",
+        "items_with_truth": 5,
+        "items": 6,
+        "true_pairs": 4,
+    }
+    # clusters over the 5 known items: {1,2}, {3,4,5}: predicted pairs 1 + 3 = 4, true among them (1,2), (4,5)
+    assert q["pairwise_precision"] == pytest.approx(2 / 4) and q["pairwise_recall"] == pytest.approx(2 / 4)
+    # matches judged where both items are known: (1,2) right, (3,4) wrong, (4,5) right; (4,6) not judged
+    assert q["match_precision"] == pytest.approx(2 / 3) and q["match_recall"] == pytest.approx(2 / 4)
+    pd.DataFrame({"variantid1": [1], "variantid2": [9], "score": [0.9]}).to_parquet(out / "matches.parquet")
+    with pytest.raises(DataError, match="item 9"):
+        evaluate_outputs(out, [(tmp_path / "truth.parquet", "product_id")])
 
 
 def _copies(src, old_dir, new_dir, originals, offset):

@@ -237,9 +237,14 @@ def expected_quality(prob: np.ndarray, threshold: float) -> tuple[float, float]:
     ``threshold``: recall among the scored pairs (true pairs never scored are not counted)."""
     prob = np.asarray(prob, dtype=np.float64)
     kept = prob >= threshold
-    total = prob.sum()
-    precision = float(prob[kept].mean()) if kept.any() else 1.0
-    recall = float(prob[kept].sum() / total) if total > 0 else 0.0
+    return expected_quality_of_sums(float(prob.sum()), float(prob[kept].sum()), int(kept.sum()))
+
+
+def expected_quality_of_sums(total: float, kept_sum: float, kept: int) -> tuple[float, float]:
+    """:func:`expected_quality` of aggregates: the sum of every probability, the sum of those kept and how
+    many were kept (what an engine that cannot hold the probabilities in one place computes)."""
+    precision = float(kept_sum / kept) if kept else 1.0
+    recall = float(kept_sum / total) if total > 0 else 0.0
     return precision, recall
 
 

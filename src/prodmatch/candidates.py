@@ -269,12 +269,14 @@ def all_candidates(
     searchable: np.ndarray | None = None,
     probe: np.ndarray | None = None,
     sources: np.ndarray | None = None,
+    *,
+    shared_values: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Every candidate pair ``match`` scores, each unordered pair once: the searchable items'
     top-k neighbours (:func:`candidate_pairs`), the extra candidates of items missing a modality
-    (:func:`incomplete_item_candidates`), and, with ``config.token_k``, the items sharing rare values (see
-    :mod:`prodmatch.blocking`). With ``sources`` ((N,) 0 or 1: linking two sources), every stage pairs items of
-    two sources only. Returns (left, right, facts of the search)."""
+    (:func:`incomplete_item_candidates`), and, with ``config.token_k`` and ``shared_values``, the items sharing
+    rare values (:func:`shared_value_candidates`). With ``sources`` ((N,) 0 or 1: linking two sources), every
+    stage pairs items of two sources only. Returns (left, right, facts of the search)."""
     n = len(catalogue)
     searchable = informative_items(model, catalogue) if searchable is None else searchable
     probe = (np.arange(0) if sources is None else None) if probe is None else probe
@@ -289,17 +291,34 @@ def all_candidates(
         key = np.unique(np.concatenate([left * n + right, more_left * n + more_right]))
         facts["candidates_from_incomplete_items"] = int(len(key) - len(left))
         left, right = key // n, key % n
-    if config.token_k > 0:
-        rows = np.flatnonzero(searchable)
-        q, j, token_report = shared_token_neighbours(
-            item_tokens(catalogue, rows), rows, rows, config.token_k, config.token_max_block, vectors, sources=sources
+    if config.token_k > 0 and shared_values:
+        left, right, facts["shared_values"] = shared_value_candidates(
+            catalogue, vectors, searchable, config, left, right, sources
         )
-        key = np.unique(np.concatenate([left * n + right, np.minimum(q, j) * n + np.maximum(q, j)]))
-        facts["shared_values"] = token_report.to_dict() | {"new_candidates": int(len(key) - len(left))}
-        left, right = key // n, key % n
     if sources is not None and (sources[left] == sources[right]).any():
         raise RuntimeError("prodmatch: linking produced a pair within one source (a bug; please report it)")
     return left, right, facts
+
+
+def shared_value_candidates(
+    catalogue: Catalogue,
+    vectors: np.ndarray,
+    searchable: np.ndarray,
+    config: MatchConfig,
+    left: np.ndarray,
+    right: np.ndarray,
+    sources: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The candidates (``left``, ``right``) with each searchable item's ``config.token_k`` items sharing its
+    rarest values added (see :mod:`prodmatch.blocking`), each unordered pair once; and the facts."""
+    n = len(catalogue)
+    rows = np.flatnonzero(searchable)
+    q, j, token_report = shared_token_neighbours(
+        item_tokens(catalogue, rows), rows, rows, config.token_k, config.token_max_block, vectors, sources=sources
+    )
+    key = np.unique(np.concatenate([left * n + right, np.minimum(q, j) * n + np.maximum(q, j)]))
+    facts = token_report.to_dict() | {"new_candidates": int(len(key) - len(left))}
+    return key // n, key % n, facts
 
 
 def exact_top_k(targets: np.ndarray, queries: np.ndarray, k: int, budget: int = 1 << 26) -> np.ndarray:

@@ -62,11 +62,16 @@ def gate(prob: np.ndarray, mask: np.ndarray, prior: float | None, threshold: flo
     of matches among the pairs it is scored among), and below ``threshold``, so it is never labelled a match.
     A model's lower score is kept: evidence against a match (an attribute both fill differently) still counts.
     """
+    return capped(prob, mask, cap(prior, threshold))
+
+
+def capped(prob: np.ndarray, mask: np.ndarray, limit: float) -> np.ndarray:
+    """Probabilities where a pair without evidence (mask 0) scores at most ``limit`` (see :func:`gate`)."""
     none = np.asarray(mask) == 0
     if not none.any():
         return prob
     out = np.array(prob, dtype=np.float64, copy=True)
-    out[none] = np.minimum(out[none], cap(prior, threshold))
+    out[none] = np.minimum(out[none], limit)
     return out
 
 

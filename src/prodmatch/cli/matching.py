@@ -1,5 +1,6 @@
-"""Catalogue matching commands: ``match`` (candidates, scores and product clusters over a whole catalogue)
-and ``index`` (a saved candidate index for incremental matching)."""
+"""Catalogue matching commands: ``match`` (candidates, scores and product clusters over a whole catalogue),
+``quality`` (a match's output files against known true products) and ``index`` (a saved candidate index for
+incremental matching)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from prodmatch.atomic import write_json
 from prodmatch.cli.common import (
     RunDir,
     app,
@@ -18,6 +20,7 @@ from prodmatch.cli.common import (
 )
 from prodmatch.errors import ConfigError
 from prodmatch.matching import ENGINES, MatchConfig, build_index_dir, match_catalogue, match_new
+from prodmatch.matching.evaluate import evaluate_outputs, truth_files
 from prodmatch.matching.spark import SparkOptions
 
 PANEL = "Match a catalogue"  # the group of commands in --help
@@ -275,19 +278,59 @@ def match(
                 f"matches among the candidates: {cal['prior']:.2%} estimated ({cal['method']}); expected precision "
                 f"{cal['estimated_precision']:.4f}, recall among the candidates {cal['estimated_recall_among_candidates']:.4f}"
             )
-        quality = dict(summary["quality"])
-        truth = quality.pop("truth", None)
-        if truth is not None:
-            stdout.print(
-                f"quality against {truth['file']}'s {truth['column']!r}: {truth['items_with_truth']:,} of "
-                f"{truth['items']:,} items have one"
-            )
-        for key, value in quality.items():
-            if isinstance(value, dict):
-                stdout.print(f"{key}: " + ", ".join(f"@{k} {v:.4f}" for k, v in value.items() if v is not None))
-            else:
-                stdout.print(f"{key}: {value:.4f}" if value is not None else f"{key}: -")
+        _print_quality(summary["quality"])
         stdout.print(f"outputs: {out}/matches.parquet, clusters.parquet, summary.json")
+
+
+def _print_quality(quality: dict) -> None:
+    quality = dict(quality)
+    truth = quality.pop("truth", None)
+    if truth is not None:
+        stdout.print(
+            f"quality against {truth['file']}'s {truth['column']!r}: {truth['items_with_truth']:,} of "
+            f"{truth['items']:,} items have one"
+        )
+    for key, value in quality.items():
+        if isinstance(value, dict):
+            stdout.print(f"{key}: " + ", ".join(f"@{k} {v:.4f}" for k, v in value.items() if v is not None))
+        else:
+            stdout.print(f"{key}: {value:.4f}" if value is not None else f"{key}: -")
+
+
+@app.command("quality", rich_help_panel=PANEL)
+def quality_command(
+    out: Annotated[str, typer.Argument(help="A match's output directory (matches.parquet, clusters.parquet).")],
+    data: Annotated[
+        list[str],
+        typer.Option(
+            "--data",
+            "-d",
+            help="Where the items' true products are: a data directory with truth.parquet (or --truth-column); "
+            "twice, LEFT then RIGHT, for the outputs of `match --link`.",
+        ),
+    ],
+    truth_column: Annotated[
+        str | None,
+        typer.Option(help="The column of the data's parquet files holding each item's true product."),
+    ] = None,
+    id_column: Annotated[str, typer.Option(help="The id column of the truth files.")] = "variantid",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
+) -> None:
+    """Measure a match's output files against known true products: the clusters' pairwise and B-cubed
+    precision and recall, and the matches' precision and recall. Any `match` output (either engine, any run)
+    can be measured, the same way `match` measures its own when the data holds a truth."""
+    with user_errors():
+        truths = truth_files(data, truth_column, id_column)
+        if truths is None:
+            raise ConfigError(
+                f"no true products in {' and '.join(data)}: give a data directory with truth.parquet, or name the "
+                "column that holds them with --truth-column"
+            )
+        quality = evaluate_outputs(out, truths, id_column)
+        _print_quality(quality)
+        if json_out is not None:
+            write_json(quality, json_out)
+            stdout.print(f"figures: {json_out}")
 
 
 def _spark_conf(items: list[str] | None) -> dict[str, str]:

@@ -1,20 +1,26 @@
 """Catalogue matching: candidate search, scoring and clustering of a whole catalogue into products.
 
-1. **Candidates.** Every item's top-k nearest items by inner product of normalised item vectors, with
-   faiss: exact (``flat``) for small catalogues, HNSW for large ones (``auto`` picks by size). Item
+One pipeline (:func:`prodmatch.matching.pipeline.run_match`) runs the stages, and an engine executes them:
+:class:`LocalEngine` (one process, the default) or :class:`SparkEngine` (Apache Spark, for catalogues beyond one
+machine), writing the same output files.
+
+1. **Candidates.** Every item's top-k nearest items by inner product of normalised item vectors: exact
+   (``flat``) for small catalogues, HNSW (local) or IVF (Spark) for large ones (``auto`` picks by size). Item
    vectors are the siamese tower's when the model has one (``siamese``, or the networks stacked in
-   ``gbdt``), else the normalised concatenated modalities. Optional blocking by level-2 category.
-   Each unordered pair appears once.
-2. **Scoring** of every candidate pair with the model, in large vectorised batches.
+   ``gbdt``), else the normalised concatenated modalities. Optional blocking by level-2 category, and the items
+   sharing rare values. Each unordered pair appears once.
+2. **Scoring** of every candidate pair with the model, in large vectorised batches; calibration for the
+   candidates (the EM prior and the best expected-F1 threshold) and the evidence gate.
 3. **Clustering.** Pairs at or above the threshold are edges; connected components are the first cut.
    Guard against chaining: inside every component of three or more items, average-linkage clustering on
    the scores (a pair that was not scored counts as 0) cut at the same threshold. A chain a-b-c whose ends
    were never matched has an average a-c link of at most (s_ab + 0) / 2, so one weak link cannot merge two
    groups: a group joins another only if it matches it on average.
+4. **Quality**, where the data holds a truth: the written files are measured
+   (:func:`prodmatch.matching.evaluate.evaluate_outputs`, also ``prodmatch quality``).
 
-The stages live in their own modules (:mod:`.candidates`, :mod:`.scoring`, :mod:`.clustering`,
-:mod:`.quality`, :mod:`.incremental`); two engines drive them: :mod:`.local` (one process, the default) and
-:mod:`.spark` (Apache Spark, for catalogues beyond one machine), writing the same output files.
+The stages' pieces live in their own modules (:mod:`prodmatch.candidates`, :mod:`.scoring`,
+:mod:`prodmatch.clustering`, :mod:`.quality`, :mod:`.evaluate`, :mod:`.incremental`).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from prodmatch.clustering import ClusterReport, average_linkage_cut, cluster_ite
 from prodmatch.config import INDEX_KINDS, MAX_K, RECALL_KS, MatchConfig, replace_index
 from prodmatch.errors import ConfigError
 from prodmatch.io import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE
+from prodmatch.matching.evaluate import evaluate_outputs
 from prodmatch.matching.incremental import (
     IDS_FILE,
     INDEX_FILE,
@@ -45,8 +52,9 @@ from prodmatch.matching.incremental import (
     check_index_items,
     match_new_items,
 )
-from prodmatch.matching.local import match_local
+from prodmatch.matching.local import LocalEngine, match_local
 from prodmatch.matching.output import timed
+from prodmatch.matching.pipeline import Engine, MatchRun, run_match
 from prodmatch.matching.quality import (
     best_threshold_f1,
     candidate_recall,
@@ -56,7 +64,7 @@ from prodmatch.matching.quality import (
     recall_at_ks,
 )
 from prodmatch.matching.scoring import calibrate_candidates, rescore_uncertain
-from prodmatch.matching.spark import build_spark_index, match_new_spark, match_spark
+from prodmatch.matching.spark import SparkEngine, build_spark_index, match_new_spark
 
 __all__ = [
     "CLUSTERS_FILE",
@@ -71,7 +79,11 @@ __all__ = [
     "SUMMARY_FILE",
     "VECTORS_FILE",
     "ClusterReport",
+    "Engine",
+    "LocalEngine",
     "MatchConfig",
+    "MatchRun",
+    "SparkEngine",
     "ann_recall",
     "average_linkage_cut",
     "best_threshold_f1",
@@ -84,6 +96,7 @@ __all__ = [
     "check_index_items",
     "cluster_items",
     "cluster_quality",
+    "evaluate_outputs",
     "feature_vectors",
     "incomplete_item_candidates",
     "informative_items",
@@ -100,6 +113,7 @@ __all__ = [
     "recall_at_ks",
     "replace_index",
     "rescore_uncertain",
+    "run_match",
     "search",
     "staged_output",
     "timed",
@@ -128,9 +142,9 @@ def match_catalogue(
     ``clusters.parquet`` and ``summary.json`` into ``out_dir``.
 
     Args:
-        engine: ``local`` (one process; see :func:`match_local` for the other arguments) or ``spark``
-            (Apache Spark; see :func:`prodmatch.matching.spark.match_spark`): the same files, columns and
-            dtypes either way.
+        engine: ``local`` (:class:`LocalEngine`, one process; see :func:`match_local` for the other arguments)
+            or ``spark`` (:class:`SparkEngine`, Apache Spark): one pipeline (:func:`run_match`), the same files,
+            columns and dtypes either way.
         spark: a running ``SparkSession`` to use (Databricks, YARN, ...); None starts one on ``master``.
         master: the Spark master for a session started here (default ``local[*]``).
         spark_conf: extra Spark settings for a session started here.
@@ -140,26 +154,13 @@ def match_catalogue(
             ``right``), pairing items of two sources only (see :func:`link_sources`).
     """
     _check_engine(engine, spark, master, spark_conf, options)
-    if engine == "local":
-        return match_local(
-            run_dir,
-            data_dir,
-            out_dir,
-            config,
-            overwrite=overwrite,
-            progress=progress,
-            labelled_sample=labelled_sample,
-            link_with=link_with,
-        )
-    return match_spark(
+    runner = LocalEngine() if engine == "local" else SparkEngine(spark, master, spark_conf, options)
+    return run_match(
+        runner,
         run_dir,
         data_dir,
         out_dir,
         config,
-        spark=spark,
-        master=master,
-        spark_conf=spark_conf,
-        options=options,
         overwrite=overwrite,
         progress=progress,
         labelled_sample=labelled_sample,

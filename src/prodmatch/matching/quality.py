@@ -114,53 +114,6 @@ def cluster_quality(labels: np.ndarray, product: np.ndarray, sources: np.ndarray
     }
 
 
-def truth_quality(
-    product: np.ndarray,
-    truth: tuple[Path, str],
-    k: int,
-    left: np.ndarray,
-    right: np.ndarray,
-    score: np.ndarray,
-    evidence: np.ndarray,
-    threshold: float,
-    labels: np.ndarray,
-    sources: np.ndarray | None = None,
-) -> dict:
-    """The match against the items' true products (``product``, None where an item has none; read from
-    ``truth``, (file, column)), over the items that have one: candidate recall, the clusters' pairwise and
-    B-cubed quality, and the matches' precision and recall among the candidates, with the pairs that hold an
-    item without a product left out. ``truth`` says where the products came from and how many items had one.
-    ``sources``: linking two sources (see :func:`cluster_quality`)."""
-    path, column = truth
-    covered = pd.notna(product)
-    facts = {"file": path.name, "column": column, "items_with_truth": int(covered.sum()), "items": len(product)}
-    if not covered.any():
-        log.warning("%s: no item of the catalogue has a %r; quality is not computed", path, column)
-        return {"truth": facts}
-    if not covered.all():
-        log.info(
-            "quality against %s's %r over the %d of %d items that have one (pairs with an item without one are "
-            "left out)",
-            path.name,
-            column,
-            covered.sum(),
-            len(product),
-        )
-    # An item without a product counts as a product of its own: it makes no true pair, and no pair of it is
-    # counted right.
-    codes = pd.factorize(pd.Series(product, dtype=object))[0]
-    codes = np.where(covered, codes, codes.max(initial=-1) + 1 + np.arange(len(codes)))
-    same = codes[left] == codes[right]
-    kept = (score >= threshold) & (evidence != 0) & covered[left] & covered[right]
-    return {
-        "truth": facts,
-        f"candidate_recall_at_{k}": candidate_recall(left, right, codes, sources),
-        **cluster_quality(labels[covered], codes[covered], None if sources is None else sources[covered]),
-        "match_precision": float(same[kept].mean()) if kept.any() else None,
-        "match_recall_among_candidates": float(same[kept].sum() / same.sum()) if same.any() else None,
-    }
-
-
 THRESHOLD_GRID = tuple(round(x, 1) for x in np.arange(0.1, 1.0, 0.1))
 
 

@@ -14,10 +14,13 @@ which holds the model, the coarse centroids and small statistics only.
    cell over ``cell_cap`` targets split in chunks that every query visits (no straggler holds a popular
    cell); each query's lists are merged to its global top-k. One cell per block when the local engine
    would search exactly (``MatchConfig.index_kind``): the same neighbours. The items missing a modality get
-   the same exact pass the local engine gives them, and the shared rare values are Spark joins.
+   the same exact pass the local engine gives them, and the shared rare values are Spark joins (a group of
+   queries' pairs ranked together with the vectors they name).
 4. **Scoring**: pairs are grouped by the cell of their first item, so each group needs the items of few
    cells; a group's pairs and items meet in ``cogroup().applyInArrow`` and are scored by the model's own
    ``predict_proba``. Calibration for the candidates (EM prior, best expected F1) runs on aggregates.
+   Vectors travel as float32 bytes (``binary``), not ``array<float>``: parquet and the shuffles then move
+   them as blobs instead of one nested value per number.
 5. **Clustering**: connected components of the pairs at or above the threshold by the alternating
    large-star / small-star algorithm (Kiveris et al. 2014, O(log^2 n) rounds), the lineage cut by a parquet
    checkpoint every few rounds; then whole components, grouped, go through the local engine's
@@ -29,8 +32,9 @@ The numeric rules are the local engine's own, fed with Spark aggregates: the EM 
 
 The modules, by concern: :mod:`.session` (options, the session, the Hadoop file system, staged outputs, reading
 items), :mod:`.executors` (what runs on the executors), :mod:`.ivf` (candidate search), :mod:`.graph` (components),
-:mod:`.columns` (the rules on Spark columns), :mod:`.quality`, :mod:`.engine` (the pipeline) and
-:mod:`.incremental`.
+:mod:`.columns` (the rules on Spark columns), :mod:`.quality` (the truth's files and the candidates' counts
+against it), :mod:`.engine` (the stages of :func:`prodmatch.matching.pipeline.run_match` as :class:`SparkEngine`)
+and :mod:`.incremental`.
 
 Outputs are staged under a hidden path beside ``out_dir`` and renamed at the end (Hadoop FileSystem), so
 an interrupted run leaves no partial output. ``matches.parquet`` and ``clusters.parquet`` are single files,
@@ -39,13 +43,14 @@ canonical as the local engine's (pairs with ``variantid1 < variantid2``, sorted)
 and Spark read alike.
 """
 
-from prodmatch.matching.spark.engine import match_spark
+from prodmatch.matching.spark.engine import SparkEngine, match_spark
 from prodmatch.matching.spark.graph import connected_components
 from prodmatch.matching.spark.incremental import build_spark_index, match_new_spark
 from prodmatch.matching.spark.session import MIN_JAVA, SparkOptions, java_version, spark_session
 
 __all__ = [
     "MIN_JAVA",
+    "SparkEngine",
     "SparkOptions",
     "build_spark_index",
     "connected_components",

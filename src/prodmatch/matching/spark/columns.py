@@ -44,11 +44,15 @@ def expected_f1_threshold_column(scores, bins: int = 4096) -> float:
 def gate_column(scores, prior: float | None, threshold: float):
     """:func:`prodmatch.evidence.gate` on a Spark column: a pair without evidence scores at most ``prior``, below
     ``threshold``."""
+    return capped_column(scores, cap(prior, threshold))
+
+
+def capped_column(scores, limit: float):
+    """:func:`prodmatch.evidence.capped` on a Spark column: a pair without evidence scores at most ``limit``."""
     from pyspark.sql import functions as F
 
-    limit = F.lit(cap(prior, threshold))
     return scores.withColumn(
-        "score", F.when(F.col("evidence") == 0, F.least(F.col("score"), limit)).otherwise(F.col("score"))
+        "score", F.when(F.col("evidence") == 0, F.least(F.col("score"), F.lit(limit))).otherwise(F.col("score"))
     )
 
 

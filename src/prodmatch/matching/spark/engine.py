@@ -1,13 +1,13 @@
-"""The Spark engine's pipeline: read items, item vectors, candidate search, shared values, scoring, calibration, components, cluster guard and write."""
+"""The Spark engine: the stages of :func:`prodmatch.matching.pipeline.run_match` (read items, item vectors, candidate search, shared values, scoring, calibration, components, cluster guard and write) on Spark DataFrames."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import math
 import tarfile
-import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,18 +22,19 @@ from prodmatch.io import (
     TEXT_FILE,
 )
 from prodmatch.matching.link import check_disjoint_ids, link_facts
-from prodmatch.matching.output import SOURCE_NAMES, split_report, timed
+from prodmatch.matching.output import SOURCE_NAMES
+from prodmatch.matching.pipeline import MatchRun, Sums, run_match
 from prodmatch.matching.spark.columns import (
     MATCHES_ORDER,
     calibrate_column,
+    capped_column,
     expected_f1_threshold_column,
-    gate_column,
     matches_table,
 )
 from prodmatch.matching.spark.executors import GUARD_COUNTS, guard_fn, item_rows_fn, score_fn
 from prodmatch.matching.spark.graph import cluster_report, connected_components, consecutive_ids
 from prodmatch.matching.spark.ivf import ivf_search, recall_vs_exact, search_rows, shared_values
-from prodmatch.matching.spark.quality import quality_stage, spark_truth_source
+from prodmatch.matching.spark.quality import candidate_truth_counts, spark_truth_source
 from prodmatch.matching.spark.session import (
     RUN_FILES_SKIPPED,
     FileSystem,
@@ -242,6 +243,300 @@ def cluster_stage(
     return materialise(job.spark, guarded, join_path(job.work, "guarded")), rounds
 
 
+class SparkEngine:
+    """The stages of :func:`prodmatch.matching.pipeline.run_match` on Apache Spark (see the package docstring):
+    the same outputs as the local engine.
+
+    Args:
+        spark: a running SparkSession (Databricks, YARN, ...); None starts one with ``master`` and ``conf``
+            (or ``options.master`` / ``options.conf``).
+        options: the engine's own settings (partitions, cells, probes, cell cap, checkpoints).
+
+    Linking, every search is one source's items among the other's (each item queries with its block and the
+    other source, and is a target with its own).
+    """
+
+    name = "spark"
+
+    def __init__(self, spark=None, master: str | None = None, conf: dict | None = None, options=None):
+        self.spark, self.master, self.conf = spark, master, conf
+        self.options = options or SparkOptions()
+        self.rounds, self.shipped, self.n_searchable = 0, 0, 0
+
+    def check(self, run: MatchRun) -> None:
+        if run.labelled_sample is not None:
+            raise ConfigError("--labelled-sample is not supported with --engine spark yet; use --engine local")
+        if run.config.rescore:
+            raise ConfigError("--rescore is not supported with --engine spark yet; use --engine local")
+        run.data_dir = str(run.data_dir).rstrip("/")
+        if run.linking:
+            run.link_with = str(run.link_with).rstrip("/")
+
+    @contextlib.contextmanager
+    def staged(self, out_dir, overwrite: bool):
+        self.spark, self.partitions = start_session(self.spark, self.master, self.conf, self.options)
+        out_dir = str(out_dir).rstrip("/")
+        fs, staging, self.work = stage_output(self.spark, out_dir, overwrite, SUMMARY_FILE, self.options)
+        tmp_out = join_path(staging, "out")
+        try:
+            yield tmp_out
+            finish_staging(fs, staging, self.work, tmp_out, out_dir)
+        except BaseException as e:
+            fail_staging(fs, staging, self.work, e)
+            raise
+
+    def read_items(self, run: MatchRun) -> None:
+        config = run.config
+        job = load_job(
+            self.spark,
+            run.run_dir,
+            run.data_dir,
+            self.partitions,
+            self.work,
+            text=config.token_k > 0,
+            categories=config.block_by == "category",
+        )
+        self.side_of = None
+        if run.linking:
+            job.items, self.side_of = linked_items(job, run.data_dir, run.link_with)
+            run.link = link_summary(self.side_of, run.data_dir, run.link_with, config.one_to_one)
+        self.job, run.model = job, job.model
+
+    def truth_files(self, run: MatchRun) -> list | None:
+        id_column = self.job.data_config.id_column
+        found = [spark_truth_source(self.spark, run.data_dir, run.config.truth_column, id_column)]
+        if run.linking:  # both sources' products, or none (no pair of two sources could be judged)
+            found.append(spark_truth_source(self.spark, run.link_with, run.config.truth_column, id_column))
+            if None in found and found != [None, None]:
+                lacks = run.data_dir if found[0] is None else run.link_with
+                log.warning("%s has no true products: the link's quality is not measured", lacks)
+        return None if None in found else found
+
+    def item_vectors(self, run: MatchRun) -> str:
+        job, config = self.job, run.config
+        self.multi = len(job.model.modalities_) >= 2
+        self.vec, run.items, self.n_searchable = vectors_of(
+            job, job.items, "vectors", tokens=config.token_k > 0, modality_vectors=self.multi
+        )
+        if run.linking:
+            self.vec = materialise(
+                self.spark, self.vec.join(self.side_of, "id"), join_path(self.work, "vectors_linked")
+            )
+        return vector_kind(job.model)
+
+    def candidate_search(self, run: MatchRun) -> dict:
+        from pyspark.sql import functions as F
+
+        spark, work, config, options, vec = self.spark, self.work, run.config, self.options, self.vec
+        n, n_searchable, linking = run.items, self.n_searchable, run.linking
+        done = run.bar("candidates")
+        block = F.col("category") if config.block_by == "category" else F.lit("")
+        block = F.coalesce(block, F.lit("\x00none"))  # no category: searched among themselves, as locally
+        exact = config.index_kind(n_searchable) == "flat"
+        cells = 1 if exact and options.cells is None else (options.cells or max(1, round(math.sqrt(n_searchable))))
+        base = search_rows(vec.where("searchable"), block, F.lit(True), linking)
+        # as far as the calibration pairs (each item's top CALIBRATION_K) where k is smaller
+        reach = max(config.k, CALIBRATION_K)
+        itself = 0 if linking else 1  # a search list counts the query itself where it is a target
+        top, ivf_facts, self.home, _ = ivf_search(
+            spark,
+            base,
+            reach,
+            cells,
+            options.probes,
+            options.cell_cap,
+            options.centroid_sample,
+            work,
+            "ivf",
+            ranked=True,
+            queries_are_targets=not linking,
+        )
+        top = materialise(spark, top, join_path(work, "ivf_ranked"))
+        near = top.where(F.col("r") <= CALIBRATION_K + itself).select(
+            F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2")
+        )
+        self.near = materialise(spark, near.distinct(), join_path(work, "calibration_pairs"))
+        top = top.where(F.col("r") <= config.k + itself).select("q", "t", "s")
+        if ivf_facts["cells"] > 1:  # approximate: how much of the exact top-k it finds, on a sample
+            top = materialise(spark, top, join_path(work, "ivf_top"))
+            ivf_facts["recall_vs_exact"] = recall_vs_exact(
+                spark, base.where("is_target"), top, config.k, queries=base.where("is_query")
+            )
+        pairs = top.select(F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2")).distinct()
+        self.pairs = materialise(spark, pairs, join_path(work, "candidates_ivf"))
+        facts = {
+            "blocks": ivf_facts.pop("blocks"),
+            "index": ["flat"] if ivf_facts["cells"] <= 1 else ["ivf"],
+            "ivf": ivf_facts,
+            "items_without_embeddings": n - n_searchable,
+            "incomplete_items": 0,
+            **({"linked_sources": 2} if linking else {}),
+        }
+        if self.multi:
+            big = n_searchable > config.exact_max_items and "category" in vec.columns
+            inc_block = F.coalesce(F.col("category"), F.lit("\x00none")) if big else F.lit("")
+            with_mvec = vec.where("searchable").withColumn("vec", F.col("mvec"))
+            inc = search_rows(with_mvec, inc_block, ~F.col("complete"), linking)
+            facts["incomplete_items"] = vec.where("searchable AND NOT complete").count()
+            if facts["incomplete_items"]:
+                more, _, _, _ = ivf_search(
+                    spark,
+                    inc,
+                    config.k,
+                    1,
+                    1,
+                    options.cell_cap,
+                    options.centroid_sample,
+                    work,
+                    "incomplete",
+                    queries_are_targets=not linking,
+                )
+                more = more.select(F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2"))
+                before = self.pairs.count()
+                self.pairs = materialise(
+                    spark, self.pairs.unionByName(more).distinct(), join_path(work, "candidates_inc")
+                )
+                facts["candidates_from_incomplete_items"] = self.pairs.count() - before
+        self.cells = cells
+        done(1)
+        return facts
+
+    def shared_values(self, run: MatchRun) -> dict:
+        token_pairs, report = shared_values(self.spark, self.vec, run.config, self.n_searchable, self.work, run.linking)
+        before = self.pairs.count()
+        self.pairs = materialise(
+            self.spark, self.pairs.unionByName(token_pairs).distinct(), join_path(self.work, "candidates")
+        )
+        return report | {"new_candidates": self.pairs.count() - before}
+
+    def score(self, run: MatchRun) -> int:
+        from pyspark.sql import functions as F
+
+        spark, work, partitions = self.spark, self.work, self.partitions
+        self.n_candidates = self.pairs.count()
+        log.info(
+            "%d candidate pairs from %d items (k=%d, %d cells)", self.n_candidates, run.items, run.config.k, self.cells
+        )
+        done = run.bar("scoring")
+        if self.home is None:
+            part_of = self.vec.where("searchable").select(
+                "id", F.pmod(F.xxhash64("id"), F.lit(partitions)).alias("part")
+            )
+        else:
+            part_of = self.home.select("id", F.pmod(F.xxhash64("block", "cell"), F.lit(partitions)).alias("part"))
+        # the calibration pairs beyond k are scored for calibration only, as locally
+        near = self.near
+        extra = near.join(self.pairs, ["id1", "id2"], "left_anti") if run.config.calibrate == "prior" else near.limit(0)
+        self.extra = materialise(spark, extra, join_path(work, "calibration_extra"))
+        self.scored, self.shipped = score_stage(
+            self.job, self.pairs.unionByName(self.extra), part_of, self.job.items, "scored"
+        )
+        done(1)
+        return self.n_candidates
+
+    def calibrate(self, run: MatchRun) -> dict:
+        from pyspark.sql import functions as F
+
+        fit = self.near.withColumn("fit", F.lit(True))
+        scored = self.scored.join(fit, ["id1", "id2"], "left").withColumn("fit", F.coalesce("fit", F.lit(False)))
+        scored = materialise(self.spark, scored, join_path(self.work, "scored_fit"))
+        scored, calibration = calibrate_column(scored, run.model, fit="fit")
+        self.scored = materialise(self.spark, scored, join_path(self.work, "calibrated"))
+        return calibration
+
+    def expected_f1_threshold(self) -> float:
+        return expected_f1_threshold_column(self.scored.where("fit"))
+
+    def keep_candidates(self) -> None:
+        if "fit" in self.scored.columns:
+            self.scored = self.scored.join(self.extra, ["id1", "id2"], "left_anti").drop("fit")
+        if self.scored.count() != self.n_candidates:
+            raise RuntimeError("prodmatch: scoring lost candidate pairs (a bug; please report it)")
+
+    def gate(self, limit: float) -> None:
+        self.scored = materialise(self.spark, capped_column(self.scored, limit), join_path(self.work, "gated"))
+
+    def rescore(self, run: MatchRun, threshold: float) -> dict:
+        raise ConfigError("--rescore is not supported with --engine spark yet; use --engine local")
+
+    def sums(self, threshold: float) -> Sums:
+        from pyspark.sql import functions as F
+
+        scored = self.scored
+        without_evidence = scored.where(F.col("evidence") == 0).count()
+        agg = scored.agg(
+            F.sum("score").alias("total"),
+            F.sum(F.when(F.col("score") >= threshold, F.col("score"))).alias("kept_sum"),
+            F.sum((F.col("score") >= threshold).cast("int")).alias("kept"),
+        ).first()
+        self.kept_n = int(agg["kept"] or 0)
+        return Sums(float(agg["total"] or 0.0), float(agg["kept_sum"] or 0.0), self.kept_n, without_evidence)
+
+    def cluster(self, run: MatchRun, threshold: float) -> dict:
+        from pyspark.sql import functions as F
+
+        spark, config = self.spark, run.config
+        guarded, self.rounds = cluster_stage(
+            self.job,
+            self.scored,
+            threshold,
+            config.linkage_max,
+            self.options.checkpoint_every,
+            self.side_of,
+            config.one_to_one,
+        )
+        reps = (
+            self.vec.select("id")
+            .join(guarded.select("id", "rep"), "id", "left")
+            .select("id", F.coalesce("rep", "id").alias("rep"))
+        )
+        numbered, n_clusters = consecutive_ids(spark, reps.select("rep"), join_path(self.work, "reps"))
+        clusters = reps.join(numbered, "rep").select(F.col("id").alias("variantid"), F.col("cluster_id").cast("bigint"))
+        if run.linking:  # each item's source, named as the local engine names it
+            names = F.array(*[F.lit(x) for x in SOURCE_NAMES])
+            source = self.side_of.select(
+                F.col("id").alias("variantid"), F.element_at(names, F.col("source") + 1).alias("source")
+            )
+            clusters = clusters.join(source, "variantid")
+        self.clusters = materialise(spark, clusters, join_path(self.work, "clusters"))
+        return asdict(cluster_report(self.clusters, guarded, self.kept_n, n_clusters))
+
+    def write(self, run: MatchRun, threshold: float, folder) -> int:
+        from pyspark.sql import functions as F
+
+        spark, part_files = self.spark, self.options.part_files
+        kept = self.scored.where((F.col("score") >= threshold) & (F.col("evidence") != 0))
+        matches = materialise(spark, matches_table(kept, self.clusters, run.model), join_path(self.work, "matches"))
+        write_table(spark, matches, join_path(folder, MATCHES_FILE), part_files, MATCHES_ORDER)
+        write_table(spark, self.clusters, join_path(folder, CLUSTERS_FILE), part_files, ("variantid",))
+        return matches.where(~F.col("same_cluster")).count()
+
+    def candidate_truth(self, run: MatchRun, threshold: float) -> tuple[int, int]:
+        return candidate_truth_counts(
+            self.spark, run.truths, self.scored, threshold, self.job.id_type, self.job.data_config.id_column
+        )
+
+    def diagnostics(self, run: MatchRun, search: dict) -> dict:
+        recall = search["ivf"].get("recall_vs_exact")
+        return {} if recall is None else {"ann_recall_vs_exact": recall}
+
+    def facts(self) -> dict:
+        return {
+            "name": "spark",
+            "master": self.spark.sparkContext.master,
+            "spark_version": self.spark.version,
+            **{k: v for k, v in asdict(self.options).items() if k not in ("master", "conf")},
+            "partitions": self.partitions,
+            "connected_components_rounds": self.rounds,
+            "items_shipped_per_item_scored": float(self.shipped / max(self.n_searchable, 1)),
+        }
+
+    def write_summary(self, summary: dict, folder) -> None:
+        FileSystem(self.spark, folder).write_text(
+            join_path(folder, SUMMARY_FILE), json.dumps(summary, indent=2, default=str)
+        )
+
+
 def match_spark(
     run_dir,
     data_dir,
@@ -257,271 +552,19 @@ def match_spark(
     labelled_sample=None,
     link_with=None,
 ) -> dict:
-    """:func:`prodmatch.matching.match_local` on Apache Spark: the same outputs (see the module docstring).
-
-    Args:
-        spark: a running SparkSession (Databricks, YARN, ...); None starts one with ``master`` and
-            ``spark_conf`` (or ``options.master`` / ``options.conf``).
-        options: the engine's own settings (partitions, cells, probes, cell cap, checkpoints).
-        link_with: a second data directory to link ``data_dir`` with, as the local engine links them (see
-            :mod:`prodmatch.matching.link`): every search is one source's items among the other's (each item
-            queries with its block and the other source, and is a target with its own).
-    """
-    from pyspark.sql import functions as F
-
-    config = config or MatchConfig()
-    options = options or SparkOptions()
-    linking = link_with is not None
-    if config.one_to_one and not linking:
-        raise ConfigError("--one-to-one applies to linking two sources: give them as --link LEFT RIGHT")
-    if labelled_sample is not None:
-        raise ConfigError("--labelled-sample is not supported with --engine spark yet; use --engine local")
-    if config.rescore:
-        raise ConfigError("--rescore is not supported with --engine spark yet; use --engine local")
-    spark, partitions = start_session(spark, master, spark_conf, options)
-    sc = spark.sparkContext
-    data_dir, out_dir = str(data_dir).rstrip("/"), str(out_dir).rstrip("/")
-    fs, staging, work = stage_output(spark, out_dir, overwrite, SUMMARY_FILE, options)
-    stages: dict[str, dict] = {}
-    t_start = time.perf_counter()
-
-    def whole(stage: str):
-        return progress(stage, 1) if progress else (lambda _n: None)
-
-    try:
-        with timed(stages, "load"):
-            job = load_job(
-                spark,
-                run_dir,
-                data_dir,
-                partitions,
-                work,
-                text=config.token_k > 0,
-                categories=config.block_by == "category",
-            )
-            side_of = None
-            if linking:
-                link_with = str(link_with).rstrip("/")
-                job.items, side_of = linked_items(job, data_dir, link_with)
-            model, items, id_type = job.model, job.items, job.id_type
-        threshold = model.threshold if config.threshold is None else config.threshold
-        multi = len(model.modalities_) >= 2
-
-        with timed(stages, "vectors"):
-            done = whole("item vectors")
-            vec, n, n_searchable = vectors_of(job, items, "vectors", tokens=config.token_k > 0, modality_vectors=multi)
-            if linking:
-                vec = materialise(spark, vec.join(side_of, "id"), join_path(work, "vectors_linked"))
-            done(1)
-        block = F.col("category") if config.block_by == "category" else F.lit("")
-        block = F.coalesce(block, F.lit("\x00none"))  # no category: searched among themselves, as locally
-
-        with timed(stages, "candidates"):
-            done = whole("candidates")
-            exact = config.index_kind(n_searchable) == "flat"
-            cells = 1 if exact and options.cells is None else (options.cells or max(1, round(math.sqrt(n_searchable))))
-            base = search_rows(vec.where("searchable"), block, F.lit(True), linking)
-            # as far as the calibration pairs (each item's top CALIBRATION_K) where k is smaller
-            reach = max(config.k, CALIBRATION_K)
-            itself = 0 if linking else 1  # a search list counts the query itself where it is a target
-            top, search_facts, home, _ = ivf_search(
-                spark,
-                base,
-                reach,
-                cells,
-                options.probes,
-                options.cell_cap,
-                options.centroid_sample,
-                work,
-                "ivf",
-                ranked=True,
-                queries_are_targets=not linking,
-            )
-            top = materialise(spark, top, join_path(work, "ivf_ranked"))
-            near = top.where(F.col("r") <= CALIBRATION_K + itself).select(
-                F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2")
-            )
-            near = materialise(spark, near.distinct(), join_path(work, "calibration_pairs"))
-            top = top.where(F.col("r") <= config.k + itself).select("q", "t", "s")
-            if search_facts["cells"] > 1:  # approximate: how much of the exact top-k it finds, on a sample
-                top = materialise(spark, top, join_path(work, "ivf_top"))
-                search_facts["recall_vs_exact"] = recall_vs_exact(
-                    spark, base.where("is_target"), top, config.k, queries=base.where("is_query")
-                )
-            pairs = top.select(F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2")).distinct()
-            pairs = materialise(spark, pairs, join_path(work, "candidates_ivf"))
-            search_facts = {
-                "blocks": search_facts.pop("blocks"),
-                "index": ["flat"] if search_facts["cells"] <= 1 else ["ivf"],
-                "ivf": search_facts,
-                "items_without_embeddings": n - n_searchable,
-                "incomplete_items": 0,
-                **({"linked_sources": 2} if linking else {}),
-            }
-            if multi:
-                big = n_searchable > config.exact_max_items and "category" in vec.columns
-                inc_block = F.coalesce(F.col("category"), F.lit("\x00none")) if big else F.lit("")
-                with_mvec = vec.where("searchable").withColumn("vec", F.col("mvec"))
-                inc = search_rows(with_mvec, inc_block, ~F.col("complete"), linking)
-                search_facts["incomplete_items"] = vec.where("searchable AND NOT complete").count()
-                if search_facts["incomplete_items"]:
-                    more, _, _, _ = ivf_search(
-                        spark,
-                        inc,
-                        config.k,
-                        1,
-                        1,
-                        options.cell_cap,
-                        options.centroid_sample,
-                        work,
-                        "incomplete",
-                        queries_are_targets=not linking,
-                    )
-                    more = more.select(F.least("q", "t").alias("id1"), F.greatest("q", "t").alias("id2"))
-                    before = pairs.count()
-                    pairs = materialise(spark, pairs.unionByName(more).distinct(), join_path(work, "candidates_inc"))
-                    search_facts["candidates_from_incomplete_items"] = pairs.count() - before
-            if config.token_k > 0:
-                token_pairs, token_report = shared_values(spark, vec, config, n_searchable, work, linking)
-                before = pairs.count()
-                pairs = pairs.unionByName(token_pairs).distinct()
-            pairs = materialise(spark, pairs, join_path(work, "candidates"))
-            n_candidates = pairs.count()
-            if config.token_k > 0:
-                search_facts["shared_values"] = token_report | {"new_candidates": n_candidates - before}
-            done(1)
-        log.info("%d candidate pairs from %d items (k=%d, %d cells)", n_candidates, n, config.k, cells)
-
-        with timed(stages, "scoring"):
-            done = whole("scoring")
-            if home is None:
-                part_of = vec.where("searchable").select(
-                    "id", F.pmod(F.xxhash64("id"), F.lit(partitions)).alias("part")
-                )
-            else:
-                part_of = home.select("id", F.pmod(F.xxhash64("block", "cell"), F.lit(partitions)).alias("part"))
-            # the calibration pairs beyond k are scored for calibration only, as locally
-            extra = near.join(pairs, ["id1", "id2"], "left_anti") if config.calibrate == "prior" else near.limit(0)
-            extra = materialise(spark, extra, join_path(work, "calibration_extra"))
-            scored, shipped = score_stage(job, pairs.unionByName(extra), part_of, items, "scored")
-            done(1)
-        calibration: dict = {"method": "none"}
-        if config.calibrate == "prior":
-            fit = near.withColumn("fit", F.lit(True))
-            scored = scored.join(fit, ["id1", "id2"], "left").withColumn("fit", F.coalesce("fit", F.lit(False)))
-            scored = materialise(spark, scored, join_path(work, "scored_fit"))
-            scored, calibration = calibrate_column(scored, model, fit="fit")
-            scored = materialise(spark, scored, join_path(work, "calibrated"))
-            if config.threshold is None and calibration["method"] != "none":
-                threshold = expected_f1_threshold_column(scored.where("fit"))
-                calibration["threshold_rule"] = (
-                    f"best expected F1 over the candidates within either item's top {CALIBRATION_K}"
-                )
-            scored = scored.join(extra, ["id1", "id2"], "left_anti").drop("fit")  # the candidates only
-        if scored.count() != n_candidates:
-            raise RuntimeError("prodmatch: scoring lost candidate pairs (a bug; please report it)")
-        # no evidence, no match: at most the candidates' prior, below the threshold (as the local engine)
-        scored = materialise(spark, gate_column(scored, calibration.get("prior"), threshold), join_path(work, "gated"))
-        without_evidence = scored.where(F.col("evidence") == 0).count()
-        agg = scored.agg(
-            F.sum("score").alias("total"),
-            F.sum(F.when(F.col("score") >= threshold, F.col("score"))).alias("kept_sum"),
-            F.sum((F.col("score") >= threshold).cast("int")).alias("kept"),
-        ).first()
-        kept_n = int(agg["kept"] or 0)
-        calibration |= {
-            "estimated_precision": float(agg["kept_sum"] / kept_n) if kept_n else 1.0,
-            "estimated_recall_among_candidates": float((agg["kept_sum"] or 0.0) / agg["total"])
-            if agg["total"]
-            else 0.0,
-        }
-
-        with timed(stages, "clustering"):
-            done = whole("clustering")
-            guarded, rounds = cluster_stage(
-                job, scored, threshold, config.linkage_max, options.checkpoint_every, side_of, config.one_to_one
-            )
-            reps = (
-                vec.select("id")
-                .join(guarded.select("id", "rep"), "id", "left")
-                .select("id", F.coalesce("rep", "id").alias("rep"))
-            )
-            numbered, n_clusters = consecutive_ids(spark, reps.select("rep"), join_path(work, "reps"))
-            clusters = reps.join(numbered, "rep").select(
-                F.col("id").alias("variantid"), F.col("cluster_id").cast("bigint")
-            )
-            if linking:  # each item's source, named as the local engine names it
-                names = F.array(*[F.lit(x) for x in SOURCE_NAMES])
-                source = side_of.select(
-                    F.col("id").alias("variantid"), F.element_at(names, F.col("source") + 1).alias("source")
-                )
-                clusters = clusters.join(source, "variantid")
-            clusters = materialise(spark, clusters, join_path(work, "clusters"))
-            report = cluster_report(clusters, guarded, kept_n, n_clusters)
-            done(1)
-
-        quality: dict = {}
-        truth = spark_truth_source(spark, data_dir, config.truth_column, job.data_config.id_column)
-        if linking:  # both sources' products, or none (no pair of two sources could be judged)
-            found = [truth, spark_truth_source(spark, link_with, config.truth_column, job.data_config.id_column)]
-            truth = found if None not in found else None
-            if truth is None and found != [None, None]:
-                lacks = data_dir if found[0] is None else link_with
-                log.warning("%s has no true products: the link's quality is not measured", lacks)
-        if truth is not None:
-            with timed(stages, "quality"):
-                done = whole("quality")
-                quality = quality_stage(
-                    spark, truth, clusters, scored, threshold, config, id_type, n, job.data_config.id_column
-                )
-                if quality and search_facts["ivf"].get("recall_vs_exact") is not None:
-                    quality["ann_recall_vs_exact"] = search_facts["ivf"]["recall_vs_exact"]
-                done(1)
-
-        with timed(stages, "writing"):
-            tmp_out = join_path(staging, "out")
-            kept = scored.where((F.col("score") >= threshold) & (F.col("evidence") != 0))
-            matches = materialise(spark, matches_table(kept, clusters, model), join_path(work, "matches"))
-            write_table(spark, matches, join_path(tmp_out, MATCHES_FILE), options.part_files, MATCHES_ORDER)
-            write_table(spark, clusters, join_path(tmp_out, CLUSTERS_FILE), options.part_files, ("variantid",))
-            split = matches.where(~F.col("same_cluster")).count()
-            summary = {
-                "model": model.name,
-                "run_dir": str(run_dir),
-                "data": data_dir,
-                "items": n,
-                **({"link": link_summary(side_of, data_dir, link_with, config.one_to_one)} if linking else {}),
-                "engine": {
-                    "name": "spark",
-                    "master": sc.master,
-                    "spark_version": spark.version,
-                    **{k: v for k, v in asdict(options).items() if k not in ("master", "conf")},
-                    "partitions": partitions,
-                    "connected_components_rounds": rounds,
-                    "items_shipped_per_item_scored": float(shipped / max(n_searchable, 1)),
-                },
-                "parameters": {**config.to_dict(), "threshold": threshold},
-                "item_vectors": vector_kind(model),
-                "search": search_facts,
-                "candidates": n_candidates,
-                "candidates_without_evidence": without_evidence,
-                "matches": kept_n,
-                "scorer": model.describe_job(),
-                "calibration": calibration,
-                "cascade": {},
-                "clustering": asdict(report) | split_report(split, config.one_to_one),
-                "quality": quality,
-                "stages": stages,
-                "seconds": round(time.perf_counter() - t_start, 3),
-            }
-            FileSystem(spark, tmp_out).write_text(
-                join_path(tmp_out, SUMMARY_FILE), json.dumps(summary, indent=2, default=str)
-            )
-        finish_staging(fs, staging, work, tmp_out, out_dir)
-    except BaseException as e:
-        fail_staging(fs, staging, work, e)
-        raise
-    return summary
+    """:func:`prodmatch.matching.pipeline.run_match` with a :class:`SparkEngine`: the local engine's outputs, on
+    Apache Spark."""
+    return run_match(
+        SparkEngine(spark, master, spark_conf, options),
+        run_dir,
+        data_dir,
+        out_dir,
+        config,
+        overwrite=overwrite,
+        progress=progress,
+        labelled_sample=labelled_sample,
+        link_with=link_with,
+    )
 
 
 def link_summary(side_of, left_dir: str, right_dir: str, one_to_one: bool) -> dict:
