@@ -319,6 +319,53 @@ def test_a_failure_on_an_executor_is_one_clear_error(spark, synth_dir, gbdt_run,
 
 
 @pytest.mark.slow
+def test_top_per_group_keeps_what_a_three_key_sort_keeps():
+    from prodmatch.matching.spark.executors import first_k, top_per_group
+
+    rng = np.random.default_rng(0)
+    group = rng.integers(0, 300, 20_000)
+    score = rng.random(20_000).astype(np.float32)
+    score[rng.random(20_000) < 0.2] = 0.5  # many exact ties, some of them at a group's k-th place
+    tiebreak = rng.integers(0, 1_000, 20_000)
+    for k in (1, 5, 21, 200):
+        kept = top_per_group(group, score, tiebreak, k)
+        assert np.array_equal(np.sort(kept), np.sort(first_k(group, (tiebreak, -score), k))), k
+
+
+def test_a_query_travels_once_per_region_of_its_probes():
+    import pyarrow as pa
+
+    from prodmatch.matching.spark.executors import assign_regions_fn, vector_bytes
+
+    rng = np.random.default_rng(0)
+    centroids = rng.normal(size=(10, 4)).astype(np.float32)
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    region_of = np.array([0, 0, 1, 1, 2, 2, 0, 1, 2, 0])
+    vectors = rng.normal(size=(6, 4)).astype(np.float32)
+    query = np.array([True, False, True, True, False, False])
+    for asks in (query, np.zeros(6, bool)):  # a batch without queries too
+        batch = pa.RecordBatch.from_pydict(
+            {
+                "id": pa.array(np.arange(6)),
+                "vec": vector_bytes(vectors),
+                "block": pa.array([""] * 6),
+                "is_query": pa.array(asks),
+                "is_target": pa.array([True] * 6),
+            }
+        )
+        out = pa.Table.from_batches(list(assign_regions_fn(centroids, 3, region_of)([batch]))).to_pandas()
+        targets, queries = out[out["role_target"]], out[~out["role_target"]]
+        nearest = np.argsort(-(vectors @ centroids.T), axis=1)[:, :3]
+        assert (targets["cell"].to_numpy() == nearest[:, 0]).all()
+        assert (targets["region"].to_numpy() == region_of[nearest[:, 0]]).all()
+        for i in np.flatnonzero(asks):  # each query: one row per region, holding its probes there
+            rows = queries[queries["id"] == i]
+            assert sorted(rows["region"]) == sorted(set(region_of[nearest[i]]))
+            for region, cells in zip(rows["region"], rows["cells"], strict=True):
+                assert sorted(cells) == sorted(c for c in nearest[i] if region_of[c] == region)
+        assert len(queries) == sum(len(set(region_of[nearest[i]])) for i in np.flatnonzero(asks))
+
+
 def test_ivf_cells_split_over_the_cap_and_every_probe_finds_the_exact_neighbours(
     spark, synth_dir, gbdt_run, tmp_path, local_k10
 ):

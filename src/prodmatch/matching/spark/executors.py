@@ -120,69 +120,6 @@ def item_rows_fn(bundle, layout, id_column, data_config, want_tokens: bool, want
     return run
 
 
-def assign_fn(centroids: np.ndarray, probes: int):
-    """mapInArrow: (id, vec, block, is_query) -> a target row in the nearest cell, a query row in each of
-    the ``probes`` nearest (only for queries)."""
-
-    def run(batches):
-        import faiss
-
-        index = faiss.IndexFlatIP(centroids.shape[1])
-        index.add(centroids)
-        p = min(probes, len(centroids))
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            table = pa.Table.from_batches([batch])
-            vec = column_vectors(table, "vec")
-            _, cells = index.search(vec, p)
-            query = table["is_query"].to_numpy(zero_copy_only=False)
-            target = table["is_target"].to_numpy(zero_copy_only=False)
-            # the nearest cell: the item's target row (if a target); every probed cell: a query row
-            take_t = np.flatnonzero(target)
-            take_q = np.repeat(np.flatnonzero(query), p)
-            cell_q = cells[query].ravel()
-            rows = np.concatenate([take_t, take_q])
-            out = table.take(pa.array(rows)).select(["id", "vec", "block"])
-            out = out.append_column("cell", pa.array(np.concatenate([cells[take_t, 0], cell_q]).astype(np.int64)))
-            out = out.append_column(
-                "role_target", pa.array(np.concatenate([np.ones(len(take_t), bool), np.zeros(len(take_q), bool)]))
-            )
-            yield from out.to_batches()
-
-    return run
-
-
-def search_cell_fn(k: int):
-    """applyInArrow per (block, cell, chunk): each query's exact top-(k+1) targets by inner product."""
-
-    def run(table: pa.Table) -> pa.Table:
-        import faiss
-
-        target = table["role_target"].to_numpy(zero_copy_only=False)
-        t_tab, q_tab = table.filter(pa.array(target)), table.filter(pa.array(~target))
-        empty = pa.table({"q": table["id"].slice(0, 0), "t": table["id"].slice(0, 0), "s": pa.array([], pa.float32())})
-        if t_tab.num_rows == 0 or q_tab.num_rows == 0:
-            return empty
-        tv, qv = column_vectors(t_tab, "vec"), column_vectors(q_tab, "vec")
-        index = faiss.IndexFlatIP(tv.shape[1])
-        index.add(tv)
-        kk = min(k + 1, len(tv))
-        dist, nbr = index.search(qv, kk)
-        ok = nbr >= 0
-        q_rows = np.repeat(np.arange(len(qv)), kk)[ok.ravel()]
-        t_rows = nbr[ok]
-        return pa.table(
-            {
-                "q": q_tab["id"].take(pa.array(q_rows)),
-                "t": t_tab["id"].take(pa.array(t_rows)),
-                "s": pa.array(dist[ok].astype(np.float32)),
-            }
-        )
-
-    return run
-
-
 def score_fn(bundle, layout, id_column, data_config, shipped):
     """cogroup applyInArrow: a group's pairs (id1, id2) and its items -> (id1, id2, score, evidence)."""
 
@@ -292,6 +229,33 @@ def first_k(group: np.ndarray, keys: tuple[np.ndarray, ...], k: int) -> np.ndarr
     return order[np.arange(len(g)) - np.searchsorted(g, g, side="left") < k]
 
 
+def top_per_group(group: np.ndarray, score: np.ndarray, tiebreak: np.ndarray, k: int) -> np.ndarray:
+    """The rows among their group's first ``k`` by ``score`` descending, then ``tiebreak`` ascending, in no
+    order: :func:`first_k`'s rows without sorting every row by three keys. Each group's k-th score comes from
+    a partition of a (groups, largest group) grid; the rows above it are in, and of the rows tied with it, the
+    ones with the smallest ``tiebreak`` fill the group's k. For groups of bounded size (a query's lists from
+    the cells it probed): 2.5 times faster than the three-key sort on 3.4M rows."""
+    order = np.argsort(group, kind="stable")
+    g = group[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    counts = np.diff(np.r_[starts, len(g)])
+    row_of = np.repeat(np.arange(len(starts)), counts)
+    slot = np.arange(len(g)) - starts[row_of]
+    kk = min(k, int(counts.max(initial=0)))
+    if kk == 0:
+        return order[:0]
+    scores = score[order].astype(np.float64)
+    grid = np.full((len(starts), int(counts.max())), -np.inf)
+    grid[row_of, slot] = scores
+    kth = -np.partition(-grid, kk - 1, axis=1)[:, kk - 1]
+    above = scores > kth[row_of]
+    tied = np.flatnonzero(scores == kth[row_of])
+    need = kk - np.bincount(row_of[above], minlength=len(starts))
+    tied = tied[np.lexsort((tiebreak[order][tied], row_of[tied]))]
+    place = np.arange(len(tied)) - np.searchsorted(row_of[tied], row_of[tied], side="left")
+    return order[np.concatenate([np.flatnonzero(above), tied[place < need[row_of[tied]]]])]
+
+
 TIE_PIECE = 65_536  # pairs per gathered block of vectors
 
 
@@ -315,5 +279,93 @@ def token_top_fn(k: int):
         w = pairs["w"].to_numpy(zero_copy_only=False)
         picked = pa.array(first_k(sort_codes(pairs["q"]), (sort_codes(pairs["j"]), -tie, -w), k))
         return pa.table({"q": pairs["q"].take(picked), "j": pairs["j"].take(picked)})
+
+    return run
+
+
+def assign_regions_fn(centroids: np.ndarray, probes: int, region_of: np.ndarray):
+    """mapInArrow: (id, vec, block, is_query, is_target) -> a target row in its nearest cell (with that cell's
+    region), and a query row for each region its ``probes`` nearest cells fall in, holding those cells
+    (``cells``): a query travels once per region, not once per probe."""
+
+    def run(batches):
+        import faiss
+
+        index = faiss.IndexFlatIP(centroids.shape[1])
+        index.add(centroids)
+        p = min(probes, len(centroids))
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            table = pa.Table.from_batches([batch])
+            _, cells = index.search(column_vectors(table, "vec"), p)
+            take_t = np.flatnonzero(table["is_target"].to_numpy(zero_copy_only=False))
+            take_q = np.flatnonzero(table["is_query"].to_numpy(zero_copy_only=False))
+            # each query's probed cells, grouped by region: one row per (query, region)
+            row = np.repeat(np.arange(len(take_q)), p)
+            cell = cells[take_q].ravel().astype(np.int64)
+            region = region_of[cell]
+            order = np.lexsort((cell, region, row))
+            row, cell, region = row[order], cell[order], region[order]
+            first = np.flatnonzero(np.r_[True, (row[1:] != row[:-1]) | (region[1:] != region[:-1])][: len(row)])
+            ends = np.r_[first[1:], len(row)] if len(first) else first  # each query row's end in ``cell``
+            offsets = np.r_[np.zeros(len(take_t) + 1, np.int32), ends.astype(np.int32)]
+            home = cells[take_t, 0].astype(np.int64)
+            out = table.take(pa.array(np.concatenate([take_t, take_q[row[first]]]))).select(["id", "vec", "block"])
+            out = out.append_column("cell", pa.array(np.concatenate([home, np.full(len(first), -1, np.int64)])))
+            out = out.append_column(
+                "region", pa.array(np.concatenate([region_of[home], region[first]]).astype(np.int64))
+            )
+            out = out.append_column("cells", pa.ListArray.from_arrays(pa.array(offsets), pa.array(cell)))
+            role = np.concatenate([np.ones(len(take_t), bool), np.zeros(len(first), bool)])
+            out = out.append_column("role_target", pa.array(role))
+            yield from out.to_batches()
+
+    return run
+
+
+def search_region_fn(k: int):
+    """applyInArrow per (block, region, chunk): each query's exact top-(k+1) targets in every cell it probed
+    (faiss, a cell at a time; a cell's queries are the ones a search of that cell alone would get), then its first k+1 of the region by
+    score and target id: the lists a query's other regions add are merged later."""
+
+    def run(table: pa.Table) -> pa.Table:
+        import faiss
+
+        target = table["role_target"].to_numpy(zero_copy_only=False)
+        t_tab, q_tab = table.filter(pa.array(target)), table.filter(pa.array(~target))
+        empty = pa.table({"q": table["id"].slice(0, 0), "t": table["id"].slice(0, 0), "s": pa.array([], pa.float32())})
+        if t_tab.num_rows == 0 or q_tab.num_rows == 0:
+            return empty
+        tv, qv = column_vectors(t_tab, "vec"), column_vectors(q_tab, "vec")
+        t_cell = t_tab["cell"].to_numpy()
+        probed = q_tab["cells"].combine_chunks()
+        offsets = probed.offsets.to_numpy()
+        q_of = np.repeat(np.arange(len(q_tab)), np.diff(offsets))
+        c_of = probed.values.to_numpy()[offsets[0] : offsets[-1]]
+        by_cell = np.argsort(t_cell, kind="stable")
+        cell_ids, starts = np.unique(t_cell[by_cell], return_index=True)
+        bounds = np.r_[starts, len(by_cell)]
+        qs, ts, ss = [], [], []
+        for i, c in enumerate(cell_ids):
+            t_idx = by_cell[bounds[i] : bounds[i + 1]]
+            q_idx = q_of[c_of == c]
+            if not len(q_idx):
+                continue
+            index = faiss.IndexFlatIP(tv.shape[1])
+            index.add(tv[t_idx])
+            kk = min(k + 1, len(t_idx))
+            dist, nbr = index.search(qv[q_idx], kk)
+            ok = nbr >= 0
+            qs.append(np.repeat(q_idx, kk)[ok.ravel()])
+            ts.append(t_idx[nbr[ok]])
+            ss.append(dist[ok].astype(np.float32))
+        if not qs:
+            return empty
+        q, t, s = np.concatenate(qs), np.concatenate(ts), np.concatenate(ss)
+        keep = top_per_group(q, s, sort_codes(t_tab["id"])[t], k + 1)
+        return pa.table(
+            {"q": q_tab["id"].take(pa.array(q[keep])), "t": t_tab["id"].take(pa.array(t[keep])), "s": pa.array(s[keep])}
+        )
 
     return run

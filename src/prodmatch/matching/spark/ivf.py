@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from prodmatch.config import MatchConfig
-from prodmatch.matching.spark.executors import assign_fn, column_vectors, exact_top_fn, search_cell_fn, token_top_fn
+from prodmatch.matching.spark.executors import (
+    assign_regions_fn,
+    column_vectors,
+    exact_top_fn,
+    search_region_fn,
+    token_top_fn,
+)
 from prodmatch.matching.spark.session import join_path, materialise
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,23 @@ def train_centroids(targets, cells: int, sample: int, seed: int = 0) -> np.ndarr
     return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
 
 
+def cell_regions(centroids: np.ndarray, regions: int, seed: int = 0) -> np.ndarray:
+    """(cells,) the region of every cell: its centroid's cluster among ``regions`` (faiss spherical k-means of
+    the centroids; every cell its own where there are no more cells than regions). A query's probes are the
+    cells nearest it, so they mostly share a region: searched region by region, a query travels to one or two
+    regions instead of once per probe, and most of its lists are merged where they are found."""
+    import faiss
+
+    cells = len(centroids)
+    if regions >= cells:
+        return np.arange(cells, dtype=np.int64)
+    if regions <= 1:
+        return np.zeros(cells, dtype=np.int64)
+    kmeans = faiss.Kmeans(centroids.shape[1], regions, niter=20, seed=seed, spherical=True, verbose=False)
+    kmeans.train(np.ascontiguousarray(centroids, dtype=np.float32))
+    return kmeans.index.search(np.ascontiguousarray(centroids, dtype=np.float32), 1)[1].ravel().astype(np.int64)
+
+
 def ivf_search(
     spark,
     rows,
@@ -79,7 +103,7 @@ def ivf_search(
     ``rows``: (id, vec, block, is_query, is_target). ``centroids``: given (a saved index's), else trained
     on the targets when ``cells`` > 1. ``queries_are_targets``: a query finds itself, so k + 1 are searched
     and itself dropped (as the local engine does). Returns (DataFrame of (q, t, s) with q != t, at most k per
-    q; facts; the target rows' (id, cell, block) when there is more than one cell, else None). ``ranked``:
+    q; facts; the target rows' (id, cell, region, block) when there is more than one cell, else None). ``ranked``:
     with each target's place ``r`` in its query's list (1 first, counting the query itself where it is a
     target, as the local engine's search lists do).
     """
@@ -93,28 +117,36 @@ def ivf_search(
             else np.zeros((1, dim), dtype=np.float32)
         )
     cells = len(centroids)
+    id_type = rows.schema["id"].dataType.simpleString()
+    groups = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    region_of = cell_regions(centroids, max(groups, math.ceil(rows.where("is_target").count() / (4 * cell_cap))))
     assigned = rows.mapInArrow(
-        assign_fn(centroids, probes if cells > 1 else 1),
-        f"id {rows.schema['id'].dataType.simpleString()}, vec binary, block string, cell bigint, role_target boolean",
+        assign_regions_fn(centroids, probes if cells > 1 else 1, region_of),
+        f"id {id_type}, vec binary, block string, cell bigint, region bigint, cells array<bigint>, role_target boolean",
     )
     assigned = materialise(spark, assigned, join_path(work, f"{tag}_assigned"))
-    sizes = assigned.where("role_target").groupBy("block", "cell").count()
-    chunks = sizes.select("block", "cell", F.ceil(F.col("count") / F.lit(cell_cap)).alias("chunks"))
+    targets = assigned.where("role_target")
+    sizes = targets.groupBy("block", "cell", "region").count()
+    chunks = sizes.select("block", "cell", "region", F.ceil(F.col("count") / F.lit(cell_cap)).alias("chunks"))
     stats = sizes.agg(
         F.count("*").alias("cells"), F.max("count").alias("largest"), F.countDistinct("block").alias("blocks")
     ).first()
     split = chunks.where("chunks > 1").count()
-    with_chunks = assigned.join(F.broadcast(chunks) if cells == 1 else chunks, ["block", "cell"], "left")
-    with_chunks = with_chunks.where(F.col("chunks").isNotNull())  # a probe of a cell with no target: nothing
-    t_part = with_chunks.where("role_target").withColumn("chunk", F.pmod(F.xxhash64("id"), F.col("chunks")))
-    q_part = with_chunks.where(~F.col("role_target")).withColumn(
-        "chunk", F.explode(F.sequence(F.lit(0).cast("bigint"), F.col("chunks") - 1))
+    # a query visits every chunk of its region (a chunk of a cell over the cap), and no region without a target
+    # of its block
+    region_chunks = chunks.groupBy("block", "region").agg(F.max("chunks").alias("chunks"))
+    t_part = targets.join(chunks.drop("region"), ["block", "cell"]).withColumn(
+        "chunk", F.pmod(F.xxhash64("id"), F.col("chunks"))
     )
-    cols = ["id", "vec", "block", "cell", "chunk", "role_target"]
+    q_part = (
+        assigned.where(~F.col("role_target"))
+        .join(F.broadcast(region_chunks) if len(region_of) == 1 else region_chunks, ["block", "region"])
+        .withColumn("chunk", F.explode(F.sequence(F.lit(0).cast("bigint"), F.col("chunks") - 1)))
+    )
+    cols = ["id", "vec", "block", "region", "chunk", "cell", "cells", "role_target"]
     cell_rows = t_part.select(*cols).unionByName(q_part.select(*cols))
-    found = cell_rows.groupBy("block", "cell", "chunk").applyInArrow(
-        search_cell_fn(k),
-        f"q {rows.schema['id'].dataType.simpleString()}, t {rows.schema['id'].dataType.simpleString()}, s float",
+    found = cell_rows.groupBy("block", "region", "chunk").applyInArrow(
+        search_region_fn(k), f"q {id_type}, t {id_type}, s float"
     )
     from pyspark.sql import Window
 
@@ -128,9 +160,10 @@ def ivf_search(
         "largest_cell": int(stats["largest"] or 0),
         "cells_split": int(split),
         "cell_cap": cell_cap,
+        "regions": len(np.unique(region_of)),
         "dimensions": dim,
     }
-    home = assigned.where("role_target").select("id", "cell", "block") if cells > 1 else None
+    home = assigned.where("role_target").select("id", "cell", "region", "block") if cells > 1 else None
     return top, facts, home, centroids
 
 
