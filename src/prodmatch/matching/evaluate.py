@@ -23,20 +23,25 @@ from prodmatch.matching.quality import cluster_quality, pairs_of_groups, read_tr
 log = logging.getLogger(__name__)
 
 
-def read_output(out_dir, name: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """One output table of a match: a parquet file, or the folder of part files Spark writes, on a local path or
+def read_table(path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A parquet file, or a folder of parquet parts (as Spark writes them), on a local path, a ``file:`` URI or
     any URI pyarrow's file systems open (``hdfs://``, ``s3://``, ...)."""
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    path = f"{str(out_dir).rstrip('/')}/{name}"
-    filesystem = None
-    if "://" in path and not path.startswith("file://"):
+    path, filesystem = str(path), None
+    if path.startswith("file:"):
+        path = "/" + path[len("file:") :].lstrip("/")
+    elif "://" in path:
         filesystem, path = pafs.FileSystem.from_uri(path)
-    elif path.startswith("file://"):
-        path = path[len("file://") :]
+    return pq.read_table(path, columns=columns, filesystem=filesystem).to_pandas()
+
+
+def read_output(out_dir, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """One output table of a match (:func:`read_table`)."""
+    path = f"{str(out_dir).rstrip('/')}/{name}"
     try:
-        return pq.read_table(path, columns=columns, filesystem=filesystem).to_pandas()
+        return read_table(path, columns)
     except FileNotFoundError as e:
         raise DataError(f"{path} not found: give the output directory of a `prodmatch match` run") from e
 
@@ -61,7 +66,7 @@ def evaluate_outputs(out_dir, truths: list[tuple[object, str]], id_column: str =
     ids = clusters["variantid"].to_numpy()
     product = np.full(len(ids), None, dtype=object)
     for path, column in truths:
-        found = read_truth(path, column, ids, id_column)
+        found = read_truth(path, column, ids, id_column, read_table(path, [id_column, column]))
         product = np.where(pd.notna(found), found, product)
     path, column = truths[0]
     covered = pd.notna(product)

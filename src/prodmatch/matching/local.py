@@ -46,6 +46,9 @@ class LocalEngine:
 
     name = "local"
 
+    def __init__(self) -> None:
+        self.products: np.ndarray | None = None  # the items' true products, once read
+
     def check(self, run: MatchRun) -> None:
         pass
 
@@ -219,9 +222,12 @@ class LocalEngine:
         return int((~matches["same_cluster"]).sum())
 
     def product(self, run: MatchRun) -> np.ndarray:
+        """Every item's true product (None: unknown), read once."""
         if self.sources is not None:
             return self.linked_product
-        return read_truth(*run.truths[0], self.ids, self.id_column)
+        if self.products is None:
+            self.products = read_truth(*run.truths[0], self.ids, self.id_column)
+        return self.products
 
     def candidate_truth(self, run: MatchRun, threshold: float) -> tuple[int, int]:
         codes = pd.factorize(pd.Series(self.product(run), dtype=object))[0]  # -1: no product

@@ -48,10 +48,15 @@ def first_with_column(schemas, column: str, id_column: str, data_dir) -> str:
     )
 
 
-def read_truth(path: Path, column: str, ids: np.ndarray, id_column: str = "variantid") -> np.ndarray:
+def read_truth(
+    path: Path, column: str, ids: np.ndarray, id_column: str = "variantid", frame: pd.DataFrame | None = None
+) -> np.ndarray:
     """(N,) object: each item's true product from ``path``'s ``column`` (None where it has none). An item listed
-    twice with two products is an error that names it."""
-    frame = pd.read_parquet(path, columns=[id_column, column]).dropna(subset=[column]).drop_duplicates()
+    twice with two products is an error that names it. ``frame``: the file's two columns, already read (from
+    a file system pandas does not open)."""
+    if frame is None:
+        frame = pd.read_parquet(path, columns=[id_column, column])
+    frame = frame[[id_column, column]].dropna(subset=[column]).drop_duplicates()
     twice = frame[id_column].duplicated(keep=False)
     if twice.any():
         example = frame.loc[twice, id_column].iloc[0]
