@@ -1,7 +1,9 @@
 """The Spark engine: the local engine's stages, distributed with Apache Spark (PySpark 4, Java 17).
 
 Same model, same rules, same output files; nothing the size of the catalogue is collected to the driver,
-which holds the model, the coarse centroids and small statistics only.
+which holds the model, the coarse centroids and small statistics only (where the data holds a truth, the
+written clusters are read back there to measure them, about 40 bytes an item:
+:func:`prodmatch.matching.evaluate.evaluate_outputs`).
 
 1. **Items**: each item file is read by Spark (a file or a folder of parquet parts, any path Spark reads)
    and joined on the id. Executors parse a batch of items with the local engine's own reader
@@ -24,7 +26,7 @@ which holds the model, the coarse centroids and small statistics only.
 5. **Clustering**: connected components of the pairs at or above the threshold by the alternating
    large-star / small-star algorithm (Kiveris et al. 2014, O(log^2 n) rounds), the lineage cut by a parquet
    checkpoint every few rounds; then whole components, grouped, go through the local engine's
-   :func:`prodmatch.clustering.cluster_items` (the anti-chaining guard): one implementation, two drivers.
+   :func:`prodmatch.clustering.cluster_items` (the anti-chaining guard): one implementation for both engines.
 
 The numeric rules are the local engine's own, fed with Spark aggregates: the EM prior
 (:func:`prodmatch.calibration.em_prior`), the expected-F1 threshold
