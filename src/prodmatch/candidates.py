@@ -291,13 +291,18 @@ def all_candidates(
         key = np.unique(np.concatenate([left * n + right, more_left * n + more_right]))
         facts["candidates_from_incomplete_items"] = int(len(key) - len(left))
         left, right = key // n, key % n
+    check_two_sources(left, right, sources)
     if config.token_k > 0 and shared_values:
         left, right, facts["shared_values"] = shared_value_candidates(
             catalogue, vectors, searchable, config, left, right, sources
         )
+    return left, right, facts
+
+
+def check_two_sources(left: np.ndarray, right: np.ndarray, sources: np.ndarray | None) -> None:
+    """Linking pairs items of two sources only: a pair within one is a bug, stopped here."""
     if sources is not None and (sources[left] == sources[right]).any():
         raise RuntimeError("prodmatch: linking produced a pair within one source (a bug; please report it)")
-    return left, right, facts
 
 
 def shared_value_candidates(
@@ -318,6 +323,7 @@ def shared_value_candidates(
     )
     key = np.unique(np.concatenate([left * n + right, np.minimum(q, j) * n + np.maximum(q, j)]))
     facts = token_report.to_dict() | {"new_candidates": int(len(key) - len(left))}
+    check_two_sources(key // n, key % n, sources)
     return key // n, key % n, facts
 
 

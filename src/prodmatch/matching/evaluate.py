@@ -64,10 +64,7 @@ def evaluate_outputs(out_dir, truths: list[tuple[object, str]], id_column: str =
     """
     clusters = read_output(out_dir, CLUSTERS_FILE)
     ids = clusters["variantid"].to_numpy()
-    product = np.full(len(ids), None, dtype=object)
-    for path, column in truths:
-        found = read_truth(path, column, ids, id_column, read_table(path, [id_column, column]))
-        product = np.where(pd.notna(found), found, product)
+    product = read_products(truths, ids, id_column)
     path, column = truths[0]
     covered = pd.notna(product)
     facts = {
@@ -126,8 +123,26 @@ def candidate_figures(k: int, true_pairs: int, same_candidates: int, same_matche
     }
 
 
-def truth_files(data_dirs: list, column: str | None, id_column: str) -> list[tuple[Path, str]] | None:
-    """(file, column) of each data directory's true products (:func:`prodmatch.matching.quality.truth_source`), or
-    None where any lacks one."""
-    found = [truth_source(d, column, id_column) for d in data_dirs]
+def read_products(truths: list[tuple[object, str]], ids: np.ndarray, id_column: str = "variantid") -> np.ndarray:
+    """(N,) object: each of ``ids``' true product (None: unknown), from the first of ``truths`` ((file, column),
+    one per source when linking) that has one (:func:`prodmatch.matching.quality.read_truth`)."""
+    product = np.full(len(ids), None, dtype=object)
+    for path, column in truths:
+        found = read_truth(path, column, ids, id_column, read_table(path, [id_column, column]))
+        product = np.where(pd.notna(product), product, found)
+    return product
+
+
+def truth_files(
+    data_dirs: list, column: str | None, id_column: str, find=truth_source
+) -> list[tuple[Path, str]] | None:
+    """(file, column) of each data directory's true products (``find``: :func:`prodmatch.matching.quality.truth_source`,
+    or the Spark engine's, with the same arguments), or None where any lacks one. Of two sources, both or none:
+    where only one has them, no pair of two sources could be judged (logged)."""
+    found = [find(d, column, id_column) for d in data_dirs]
+    if None in found and any(f is not None for f in found):
+        lacks = data_dirs[found.index(None)]
+        log.warning(
+            "%s has no true products (%s): the link's quality is not measured", lacks, column or "truth.parquet"
+        )
     return None if None in found else found

@@ -19,7 +19,6 @@ import numpy as np
 from prodmatch.errors import DataError
 from prodmatch.io import read_catalogue
 from prodmatch.matching.output import SOURCE_NAMES
-from prodmatch.matching.quality import read_truth, truth_source
 from prodmatch.oracle import ORACLE_ITEMS_FILE, Oracle
 
 log = logging.getLogger(__name__)
@@ -54,24 +53,6 @@ def read_linked(model, left_dir, right_dir, text: bool):
     sources = np.repeat(np.array([0, 1], dtype=np.int8), [len(left), len(right)])
     log.info("linking %d items of %s with %d of %s", len(left), left_dir, len(right), right_dir)
     return catalogue, sources
-
-
-def linked_truth(left_dir, right_dir, column: str | None, ids: np.ndarray, id_column: str):
-    """(product, (file, column)) of the items' true products across the two sources (None where an item has
-    none), or None when neither source has them. Where only one source has them, none are used (no pair of two
-    sources could be judged), with a warning."""
-    found = [truth_source(d, column, id_column) for d in (left_dir, right_dir)]
-    if found[0] is None and found[1] is None:
-        return None
-    if found[0] is None or found[1] is None:
-        lacks = left_dir if found[0] is None else right_dir
-        log.warning(
-            "%s has no true products (%s): the link's quality is not measured", lacks, column or "truth.parquet"
-        )
-        return None
-    products = [read_truth(*src, ids, id_column) for src in found]
-    product = np.where(np.array([p is not None for p in products[0]]), products[0], products[1])
-    return product, found[0]
 
 
 def linked_oracle(left_dir, right_dir, ids: np.ndarray):

@@ -25,10 +25,10 @@ from prodmatch.errors import ConfigError
 from prodmatch.evidence import capped, count_none, describe
 from prodmatch.io import CLUSTERS_FILE, MATCHES_FILE, SUMMARY_FILE, TRUTH_FILE
 from prodmatch.matching import link
-from prodmatch.matching.evaluate import truth_files
+from prodmatch.matching.evaluate import read_products, truth_files
 from prodmatch.matching.output import clusters_frame, matches_frame
 from prodmatch.matching.pipeline import MatchRun, Sums, run_match
-from prodmatch.matching.quality import oracle_quality, read_truth, recall_at_ks
+from prodmatch.matching.quality import oracle_quality, recall_at_ks
 from prodmatch.matching.scoring import calibrate_candidates, rescore_uncertain
 from prodmatch.models import load_model
 from prodmatch.oracle import ORACLE_ITEMS_FILE, Oracle
@@ -73,15 +73,8 @@ class LocalEngine:
         self.id_column = self.model.data_config().id_column
 
     def truth_files(self, run: MatchRun) -> list | None:
-        if run.link_with is None:
-            return truth_files([run.data_dir], run.config.truth_column, self.id_column)
-        linked = link.linked_truth(run.data_dir, run.link_with, run.config.truth_column, self.ids, self.id_column)
-        self.linked_product = None if linked is None else linked[0]
-        return (
-            None
-            if linked is None
-            else truth_files([run.data_dir, run.link_with], run.config.truth_column, self.id_column)
-        )
+        dirs = [run.data_dir] if run.link_with is None else [run.data_dir, run.link_with]
+        return truth_files(dirs, run.config.truth_column, self.id_column)
 
     def item_vectors(self, run: MatchRun) -> str:
         self.vectors, kind = item_vectors(self.model, self.cat)
@@ -128,8 +121,6 @@ class LocalEngine:
         self.left, self.right, facts = shared_value_candidates(
             self.cat, self.vectors, self.searchable, run.config, self.left, self.right, self.sources
         )
-        if self.sources is not None and (self.sources[self.left] == self.sources[self.right]).any():
-            raise RuntimeError("prodmatch: linking produced a pair within one source (a bug; please report it)")
         return facts
 
     def score(self, run: MatchRun) -> int:
@@ -223,10 +214,8 @@ class LocalEngine:
 
     def product(self, run: MatchRun) -> np.ndarray:
         """Every item's true product (None: unknown), read once."""
-        if self.sources is not None:
-            return self.linked_product
         if self.products is None:
-            self.products = read_truth(*run.truths[0], self.ids, self.id_column)
+            self.products = read_products(run.truths, self.ids, self.id_column)
         return self.products
 
     def candidate_truth(self, run: MatchRun, threshold: float) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from prodmatch.io import (
     SUMMARY_FILE,
     TEXT_FILE,
 )
+from prodmatch.matching.evaluate import truth_files
 from prodmatch.matching.link import check_disjoint_ids, link_facts
 from prodmatch.matching.output import SOURCE_NAMES
 from prodmatch.matching.pipeline import MatchRun, Sums, run_match
@@ -303,14 +304,13 @@ class SparkEngine:
         self.job, run.model = job, job.model
 
     def truth_files(self, run: MatchRun) -> list | None:
-        id_column = self.job.data_config.id_column
-        found = [spark_truth_source(self.spark, run.data_dir, run.config.truth_column, id_column)]
-        if run.linking:  # both sources' products, or none (no pair of two sources could be judged)
-            found.append(spark_truth_source(self.spark, run.link_with, run.config.truth_column, id_column))
-            if None in found and found != [None, None]:
-                lacks = run.data_dir if found[0] is None else run.link_with
-                log.warning("%s has no true products: the link's quality is not measured", lacks)
-        return None if None in found else found
+        dirs = [run.data_dir] if not run.linking else [run.data_dir, run.link_with]
+        return truth_files(
+            dirs,
+            run.config.truth_column,
+            self.job.data_config.id_column,
+            lambda d, column, id_column: spark_truth_source(self.spark, d, column, id_column),
+        )
 
     def item_vectors(self, run: MatchRun) -> str:
         job, config = self.job, run.config
