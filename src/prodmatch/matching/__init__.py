@@ -142,7 +142,7 @@ def match_catalogue(
     ``clusters.parquet`` and ``summary.json`` into ``out_dir``.
 
     Args:
-        engine: ``local`` (:class:`LocalEngine`, one process; see :func:`match_local` for the other arguments)
+        engine: ``local`` (:class:`LocalEngine`, one process; see :func:`run_match` for the other arguments)
             or ``spark`` (:class:`SparkEngine`, Apache Spark): one pipeline (:func:`run_match`), the same files,
             columns and dtypes either way.
         spark: a running ``SparkSession`` to use (Databricks, YARN, ...); None starts one on ``master``.

@@ -269,44 +269,8 @@ class LocalEngine:
         write_json(summary, Path(folder) / SUMMARY_FILE)
 
 
-def match_local(
-    run_dir,
-    data_dir,
-    out_dir,
-    config=None,
-    *,
-    overwrite: bool = False,
-    progress=None,
-    labelled_sample=None,
-    link_with=None,
-) -> dict:
+def match_local(run_dir, data_dir, out_dir, config=None, **kwargs) -> dict:
     """:func:`prodmatch.matching.pipeline.run_match` with a :class:`LocalEngine`: every group of listings that are
-    one product in ``data_dir``, in this process.
-
-    Args:
-        run_dir: a trained run directory.
-        data_dir: the catalogue (E-CUP layout; no pairs needed).
-        out_dir: where matches.parquet, clusters.parquet and summary.json go.
-        config: k, threshold, blocking, index (:class:`prodmatch.config.MatchConfig`).
-        overwrite: replace an existing output directory.
-        progress: ``progress(stage, total)`` returning a callable that advances by n, or None.
-        labelled_sample: a pairs file (variantid1, variantid2, target) labelling a random sample of the
-            candidate pairs, to calibrate on (see :func:`prodmatch.matching.scoring.calibrate_candidates`).
-        link_with: a second data directory to link ``data_dir`` with (see :mod:`prodmatch.matching.link`):
-            only pairs of one item of each are candidates, and the outputs carry each item's ``source``.
-
-    Returns:
-        The summary dict (also in summary.json); with a truth in the data (``truth.parquet``, or
-        ``config.truth_column``), its ``quality`` (:func:`prodmatch.matching.evaluate.evaluate_outputs`).
-    """
-    return run_match(
-        LocalEngine(),
-        run_dir,
-        data_dir,
-        out_dir,
-        config,
-        overwrite=overwrite,
-        progress=progress,
-        labelled_sample=labelled_sample,
-        link_with=link_with,
-    )
+    one product in ``data_dir``, in this process (``kwargs``: ``overwrite``, ``progress``, ``labelled_sample``,
+    ``link_with``, as there)."""
+    return run_match(LocalEngine(), run_dir, data_dir, out_dir, config, **kwargs)

@@ -141,8 +141,26 @@ def run_match(
     link_with=None,
 ) -> dict:
     """Find every group of listings that are one product in ``data_dir`` with ``engine``; write matches.parquet,
-    clusters.parquet and summary.json into ``out_dir`` (all or nothing). See
-    :func:`prodmatch.matching.match_catalogue` for the arguments. Returns the summary."""
+    clusters.parquet and summary.json into ``out_dir`` (all or nothing).
+
+    Args:
+        engine: what executes the stages (:class:`prodmatch.matching.local.LocalEngine`,
+            :class:`prodmatch.matching.spark.SparkEngine`).
+        run_dir: a trained run directory.
+        data_dir: the catalogue (E-CUP layout; no pairs needed).
+        out_dir: where matches.parquet, clusters.parquet and summary.json go.
+        config: k, threshold, blocking, index (:class:`prodmatch.config.MatchConfig`).
+        overwrite: replace an existing output directory.
+        progress: ``progress(stage, total)`` returning a callable that advances by n, or None.
+        labelled_sample: a pairs file (variantid1, variantid2, target) labelling a random sample of the
+            candidate pairs, to calibrate on (see :func:`prodmatch.matching.scoring.calibrate_candidates`).
+        link_with: a second data directory to link ``data_dir`` with (see :mod:`prodmatch.matching.link`):
+            only pairs of one item of each are candidates, and the outputs carry each item's ``source``.
+
+    Returns:
+        The summary (also in summary.json); with a truth in the data (``truth.parquet``, or
+        ``config.truth_column``), its ``quality`` (:func:`prodmatch.matching.evaluate.evaluate_outputs`).
+    """
     config = config or MatchConfig()
     run = MatchRun(run_dir, data_dir, config, link_with, labelled_sample, progress)
     if config.one_to_one and not run.linking:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from prodmatch.candidates import vector_kind
-from prodmatch.config import CALIBRATION_K, MatchConfig
+from prodmatch.config import CALIBRATION_K
 from prodmatch.errors import ConfigError, DataError
 from prodmatch.io import (
     CLUSTERS_FILE,
@@ -538,33 +538,12 @@ class SparkEngine:
 
 
 def match_spark(
-    run_dir,
-    data_dir,
-    out_dir,
-    config: MatchConfig | None = None,
-    *,
-    spark=None,
-    master: str | None = None,
-    spark_conf: dict | None = None,
-    options: SparkOptions | None = None,
-    overwrite: bool = False,
-    progress=None,
-    labelled_sample=None,
-    link_with=None,
+    run_dir, data_dir, out_dir, config=None, *, spark=None, master=None, spark_conf=None, options=None, **kwargs
 ) -> dict:
-    """:func:`prodmatch.matching.pipeline.run_match` with a :class:`SparkEngine`: the local engine's outputs, on
-    Apache Spark."""
-    return run_match(
-        SparkEngine(spark, master, spark_conf, options),
-        run_dir,
-        data_dir,
-        out_dir,
-        config,
-        overwrite=overwrite,
-        progress=progress,
-        labelled_sample=labelled_sample,
-        link_with=link_with,
-    )
+    """:func:`prodmatch.matching.pipeline.run_match` with a :class:`SparkEngine` (its arguments: ``spark``,
+    ``master``, ``spark_conf``, ``options``): the local engine's outputs, on Apache Spark (``kwargs``: as
+    ``run_match``)."""
+    return run_match(SparkEngine(spark, master, spark_conf, options), run_dir, data_dir, out_dir, config, **kwargs)
 
 
 def link_summary(side_of, left_dir: str, right_dir: str, one_to_one: bool) -> dict:
