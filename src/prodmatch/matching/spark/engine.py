@@ -12,6 +12,9 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from prodmatch.candidates import vector_kind
 from prodmatch.config import CALIBRATION_K
 from prodmatch.errors import ConfigError, DataError
@@ -34,7 +37,7 @@ from prodmatch.matching.spark.columns import (
 )
 from prodmatch.matching.spark.executors import GUARD_COUNTS, guard_fn, item_rows_fn, score_fn
 from prodmatch.matching.spark.graph import cluster_report, connected_components, consecutive_ids
-from prodmatch.matching.spark.ivf import ivf_search, recall_vs_exact, search_rows, shared_values
+from prodmatch.matching.spark.ivf import cell_regions, ivf_search, recall_vs_exact, search_rows, shared_values
 from prodmatch.matching.spark.quality import candidate_truth_counts, spark_truth_source
 from prodmatch.matching.spark.session import (
     RUN_FILES_SKIPPED,
@@ -212,6 +215,27 @@ def score_stage(job: Job, pairs, part_of, items, tag: str):
     return scored, shipped.value
 
 
+def scoring_groups(spark, vec, home, centroids, groups: int):
+    """(id, part) of every searchable item: the scoring group its pairs go to (a pair goes to its first item's).
+
+    A group scores with the items its pairs name, so an item is shipped to every group where it has a pair.
+    Nearest neighbours lie in nearby cells: a group is a region of cells (their centroids' cluster, see
+    :func:`prodmatch.matching.spark.ivf.cell_regions`) within a block, which ships each item about half as many
+    times as groups of cells drawn at random. ``groups`` regions, several per task, to even out the tasks' work.
+    Without cells (an exact search), groups are drawn by id."""
+    from pyspark.sql import functions as F
+
+    if home is None:
+        return vec.where("searchable").select("id", F.pmod(F.xxhash64("id"), F.lit(groups)).alias("part"))
+    region = cell_regions(centroids, groups)
+    region_of = spark.createDataFrame(
+        pd.DataFrame({"cell": np.arange(len(region), dtype=np.int64), "sregion": region.astype(np.int64)})
+    )
+    return home.join(F.broadcast(region_of), "cell").select(
+        "id", F.pmod(F.xxhash64("block", "sregion"), F.lit(groups)).alias("part")
+    )
+
+
 def cluster_stage(
     job: Job, scored, threshold: float, linkage_max: int, checkpoint_every: int, side_of=None, one_to_one=False
 ):
@@ -338,7 +362,7 @@ class SparkEngine:
         # as far as the calibration pairs (each item's top CALIBRATION_K) where k is smaller
         reach = max(config.k, CALIBRATION_K)
         itself = 0 if linking else 1  # a search list counts the query itself where it is a target
-        top, ivf_facts, self.home, _ = ivf_search(
+        top, ivf_facts, self.home, self.centroids = ivf_search(
             spark,
             base,
             reach,
@@ -410,7 +434,6 @@ class SparkEngine:
         return report | {"new_candidates": self.pairs.count() - before}
 
     def score(self, run: MatchRun) -> int:
-        from pyspark.sql import functions as F
 
         spark, work, partitions = self.spark, self.work, self.partitions
         self.n_candidates = self.pairs.count()
@@ -418,12 +441,7 @@ class SparkEngine:
             "%d candidate pairs from %d items (k=%d, %d cells)", self.n_candidates, run.items, run.config.k, self.cells
         )
         done = run.bar("scoring")
-        if self.home is None:
-            part_of = self.vec.where("searchable").select(
-                "id", F.pmod(F.xxhash64("id"), F.lit(partitions)).alias("part")
-            )
-        else:
-            part_of = self.home.select("id", F.pmod(F.xxhash64("block", "cell"), F.lit(partitions)).alias("part"))
+        part_of = scoring_groups(spark, self.vec, self.home, self.centroids, 4 * partitions)
         # the calibration pairs beyond k are scored for calibration only, as locally
         near = self.near
         extra = near.join(self.pairs, ["id1", "id2"], "left_anti") if run.config.calibrate == "prior" else near.limit(0)

@@ -78,7 +78,10 @@ def cell_regions(centroids: np.ndarray, regions: int, seed: int = 0) -> np.ndarr
         return np.arange(cells, dtype=np.int64)
     if regions <= 1:
         return np.zeros(cells, dtype=np.int64)
-    kmeans = faiss.Kmeans(centroids.shape[1], regions, niter=20, seed=seed, spherical=True, verbose=False)
+    # few points per region is expected here (faiss warns below 39)
+    kmeans = faiss.Kmeans(
+        centroids.shape[1], regions, niter=20, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1
+    )
     kmeans.train(np.ascontiguousarray(centroids, dtype=np.float32))
     return kmeans.index.search(np.ascontiguousarray(centroids, dtype=np.float32), 1)[1].ravel().astype(np.int64)
 
