@@ -7,6 +7,7 @@ import stat
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components as scipy_components
@@ -389,11 +390,19 @@ def test_ivf_cells_split_over_the_cap_and_every_probe_finds_the_exact_neighbours
     # from one search over the whole cell: 1 of 20,764 candidates when this was written)
     assert abs(remote["candidates"] - local["candidates"]) <= 0.001 * local["candidates"]
     assert abs(remote["matches"] - local["matches"]) <= 0.001 * local["matches"]
-    # one probe of 8 cells: approximate, and the sample says by how much
-    few = SparkOptions(cells=8, probes=1)
-    quick = MatchConfig(k=10, token_k=0, calibrate="none")  # only the search is asked about here
-    approx = match_catalogue(gbdt_run, synth_dir, tmp_path / "few", quick, engine="spark", spark=spark, options=few)
-    assert 0.3 < approx["search"]["ivf"]["recall_vs_exact"] < 1.0
+    # one probe of 8 cells: approximate, and the sample says by how much (the search alone, on random vectors)
+    from prodmatch.matching.spark.executors import vector_bytes
+    from prodmatch.matching.spark.ivf import ivf_search, recall_vs_exact
+
+    vectors = np.random.default_rng(0).normal(size=(3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = spark.createDataFrame(
+        pa.table({"id": np.arange(3000), "vec": vector_bytes(vectors), "block": [""] * 3000})
+    ).selectExpr("*", "true AS is_query", "true AS is_target")
+    top, facts, _, _ = ivf_search(spark, rows, 10, 8, 1, 20_000, 100_000, str(tmp_path / "work"), "few")
+    top = top.persist()  # counted three times
+    assert facts["cells"] == 8 and facts["probes"] == 1
+    assert 0.3 < recall_vs_exact(spark, rows, top, 10) < 1.0
 
 
 @pytest.mark.slow
