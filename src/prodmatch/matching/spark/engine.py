@@ -215,13 +215,18 @@ def score_stage(job: Job, pairs, part_of, items, tag: str):
     return scored, shipped.value
 
 
+# Items a scoring group holds at least, where there are more groups than partitions: each group's call has a
+# fixed cost (an Arrow batch to Python, the model's per-call set-up), which many small groups pay for nothing.
+SCORING_GROUP_ITEMS = 2_000
+
+
 def scoring_groups(spark, vec, home, centroids, groups: int):
     """(id, part) of every searchable item: the scoring group its pairs go to (a pair goes to its first item's).
 
     A group scores with the items its pairs name, so an item is shipped to every group where it has a pair.
     Nearest neighbours lie in nearby cells: a group is a region of cells (their centroids' cluster, see
     :func:`prodmatch.matching.spark.ivf.cell_regions`) within a block, which ships each item about half as many
-    times as groups of cells drawn at random. ``groups`` regions, several per task, to even out the tasks' work.
+    times as groups of cells drawn at random. ``groups`` regions (up to 4 per task, to even out the tasks' work).
     Without cells (an exact search), groups are drawn by id."""
     from pyspark.sql import functions as F
 
@@ -441,7 +446,8 @@ class SparkEngine:
             "%d candidate pairs from %d items (k=%d, %d cells)", self.n_candidates, run.items, run.config.k, self.cells
         )
         done = run.bar("scoring")
-        part_of = scoring_groups(spark, self.vec, self.home, self.centroids, 4 * partitions)
+        groups = min(4 * partitions, max(partitions, math.ceil(self.n_searchable / SCORING_GROUP_ITEMS)))
+        part_of = scoring_groups(spark, self.vec, self.home, self.centroids, groups)
         # the calibration pairs beyond k are scored for calibration only, as locally
         near = self.near
         extra = near.join(self.pairs, ["id1", "id2"], "left_anti") if run.config.calibrate == "prior" else near.limit(0)
