@@ -83,6 +83,11 @@ def test_connected_components_agree_with_scipy(spark, tmp_path, case):
     assert rounds <= bound, (name, rounds)
     if "chain" in name:  # propagation alone would need ~4,000 rounds
         assert rounds <= 30, (name, rounds)
+    # a graph small enough is solved on the driver, to the same labels, in no round
+    small, none = engine.connected_components(
+        spark, spark.createDataFrame(frame), str(tmp_path / "cc_driver"), driver_max_edges=len(frame)
+    )
+    assert none == 0 and small.toPandas().set_index("id")["component"].to_dict() == got, name
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +142,8 @@ def test_spark_engine_gives_the_local_engines_clusters(spark, synth_dir, gbdt_ru
     assert (spark_matches["same_cluster"].to_numpy() == together).all()
     assert remote["clustering"]["matches_in_different_clusters"] == int((~together).sum())
     assert set(local) == set(remote)
-    assert remote["engine"]["name"] == "spark" and remote["engine"]["connected_components_rounds"] >= 1
+    assert remote["engine"]["name"] == "spark"
+    assert remote["engine"]["connected_components_rounds"] == 0  # a few thousand edges: solved on the driver
     # The candidate searches agree up to near-ties: an item's k-th and (k+1)-th neighbours a few 1e-7 apart in
     # inner product swap places when the matrix products are blocked differently (faiss over the whole
     # catalogue locally, over one cell's batch on Spark); such a pair is far below any threshold. The
@@ -375,11 +381,12 @@ def test_ivf_cells_split_over_the_cap_and_every_probe_finds_the_exact_neighbours
     config = MatchConfig(k=10, token_k=0)
     local, _ = local_k10
     # 8 cells, each searched by every item (probes = cells), each split in chunks of at most 100 targets:
-    # the IVF machinery in full, and exact by construction
-    options = SparkOptions(cells=8, probes=8, cell_cap=100)
+    # the IVF machinery in full, and exact by construction; connected components in rounds of Spark joins
+    options = SparkOptions(cells=8, probes=8, cell_cap=100, driver_components_max_edges=0)
     remote = match_catalogue(
         gbdt_run, synth_dir, tmp_path / "spark", config, engine="spark", spark=spark, options=options
     )
+    assert remote["engine"]["connected_components_rounds"] >= 1
     ivf = remote["search"]["ivf"]
     assert ivf["cells"] == 8 and ivf["cells_split"] >= 1 and ivf["largest_cell"] > 100
     assert remote["search"]["index"] == ["ivf"]

@@ -241,9 +241,7 @@ def scoring_groups(spark, vec, home, centroids, groups: int):
     )
 
 
-def cluster_stage(
-    job: Job, scored, threshold: float, linkage_max: int, checkpoint_every: int, side_of=None, one_to_one=False
-):
+def cluster_stage(job: Job, scored, threshold: float, linkage_max: int, options, side_of=None, one_to_one=False):
     """(id, rep, report counts) of every item in a component, by the local engine's guard, and the rounds
     connected components took. ``side_of``: (id, source) of every item, when linking two sources."""
     from pyspark.sql import functions as F
@@ -251,7 +249,11 @@ def cluster_stage(
     scored = scored.where(F.col("evidence") != 0)  # a pair without evidence is no edge, whatever the threshold
     edges = scored.where(F.col("score") >= threshold).select(F.col("id1").alias("src"), F.col("id2").alias("dst"))
     labels, rounds = connected_components(
-        job.spark, edges, join_path(job.work, "cc"), checkpoint_every=checkpoint_every
+        job.spark,
+        edges,
+        join_path(job.work, "cc"),
+        checkpoint_every=options.checkpoint_every,
+        driver_max_edges=options.driver_components_max_edges,
     )
     comp1 = labels.withColumnRenamed("id", "id1").withColumnRenamed("component", "c1")
     comp2 = labels.withColumnRenamed("id", "id2").withColumnRenamed("component", "c2")
@@ -505,7 +507,7 @@ class SparkEngine:
             self.scored,
             threshold,
             config.linkage_max,
-            self.options.checkpoint_every,
+            self.options,
             self.side_of,
             config.one_to_one,
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 
+import numpy as np
+
 from prodmatch.clustering import ClusterReport
 from prodmatch.matching.spark.executors import GUARD_COUNTS
 from prodmatch.matching.spark.session import join_path, materialise
@@ -19,6 +21,7 @@ def connected_components(
     *,
     checkpoint_every: int = 3,
     max_rounds: int | None = None,
+    driver_max_edges: int = 0,
 ):
     """Connected components of an undirected edge list in Spark: (labels, rounds).
 
@@ -35,6 +38,10 @@ def connected_components(
     rounds with its ids shuffled, 12 with them ascending, a chain of 20,000 in 12). The edges stay at most
     as many as the input's. The lineage is cut every ``checkpoint_every`` rounds by writing the edges to
     parquet under ``checkpoint_dir`` and reading them back, so the query plan never grows with the rounds.
+
+    A graph of at most ``driver_max_edges`` edges (16 bytes each) is brought to the driver instead and solved
+    there with scipy in one pass (0 rounds): each round of the distributed algorithm is a few Spark jobs, which
+    cost more than the whole graph of a small catalogue does on one machine.
 
     Raises:
         RuntimeError: not converged within ``max_rounds`` (default log2(nodes)^2 + 16, the proved order),
@@ -62,6 +69,11 @@ def connected_components(
         e.select(F.greatest("u", "v").alias("u"), F.least("u", "v").alias("v")).distinct(),
         join_path(checkpoint_dir, "cc_0"),
     )
+    if driver_max_edges > 0:
+        n_edges = e.count()
+        if n_edges <= driver_max_edges:
+            log.info("connected components of %d edges on the driver (at most %d go there)", n_edges, driver_max_edges)
+            return components_on_driver(spark, e), 0
     nodes = e.select("u").union(e.select("v")).distinct().count()
     cap = max_rounds or math.ceil(math.log2(nodes + 2)) ** 2 + 16
     rounds = 0
@@ -86,6 +98,32 @@ def connected_components(
     centres = e.select(F.col("v").alias("id"), F.col("v").alias("component")).distinct()
     labels = e.select(F.col("u").alias("id"), F.col("v").alias("component")).union(centres)
     return labels, rounds
+
+
+def components_on_driver(spark, edges):
+    """(id, component) of an edge list (``u``, ``v``) brought to the driver: scipy's connected components, each
+    labelled with its smallest id, as the distributed algorithm labels them."""
+    import pyarrow as pa
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components as components
+
+    table = edges.select("u", "v").toArrow()
+    u, v = (table[c].to_numpy(zero_copy_only=False) for c in ("u", "v"))
+    ids, inverse = np.unique(np.concatenate([u, v]), return_inverse=True)  # sorted: a component's first is its least
+    graph = sp.coo_matrix((np.ones(len(u), dtype=np.int8), (inverse[: len(u)], inverse[len(u) :])), (len(ids),) * 2)
+    _, label = components(graph, directed=False)
+    found, first = np.unique(label, return_index=True)
+    least = np.empty(len(found), dtype=ids.dtype)
+    least[found] = ids[first]
+    kind = table.schema.field("u").type
+    return spark.createDataFrame(
+        pa.table(
+            {
+                "id": pa.array(ids.tolist() if ids.dtype == object else ids, kind),
+                "component": pa.array(least[label].tolist() if ids.dtype == object else least[label], kind),
+            }
+        )
+    )
 
 
 def consecutive_ids(spark, reps, path: str):

@@ -243,7 +243,7 @@ def match_new_spark(
         scored = materialise(
             spark, gate_column(scored, calibration.get("prior"), threshold), join_path(work, "calibrated")
         )
-        guarded, rounds = cluster_stage(job, scored, threshold, config.linkage_max, options.checkpoint_every)
+        guarded, rounds = cluster_stage(job, scored, threshold, config.linkage_max, options)
 
         next_id = int(existing.agg(F.max("c")).first()[0] or -1) + 1
         group = (

@@ -49,6 +49,8 @@ class SparkOptions:
         checkpoint_dir: where intermediate data and connected-components checkpoints go; None: inside the
             staging folder, removed at the end.
         checkpoint_every: connected-components rounds between lineage cuts.
+        driver_components_max_edges: matched pairs up to which connected components run on the driver (scipy, one
+            pass; 16 bytes an edge) instead of in rounds of Spark joins; 0: always in Spark.
         part_files: write matches.parquet and clusters.parquet as folders of Spark's part files (one per
             task) instead of single files, for outputs too large to funnel through one task.
     """
@@ -62,6 +64,7 @@ class SparkOptions:
     centroid_sample: int = 100_000
     checkpoint_dir: str | None = None
     checkpoint_every: int = 3
+    driver_components_max_edges: int = 2_000_000
     part_files: bool = False
 
     def __post_init__(self) -> None:
@@ -73,6 +76,8 @@ class SparkOptions:
             raise ConfigError(f"--cell-cap must be at least 2, got {self.cell_cap}")
         if self.partitions is not None and self.partitions < 1:
             raise ConfigError(f"--partitions must be at least 1, got {self.partitions}")
+        if self.driver_components_max_edges < 0:
+            raise ConfigError(f"driver_components_max_edges must be 0 or more, got {self.driver_components_max_edges}")
         if self.checkpoint_every < 1:
             raise ConfigError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
 
