@@ -41,6 +41,7 @@ from prodmatch.attributes import BRAND_KEYS, COLOUR_KEYS, parse_attributes
 from prodmatch.catalogue import Catalogue
 from prodmatch.errors import ConfigError, ModelError
 from prodmatch.evidence import describe
+from prodmatch.identifiers import describe_codes, describe_quantities
 from prodmatch.models.base import FeatureScorer, PairModel, Scores
 from prodmatch.pairs import PairSet, load_pairs, make_pairs
 from prodmatch.plots import plot_waterfall
@@ -59,11 +60,12 @@ MAX_SHAPLEY_MODALITIES = 10  # 2^k forward passes per pair
 DEFAULT_PLOTS = 20  # waterfall PNGs written by default (the first pairs): one takes about 0.2 s
 
 # gbdt feature groups, in display order after the modalities
-PICTURE, CATEGORIES, ATTRIBUTES, NAME_TEXT, STACKED, TEXT_MODELS = (
+PICTURE, CATEGORIES, ATTRIBUTES, NAME_TEXT, CODES, STACKED, TEXT_MODELS = (
     "picture",
     "categories",
     "attributes",
     "name text",
+    "codes and numbers",
     "stacked network",
     "text models",
 )
@@ -295,6 +297,8 @@ def _gbdt_group(feature: str, modalities: list[str], picture: str | None) -> str
         return ATTRIBUTES
     if feature.startswith("name_") or feature == "stack_words":
         return NAME_TEXT
+    if feature.startswith(("code_", "quantity_")):
+        return CODES
     if feature in ("stack_bi_encoder", "stack_cross_encoder"):
         return TEXT_MODELS
     if feature.startswith("stack_"):
@@ -315,6 +319,7 @@ def _explain_gbdt(model, catalogue: Catalogue, pairs: PairSet, batch_size: int):
             CATEGORIES,
             ATTRIBUTES,
             NAME_TEXT,
+            CODES,
             STACKED,
             TEXT_MODELS,
         ]
@@ -385,6 +390,8 @@ def _gbdt_why(group, col, catalogue, pairs, modalities, picture, model) -> list[
                 parts.append(f"word-pair model {words[i]:+.2f}")
             out[i] = "; ".join(parts)
         return out
+    if group == CODES:
+        return _code_words(col, catalogue, pairs)
     if group == STACKED:
         return _fmt(f"{model.params.stack} network logit {{:+.2f}}", col[f"stack_{model.params.stack}"], "")
     if group == TEXT_MODELS:
@@ -392,6 +399,24 @@ def _gbdt_why(group, col, catalogue, pairs, modalities, picture, model) -> list[
         cols = [_fmt(f"{n[6:].replace('_', '-')} logit {{:+.2f}}", col[n], "") for n in texts]
         return ["; ".join(p for p in parts if p) for parts in zip(*cols, strict=True)]
     raise ModelError(f"no words for the group {group!r}; this is a bug")
+
+
+def _code_words(col, catalogue: Catalogue, pairs: PairSet) -> list[str]:
+    """The codes and the numbers with units of the two names, compared in words, for the groups the model has."""
+    names = catalogue.names
+    if names is None:
+        return ["no names" for _ in range(len(pairs))]
+    texts = catalogue.texts
+    out = []
+    for a, b in zip(pairs.left, pairs.right, strict=True):
+        parts = []
+        if "code_shared" in col:
+            ta, tb = (texts[a], texts[b]) if texts is not None else (None, None)
+            parts.append(describe_codes(names[a], names[b], tb, ta))
+        if "quantity_agree" in col:
+            parts.append(describe_quantities(names[a], names[b]))
+        out.append("; ".join(parts))
+    return out
 
 
 def _category_words(equal: list[float]) -> str:

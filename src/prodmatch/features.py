@@ -20,7 +20,10 @@ as missing. The groups:
   both items fill with different values; the agreement of the numeric attributes both items fill
   (price, weight, size... whatever they are called): the smallest and mean lower/higher ratio;
 - names: token Jaccard, Jaccard of tokens holding digits (model numbers, codes), character 3-gram
-  TF-IDF cosine, the length ratio, and the cosine of word TF-IDF vectors.
+  TF-IDF cosine, the length ratio, and the cosine of word TF-IDF vectors;
+- codes (:mod:`prodmatch.identifiers`): product codes in the names, shared, one held in the other, within edit
+  distance 2, of one family but different, and absent from the other side's whole text;
+- quantities: numbers with units in the names (16 GB, 2.5", pack of 6), agreeing or conflicting per dimension.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from prodmatch.catalogue import Catalogue
+from prodmatch.identifiers import CODE_FEATURES, QUANTITY_FEATURES, compare_codes, compare_quantities
 from prodmatch.side_data import PairRows, SideData
 from prodmatch.sparse_text import NAME_HASH_FEATURES, hash_names, hash_words
 
@@ -68,11 +72,14 @@ _INCREASING = {
     "cos", "wcos", "dcos", "pics_min", "pics_mean", "pics_max", "attr_key_jaccard", "attr_kv_jaccard",
     "brand_equal", "colour_equal", "price_ratio", "numeric_ratio_min", "numeric_ratio_mean", "name_token_jaccard",
     "name_code_jaccard", "name_tfidf_cos", "name_word_tfidf_cos", "name_word_containment_min",
-    "name_word_containment_max", "name_shared_code_idf",
+    "name_word_containment_max", "name_shared_code_idf", "code_shared", "code_contained", "quantity_agree",
 }  # fmt: skip
 
 
-_DECREASING = {"l2", "attr_conflicts", "name_number_conflicts"}
+_DECREASING = {
+    "l2", "attr_conflicts", "name_number_conflicts", "code_family_conflict", "code_unseen_min", "code_unseen_max",
+    "quantity_conflicts",
+}  # fmt: skip
 
 
 def monotone_direction(feature: str) -> int:
@@ -92,8 +99,8 @@ class PairFeaturizer:
     Attributes:
         modalities: embedding modalities to use.
         use: feature groups beyond the embeddings' plain similarities, any of "discriminant",
-            "extra_pictures", "categories", "attributes", "numbers", "names", "words" (a saved run keeps its
-            own list, so it scores as it was trained).
+            "extra_pictures", "categories", "attributes", "numbers", "names", "words", "codes", "quantities"
+            (a saved run keeps its own list, so it scores as it was trained).
     """
 
     modalities: list[str]
@@ -106,6 +113,8 @@ class PairFeaturizer:
             "numbers",
             "names",
             "words",
+            "codes",
+            "quantities",
         ]
     )
     whitening: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name -> (mean, W)
@@ -232,6 +241,10 @@ class PairFeaturizer:
                 "name_number_conflicts",
             ]
             groups.append((names, word_features))
+        if "codes" in self.use and catalogue.names is not None:
+            groups.append((list(CODE_FEATURES), _code_features))
+        if "quantities" in self.use and catalogue.names is not None:
+            groups.append((list(QUANTITY_FEATURES), _quantity_features))
         return groups
 
     @property
@@ -424,3 +437,11 @@ def _name_features(cat: Catalogue, side: SideData, pairs: PairRows) -> list[np.n
     for column in out:
         column[missing] = np.nan
     return out
+
+
+def _code_features(cat: Catalogue, side: SideData, pairs: PairRows) -> list[np.ndarray]:
+    return compare_codes(side.codes, pairs.la, pairs.lb)
+
+
+def _quantity_features(cat: Catalogue, side: SideData, pairs: PairRows) -> list[np.ndarray]:
+    return compare_quantities(side.quantities, pairs.la, pairs.lb)

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from prodmatch.attributes import BRAND_KEYS, COLOUR_KEYS, NUMBER, PRICE_KEYS, parse_attributes
 from prodmatch.catalogue import Catalogue
+from prodmatch.identifiers import ItemCodes, ItemQuantities
 from prodmatch.sparse_text import (
     CODE_PATTERN,
     NUMBER_PATTERN,
@@ -159,6 +160,13 @@ class SideData:
             blocks.append(("word_numbers", w.numbers, _DOT))
             self.word_mass, self.word_has = w.mass, w.has
         self._join(blocks)
+        names = cat.names[items] if cat.names is not None else None
+        self.codes = (
+            ItemCodes.build(names, cat.texts[items] if cat.texts is not None else None)
+            if "code_shared" in features
+            else None
+        )
+        self.quantities = ItemQuantities.build(names) if "quantity_agree" in features else None
         self.projected: dict[str, np.ndarray] = {}  # "<modality>.wcos" / ".dcos" -> (local items, k) unit rows
         for name in featurizer.modalities:
             m = cat.modalities[name]
