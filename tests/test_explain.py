@@ -48,7 +48,8 @@ def test_gbdt_contributions_are_treeshap_by_group_and_add_up_to_the_raw_score(gb
     pairs = load_pairs(synth_dir / "test.parquet", cat, require_target=True)
     e = explain_pairs(model, cat, pairs)
     assert e.method == "treeshap" and len(e) == len(pairs)
-    assert {"categories", "attributes", "name text", "picture", "stacked network"} <= set(e.groups)
+    assert {"categories", "attributes", "name text", "codes and numbers", "picture", "stacked network"} <= set(e.groups)
+    assert all(w for w in e.frame["codes and numbers: why"])  # the codes and numbers of both names, in words
     # every feature of the booster lands in one group
     assert set(e.features["feature"]) == set(model.feature_names_)
     _check_adds_up(model, cat, pairs, e)

@@ -13,6 +13,8 @@ from prodmatch.identifiers import (
     codes_of,
     compare_codes,
     compare_quantities,
+    describe_codes,
+    describe_quantities,
     quantities,
 )
 
@@ -97,3 +99,18 @@ def test_quantities_agree_within_the_tolerance_and_conflict_otherwise():
     assert list(got["quantity_conflicts"][:2]) == [0, 1]  # 16 GB against 32 GB
     assert np.isnan(got["quantity_agree"][2]) and np.isnan(got["quantity_conflicts"][2])  # nothing to compare
     assert got["quantity_agree"][3] == 1 and got["quantity_conflicts"][3] == 0  # one of its two values agrees
+
+
+def test_code_and_number_evidence_in_words():
+    assert describe_codes("Panasonic DMC-FZ35", "Lumix DMC-FZ35K black") == (
+        "codes 'DMC-FZ35' vs 'DMC-FZ35K': one contains the other"
+    )
+    assert describe_codes("Sony KDL-40V3000", "Sony kdl40v3000") == "shared code 'KDL-40V3000'"
+    assert describe_codes("Panasonic DMC-FZ35", "Panasonic DMC-FZ28").endswith("same family, another model")
+    assert describe_codes("Sony KDL-40V3000", "Sony TV") == "a product code on one side only"
+    assert describe_codes("Sony MDR-EX51", "Sony HT-DDW790", text_b="fits the MDR-EX51") == (
+        "code 'HT-DDW790' appears nowhere in the other listing"
+    )
+    assert describe_quantities("Kingston 16 GB SD", "Kingston 32 GB SD") == "capacity '16 GB' vs '32 GB'"
+    assert describe_quantities("16 GB, 2.5 in", "16GB 6.35 cm") == "capacity '16 GB' on both; size '2.5 in' on both"
+    assert describe_quantities("a cable", "16 GB") == "no number with a unit to compare"

@@ -16,6 +16,7 @@ are scored with it.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ NEAR_MIN = 6  # characters of a code compared by edit distance (shorter codes di
 
 _CHUNK = re.compile(r"[^\W_]+(?:[-/.][^\W_]+)*")  # a word, with its hyphens, slashes and dots inside
 _RUNS = re.compile(r"[^\W\d_]+|\d+")  # letter runs and digit runs
+_DIGIT = re.compile(r"\d")
+_SEP = re.compile(r"[-/.]")
 CONNECTORS = {"in", "to", "x", "of", "by", "and", "or", "в"}  # "2in1", "3x4": numbers joined by a word, no code
 
 # unit -> (dimension, factor to the dimension's base unit); lower case, as written after a number
@@ -75,8 +78,7 @@ def runs(code: str) -> list[str]:
 def is_code(chunk: str) -> bool:
     """A chunk (lower case, separators removed) that names a product: letters and digits mixed in at least
     ``MIN_CODE`` characters, or ``MIN_DIGITS_ONLY`` digits."""
-    has_digit = any(c.isdigit() for c in chunk)
-    if not has_digit:
+    if _DIGIT.search(chunk) is None:
         return False
     if chunk.isdigit():
         return len(chunk.lstrip("0")) >= MIN_DIGITS_ONLY
@@ -85,35 +87,46 @@ def is_code(chunk: str) -> bool:
     return any(not r.isdigit() and r not in CONNECTORS for r in _RUNS.findall(chunk))
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _code(chunk: str) -> tuple[str, tuple[str, ...]] | None:
+    """(normalised code, parts) of a lower-case chunk holding a digit, or None when it is no code."""
+    pieces = _SEP.split(chunk)
+    if not is_code("".join(pieces)):
+        return None
+    parts = tuple(r for piece in pieces for r in runs(piece))
+    return "".join(parts), parts
+
+
 def codes_of(text: str | None) -> list[tuple[str, list[str]]]:
     """(normalised code, its parts) of every code in ``text``, in order, once each. A code's parts are its
     separated pieces (``DMC-FZ35K``: ``dmc``, ``fz35k``), each cut into letter and digit runs."""
-    if not isinstance(text, str):
+    if not isinstance(text, str) or _DIGIT.search(text) is None:
         return []
     out, seen = [], set()
-    for match in _CHUNK.finditer(text.lower().replace("ё", "е")):
-        pieces = re.split(r"[-/.]", match.group())
-        flat = "".join(pieces)
-        if not is_code(flat):
+    for chunk in _CHUNK.findall(text.lower().replace("ё", "е")):
+        if _DIGIT.search(chunk) is None or (found := _code(chunk)) is None:
             continue
-        parts = [r for piece in pieces for r in runs(piece)]
-        key = "".join(parts)
-        if key not in seen:
-            seen.add(key)
-            out.append((key, parts))
+        if found[0] not in seen:
+            seen.add(found[0])
+            out.append((found[0], list(found[1])))
     return out
 
 
-def contained_forms(parts: list[str]) -> list[str]:
+def contained_forms(parts: list[str] | tuple[str, ...]) -> list[str]:
     """The forms of a code another code may hold or be held in: every run of consecutive parts with a digit
     and at least ``MIN_CODE`` characters (``dmcfz35k``: ``dmcfz35k``, ``dmcfz35``, ``fz35k``, ``fz35``)."""
+    return list(_contained_forms(tuple(parts)))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _contained_forms(parts: tuple[str, ...]) -> tuple[str, ...]:
     out = set()
     for i in range(len(parts)):
         for j in range(i + 1, len(parts) + 1):
             form = "".join(parts[i:j])
             if len(form) >= MIN_CODE and any(p.isdigit() for p in parts[i:j]):
                 out.add(form)
-    return sorted(out)
+    return tuple(sorted(out))
 
 
 def family(parts: list[str]) -> str | None:
@@ -127,10 +140,11 @@ def family(parts: list[str]) -> str | None:
     return "".join("#" if p.isdigit() else p for p in parts)
 
 
-def deletions(code: str) -> list[str]:
+@functools.lru_cache(maxsize=1 << 16)
+def deletions(code: str) -> tuple[str, ...]:
     """The code and its one-character deletions: two codes within edit distance 2 (a substitution, an
     insertion, a transposition) share one (SymSpell's deletion neighbourhood)."""
-    return sorted({code, *(code[:i] + code[i + 1 :] for i in range(len(code)))})
+    return tuple(sorted({code, *(code[:i] + code[i + 1 :] for i in range(len(code)))}))
 
 
 def quantity_spans(text: str | None) -> list[tuple[str, float, str]]:
@@ -339,55 +353,58 @@ def _spellings(text: str | None) -> dict[str, str]:
         return {}
     out = {}
     for match in _CHUNK.finditer(text):
-        pieces = re.split(r"[-/.]", match.group().lower().replace("ё", "е"))
+        pieces = _SEP.split(match.group().lower().replace("ё", "е"))
         if is_code("".join(pieces)):
             out.setdefault("".join(r for piece in pieces for r in runs(piece)), match.group())
     return out
 
 
 def describe_codes(a: str | None, b: str | None, text_b: str | None = None, text_a: str | None = None) -> str:
-    """The two names' codes compared, in words: the strongest finding first ("codes 'DMC-FZ35' vs 'DMC-FZ35K':
-    one contains the other"). ``text_a`` / ``text_b``: the items' long texts, where a code may also appear."""
+    """The two names' codes compared, in words, the strongest finding first ("codes 'DMC-FZ35' vs 'DMC-FZ35K':
+    one contains the other"); the same words, but for the order of the two, whichever side comes first.
+    ``text_a`` / ``text_b``: the items' long texts, where a code may also appear."""
     ca, cb = dict(codes_of(a)), dict(codes_of(b))
     sa, sb = _spellings(a), _spellings(b)
     if not ca and not cb:
         return "no product code on either side"
     if not ca or not cb:
         return "a product code on one side only"
-    shared = [k for k in ca if k in cb]
+    shared = sorted(k for k in ca if k in cb)
     if shared:
-        return f"shared code '{sa[shared[0]]}'"
-    for x, px in ca.items():
-        for y, py in cb.items():
-            if x in contained_forms(py) or y in contained_forms(px):
-                return f"codes '{sa[x]}' vs '{sb[y]}': one contains the other"
-    for x, px in ca.items():
-        for y, py in cb.items():
-            if family(px) is not None and family(px) == family(py):
-                near = len(x) >= NEAR_MIN and len(y) >= NEAR_MIN and set(deletions(x)) & set(deletions(y))
-                how = "one character apart, or a model of the same line" if near else "same family, another model"
-                return f"codes '{sa[x]}' vs '{sb[y]}': {how}"
-    seen_b = {f for _, parts in codes_of(f"{b} {text_b or ''}") for f in contained_forms(parts)}
-    unseen = [k for k in ca if k not in seen_b]
-    if unseen:
-        return f"code '{sa[unseen[0]]}' appears nowhere in the other listing"
-    return f"codes '{sa[next(iter(ca))]}' vs '{sb[next(iter(cb))]}' differ"
+        return f"shared code '{min(sa[shared[0]], sb[shared[0]])}'"
+    pairs = sorted((min(x, y), max(x, y), x, y) for x in ca for y in cb)
+    for _, _, x, y in pairs:
+        if x in contained_forms(cb[y]) or y in contained_forms(ca[x]):
+            return f"codes '{sa[x]}' vs '{sb[y]}': one contains the other"
+    for _, _, x, y in pairs:
+        if family(ca[x]) is not None and family(ca[x]) == family(cb[y]):
+            near = len(x) >= NEAR_MIN and len(y) >= NEAR_MIN and set(deletions(x)) & set(deletions(y))
+            how = "one character apart, or a model of the same line" if near else "same family, another model"
+            return f"codes '{sa[x]}' vs '{sb[y]}': {how}"
+
+    def unseen(codes, spelling, other, other_text):
+        seen = {f for _, parts in codes_of(f"{other} {other_text or ''}") for f in contained_forms(parts)}
+        return [spelling[k] for k in codes if k not in seen]
+
+    missing = sorted(unseen(ca, sa, b, text_b) + unseen(cb, sb, a, text_a))
+    if missing:
+        return f"code '{missing[0]}' appears nowhere in the other listing"
+    return f"codes '{sa[min(ca)]}' vs '{sb[min(cb)]}' differ"
 
 
 def describe_quantities(a: str | None, b: str | None) -> str:
-    """The two names' numbers with units compared per dimension, conflicts first ("capacity 16 GB vs 32 GB")."""
+    """The two names' numbers with units compared per dimension, conflicts first ("capacity '16 GB' vs '32 GB'");
+    the same words, but for the order of the two, whichever side comes first."""
     qa, qb = quantity_spans(a), quantity_spans(b)
     parts_conflict, parts_agree = [], []
-    for dimension in dict.fromkeys(d for d, _, _ in qa):
+    for dimension in sorted({d for d, _, _ in qa} & {d for d, _, _ in qb}):
         va = [(v, w) for d, v, w in qa if d == dimension]
         vb = [(v, w) for d, v, w in qb if d == dimension]
-        if not vb:
-            continue
-        agree = [(wa, wb) for x, wa in va for y, wb in vb if abs(math.log(x / y)) <= 1.5 * _STEP]
+        agree = [min(wa, wb) for x, wa in va for y, wb in vb if abs(math.log(x / y)) <= 1.5 * _STEP]
         word = DIMENSION_WORDS[dimension]
         if agree:
-            parts_agree.append(f"{word} {agree[0][0]} on both")
+            parts_agree.append(f"{word} '{min(agree)}' on both")
         else:
-            parts_conflict.append(f"{word} {va[0][1]} vs {vb[0][1]}")
+            parts_conflict.append(f"{word} '{min(w for _, w in va)}' vs '{min(w for _, w in vb)}'")
     parts = parts_conflict + parts_agree
     return "; ".join(parts) if parts else "no number with a unit to compare"
