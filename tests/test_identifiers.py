@@ -36,6 +36,8 @@ def test_quantities_are_normalised_to_one_unit_per_dimension():
     assert ("metres", pytest.approx(1.2)) in got
     assert ("count", 6.0) in got and ("zoom", 4.0) in got
     assert len(got) == 8  # "2-in-1" is no length
+    assert quantities("Acrobat 8.0 upgrade, 5-user, version 8") == [("seats", 5.0), ("version", 8.0)]
+    assert quantities("Sony V3000") == []  # a model, not a version
 
 
 NAMES = np.array(

@@ -57,11 +57,13 @@ UNITS: dict[str, tuple[str, float]] = {
     **{u: ("pixels", 1e6) for u in ("mp", "megapixel", "megapixels", "мп")},
     **{u: ("count", 1.0) for u in ("pack", "pk", "pcs", "pc", "count", "ct", "шт", "pieces")},
     **{u: ("rpm", 1.0) for u in ("rpm",)},
+    **{u: ("seats", 1.0) for u in ("user", "users", "seat", "seats", "license", "licenses", "licence", "licences")},
 }
-DIMENSIONS = sorted({d for d, _ in UNITS.values()} | {"count", "zoom"})  # zoom: its own pattern
+DIMENSIONS = sorted({d for d, _ in UNITS.values()} | {"count", "zoom", "version"})  # zoom, version: own patterns
 _UNIT = "|".join(sorted((re.escape(u) for u in UNITS), key=len, reverse=True))
 _QUANTITY = re.compile(rf"(?<![\w.])(\d+(?:[.,]\d+)?)\s*-?\s*({_UNIT})(?![^\W_])", re.IGNORECASE)
 _PACK_OF = re.compile(r"\b(?:pack|set|box|case) of (\d+)\b", re.IGNORECASE)
+_VERSION = re.compile(r"\b(?:v|ver\.?|version)\s?(\d{1,2}(?:\.\d+)?)\b", re.IGNORECASE)  # "v8", "version 2.0"
 _ZOOM = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)?)\s*x\s*(?:optical\s+|digital\s+)?zoom\b", re.IGNORECASE)
 _QUANTITY_WORD = re.compile(rf"^\d+(?:[.,]\d+)?(?:{_UNIT})$", re.IGNORECASE)  # "128gb": a quantity, not a code
 
@@ -165,7 +167,7 @@ def quantity_spans(text: str | None) -> list[tuple[str, float, str]]:
         dimension, factor = UNITS[unit]
         if value > 0:
             out.append((dimension, value * factor, text[match.start() : match.end()]))
-    for pattern, dimension in ((_PACK_OF, "count"), (_ZOOM, "zoom")):
+    for pattern, dimension in ((_PACK_OF, "count"), (_ZOOM, "zoom"), (_VERSION, "version")):
         for match in pattern.finditer(low):
             value = float(match.group(1).replace(",", "."))
             if value > 0:
@@ -343,7 +345,7 @@ def compare_quantities(items: ItemQuantities, a: np.ndarray, b: np.ndarray) -> l
 DIMENSION_WORDS = {
     "bytes": "capacity", "metres": "size", "grams": "weight", "litres": "volume", "watts": "power",
     "volts": "voltage", "amp_hours": "battery", "hertz": "frequency", "pixels": "resolution", "zoom": "zoom",
-    "count": "count", "rpm": "speed",
+    "count": "count", "rpm": "speed", "seats": "seats", "version": "version",
 }  # fmt: skip
 
 
