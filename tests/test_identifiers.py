@@ -36,8 +36,6 @@ def test_quantities_are_normalised_to_one_unit_per_dimension():
     assert ("metres", pytest.approx(1.2)) in got
     assert ("count", 6.0) in got and ("zoom", 4.0) in got
     assert len(got) == 8  # "2-in-1" is no length
-    assert quantities("Acrobat 8.0 upgrade, 5-user, version 8") == [("seats", 5.0), ("version", 8.0)]
-    assert quantities("Sony V3000") == []  # a model, not a version
 
 
 NAMES = np.array(
@@ -101,11 +99,6 @@ def test_quantities_agree_within_the_tolerance_and_conflict_otherwise():
     assert list(got["quantity_conflicts"][:2]) == [0, 1]  # 16 GB against 32 GB
     assert np.isnan(got["quantity_agree"][2]) and np.isnan(got["quantity_conflicts"][2])  # nothing to compare
     assert got["quantity_agree"][3] == 1 and got["quantity_conflicts"][3] == 0  # one of its two values agrees
-    assert list(got["quantity_unmatched"][:2]) == [0, 1] and got["quantity_unmatched"][3] == 1  # 16 GB unmatched
-    # a rate is its own dimension: the cards' common speed does not hide their capacities' conflict
-    cards = ItemQuantities.build(np.array(["32GB 15MB/s Class 4", "8GB 15 MB/s Class 4"], dtype=object))
-    got = dict(zip(QUANTITY_FEATURES, compare_quantities(cards, np.array([0]), np.array([1])), strict=True))
-    assert (got["quantity_dims_shared"][0], got["quantity_agree"][0], got["quantity_conflicts"][0]) == (2, 1, 1)
 
 
 def test_code_and_number_evidence_in_words():

@@ -78,7 +78,7 @@ _INCREASING = {
 
 _DECREASING = {
     "l2", "attr_conflicts", "name_number_conflicts", "code_family_conflict", "code_unseen_min", "code_unseen_max",
-    "quantity_conflicts", "quantity_unmatched",
+    "quantity_conflicts",
 }  # fmt: skip
 
 

@@ -43,8 +43,6 @@ CONNECTORS = {"in", "to", "x", "of", "by", "and", "or", "в"}  # "2in1", "3x4": 
 UNITS: dict[str, tuple[str, float]] = {
     **{u: ("bytes", f) for u, f in (("kb", 1e3), ("mb", 1e6), ("gb", 1e9), ("tb", 1e12), ("pb", 1e15))},
     **{u: ("bytes", f) for u, f in (("кб", 1e3), ("мб", 1e6), ("гб", 1e9), ("тб", 1e12))},
-    **{u: ("bytes", f) for u, f in (("ko", 1e3), ("mo", 1e6), ("go", 1e9))},  # French octets ("to" is a word)
-    **{u: ("bits_per_second", f) for u, f in (("kbps", 1e3), ("mbps", 1e6), ("gbps", 1e9))},
     **{u: ("metres", f) for u, f in (("mm", 1e-3), ("cm", 1e-2), ("мм", 1e-3), ("см", 1e-2), ("m", 1.0), ("м", 1.0))},
     # a lone ' after a screen or sensor size is an inch mark with its second stroke lost, far more often than feet
     **{u: ("metres", 0.0254) for u in ('"', "''", "'", "in", "inch", "inches", "дюйм", "дюймов", "дюйма")},
@@ -59,14 +57,11 @@ UNITS: dict[str, tuple[str, float]] = {
     **{u: ("pixels", 1e6) for u in ("mp", "megapixel", "megapixels", "мп")},
     **{u: ("count", 1.0) for u in ("pack", "pk", "pcs", "pc", "count", "ct", "шт", "pieces")},
     **{u: ("rpm", 1.0) for u in ("rpm",)},
-    **{u: ("seats", 1.0) for u in ("user", "users", "seat", "seats", "license", "licenses", "licence", "licences")},
 }
-# zoom and version: their own patterns; a rate: a unit followed by "/s" ("95 MB/s" is no capacity)
-DIMENSIONS = sorted({d for d, _ in UNITS.values()} | {"count", "zoom", "version", "bytes_per_second"})
+DIMENSIONS = sorted({d for d, _ in UNITS.values()} | {"count", "zoom"})  # zoom: its own pattern
 _UNIT = "|".join(sorted((re.escape(u) for u in UNITS), key=len, reverse=True))
 _QUANTITY = re.compile(rf"(?<![\w.])(\d+(?:[.,]\d+)?)\s*-?\s*({_UNIT})(?![^\W_])", re.IGNORECASE)
 _PACK_OF = re.compile(r"\b(?:pack|set|box|case) of (\d+)\b", re.IGNORECASE)
-_VERSION = re.compile(r"\b(?:v|ver\.?|version)\s?(\d{1,2}(?:\.\d+)?)\b", re.IGNORECASE)  # "v8", "version 2.0"
 _ZOOM = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)?)\s*x\s*(?:optical\s+|digital\s+)?zoom\b", re.IGNORECASE)
 _QUANTITY_WORD = re.compile(rf"^\d+(?:[.,]\d+)?(?:{_UNIT})$", re.IGNORECASE)  # "128gb": a quantity, not a code
 
@@ -168,11 +163,9 @@ def quantity_spans(text: str | None) -> list[tuple[str, float, str]]:
             continue  # "1 pack of 6": the count is the 6
         value = float(number.replace(",", "."))
         dimension, factor = UNITS[unit]
-        if dimension == "bytes" and re.match(r"/\s?s(?:ec)?\b", after):
-            dimension = "bytes_per_second"
         if value > 0:
             out.append((dimension, value * factor, text[match.start() : match.end()]))
-    for pattern, dimension in ((_PACK_OF, "count"), (_ZOOM, "zoom"), (_VERSION, "version")):
+    for pattern, dimension in ((_PACK_OF, "count"), (_ZOOM, "zoom")):
         for match in pattern.finditer(low):
             value = float(match.group(1).replace(",", "."))
             if value > 0:
@@ -320,14 +313,13 @@ class ItemQuantities:
         )
 
 
-QUANTITY_FEATURES = ["quantity_dims_shared", "quantity_agree", "quantity_conflicts", "quantity_unmatched"]
+QUANTITY_FEATURES = ["quantity_dims_shared", "quantity_agree", "quantity_conflicts"]
 
 
 def compare_quantities(items: ItemQuantities, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
     """Per pair, in the order of ``QUANTITY_FEATURES``: the dimensions both sides give a value for, those where
-    some value of one side is within ``TOLERANCE`` of one of the other's, those where none is (``16 GB``
-    against ``32 GB``: evidence against), and the most values of one side without a match on the other in a
-    dimension both give. NaN where the two share no dimension."""
+    some value of one side is within ``TOLERANCE`` of one of the other's, and those where none is (``16 GB``
+    against ``32 GB``: evidence against). NaN where the two share no dimension."""
     both = rowwise_dot_pair(items.dims, items.dims, a, b)
     ka, _ = row_entries(items.exact, a)
     kb, _ = row_entries(items.wide, b)
@@ -340,33 +332,10 @@ def compare_quantities(items: ItemQuantities, a: np.ndarray, b: np.ndarray) -> l
         pair_dim = np.unique(pair * len(DIMENSIONS) + column // _BUCKETS)  # a dimension agrees once
         agree = np.bincount(pair_dim // len(DIMENSIONS), minlength=len(a)).astype(np.float32)
     conflicts = np.maximum(both - agree, 0)
-    unmatched = np.maximum(_unmatched(items, a, b), _unmatched(items, b, a))
-    out, none = [both, agree, conflicts, unmatched], both == 0
+    out, none = [both, agree, conflicts], both == 0
     for column in out:
         column[none] = np.nan
     return out
-
-
-def _unmatched(items: ItemQuantities, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per pair, the values of ``a`` in a dimension ``b`` also gives that no value of ``b`` is within
-    ``TOLERANCE`` of ("32 GB" against "8 GB, 15 MB/s": 1, where the dimension as a whole has no conflict if
-    the speeds share the dimension)."""
-    ka, _ = row_entries(items.exact, a)
-    out = np.zeros(len(a), dtype=np.float32)
-    if not len(ka):
-        return out
-    kb, _ = row_entries(items.wide, b)
-    kd, _ = row_entries(items.dims, b)
-    width, n_dims = items.exact.shape[1], len(DIMENSIONS)
-    pair, column = ka // width, ka % width
-
-    def found(keys, within):
-        if not len(within):
-            return np.zeros(len(keys), dtype=bool)
-        return within[np.minimum(np.searchsorted(within, keys), len(within) - 1)] == keys
-
-    miss = found(pair * n_dims + column // _BUCKETS, kd) & ~found(ka, kb)
-    return np.bincount(pair[miss], minlength=len(a)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------- in words
@@ -374,8 +343,7 @@ def _unmatched(items: ItemQuantities, a: np.ndarray, b: np.ndarray) -> np.ndarra
 DIMENSION_WORDS = {
     "bytes": "capacity", "metres": "size", "grams": "weight", "litres": "volume", "watts": "power",
     "volts": "voltage", "amp_hours": "battery", "hertz": "frequency", "pixels": "resolution", "zoom": "zoom",
-    "count": "count", "rpm": "speed", "seats": "seats", "version": "version", "bytes_per_second": "speed",
-    "bits_per_second": "speed",
+    "count": "count", "rpm": "speed",
 }  # fmt: skip
 
 
