@@ -47,63 +47,54 @@ def records(name: str) -> pd.DataFrame:
     )
 
 
+def list_comparison(column: str, missing: str, levels: list[tuple[str, str]]):
+    """A Splink comparison of a list column: a null level where either side has none, then ``levels``
+    ((SQL condition, label), first match wins), then all other pairs."""
+    import splink.comparison_library as cl
+
+    return cl.CustomComparison(
+        output_column_name=column,
+        comparison_levels=[
+            {
+                "sql_condition": f"{column}_l IS NULL OR {column}_r IS NULL",
+                "label_for_charts": missing,
+                "is_null_level": True,
+            },
+            *({"sql_condition": sql, "label_for_charts": label} for sql, label in levels),
+            {"sql_condition": "ELSE", "label_for_charts": "all other"},
+        ],
+    )
+
+
 def settings():
     import splink.comparison_library as cl
     from splink import SettingsCreator
 
-    def both(condition: str) -> str:
-        return f"codes_l IS NOT NULL AND codes_r IS NOT NULL AND {condition}"
-
-    codes = cl.CustomComparison(
-        output_column_name="codes",
-        comparison_levels=[
-            {
-                "sql_condition": "codes_l IS NULL OR codes_r IS NULL",
-                "label_for_charts": "no code",
-                "is_null_level": True,
-            },
-            {"sql_condition": both("len(list_intersect(codes_l, codes_r)) > 0"), "label_for_charts": "a shared code"},
-            {
-                "sql_condition": both(
-                    "len(list_filter(codes_l, lambda x: len(list_filter(codes_r, lambda y: contains(x, y) OR contains(y, x))) > 0)) > 0"
-                ),
-                "label_for_charts": "one code contains the other",
-            },
-            {
-                "sql_condition": both(
-                    "list_min(list_transform(codes_l, lambda x: list_min(list_transform(codes_r, lambda y: levenshtein(x, y))))) <= 2"
-                ),
-                "label_for_charts": "closest codes within Levenshtein 2",
-            },
-            {"sql_condition": "ELSE", "label_for_charts": "all other"},
+    codes = list_comparison(
+        "codes",
+        "no code",
+        [
+            ("len(list_intersect(codes_l, codes_r)) > 0", "a shared code"),
+            (
+                "len(list_filter(codes_l, lambda x: len(list_filter(codes_r, lambda y: contains(x, y) OR contains(y, x))) > 0)) > 0",
+                "one code contains the other",
+            ),
+            (
+                "list_min(list_transform(codes_l, lambda x: list_min(list_transform(codes_r, lambda y: levenshtein(x, y))))) <= 2",
+                "closest codes within Levenshtein 2",
+            ),
         ],
     )
     jaccard = (
         "len(list_intersect(title_words_l, title_words_r)) / "
         "len(list_distinct(list_concat(title_words_l, title_words_r)))"
     )
-    words = cl.CustomComparison(
-        output_column_name="title_words",
-        comparison_levels=[
-            {
-                "sql_condition": "title_words_l IS NULL OR title_words_r IS NULL",
-                "label_for_charts": "no title",
-                "is_null_level": True,
-            },
-            *(
-                {"sql_condition": f"{jaccard} >= {t}", "label_for_charts": f"word Jaccard >= {t}"}
-                for t in (0.7, 0.5, 0.3)
-            ),
-            {"sql_condition": "ELSE", "label_for_charts": "all other"},
-        ],
+    words = list_comparison(
+        "title_words", "no title", [(f"{jaccard} >= {t}", f"word Jaccard >= {t}") for t in (0.7, 0.5, 0.3)]
     )
     return SettingsCreator(
         link_type="dedupe_only",
-        comparisons=[
-            cl.JaroWinklerAtThresholds("title", [0.95, 0.88, 0.7]),
-            words,
-            codes,
-        ],
+        comparisons=[cl.JaroWinklerAtThresholds("title", [0.95, 0.88, 0.7]), words, codes],
         retain_intermediate_calculation_columns=False,
     )
 

@@ -58,7 +58,7 @@ UNITS: dict[str, tuple[str, float]] = {
     **{u: ("count", 1.0) for u in ("pack", "pk", "pcs", "pc", "count", "ct", "шт", "pieces")},
     **{u: ("rpm", 1.0) for u in ("rpm",)},
 }
-DIMENSIONS = sorted({d for d, _ in UNITS.values()} | {"count", "zoom"})  # zoom: its own pattern
+DIMENSIONS = sorted({d for d, _ in UNITS.values()} | {"zoom"})  # zoom: its own pattern
 _UNIT = "|".join(sorted((re.escape(u) for u in UNITS), key=len, reverse=True))
 _QUANTITY = re.compile(rf"(?<![\w.])(\d+(?:[.,]\d+)?)\s*-?\s*({_UNIT})(?![^\W_])", re.IGNORECASE)
 _PACK_OF = re.compile(r"\b(?:pack|set|box|case) of (\d+)\b", re.IGNORECASE)
@@ -353,9 +353,9 @@ def _spellings(text: str | None) -> dict[str, str]:
         return {}
     out = {}
     for match in _CHUNK.finditer(text):
-        pieces = _SEP.split(match.group().lower().replace("ё", "е"))
-        if is_code("".join(pieces)):
-            out.setdefault("".join(r for piece in pieces for r in runs(piece)), match.group())
+        chunk = match.group().lower().replace("ё", "е")
+        if _DIGIT.search(chunk) is not None and (found := _code(chunk)) is not None:
+            out.setdefault(found[0], match.group())
     return out
 
 

@@ -148,7 +148,7 @@ class GBDTModel(StackedModels, PairFeatures, Boosting, PairModel):
         config = config or TrainConfig()
         names = list(modalities or catalogue.modalities)
         self.modalities_ = [(n, catalogue.modalities[n].dim) for n in names]
-        use = [u.strip() for u in self.params.use.split(",") if u.strip()]
+        use = self._groups()
         aux = aux if aux is not None and len(aux) else None
         t0 = time.perf_counter()
         matched = train.target > 0.5
@@ -291,10 +291,14 @@ class GBDTModel(StackedModels, PairFeatures, Boosting, PairModel):
 
     default_aux_weights: ClassVar[tuple[float, ...]] = (0.25, 1.0)  # boosters are cheap: two weightings beside 0
 
+    def _groups(self) -> list[str]:
+        """The feature groups ``use`` names, in order."""
+        return [u.strip() for u in self.params.use.split(",") if u.strip()]
+
     def reads(self) -> frozenset[str]:
         """The stacked transformers, and the codes' check against the other side's whole text, also read each
         item's long text (``text`` or ``description``)."""
-        codes = "codes" in [u.strip() for u in self.params.use.split(",")]
+        codes = "codes" in self._groups()
         return self.needs | {"texts"} if codes or set(self._stack_texts()) & set(TRANSFORMERS) else self.needs
 
     # ---------------------------------------------------------------------------------- scoring
