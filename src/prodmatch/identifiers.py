@@ -58,9 +58,13 @@ UNITS: dict[str, tuple[str, float]] = {
     **{u: ("count", 1.0) for u in ("pack", "pk", "pcs", "pc", "count", "ct", "шт", "pieces")},
     **{u: ("rpm", 1.0) for u in ("rpm",)},
 }
-DIMENSIONS = sorted({d for d, _ in UNITS.values()} | {"zoom"})  # zoom: its own pattern
+DIMENSIONS = sorted({d for d, _ in UNITS.values()} | {"zoom", "rate"})  # zoom: its own pattern; rate: bytes per second
 _UNIT = "|".join(sorted((re.escape(u) for u in UNITS), key=len, reverse=True))
-_QUANTITY = re.compile(rf"(?<![\w.])(\d+(?:[.,]\d+)?)\s*-?\s*({_UNIT})(?![^\W_])", re.IGNORECASE)
+# A number and its unit, standing alone: not inside a code ("SDSDB-064G-B35" holds no weight), a rate's "/s" kept
+_QUANTITY = re.compile(
+    rf"(?<![\w.])(?<![^\W\d_]-)(\d+(?:[.,]\d+)?)\s*-?\s*({_UNIT})(/s(?:ec)?\b|ps\b)?(?![^\W_])(?!-[^\W_])",
+    re.IGNORECASE,
+)
 _PACK_OF = re.compile(r"\b(?:pack|set|box|case) of (\d+)\b", re.IGNORECASE)
 _ZOOM = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)?)\s*x\s*(?:optical\s+|digital\s+)?zoom\b", re.IGNORECASE)
 _QUANTITY_WORD = re.compile(rf"^\d+(?:[.,]\d+)?(?:{_UNIT})$", re.IGNORECASE)  # "128gb": a quantity, not a code
@@ -73,6 +77,13 @@ _STEP = math.log1p(TOLERANCE)
 def runs(code: str) -> list[str]:
     """The letter and digit runs of a normalised code, digit runs without leading zeros."""
     return [r.lstrip("0") or "0" if r.isdigit() else r for r in _RUNS.findall(code)]
+
+
+def _quantity_chunk(pieces: list[str]) -> bool:
+    """A chunk that is a quantity with letters after it ("15mb/s", "32gb/64gb"), not a code."""
+    return bool(_QUANTITY_WORD.match(pieces[0])) and all(
+        _QUANTITY_WORD.match(p) or _DIGIT.search(p) is None for p in pieces[1:]
+    )
 
 
 def is_code(chunk: str) -> bool:
@@ -91,7 +102,7 @@ def is_code(chunk: str) -> bool:
 def _code(chunk: str) -> tuple[str, tuple[str, ...]] | None:
     """(normalised code, parts) of a lower-case chunk holding a digit, or None when it is no code."""
     pieces = _SEP.split(chunk)
-    if not is_code("".join(pieces)):
+    if not is_code("".join(pieces)) or _quantity_chunk(pieces):
         return None
     parts = tuple(r for piece in pieces for r in runs(piece))
     return "".join(parts), parts
@@ -155,7 +166,7 @@ def quantity_spans(text: str | None) -> list[tuple[str, float, str]]:
     low = text.lower().replace("ё", "е")
     out = []
     for match in _QUANTITY.finditer(low):
-        number, unit = match.groups()
+        number, unit, per_second = match.groups()
         after = low[match.end() :]
         if unit == "in" and re.match(r"\s*-?\s*(?:\d|one|two)\b", after):
             continue  # "2-in-1", "3 in one"
@@ -163,6 +174,10 @@ def quantity_spans(text: str | None) -> list[tuple[str, float, str]]:
             continue  # "1 pack of 6": the count is the 6
         value = float(number.replace(",", "."))
         dimension, factor = UNITS[unit]
+        if per_second:
+            if dimension != "bytes":
+                continue  # a speed in metres per second, a flow: not compared
+            dimension = "rate"
         if value > 0:
             out.append((dimension, value * factor, text[match.start() : match.end()]))
     for pattern, dimension in ((_PACK_OF, "count"), (_ZOOM, "zoom")):
@@ -316,22 +331,33 @@ class ItemQuantities:
 QUANTITY_FEATURES = ["quantity_dims_shared", "quantity_agree", "quantity_conflicts"]
 
 
+def _pair_dims(items: ItemQuantities, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keys pair * len(DIMENSIONS) + dimension, unique: where some value of item x[i] is within ``TOLERANCE`` of a
+    value of item y[i], and where some value of x[i] is near none of y[i]'s."""
+    kx, _ = row_entries(items.exact, x)
+    ky, _ = row_entries(items.wide, y)
+    if len(ky):
+        pos = np.minimum(np.searchsorted(ky, kx), len(ky) - 1)
+        hit = ky[pos] == kx
+    else:
+        hit = np.zeros(len(kx), dtype=bool)
+    width = items.exact.shape[1]
+    keys = (kx // width) * len(DIMENSIONS) + (kx % width) // _BUCKETS
+    return np.unique(keys[hit]), np.unique(keys[~hit])
+
+
 def compare_quantities(items: ItemQuantities, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
     """Per pair, in the order of ``QUANTITY_FEATURES``: the dimensions both sides give a value for, those where
-    some value of one side is within ``TOLERANCE`` of one of the other's, and those where none is (``16 GB``
-    against ``32 GB``: evidence against). NaN where the two share no dimension."""
+    some value of one side is within ``TOLERANCE`` of one of the other's, and those where each side holds a value
+    the other lacks (``16 GB`` against ``32 GB``, or ``32 GB, 15 MB/s`` against ``8 GB, 15 MB/s``: evidence
+    against; ``18-55mm`` against ``18-55mm and 75-300mm`` is a bundle, not a conflict). NaN where the two share
+    no dimension."""
     both = rowwise_dot_pair(items.dims, items.dims, a, b)
-    ka, _ = row_entries(items.exact, a)
-    kb, _ = row_entries(items.wide, b)
-    agree = np.zeros(len(a), dtype=np.float32)
-    if len(ka) and len(kb):
-        pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
-        hit = ka[kb[pos] == ka]
-        width = items.exact.shape[1]
-        pair, column = hit // width, hit % width
-        pair_dim = np.unique(pair * len(DIMENSIONS) + column // _BUCKETS)  # a dimension agrees once
-        agree = np.bincount(pair_dim // len(DIMENSIONS), minlength=len(a)).astype(np.float32)
-    conflicts = np.maximum(both - agree, 0)
+    agree_keys, only_a = _pair_dims(items, a, b)
+    _, only_b = _pair_dims(items, b, a)
+    agree = np.bincount(agree_keys // len(DIMENSIONS), minlength=len(a)).astype(np.float32)
+    conflict_keys = np.intersect1d(only_a, only_b, assume_unique=True)
+    conflicts = np.bincount(conflict_keys // len(DIMENSIONS), minlength=len(a)).astype(np.float32)
     out, none = [both, agree, conflicts], both == 0
     for column in out:
         column[none] = np.nan
@@ -343,7 +369,7 @@ def compare_quantities(items: ItemQuantities, a: np.ndarray, b: np.ndarray) -> l
 DIMENSION_WORDS = {
     "bytes": "capacity", "metres": "size", "grams": "weight", "litres": "volume", "watts": "power",
     "volts": "voltage", "amp_hours": "battery", "hertz": "frequency", "pixels": "resolution", "zoom": "zoom",
-    "count": "count", "rpm": "speed",
+    "count": "count", "rpm": "speed", "rate": "transfer rate",
 }  # fmt: skip
 
 
@@ -400,11 +426,19 @@ def describe_quantities(a: str | None, b: str | None) -> str:
     for dimension in sorted({d for d, _, _ in qa} & {d for d, _, _ in qb}):
         va = [(v, w) for d, v, w in qa if d == dimension]
         vb = [(v, w) for d, v, w in qb if d == dimension]
-        agree = [min(wa, wb) for x, wa in va for y, wb in vb if abs(math.log(x / y)) <= 1.5 * _STEP]
+        near = [[abs(math.log(x / y)) <= 1.5 * _STEP for y, _ in vb] for x, _ in va]
+        only_a = [wa for (_, wa), row in zip(va, near, strict=True) if not any(row)]
+        only_b = [wb for j, (_, wb) in enumerate(vb) if not any(row[j] for row in near)]
+        agree = [
+            min(wa, wb)
+            for (_, wa), row in zip(va, near, strict=True)
+            for (_, wb), hit in zip(vb, row, strict=True)
+            if hit
+        ]
         word = DIMENSION_WORDS[dimension]
-        if agree:
+        if only_a and only_b:
+            parts_conflict.append(f"{word} '{min(only_a)}' vs '{min(only_b)}'")
+        elif agree:
             parts_agree.append(f"{word} '{min(agree)}' on both")
-        else:
-            parts_conflict.append(f"{word} '{min(w for _, w in va)}' vs '{min(w for _, w in vb)}'")
     parts = parts_conflict + parts_agree
     return "; ".join(parts) if parts else "no number with a unit to compare"
