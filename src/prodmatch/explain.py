@@ -293,6 +293,8 @@ def _gbdt_group(feature: str, modalities: list[str], picture: str | None) -> str
         return PICTURE
     if feature.startswith("category"):
         return CATEGORIES
+    if feature.startswith("brand_seen"):  # read from the name where the attributes give no brand
+        return NAME_TEXT
     if feature.startswith(("attr_", "brand_", "colour_", "price_", "numeric_")):
         return ATTRIBUTES
     if feature.startswith("name_") or feature == "stack_words":
@@ -380,12 +382,24 @@ def _gbdt_why(group, col, catalogue, pairs, modalities, picture, model) -> list[
         conflicts = col.get("name_number_conflicts", nan)
         codes = col.get("name_shared_code_idf", nan)
         words = col.get("stack_words", nan)
+        soft = col.get("name_soft_tfidf_min", nan)
+        brand_low, brand_high = col.get("brand_seen_min", nan), col.get("brand_seen_max", nan)
         for i in range(m):
             parts = [out[i]] if out[i] else ["no name on one side"]
+            if np.isfinite(soft[i]):
+                parts.append(f"soft TF-IDF {soft[i]:.2f}")
             if np.isfinite(codes[i]) and codes[i] > 0:
                 parts.append("a shared code")
             if np.isfinite(conflicts[i]) and conflicts[i] > 0:
                 parts.append(f"{int(conflicts[i])} number{'s differ' if conflicts[i] > 1 else ' differs'}")
+            if np.isfinite(brand_low[i]):
+                parts.append(
+                    "each brand in the other listing"
+                    if brand_low[i] > 0
+                    else "one brand missing from the other listing"
+                    if brand_high[i] > 0
+                    else "neither brand in the other listing"
+                )
             if np.isfinite(words[i]):
                 parts.append(f"word-pair model {words[i]:+.2f}")
             out[i] = "; ".join(parts)

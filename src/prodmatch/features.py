@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from prodmatch.catalogue import Catalogue
+from prodmatch.fuzzy import FUZZY_FEATURES, compare_words
 from prodmatch.identifiers import CODE_FEATURES, QUANTITY_FEATURES, compare_codes, compare_quantities
 from prodmatch.side_data import PairRows, SideData
 from prodmatch.sparse_text import NAME_HASH_FEATURES, hash_names, hash_words
@@ -73,6 +74,8 @@ _INCREASING = {
     "brand_equal", "colour_equal", "price_ratio", "numeric_ratio_min", "numeric_ratio_mean", "name_token_jaccard",
     "name_code_jaccard", "name_tfidf_cos", "name_word_tfidf_cos", "name_word_containment_min",
     "name_word_containment_max", "name_shared_code_idf", "code_shared", "code_contained", "quantity_agree",
+    "name_idf_jaccard", "name_soft_tfidf_min", "name_soft_tfidf_max", "name_monge_elkan_min", "name_monge_elkan_max",
+    "brand_seen_min", "brand_seen_max",
 }  # fmt: skip
 
 
@@ -99,7 +102,7 @@ class PairFeaturizer:
     Attributes:
         modalities: embedding modalities to use.
         use: feature groups beyond the embeddings' plain similarities, any of "discriminant",
-            "extra_pictures", "categories", "attributes", "numbers", "names", "words", "codes", "quantities"
+            "extra_pictures", "categories", "attributes", "numbers", "names", "words", "codes", "quantities", "fuzzy"
             (a saved run keeps its own list, so it scores as it was trained).
     """
 
@@ -115,6 +118,7 @@ class PairFeaturizer:
             "words",
             "codes",
             "quantities",
+            "fuzzy",
         ]
     )
     whitening: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name -> (mean, W)
@@ -153,7 +157,7 @@ class PairFeaturizer:
             df = np.bincount(counts.indices, minlength=NAME_HASH_FEATURES)
             self.name_idf = (np.log((1 + len(rows)) / (1 + df)) + 1.0).astype(np.float32)
             self.hashed_names = (catalogue, rows, counts)  # the training pairs' transform reuses these counts
-        if "words" in self.use and catalogue.names is not None:
+        if ("words" in self.use or "fuzzy" in self.use) and catalogue.names is not None:
             df = np.bincount(hash_words(catalogue.names[rows]).indices, minlength=NAME_HASH_FEATURES)
             self.word_idf = (np.log((1 + len(rows)) / (1 + df)) + 1.0).astype(np.float32)
         self._group_cache = None  # which groups apply depends on what was just fitted
@@ -245,6 +249,8 @@ class PairFeaturizer:
             groups.append((list(CODE_FEATURES), _code_features))
         if "quantities" in self.use and catalogue.names is not None:
             groups.append((list(QUANTITY_FEATURES), _quantity_features))
+        if "fuzzy" in self.use and catalogue.names is not None and self.word_idf is not None:
+            groups.append((list(FUZZY_FEATURES), _fuzzy_features))
         return groups
 
     @property
@@ -445,3 +451,7 @@ def _code_features(cat: Catalogue, side: SideData, pairs: PairRows) -> list[np.n
 
 def _quantity_features(cat: Catalogue, side: SideData, pairs: PairRows) -> list[np.ndarray]:
     return compare_quantities(side.quantities, pairs.la, pairs.lb)
+
+
+def _fuzzy_features(cat: Catalogue, side: SideData, pairs: PairRows) -> list[np.ndarray]:
+    return compare_words(side.words, pairs.la, pairs.lb)

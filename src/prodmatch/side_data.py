@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from prodmatch.attributes import BRAND_KEYS, COLOUR_KEYS, NUMBER, PRICE_KEYS, parse_attributes
 from prodmatch.catalogue import Catalogue
+from prodmatch.fuzzy import ItemWords
 from prodmatch.identifiers import ItemCodes, ItemQuantities
 from prodmatch.sparse_text import (
     CODE_PATTERN,
@@ -141,7 +142,9 @@ class SideData:
         self.items = items  # sorted catalogue rows
         self.pictures = self._pictures(cat, featurizer) if "pics_min" in features else None
         parsed = (
-            self._parse_attributes(cat) if features & {"attr_key_jaccard", "price_ratio", "numeric_ratio_min"} else None
+            self._parse_attributes(cat)
+            if features & {"attr_key_jaccard", "price_ratio", "numeric_ratio_min", "brand_seen_min"}
+            else None
         )
         self.prices = self._prices(parsed) if "price_ratio" in features else None
         blocks: list[tuple[str, sp.csr_matrix, int]] = []  # the sparse side data: (name, matrix, PairRows kind)
@@ -167,6 +170,16 @@ class SideData:
             else None
         )
         self.quantities = ItemQuantities.build(names) if "quantity_agree" in features else None
+        self.words = (
+            ItemWords.build(
+                names,
+                cat.texts[items] if cat.texts is not None else None,
+                self._brands(parsed) if cat.attributes is not None else None,
+                featurizer.word_idf,
+            )
+            if "name_idf_jaccard" in features
+            else None
+        )
         self.projected: dict[str, np.ndarray] = {}  # "<modality>.wcos" / ".dcos" -> (local items, k) unit rows
         for name in featurizer.modalities:
             m = cat.modalities[name]
@@ -277,6 +290,21 @@ class SideData:
         for m in (weighted, tfidf, codes, numbers):
             m.sum_duplicates()  # canonical: sorted, unique columns per row
         return NameWords(tfidf, weighted, codes, numbers, mass, norms > 0)
+
+    @staticmethod
+    def _brands(parsed: list[dict | None]) -> list[str | None]:
+        """Each local item's brand attribute (the first value under a brand key), or None."""
+        out: list[str | None] = []
+        for obj in parsed:
+            found = None
+            for key in BRAND_KEYS if obj is not None else ():
+                values = obj.get(key)
+                value = values[0] if isinstance(values, list) and values else values
+                if isinstance(value, str) and value.strip():
+                    found = value
+                    break
+            out.append(found)
+        return out
 
     def _prices(self, parsed: list[dict | None]) -> np.ndarray:
         """Each local item's price (the first number under a price key), NaN where it has none."""

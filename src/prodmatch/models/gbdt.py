@@ -76,7 +76,7 @@ class GBDTParams:
     feature_fraction: float = 0.9
     bagging_fraction: float = 0.9
     lambda_l2: float = 1.0
-    use: str = "discriminant,extra_pictures,categories,attributes,numbers,names,words,codes,quantities"  # side-data feature groups, comma-separated
+    use: str = "discriminant,extra_pictures,categories,attributes,numbers,names,words,codes,quantities,fuzzy"  # side-data feature groups, comma-separated
     stack: str = "siamese"  # a network whose out-of-fold score becomes one more feature; "" for none
     stack_folds: int = 0  # 0: 2 when connected components make folds, else 4 (folds by item; see group_folds)
     # at most this many epochs per fold network (fewer if --epochs is lower), stopped early on validation; 0: --epochs
@@ -298,7 +298,7 @@ class GBDTModel(StackedModels, PairFeatures, Boosting, PairModel):
     def reads(self) -> frozenset[str]:
         """The stacked transformers, and the codes' check against the other side's whole text, also read each
         item's long text (``text`` or ``description``)."""
-        codes = "codes" in self._groups()
+        codes = bool({"codes", "fuzzy"} & set(self._groups()))
         return self.needs | {"texts"} if codes or set(self._stack_texts()) & set(TRANSFORMERS) else self.needs
 
     # ---------------------------------------------------------------------------------- scoring
