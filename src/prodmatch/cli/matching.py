@@ -5,30 +5,28 @@ incremental matching)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
 
-from prodmatch.atomic import write_json
 from prodmatch.cli.common import (
+    ADVANCED,
     RunDir,
     app,
+    example,
     stage_bars,
     stdout,
     user_errors,
 )
 from prodmatch.errors import ConfigError
-from prodmatch.matching import ENGINES, MatchConfig, build_index_dir, match_catalogue, match_new
-from prodmatch.matching.evaluate import evaluate_outputs, truth_files
-from prodmatch.matching.spark import SparkOptions
 
 PANEL = "Match a catalogue"  # the group of commands in --help
 
 # ------------------------------------------------------------------------------------------- match
 
 
-@app.command(rich_help_panel=PANEL)
+@app.command(rich_help_panel=PANEL, epilog=example("prodmatch match runs/demo --data data/demo --out matches/demo"))
 def match(
     run_dir: RunDir,
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory.")],
@@ -61,100 +59,144 @@ def match(
         str,
         typer.Option(
             help="prior: re-calibrate the probabilities for the share of matches among the candidates (estimated, "
-            "or from --labelled-sample) and pick the threshold of best expected F1; none: the model's own."
+            "or from --labelled-sample) and pick the threshold of best expected F1; none: the model's own.",
+            rich_help_panel=ADVANCED,
         ),
     ] = "prior",
     labelled_sample: Annotated[
         Path | None,
         typer.Option(
             help="A parquet of candidate pairs labelled by hand (variantid1, variantid2, target), drawn at random "
-            "from the candidates: calibrates on them instead of estimating."
+            "from the candidates: calibrates on them instead of estimating.",
+            rich_help_panel=ADVANCED,
         ),
     ] = None,
-    block_by: Annotated[str | None, typer.Option(help="'category': search only within each level-2 category.")] = None,
+    block_by: Annotated[
+        str | None, typer.Option(help="'category': search only within each level-2 category.", rich_help_panel=ADVANCED)
+    ] = None,
     index: Annotated[
-        str, typer.Option(help="auto (exact up to 20,000 items, then HNSW), flat (exact) or hnsw.")
+        Literal["auto", "flat", "hnsw"],
+        typer.Option(
+            help="auto (exact up to 20,000 items, then HNSW), flat (exact) or hnsw.", rich_help_panel=ADVANCED
+        ),
     ] = "auto",
     token_k: Annotated[
         int,
         typer.Option(
             help="Extra candidates per item that share its rarest attribute values or name words (a model "
-            "number, an article code), found whatever the embeddings say; 0: off."
+            "number, an article code), found whatever the embeddings say; 0: off.",
+            rich_help_panel=ADVANCED,
         ),
     ] = 10,
     token_max_block: Annotated[
-        int, typer.Option(help="A value or word held by more items than this (a brand, a colour) is not blocked on.")
+        int,
+        typer.Option(
+            help="A value or word held by more items than this (a brand, a colour) is not blocked on.",
+            rich_help_panel=ADVANCED,
+        ),
     ] = 100,
     rescore: Annotated[
         Path | None,
         typer.Option(
             help="A cascade: a second run (a text model such as cross-encoder, or gbdt with one stacked) re-scores "
-            "the candidates the first is unsure of, those within --rescore-band of the threshold."
+            "the candidates the first is unsure of, those within --rescore-band of the threshold.",
+            rich_help_panel=ADVANCED,
         ),
     ] = None,
     rescore_band: Annotated[
-        float, typer.Option(help="With --rescore: half-width of the band around the threshold, in probability.")
+        float,
+        typer.Option(
+            help="With --rescore: half-width of the band around the threshold, in probability.",
+            rich_help_panel=ADVANCED,
+        ),
     ] = 0.2,
     truth_column: Annotated[
         str | None,
         typer.Option(
             help="A column of the data's parquet files holding each item's true product (e.g. product_id): "
             "summary.json then measures the match against it, over the items that have one. Default: "
-            "truth.parquet's product_id, where the data has that file."
+            "truth.parquet's product_id, where the data has that file.",
+            rich_help_panel=ADVANCED,
         ),
     ] = None,
     new: Annotated[
         str | None,
-        typer.Option(help="Incremental: a data directory of newly listed items to match against --index-dir."),
+        typer.Option(
+            help="Incremental: a data directory of newly listed items to match against --index-dir.",
+            rich_help_panel=ADVANCED,
+        ),
     ] = None,
     index_dir: Annotated[
-        str | None, typer.Option(help="Incremental: the catalogue's saved index (`prodmatch index`).")
+        str | None,
+        typer.Option(help="Incremental: the catalogue's saved index (`prodmatch index`).", rich_help_panel=ADVANCED),
     ] = None,
     clusters: Annotated[
-        str | None, typer.Option(help="Incremental: the catalogue's clusters.parquet from a full match.")
+        str | None,
+        typer.Option(help="Incremental: the catalogue's clusters.parquet from a full match.", rich_help_panel=ADVANCED),
     ] = None,
     engine: Annotated[
-        str,
+        Literal["local", "spark"],
         typer.Option(
             help="local: one process (default). spark: Apache Spark (pip install 'prodmatch\\[spark]', Java 17+), "
             "for catalogues beyond one machine; the same output files. --data and --out may then be any path "
-            "Spark reads (file:, hdfs:, s3a:)."
+            "Spark reads (file:, hdfs:, s3a:).",
+            rich_help_panel=ADVANCED,
         ),
     ] = "local",
     master: Annotated[
-        str | None, typer.Option(help="--engine spark: the Spark master (local[*], yarn, spark://host:7077).")
+        str | None,
+        typer.Option(
+            help="--engine spark: the Spark master (local[*], yarn, spark://host:7077).", rich_help_panel=ADVANCED
+        ),
     ] = None,
     spark_conf: Annotated[
         list[str] | None,
-        typer.Option("--spark-conf", help="--engine spark: a Spark setting KEY=VALUE (repeat the option)."),
+        typer.Option(
+            "--spark-conf",
+            help="--engine spark: a Spark setting KEY=VALUE (repeat the option).",
+            rich_help_panel=ADVANCED,
+        ),
     ] = None,
     partitions: Annotated[
-        int | None, typer.Option(help="--engine spark: shuffle partitions and groups; default 4 per core.")
+        int | None,
+        typer.Option(
+            help="--engine spark: shuffle partitions and groups; default 4 per core.", rich_help_panel=ADVANCED
+        ),
     ] = None,
     cells: Annotated[
         int | None,
         typer.Option(
             help="--engine spark: IVF cells of the candidate search; default sqrt(items), or one (exact) where the "
-            "local engine searches exactly."
+            "local engine searches exactly.",
+            rich_help_panel=ADVANCED,
         ),
     ] = None,
-    probes: Annotated[int, typer.Option(help="--engine spark: cells each item searches.")] = 8,
+    probes: Annotated[
+        int, typer.Option(help="--engine spark: cells each item searches.", rich_help_panel=ADVANCED)
+    ] = 8,
     cell_cap: Annotated[
-        int, typer.Option(help="--engine spark: a cell with more items than this is searched in chunks.")
+        int,
+        typer.Option(
+            help="--engine spark: a cell with more items than this is searched in chunks.", rich_help_panel=ADVANCED
+        ),
     ] = 20_000,
     checkpoint_dir: Annotated[
         str | None,
-        typer.Option(help="--engine spark: where intermediate data and checkpoints go (default: beside --out)."),
+        typer.Option(
+            help="--engine spark: where intermediate data and checkpoints go (default: beside --out).",
+            rich_help_panel=ADVANCED,
+        ),
     ] = None,
     part_files: Annotated[
         bool,
         typer.Option(
             help="--engine spark: write matches.parquet and clusters.parquet as folders of Spark's part files "
-            "(one per task) instead of single files, for outputs too large for one task."
+            "(one per task) instead of single files, for outputs too large for one task.",
+            rich_help_panel=ADVANCED,
         ),
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.", rich_help_panel=ADVANCED)] = True,
 ) -> None:
     """Group a whole catalogue into products: candidate search, scoring, clustering.
 
@@ -173,6 +215,9 @@ def match(
     --link LEFT RIGHT links two sources instead of one catalogue (Splink's link_only): every item's
     neighbours are the other source's, and quality counts the pairs of two sources only.
     """
+    from prodmatch.matching import ENGINES, MatchConfig, match_catalogue, match_new
+    from prodmatch.matching.spark import SparkOptions
+
     with user_errors():
         cfg = MatchConfig(
             k=k,
@@ -297,7 +342,7 @@ def _print_quality(quality: dict) -> None:
             stdout.print(f"{key}: {value:.4f}" if value is not None else f"{key}: -")
 
 
-@app.command("quality", rich_help_panel=PANEL)
+@app.command("quality", rich_help_panel=PANEL, epilog=example("prodmatch quality matches/demo --data data/demo"))
 def quality_command(
     out: Annotated[str, typer.Argument(help="A match's output directory (matches.parquet, clusters.parquet).")],
     data: Annotated[
@@ -319,6 +364,9 @@ def quality_command(
     """Measure a match's output files against known true products: the clusters' pairwise and B-cubed
     precision and recall, and the matches' precision and recall. Any `match` output (either engine, any run)
     can be measured, the same way `match` measures its own when the data holds a truth."""
+    from prodmatch.atomic import write_json
+    from prodmatch.matching.evaluate import evaluate_outputs, truth_files
+
     with user_errors():
         truths = truth_files(data, truth_column, id_column)
         if truths is None:
@@ -344,30 +392,41 @@ def _spark_conf(items: list[str] | None) -> dict[str, str]:
     return conf
 
 
-@app.command("index", rich_help_panel=PANEL)
+@app.command(
+    "index", rich_help_panel=PANEL, epilog=example("prodmatch index runs/demo --data data/demo --out index/demo")
+)
 def index_command(
     run_dir: RunDir,
     data: Annotated[str, typer.Option("--data", "-d", help="The catalogue to index (E-CUP layout).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Directory for the index.")],
-    index: Annotated[str, typer.Option(help="auto, flat (exact) or hnsw.")] = "auto",
+    index: Annotated[Literal["auto", "flat", "hnsw"], typer.Option(help="auto, flat (exact) or hnsw.")] = "auto",
     engine: Annotated[
-        str,
+        Literal["local", "spark"],
         typer.Option(
             help="local: a faiss index (default). spark: item vectors and IVF centroids as parquet, for "
-            "`match --engine spark --new`."
+            "`match --engine spark --new`.",
+            rich_help_panel=ADVANCED,
         ),
     ] = "local",
-    master: Annotated[str | None, typer.Option(help="--engine spark: the Spark master.")] = None,
-    spark_conf: Annotated[
-        list[str] | None, typer.Option("--spark-conf", help="--engine spark: a Spark setting KEY=VALUE.")
+    master: Annotated[
+        str | None, typer.Option(help="--engine spark: the Spark master.", rich_help_panel=ADVANCED)
     ] = None,
-    cells: Annotated[int | None, typer.Option(help="--engine spark: IVF cells (default sqrt(items)).")] = None,
+    spark_conf: Annotated[
+        list[str] | None,
+        typer.Option("--spark-conf", help="--engine spark: a Spark setting KEY=VALUE.", rich_help_panel=ADVANCED),
+    ] = None,
+    cells: Annotated[
+        int | None, typer.Option(help="--engine spark: IVF cells (default sqrt(items)).", rich_help_panel=ADVANCED)
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index directory.")] = False,
 ) -> None:
     """Save a catalogue's item vectors and nearest-neighbour index, so that newly listed items can be
     matched against it later (`prodmatch match ... --new NEW --index-dir OUT --clusters CLUSTERS`)
     without rebuilding it; for a gbdt model also its item-feature store (OUT/store), which
     `prodmatch serve --index-dir OUT` memory-maps instead of computing it at start-up."""
+    from prodmatch.matching import MatchConfig, build_index_dir
+    from prodmatch.matching.spark import SparkOptions
+
     with user_errors():
         if engine == "spark":
             options = SparkOptions(master=master, conf=_spark_conf(spark_conf), cells=cells)

@@ -3,30 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from prodmatch.cli.common import (
+    ADVANCED,
     RunDir,
     app,
     console,
+    example,
     stdout,
     user_errors,
 )
 from prodmatch.errors import ConfigError
-from prodmatch.export import PARITY_TOL, export_onnx
-from prodmatch.io import read_catalogue
-from prodmatch.models import load_model
 
 PANEL = "Serve"  # the group of commands in --help
 
 # ------------------------------------------------------------------------------------- export, serve
 
 
-@app.command(rich_help_panel=PANEL)
+@app.command(rich_help_panel=PANEL, epilog=example("prodmatch export runs/demo --data data/demo"))
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory of a network or text model, or of gbdt.")],
     data: Annotated[
@@ -40,6 +39,10 @@ def export(
     cross-encoder) exports its transformer graph from token ids, checked on records of its own
     vocabulary. A gbdt run exports the networks and text models it stacks; its boosted trees are served
     by LightGBM itself. `prodmatch serve` then scores with ONNX Runtime."""
+    from prodmatch.export import PARITY_TOL, export_onnx
+    from prodmatch.io import read_catalogue
+    from prodmatch.models import load_model
+
     with user_errors():
         catalogue = None
         if data is not None:
@@ -70,7 +73,7 @@ def _network_label(network_dir: Path, run_dir: Path) -> str:
     return "model" if rel == Path() else str(rel)
 
 
-@app.command(rich_help_panel=PANEL)
+@app.command(rich_help_panel=PANEL, epilog=example("prodmatch serve runs/demo --data data/demo --port 8000"))
 def serve(
     run_dir: RunDir,
     data: Annotated[Path, typer.Option("--data", "-d", help="The catalogue to serve (the model's layout).")],
@@ -80,19 +83,26 @@ def serve(
         Path | None,
         typer.Option(
             help="A saved `prodmatch index` directory (item vectors, ANN index and, for gbdt, the item-feature "
-            "store, memory-mapped); built at start-up when left out."
+            "store, memory-mapped); built at start-up when left out.",
+            rich_help_panel=ADVANCED,
         ),
     ] = None,
     clusters: Annotated[
-        Path | None, typer.Option(help="clusters.parquet of a `prodmatch match` run, to answer cluster ids.")
+        Path | None,
+        typer.Option(
+            help="clusters.parquet of a `prodmatch match` run, to answer cluster ids.", rich_help_panel=ADVANCED
+        ),
     ] = None,
     runtime: Annotated[
-        str, typer.Option(help="onnx (after `prodmatch export`), torch, or auto: onnx when exported.")
+        Literal["auto", "onnx", "torch"],
+        typer.Option(help="onnx (after `prodmatch export`), torch, or auto: onnx when exported."),
     ] = "auto",
-    threads: Annotated[int, typer.Option(help="Compute threads per request.")] = 1,
-    max_batch: Annotated[int, typer.Option(help="Most pairs in one /v1/score or /v1/explain request.")] = 1024,
-    max_k: Annotated[int, typer.Option(help="Largest k of /v1/similar.")] = 100,
-    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+    threads: Annotated[int, typer.Option(help="Compute threads per request.", rich_help_panel=ADVANCED)] = 1,
+    max_batch: Annotated[
+        int, typer.Option(help="Most pairs in one /v1/score or /v1/explain request.", rich_help_panel=ADVANCED)
+    ] = 1024,
+    max_k: Annotated[int, typer.Option(help="Largest k of /v1/similar.", rich_help_panel=ADVANCED)] = 100,
+    access_log: Annotated[bool, typer.Option(help="Log every request.", rich_help_panel=ADVANCED)] = True,
 ) -> None:
     """Serve a model over HTTP: POST /v1/score, POST /v1/explain, POST /v1/similar, GET /v1/model, GET /health; the
     OpenAPI schema at /openapi.json and interactive docs at /docs.

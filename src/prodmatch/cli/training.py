@@ -7,65 +7,76 @@ import contextlib
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from prodmatch import api
 from prodmatch.cli.common import (
+    ADVANCED,
     ItemData,
+    ModelName,
     RunDir,
     TrainBars,
     app,
     console,
+    example,
     log,
     metrics_table,
     parse_params,
     stdout,
     user_errors,
 )
-from prodmatch.compare import compare as run_compare
 from prodmatch.config import DEFAULT_MODEL, DataConfig, TrainConfig
 from prodmatch.errors import ConfigError
-from prodmatch.explain import explain as run_explain
-from prodmatch.models import MODELS
-from prodmatch.report import build_report
 
 PANEL = "Train and evaluate"  # the group of commands in --help
 
 # ------------------------------------------------------------------------------------------- train
 
 
-@app.command(rich_help_panel=PANEL)
+@app.command(rich_help_panel=PANEL, epilog=example("prodmatch train data/demo --out runs/demo"))
 def train(
     data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-CUP layout.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
-    model: Annotated[str, typer.Option(help="Model name; see `prodmatch models`.")] = DEFAULT_MODEL,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (networks).")] = 10,
+    model: Annotated[ModelName, typer.Option(help="Model name; see `prodmatch models`.")] = DEFAULT_MODEL,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (networks).", rich_help_panel=ADVANCED)] = 10,
     split: Annotated[
-        str,
+        Literal["group", "items", "random"],
         typer.Option(
             help="group: whole components of the pair graph, no item on both sides (default; falls back to "
             "items when one giant component leaves validation too few pairs); items: items assigned to sides, "
-            "pairs across left out; random: the notebook's row split (items leak)."
+            "pairs across left out; random: the notebook's row split (items leak).",
+            rich_help_panel=ADVANCED,
         ),
     ] = "group",
     seed: Annotated[int, typer.Option(help="Seed for split, initialisation and shuffling.")] = 42,
     batch_size: Annotated[
-        int | None, typer.Option(help="Pairs per step; default: about 64 steps per epoch, 256 to 4096.")
+        int | None,
+        typer.Option(help="Pairs per step; default: about 64 steps per epoch, 256 to 4096.", rich_help_panel=ADVANCED),
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate; default: the model's.")] = None,
-    patience: Annotated[int, typer.Option(help="Early-stop after this many epochs without improvement; 0 never.")] = 3,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate; default: the model's.", rich_help_panel=ADVANCED)
+    ] = None,
+    patience: Annotated[
+        int,
+        typer.Option(help="Early-stop after this many epochs without improvement; 0 never.", rich_help_panel=ADVANCED),
+    ] = 3,
     monitor: Annotated[
-        str, typer.Option(help="Validation metric that picks the best epoch: pr_auc or loss.")
+        Literal["pr_auc", "loss"],
+        typer.Option(help="Validation metric that picks the best epoch: pr_auc or loss.", rich_help_panel=ADVANCED),
     ] = "pr_auc",
-    valid_fraction: Annotated[float, typer.Option(help="Share of pairs held out for validation.")] = 0.2,
+    valid_fraction: Annotated[
+        float, typer.Option(help="Share of pairs held out for validation.", rich_help_panel=ADVANCED)
+    ] = 0.2,
     min_valid_fraction: Annotated[
         float,
-        typer.Option(help="Least share of pairs validation may get; below it group falls back to items; 0: any."),
+        typer.Option(
+            help="Least share of pairs validation may get; below it group falls back to items; 0: any.",
+            rich_help_panel=ADVANCED,
+        ),
     ] = 0.1,
     valid_pairs: Annotated[
         Path | None,
@@ -79,49 +90,78 @@ def train(
         typer.Option("--param", "-p", help="Model hyperparameter KEY=VALUE, repeatable (e.g. -p hidden=256)."),
     ] = None,
     modalities: Annotated[
-        str | None, typer.Option(help="Comma-separated embedding columns to use; default: every one found.")
+        str | None,
+        typer.Option(
+            help="Comma-separated embedding columns to use; default: every one found.", rich_help_panel=ADVANCED
+        ),
     ] = None,
     strict_ids: Annotated[
-        bool, typer.Option(help="Fail on pairs naming ids without data, instead of dropping them with a count.")
+        bool,
+        typer.Option(
+            help="Fail on pairs naming ids without data, instead of dropping them with a count.",
+            rich_help_panel=ADVANCED,
+        ),
     ] = False,
     invalid_vectors: Annotated[
-        str, typer.Option(help="NaN/inf embeddings: 'error' stops, 'missing' treats them as absent (counted).")
+        Literal["error", "missing"],
+        typer.Option(
+            help="NaN/inf embeddings: 'error' stops, 'missing' treats them as absent (counted).",
+            rich_help_panel=ADVANCED,
+        ),
     ] = "error",
     threads: Annotated[int | None, typer.Option(help="CPU threads; default: every core.")] = None,
     conflicts: Annotated[
         str,
-        typer.Option(help="A pair labelled both 1 and 0: drop it, or keep the first / positive / negative label."),
+        typer.Option(
+            help="A pair labelled both 1 and 0: drop it, or keep the first / positive / negative label.",
+            rich_help_panel=ADVANCED,
+        ),
     ] = "drop",
     augment: Annotated[
-        str, typer.Option(help="'transitive': add positives implied by chains of positive training pairs.")
+        str,
+        typer.Option(
+            help="'transitive': add positives implied by chains of positive training pairs.", rich_help_panel=ADVANCED
+        ),
     ] = "none",
     calibration: Annotated[
-        str, typer.Option(help="Probability calibration on validation pairs: platt, isotonic or none.")
+        Literal["platt", "isotonic", "none"],
+        typer.Option(
+            help="Probability calibration on validation pairs: platt, isotonic or none.", rich_help_panel=ADVANCED
+        ),
     ] = "platt",
     target_precision: Annotated[
         float | None,
         typer.Option(help="Threshold: the lowest reaching this validation precision; default: max F1."),
     ] = None,
     precision: Annotated[
-        str, typer.Option(help="Network arithmetic: auto (bf16 on CPUs with AMX), fp32 or bf16.")
+        Literal["auto", "fp32", "bf16"],
+        typer.Option(help="Network arithmetic: auto (bf16 on CPUs with AMX), fp32 or bf16.", rich_help_panel=ADVANCED),
     ] = "auto",
     hard_negatives: Annotated[
         int,
         typer.Option(
             help="Negatives mined per training item from its nearest catalogue neighbours that the labels do "
-            "not link to it, so the model learns the pairs `match` will score; 0: none."
+            "not link to it, so the model learns the pairs `match` will score; 0: none.",
+            rich_help_panel=ADVANCED,
         ),
     ] = 2,
-    mine_k: Annotated[int, typer.Option(help="Neighbours searched per item when mining (match's --k).")] = 20,
+    mine_k: Annotated[
+        int, typer.Option(help="Neighbours searched per item when mining (match's --k).", rich_help_panel=ADVANCED)
+    ] = 20,
     far_negatives: Annotated[
         int,
         typer.Option(
             help="Also this many negatives per training item drawn at random from the whole catalogue, for "
-            "match --k far beyond --mine-k (pairs far down an item's list, often across categories)."
+            "match --k far beyond --mine-k (pairs far down an item's list, often across categories).",
+            rich_help_panel=ADVANCED,
         ),
     ] = 0,
     mine_max_items: Annotated[
-        int, typer.Option(help="Mine for a random sample of at most this many items (of training, of validation).")
+        int,
+        typer.Option(
+            help="Mine for a random sample of at most this many items (of training, of validation).",
+            rich_help_panel=ADVANCED,
+        ),
     ] = 100_000,
     aux_weights: Annotated[
         str | None,
@@ -129,33 +169,37 @@ def train(
             help="Weights tried for the auxiliary training pairs (mined negatives, --augment's positives), "
             "comma-separated, beside the labelled pairs alone: each job keeps the weighting best on its own "
             "validation pairs (predict's on the labelled ones, match's on the validation items' candidates). "
-            "Default: the model's (gbdt 0.25,1; networks 1). 0: the labelled pairs only."
+            "Default: the model's (gbdt 0.25,1; networks 1). 0: the labelled pairs only.",
+            rich_help_panel=ADVANCED,
         ),
     ] = None,
     drop_mined_above: Annotated[
         float | None,
         typer.Option(
             help="Drop mined pairs a quick cross-fitted model scores this likely or more to be matches (a "
-            "positive-unlabelled filter; it drops the hardest negatives too); default: keep them all."
+            "positive-unlabelled filter; it drops the hardest negatives too); default: keep them all.",
+            rich_help_panel=ADVANCED,
         ),
     ] = None,
     encoder_path: Annotated[
         Path | None,
         typer.Option(
             help="Text models (bi-encoder, or gbdt with -p stack_text=words,bi-encoder): a local Hugging Face "
-            "model folder to fine-tune instead of the bundled all-MiniLM-L6-v2 (nothing is downloaded)."
+            "model folder to fine-tune instead of the bundled all-MiniLM-L6-v2 (nothing is downloaded).",
+            rich_help_panel=ADVANCED,
         ),
     ] = None,
     device: Annotated[
         str,
         typer.Option(
             help="Where the networks and text models train (gbdt's stacked ones too): auto (a GPU when torch "
-            "sees one), cpu or cuda. Scoring runs on the CPU."
+            "sees one), cpu or cuda. Scoring runs on the CPU.",
+            rich_help_panel=ADVANCED,
         ),
     ] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.", rich_help_panel=ADVANCED)] = True,
 ) -> None:
     """Train a pairwise model on DATA_DIR/train.parquet and evaluate it.
 
@@ -165,6 +209,9 @@ def train(
     --target-precision). If DATA_DIR/test.parquet has targets, the model is also evaluated on it. The run
     directory gets config.json, the weights, metrics.json, history.json and plots/.
     """
+    from prodmatch import api
+    from prodmatch.models import MODELS
+
     with user_errors():
         params = parse_params(param or [], MODELS.get(model))
         takes = {f.name for f in fields(MODELS[model].params_class)} if model in MODELS else set()
@@ -240,25 +287,36 @@ def train(
 # ----------------------------------------------------------------------------------------- compare
 
 
-@app.command(rich_help_panel=PANEL)
+@app.command(
+    rich_help_panel=PANEL, epilog=example("prodmatch compare data/demo --out runs/compare --models siamese,gbdt")
+)
 def compare(
     data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-CUP layout.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the leaderboard and the runs.")],
     models: Annotated[
         str, typer.Option(help="Comma-separated models; the first is the baseline for 'time to reach'.")
     ] = "concat-mlp,item-mlp,siamese,gbdt",
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (networks).")] = 10,
-    split: Annotated[str, typer.Option(help="group (default) or random.")] = "group",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (networks).", rich_help_panel=ADVANCED)] = 10,
+    split: Annotated[
+        Literal["group", "random"], typer.Option(help="group (default) or random.", rich_help_panel=ADVANCED)
+    ] = "group",
     seed: Annotated[int, typer.Option(help="Seed for the split and every model.")] = 42,
-    batch_size: Annotated[int | None, typer.Option(help="Pairs per step; default: automatic.")] = None,
-    precision: Annotated[str, typer.Option(help="Network arithmetic: auto, fp32 or bf16.")] = "auto",
+    batch_size: Annotated[
+        int | None, typer.Option(help="Pairs per step; default: automatic.", rich_help_panel=ADVANCED)
+    ] = None,
+    precision: Annotated[
+        Literal["auto", "fp32", "bf16"],
+        typer.Option(help="Network arithmetic: auto, fp32 or bf16.", rich_help_panel=ADVANCED),
+    ] = "auto",
     param: Annotated[
         list[str] | None,
         typer.Option("--param", "-p", help="MODEL.KEY=VALUE, repeatable (e.g. -p gbdt.num_leaves=31)."),
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads; default: every core.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads; default: every core.", rich_help_panel=ADVANCED)
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing comparison.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.", rich_help_panel=ADVANCED)] = True,
 ) -> None:
     """Train several models on the same split and print a leaderboard.
 
@@ -267,6 +325,9 @@ def compare(
     model's validation PR-AUC, and scoring pairs/s. Synthetic data adds its Bayes-optimal oracle as the
     ceiling. Writes OUT/leaderboard.json, OUT/pr_curves.png and a run directory per model in OUT/models.
     """
+    from prodmatch.compare import compare as run_compare
+    from prodmatch.models import MODELS
+
     with user_errors():
         names = [m.strip() for m in models.split(",") if m.strip()]
         per_model: dict[str, list[str]] = {}
@@ -340,7 +401,10 @@ def _leaderboard_table(board: Any) -> Table:
 # ---------------------------------------------------------------------------------------- evaluate
 
 
-@app.command(rich_help_panel=PANEL)
+@app.command(
+    rich_help_panel=PANEL,
+    epilog=example("prodmatch evaluate runs/demo --data data/demo --pairs data/demo/test.parquet"),
+)
 def evaluate(
     run_dir: RunDir,
     data: ItemData,
@@ -351,6 +415,8 @@ def evaluate(
 ) -> None:
     """Evaluate a saved model on labelled pairs: loss, accuracy, precision, recall, F1, PR-AUC, ROC-AUC,
     the best-F1 threshold and the E-CUP macro PR-AUC over level-2 categories."""
+    from prodmatch import api
+
     with user_errors():
         metrics = api.evaluate(run_dir, data, pairs, out=out_json, threshold=threshold, plot=plot)
         stdout.print(metrics_table({pairs.name: metrics}, title=f"{run_dir}"))
@@ -361,7 +427,10 @@ def evaluate(
 # ----------------------------------------------------------------------------------------- predict
 
 
-@app.command(rich_help_panel=PANEL)
+@app.command(
+    rich_help_panel=PANEL,
+    epilog=example("prodmatch predict runs/demo --data data/demo --pairs data/demo/test.parquet --out scores.parquet"),
+)
 def predict(
     run_dir: RunDir,
     data: ItemData,
@@ -377,6 +446,8 @@ def predict(
 ) -> None:
     """Score every pair: writes variantid1, variantid2 and target (a calibrated probability), one row per
     input row, in input order (the E-CUP submission format). Unknown ids are an error that lists them."""
+    from prodmatch import api
+
     with user_errors():
         t0 = time.perf_counter()
         frame = api.predict(run_dir, data, pairs, out_path, labels=labels)
@@ -386,7 +457,10 @@ def predict(
 # ----------------------------------------------------------------------------------- explain, report
 
 
-@app.command(rich_help_panel=PANEL)
+@app.command(
+    rich_help_panel=PANEL,
+    epilog=example("prodmatch explain runs/demo --data data/demo --pairs data/demo/test.parquet --out why"),
+)
 def explain(
     run_dir: RunDir,
     data: ItemData,
@@ -398,11 +472,17 @@ def explain(
         tuple[str, str] | None, typer.Option("--pair", help="One pair of ids instead of --pairs: --pair ID1 ID2.")
     ] = None,
     plots: Annotated[
-        int, typer.Option(help="Waterfall PNGs for the first this many pairs; -1: every pair (about 0.2 s each).")
+        int,
+        typer.Option(
+            help="Waterfall PNGs for the first this many pairs; -1: every pair (about 0.2 s each).",
+            rich_help_panel=ADVANCED,
+        ),
     ] = 20,
-    show: Annotated[int, typer.Option(help="Print the explanations of the first this many pairs.")] = 3,
+    show: Annotated[
+        int, typer.Option(help="Print the explanations of the first this many pairs.", rich_help_panel=ADVANCED)
+    ] = 3,
     job: Annotated[
-        str,
+        Literal["pairs", "catalogue"],
         typer.Option(
             help="Whose model explains: pairs (predict's, for labelled-like pairs) or catalogue (match's, for a "
             "catalogue's candidates)."
@@ -417,6 +497,8 @@ def explain(
     a modality left out being absent on both items. Writes explanations.parquet (a row per pair),
     contributions.parquet (a row per pair and feature), explanations.json and waterfalls/*.png.
     """
+    from prodmatch.explain import explain as run_explain
+
     with user_errors():
         if (pairs is None) == (pair is None):
             raise ConfigError("give --pairs FILE or --pair ID1 ID2 (one of them)")
@@ -463,7 +545,10 @@ def _explanation_table(e: dict) -> Table:
     return table
 
 
-@app.command(rich_help_panel=PANEL)
+@app.command(
+    rich_help_panel=PANEL,
+    epilog=example("prodmatch report runs/demo --data data/demo --pairs data/demo/test.parquet --out report.html"),
+)
 def report(
     run_dir: RunDir,
     data: ItemData,
@@ -474,15 +559,19 @@ def report(
     """One self-contained HTML page about a model on labelled pairs (opens with no network): metrics, PR and
     ROC curves, a reliability diagram, score histograms by label, a threshold table, the E-CUP per-category
     PR-AUC (worst first), and the top false positives and negatives with names, categories and explanations."""
+    from prodmatch.report import build_report
+
     with user_errors():
         t0 = time.perf_counter()
         path = build_report(run_dir, data, pairs, out, top=top)
         stdout.print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f}s)")
 
 
-@app.command(rich_help_panel=PANEL)
+@app.command(rich_help_panel=PANEL, epilog=example("prodmatch models"))
 def models() -> None:
     """List the registered models and their default hyperparameters."""
+    from prodmatch.models import MODELS
+
     table = Table(title="models")
     table.add_column("name")
     table.add_column("defaults")
