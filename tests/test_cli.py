@@ -173,9 +173,7 @@ def test_help_and_version_import_no_heavy_library():
     commands = sorted(c.name or c.callback.__name__ for c in cli_app.registered_commands)
     assert len(commands) >= 10
     calls = [["--help"], ["--version"], *([c, "--help"] for c in commands)]
-    script = "\n".join(
-        f"subprocess.run([sys.executable, '-c', {code!r}, *{args!r}], check=True)" for args in calls
-    )
+    script = "\n".join(f"subprocess.run([sys.executable, '-c', {code!r}, *{args!r}], check=True)" for args in calls)
     out = subprocess.run(
         [sys.executable, "-c", f"import subprocess, sys\n{script}"], capture_output=True, text=True, check=True
     ).stdout
