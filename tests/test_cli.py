@@ -135,11 +135,28 @@ def test_resume_after_interrupt(run, tmp_path):
     assert r.exit_code == 2 and "nothing to resume" in r.output
 
 
-def test_info(run):
+def test_info(run, tmp_path):
+    import shutil
+
     data, _, _ = run
     r = invoke("info", data)
     assert r.exit_code == 0, r.output
-    assert "name_bert_64" in r.output and "reversed duplicates" in r.output
+    said = " ".join(r.output.split())
+    assert "name_bert_64" in said and "reversed duplicates" in said and "no problems" in said
+    truth = pd.read_parquet(data / "train.parquet")
+    # the labels' column renamed and one unknown id: each problem says who refuses it, and the exit code is 1
+    bad = tmp_path / "bad"
+    shutil.copytree(data, bad)
+    pairs = truth.rename(columns={"target": "label"})
+    pairs.loc[0, "variantid1"] = 10**15
+    pairs.to_parquet(bad / "train.parquet")
+    r = invoke("info", bad)
+    said = " ".join(r.output.split())
+    assert r.exit_code == 1, r.output
+    assert "no labels" in said and "conflicting labels" not in said.split("train.parquet")[1].split("test.parquet")[0]
+    assert "no 'target' column: the pairs carry no labels - train refuses it" in said
+    assert "1 pairs name 1 ids absent from every item file (e.g. [1000000000000000])" in said
+    assert "evaluate and predict refuse them" in said
 
 
 @pytest.mark.parametrize(

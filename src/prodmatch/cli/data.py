@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from prodmatch.cli.common import (
@@ -137,9 +138,16 @@ def synth(
 
 @app.command(rich_help_panel=PANEL, epilog=example("prodmatch info data/demo"))
 def info(data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-CUP layout.")]) -> None:
-    """Validate a data directory and describe it: items, modalities, coverage, pairs and duplicates."""
+    """Validate a data directory the way train, predict and match will read it, and describe it: items,
+    modalities and their coverage, pairs, labels, duplicates and the pair graph.
+
+    Every problem gets a line that says which command refuses it; every fact a command handles by a stated
+    policy (conflicting labels, items without any embedding) a note that says how. Exit code 1 when a command
+    would refuse something, 0 otherwise."""
+    import numpy as np
+
     from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue
-    from prodmatch.pairs import load_pairs, pair_graph, pair_hygiene
+    from prodmatch.pairs import check_pairs
 
     with user_errors():
         t0 = time.perf_counter()
@@ -152,27 +160,55 @@ def info(data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-
         for name, m in cat.modalities.items():
             table.add_row(name, str(m.dim), f"{m.present.sum():,}", f"{(~m.present).sum():,}", Path(m.source).name)
         stdout.print(table)
+        problems, notes = [], []
+        nothing = ~np.logical_or.reduce([m.present for m in cat.modalities.values()]) if cat.modalities else None
+        if nothing is not None and nothing.any():
+            notes.append(
+                f"{int(nothing.sum()):,} items ({100 * nothing.mean():.2f}%) have no embedding in any modality - "
+                "train, predict and match accept them, and never call a pair naming one a match (no evidence)"
+            )
         for fname in (TRAIN_FILE, TEST_FILE):
             path = data_dir / fname
-            if path.exists():
-                p = load_pairs(path, cat, require_target=False, unknown="drop")
-                h = pair_hygiene(p)
-                rate = f", {100 * p.positive_rate():.1f}% positive" if p.target is not None else ""
-                stdout.print(
-                    f"{fname}: {len(p):,} pairs{rate}; {h['reversed_duplicates']:,} reversed duplicates, "
-                    f"{h['conflicting_labels']:,} with conflicting labels"
+            if not path.exists():
+                if fname == TRAIN_FILE:
+                    problems.append(f"{path} not found - train refuses the directory; predict and match need none")
+                continue
+            c = check_pairs(path, cat, training=fname == TRAIN_FILE)
+            labels = (
+                f"{100 * c.positive_rate:.1f}% positive"
+                if c.positive_rate is not None
+                else "labelled"
+                if c.labelled
+                else "no labels"
+            )
+            h = c.hygiene
+            dup = (
+                f"; {h['reversed_duplicates']:,} reversed duplicates"
+                + (f", {h['conflicting_labels']:,} with conflicting labels" if c.labelled else "")
+                if h
+                else ""
+            )
+            stdout.print(f"{fname}: {c.rows:,} pairs, {labels}{dup}")
+            g = c.graph
+            if g:
+                note = (
+                    " (whole components cannot make a validation set: train splits by item)"
+                    if g["largest_component_share"] > 0.9
+                    else ""
                 )
-                if len(p):
-                    g = pair_graph(p)
-                    note = (
-                        " (whole components cannot make a validation set: train splits by item)"
-                        if g["largest_component_share"] > 0.9
-                        else ""
-                    )
-                    stdout.print(
-                        f"  pair graph: {g['items']:,} items, {g['pairs_per_item']:.2f} pairs per item; the largest "
-                        f"connected component holds {100 * g['largest_component_share']:.1f}% of the pairs{note}"
-                    )
+                stdout.print(
+                    f"  pair graph: {g['items']:,} items, {g['pairs_per_item']:.2f} pairs per item; the largest "
+                    f"connected component holds {100 * g['largest_component_share']:.1f}% of the pairs{note}"
+                )
+            problems += [f"{fname}: {p}" for p in c.problems]
+            notes += [f"{fname}: {p}" for p in c.notes]
+        for p in notes:
+            stdout.print(f"[cyan]note:[/] {escape(p)}", highlight=False, soft_wrap=True)
+        for p in problems:
+            stdout.print(f"[yellow]problem:[/] {escape(p)}", highlight=False, soft_wrap=True)
+        if problems:
+            raise typer.Exit(1)
+        stdout.print("no problems: train, predict and match can read this directory")
 
 
 @app.command("import-em", rich_help_panel=PANEL, epilog=example("prodmatch import-em path/to/Abt-Buy data/abt"))
