@@ -314,3 +314,23 @@ def test_model_parameters_are_parsed_to_their_declared_types():
         parse_params(["hard_negatives=maybe"], encoder)
     with pytest.raises(ConfigError, match="num_leaves=many: not a valid int"):
         parse_params(["num_leaves=many"], GBDTModel)
+
+
+def test_an_existing_file_as_out_is_one_clear_line_and_folders_get_the_usual_mode(run, tmp_path):
+    import os
+    import stat
+
+    data, run_dir, _ = run
+    target = tmp_path / "taken"
+    target.write_text("not a directory")
+    r = invoke("match", run_dir, "--data", data, "--out", target)
+    assert r.exit_code == 2 and "is a file, not a directory" in r.output, r.output
+    assert "Traceback" not in r.output and target.read_text() == "not a directory"
+    from prodmatch.atomic import staged_output
+
+    umask = os.umask(0)
+    os.umask(umask)
+    with staged_output(tmp_path / "made", False, "done.json") as staging:
+        (staging / "done.json").write_text("{}")
+    mode = stat.S_IMODE(os.stat(tmp_path / "made").st_mode)  # a staging folder: mkdtemp makes 0700
+    assert mode == 0o777 & ~umask, oct(mode)

@@ -58,6 +58,8 @@ def staged_output(out_dir: str | Path, overwrite: bool, marker: str):
     file such a step writes last, is there). The check runs now, before any work; a crash removes the staging.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is a file, not a directory; choose another --out (a directory to create)")
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise ConfigError(f"{out_dir} is not empty; pass --overwrite to replace it or choose another --out")
@@ -68,6 +70,7 @@ def staged_output(out_dir: str | Path, overwrite: bool, marker: str):
     def staged() -> Iterator[Path]:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give the folder the usual mode
         try:
             yield tmp
             if out_dir.exists():

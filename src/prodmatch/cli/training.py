@@ -508,6 +508,8 @@ def explain(
         for i in range(min(show, len(found))):
             stdout.print(_explanation_table(found.pair(i)))
         n = len(found)
+        if n > show:
+            stdout.print(f"showing the first {min(show, n)} of {n:,} pairs (--show to change); all are in {out}")
         rate = f" ({n / max(found.seconds, 1e-9):,.0f} pairs/s)" if n >= 100 else ""
         stdout.print(
             f"{n:,} pair{'s' if n != 1 else ''} explained ({found.method}) in {found.seconds:.2f}s{rate}; "
