@@ -334,3 +334,33 @@ def test_an_existing_file_as_out_is_one_clear_line_and_folders_get_the_usual_mod
         (staging / "done.json").write_text("{}")
     mode = stat.S_IMODE(os.stat(tmp_path / "made").st_mode)  # a staging folder: mkdtemp makes 0700
     assert mode == 0o777 & ~umask, oct(mode)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_default_training_keeps_what_was_trained(run, tmp_path, signame):
+    """Ctrl-C and SIGTERM alike, once the first stacked network has finished: the run stays resumable, the
+    message says so, and --resume finishes it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data, _, _ = run
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "prodmatch.cli", "train", str(data), "--out", str(out), "-p", "n_estimators=40",
+           "-p", "stack_epochs=10", "--hard-negatives", "0", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = out / "resume" / "siamese" / "fold0" / "fold.json"
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert first.exists(), proc.communicate()
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=300)
+    said = " ".join(err.split())
+    assert proc.returncode == 130, err
+    assert "run the same command with --resume to continue" in said
+    r = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "taken from the interrupted run" in " ".join(r.stderr.split())
+    assert (out / "config.json").exists() and not (out / "resume").exists()

@@ -12,7 +12,7 @@ from conftest import SMALL_NET
 from prodmatch import ConfigError, TrainConfig, load_pairs, read_catalogue, split_pairs
 from prodmatch.models import create_model
 from prodmatch.models.concat_mlp import ConcatMLP, ConcatMLPParams
-from prodmatch.training import train_network
+from prodmatch.training import CHECKPOINT_FILE, train_network
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +154,46 @@ def test_auto_precision_never_picks_bfloat16_where_the_kernels_are_held_below_am
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert not bf16_pays() and resolve_precision("bf16") == "bf16"  # asked for: kept
+
+
+class _StopInSecondNetwork:
+    """Interrupts training after the first stacked network has finished and the second has run one epoch."""
+
+    def __init__(self) -> None:
+        self.networks = 0
+
+    def on_epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        self.networks += epoch == 1
+        if self.networks == 2 and epoch == 2:
+            raise KeyboardInterrupt
+
+    def on_batch_end(self, loss: float) -> None: ...
+    def on_epoch_end(self, record) -> None: ...
+
+
+def test_default_model_resumes_to_the_same_model(synth_dir, tmp_path, caplog):
+    """gbdt keeps each finished fold network, and the running one's epochs: an interrupted run continues with
+    resume=True and ends with the model an uninterrupted run makes; a finished run keeps no resume folder."""
+    from prodmatch import predict, train
+    from prodmatch.training import RESUME_DIR, resumable
+
+    params = {"n_estimators": 40, "stack_epochs": 3}
+    cfg = TrainConfig(seed=4, hard_negatives=0)
+    full = train(synth_dir, tmp_path / "full", model="gbdt", params=params, config=cfg)
+    with pytest.raises(KeyboardInterrupt):
+        train(synth_dir, tmp_path / "cut", model="gbdt", params=params, config=cfg, callback=_StopInSecondNetwork())
+    resume = tmp_path / "cut" / RESUME_DIR / "siamese"
+    assert resumable(tmp_path / "cut")
+    assert (resume / "fold0" / "fold.json").exists() and (resume / "fold1.epochs" / CHECKPOINT_FILE).exists()
+    with caplog.at_level("INFO"):
+        resumed = train(synth_dir, tmp_path / "cut", model="gbdt", params=params, config=cfg, resume=True)
+    said = caplog.text
+    assert "siamese fold 1 of 2 taken from the interrupted run" in said  # not trained again
+    assert "resumed from" in said and "after epoch 1" in said  # the second network went on from its epoch
+    assert not (tmp_path / "cut" / RESUME_DIR).exists() and not resumable(tmp_path / "cut")
+    assert resumed.metrics["test"]["pr_auc"] == full.metrics["test"]["pr_auc"]
+    a = predict(tmp_path / "full", synth_dir, synth_dir / "test.parquet")
+    b = predict(tmp_path / "cut", synth_dir, synth_dir / "test.parquet")
+    np.testing.assert_array_equal(a["target"].to_numpy(), b["target"].to_numpy())
+    with pytest.raises(ConfigError, match="no checkpoint"):  # nothing left to resume
+        train(synth_dir, tmp_path / "cut", model="gbdt", params=params, config=cfg, resume=True)

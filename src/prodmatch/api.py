@@ -35,7 +35,7 @@ from prodmatch.pairs import (
 )
 from prodmatch.plots import plot_boosting, plot_feature_importance, plot_history, plot_pr_curves
 from prodmatch.runs import model_and_catalogue
-from prodmatch.training import CHECKPOINT_FILE, TrainCallback
+from prodmatch.training import CHECKPOINT_FILE, RESUME_DIR, TrainCallback, resumable
 
 __all__ = ["PreparedPairs", "TrainReport", "evaluate", "predict", "prepare_pairs", "score_pairs", "train"]
 
@@ -105,7 +105,7 @@ def train(
         return _train_into(est, model, model_class, data_dir, out_dir, config, data_config, resume, callback, catalogue)
     except BaseException:
         # A failed run leaves nothing behind but what --resume can use: no empty or half-written run.
-        if not (out_dir / CHECKPOINT_FILE).exists():
+        if not resumable(out_dir):
             shutil.rmtree(out_dir, ignore_errors=True)
             log.info("training failed; removed the unfinished run directory %s", out_dir)
         raise
@@ -211,6 +211,7 @@ def _train_into(
         },
     )
     (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is complete; nothing left to resume
+    shutil.rmtree(out_dir / RESUME_DIR, ignore_errors=True)
     return TrainReport(run_dir=out_dir, model=est, split=prepared.split, metrics=metrics, history=history)
 
 
@@ -508,24 +509,23 @@ def _prepare_run_dir(out_dir: Path, *, overwrite: bool, resume: bool) -> None:
     if overwrite and resume:
         raise ConfigError("--overwrite and --resume contradict each other; pick one")
     if resume:
-        if not (out_dir / CHECKPOINT_FILE).exists():
-            raise ConfigError(f"--resume: {out_dir / CHECKPOINT_FILE} not found; nothing to resume")
+        if not resumable(out_dir):
+            raise ConfigError(
+                f"--resume: {out_dir} holds no checkpoint ({CHECKPOINT_FILE} or {RESUME_DIR}/) to continue from; "
+                "start the run without --resume"
+            )
         return
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             what = (
                 "an interrupted run (resume it with --resume)"
-                if (out_dir / CHECKPOINT_FILE).exists()
+                if resumable(out_dir)
                 else "a run"
                 if (out_dir / CONFIG_FILE).exists()
                 else "files"
             )
             raise ConfigError(f"{out_dir} already holds {what}; pass --overwrite to replace it or choose another --out")
-        if (
-            not (out_dir / CONFIG_FILE).exists()
-            and not (out_dir / CHECKPOINT_FILE).exists()
-            and not (out_dir / "metrics.json").exists()
-        ):
+        if not (out_dir / CONFIG_FILE).exists() and not resumable(out_dir) and not (out_dir / "metrics.json").exists():
             raise ConfigError(f"{out_dir} holds files that are not a prodmatch run; refusing to delete them")
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

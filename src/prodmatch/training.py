@@ -44,6 +44,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
+RESUME_DIR = "resume"  # what a model made of several trainings keeps to resume: gbdt's finished fold networks
+
+
+def resumable(run_dir: str | Path) -> bool:
+    """Whether an interrupted training left ``run_dir`` something ``--resume`` continues from: a network's epoch
+    checkpoint, or the fold networks a ``gbdt`` run finished."""
+    run_dir = Path(run_dir)
+    resume = run_dir / RESUME_DIR
+    return (run_dir / CHECKPOINT_FILE).exists() or (resume.is_dir() and any(resume.iterdir()))
 
 
 @dataclass

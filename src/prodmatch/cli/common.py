@@ -91,9 +91,30 @@ class user_errors:
             console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         if isinstance(exc, KeyboardInterrupt):
-            console.print("[yellow]interrupted[/]; a training run can continue with --resume")
+            console.print("[yellow]interrupted[/]; nothing was written")
             raise typer.Exit(130)
         return False
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """Within the block, SIGTERM (a scheduler or ``kill`` stopping the job) is handled as Ctrl-C is: it raises
+    KeyboardInterrupt, so the same clean-up runs (a resumable run is kept, anything else removed)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from prodmatch.cli.common import (
     metrics_table,
     parse_params,
     stdout,
+    terminate_as_interrupt,
     user_errors,
 )
 from prodmatch.config import DEFAULT_MODEL, DataConfig, TrainConfig
@@ -252,18 +253,29 @@ def train(
             invalid_vectors=invalid_vectors,  # type: ignore[arg-type]
         )
         bars = TrainBars() if progress and console.is_terminal else None
-        with bars or contextlib.nullcontext():
-            report = api.train(
-                data_dir,
-                out,
-                model=model,
-                params=params,
-                config=cfg,
-                data_config=data_cfg,
-                overwrite=overwrite,
-                resume=resume,
-                callback=bars,
-            )
+        try:
+            with bars or contextlib.nullcontext(), terminate_as_interrupt():
+                report = api.train(
+                    data_dir,
+                    out,
+                    model=model,
+                    params=params,
+                    config=cfg,
+                    data_config=data_cfg,
+                    overwrite=overwrite,
+                    resume=resume,
+                    callback=bars,
+                )
+        except KeyboardInterrupt:
+            from prodmatch.training import resumable
+
+            if resumable(out):
+                console.print(
+                    "[yellow]interrupted[/]; what was trained is kept: run the same command with --resume to continue"
+                )
+            else:
+                console.print("[yellow]interrupted[/] before anything resumable was trained; the run was removed")
+            raise typer.Exit(130) from None
         m = report.metrics
         columns = {"validation": m["valid"]} | ({"test": m["test"]} if "test" in m else {})
         fitted = (

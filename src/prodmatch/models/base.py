@@ -150,6 +150,8 @@ class PairModel:
     ``selection_`` (what each job tried and kept); ``run_dir_`` once loaded from a run directory.
     """
 
+    resumable = False  # whether fit(checkpoint_dir=..., resume=True) continues an interrupted training
+
     name: ClassVar[str]
     params_class: ClassVar[type]
     symmetric: ClassVar[bool] = False

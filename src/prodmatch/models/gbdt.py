@@ -45,7 +45,7 @@ from prodmatch.models.torch_model import TorchPairModel
 from prodmatch.models.word_pairs import WordPairScorer
 from prodmatch.pairs import PairSet
 from prodmatch.store import ItemStore
-from prodmatch.training import TrainCallback
+from prodmatch.training import RESUME_DIR, TrainCallback
 
 __all__ = ["GBDTModel", "GBDTParams"]
 
@@ -130,6 +130,8 @@ class GBDTModel(StackedModels, PairFeatures, Boosting, PairModel):
         candidates: PairSet | None = None,
         modalities: list[str] | None = None,
         callback: TrainCallback | None = None,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
         **_: object,
     ) -> GBDTModel:
         """Compute features, cross-fit the stacked models on the labelled pairs, and boost once per weighting of
@@ -144,8 +146,12 @@ class GBDTModel(StackedModels, PairFeatures, Boosting, PairModel):
                 labelled validation pairs, what the catalogue job is chosen on. None: one job.
             modalities: the embeddings to use; all by default.
             callback: progress hooks.
+            checkpoint_dir: the run directory: each finished fold network is kept in its ``resume/`` folder, and
+                the running one checkpointed after every epoch, so an interrupted run continues with ``resume``.
+            resume: take the finished fold networks and the running one's last epoch from ``checkpoint_dir``.
         """
         config = config or TrainConfig()
+        self.resume_ = (Path(checkpoint_dir) / RESUME_DIR if checkpoint_dir is not None else None, resume)
         names = list(modalities or catalogue.modalities)
         self.modalities_ = [(n, catalogue.modalities[n].dim) for n in names]
         use = self._groups()

@@ -7,22 +7,25 @@ mean of the fold models' scores. :class:`StackedModels` holds the fold models of
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from prodmatch.catalogue import Catalogue
 from prodmatch.config import TrainConfig
 from prodmatch.errors import ConfigError
-from prodmatch.models.base import PairModel, create_model
+from prodmatch.models.base import PairModel, create_model, load_model
 from prodmatch.models.siamese import NumpySiamese, SiameseNet
 from prodmatch.models.word_pairs import WordPairScorer
 from prodmatch.pairs import Folds, PairSet, group_folds
 from prodmatch.store import ItemStore
-from prodmatch.training import TrainCallback
+from prodmatch.training import CHECKPOINT_FILE, TrainCallback
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,7 @@ class StackedModels:
         n_folds = len(folds.train_masks)
         oof = np.zeros(len(train), dtype=np.float64)
         models: list[PairModel] = []
+        resume_root, resume = getattr(self, "resume_", (None, False))
         for k in range(n_folds):
             inside = np.flatnonzero(folds.train_masks[k])
             scores = np.flatnonzero((folds.scorers == k).any(axis=1))
@@ -131,8 +135,18 @@ class StackedModels:
                 len(inside),
                 len(scores),
             )
-            model = make()
-            model.fit(catalogue, train.subset(inside), valid, config, callback=callback, **fit_kw)
+            fingerprint = {"model": label, "fold": k, "folds": n_folds, "pairs": len(inside), "seed": config.seed}
+            done = resume_root / label / f"fold{k}" if resume_root is not None else None
+            model = _finished_fold(done, fingerprint) if resume and done is not None else None
+            if model is None:
+                model = make()
+                kw: dict = dict(fit_kw)
+                if done is not None and model.resumable:  # each epoch checkpointed, continued with --resume
+                    epochs = done.with_name(f"fold{k}.epochs")
+                    kw.update(checkpoint_dir=epochs, resume=resume and (epochs / CHECKPOINT_FILE).exists())
+                model.fit(catalogue, train.subset(inside), valid, config, callback=callback, **kw)
+                if done is not None:
+                    _keep_fold(model, done, fingerprint)
             model = finish(model)
             weight = (folds.scorers[scores] == k).sum(axis=1) / 2.0  # 1 within a fold, 1/2 across two
             oof[scores] += weight * model.predict_logits(catalogue, train.subset(scores))
@@ -230,3 +244,34 @@ class StackedModels:
         fa = np.stack([m.present[left] for m in mods], axis=1).astype(np.float32)
         fb = np.stack([m.present[right] for m in mods], axis=1).astype(np.float32)
         return store.towers.logits(left, right, cosines, fa, fb)
+
+
+FOLD_FILE = "fold.json"  # a finished fold's fingerprint, written last
+
+
+def _keep_fold(model: PairModel, done: Path, fingerprint: dict) -> None:
+    """Save a finished fold model where a resumed run finds it: staged beside ``done`` and renamed, so a fold
+    is either whole or absent; its epoch checkpoints are then removed."""
+    staging = done.with_name(done.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save(staging)
+    (staging / FOLD_FILE).write_text(json.dumps(fingerprint))
+    shutil.rmtree(done, ignore_errors=True)
+    staging.rename(done)
+    shutil.rmtree(done.with_name(done.name + ".epochs"), ignore_errors=True)
+
+
+def _finished_fold(done: Path, fingerprint: dict) -> PairModel | None:
+    """The fold model an interrupted run finished, or None where it did not; refuses one from another run."""
+    if not (done / FOLD_FILE).exists():
+        return None
+    saved = json.loads((done / FOLD_FILE).read_text())
+    if saved != fingerprint:
+        diff = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
+        raise ConfigError(
+            f"--resume: the finished fold in {done} is from a different run: {diff} (then, now); resume with the "
+            "same data and settings, or start afresh"
+        )
+    log.info("gbdt: %s fold %d of %d taken from the interrupted run (%s)", saved["model"], saved["fold"] + 1,
+             saved["folds"], done)  # fmt: skip
+    return load_model(done)

@@ -52,6 +52,8 @@ class TorchPairModel(PairModel):
     ``params_class``, ``network_class`` and ``symmetric``.
     """
 
+    resumable = True
+
     network_class: ClassVar[type[nn.Module]]
     trains_on_aux = True
     precision_: str = "fp32"
