@@ -3,6 +3,7 @@ data directory) and ``import-em`` (a public entity-matching benchmark as a data 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Annotated, Literal
@@ -209,6 +210,68 @@ def info(data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-
         if problems:
             raise typer.Exit(1)
         stdout.print("no problems: train, predict and match can read this directory")
+
+
+@app.command(
+    "import",
+    rich_help_panel=PANEL,
+    epilog=example(
+        "prodmatch import examples/products.csv data/shop --id sku --text title,brand --category category "
+        "--attributes brand,colour,price --pairs examples/labels.csv --left sku_a --right sku_b --label same"
+    ),
+)
+def import_command(
+    table: Annotated[Path, typer.Argument(help="The catalogue: a .csv, .tsv, .jsonl or .parquet file.")],
+    out_dir: Annotated[Path, typer.Argument(help="The data directory to create.")],
+    id_column: Annotated[str, typer.Option("--id", help="The column of item ids.")],
+    text: Annotated[
+        str | None, typer.Option(help="Text columns, comma-separated, the title first: embedded and compared.")
+    ] = None,
+    vector: Annotated[
+        str | None,
+        typer.Option(
+            help="Columns that already hold embeddings (lists of numbers), comma-separated; then no text is embedded."
+        ),
+    ] = None,
+    category: Annotated[str | None, typer.Option(help="A category path column (levels split on '>').")] = None,
+    attributes: Annotated[
+        str | None, typer.Option(help="Columns compared as values (brand, colour, price...), comma-separated.")
+    ] = None,
+    pairs: Annotated[
+        Path | None, typer.Option(help="Labelled pairs to train on (any of the same formats): train.parquet.")
+    ] = None,
+    left: Annotated[str, typer.Option(help="--pairs: the first id column.")] = "variantid1",
+    right: Annotated[str, typer.Option(help="--pairs: the second id column.")] = "variantid2",
+    label: Annotated[str, typer.Option(help="--pairs: the 0/1 label column (true/false, yes/no too).")] = "target",
+    encoder: Annotated[
+        Literal["use", "e5"],
+        typer.Option(help="The offline text encoder, where no --vector is given.", rich_help_panel=ADVANCED),
+    ] = "use",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing data directory.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.", rich_help_panel=ADVANCED)] = True,
+) -> None:
+    """Import your own catalogue table, with your own column names, as a data directory every command reads:
+    ids, a title and other texts (embedded with the bundled offline encoder), or your own vectors, a category
+    path, attributes, and labelled pairs. Then it is checked as `prodmatch info` checks a directory."""
+    from prodmatch.tables import import_table
+
+    def columns(value: str | None) -> list[str]:
+        return [c.strip() for c in (value or "").split(",") if c.strip()]
+
+    with user_errors():
+        with stage_bars(progress) as stage:
+            summary = import_table(
+                table, out_dir, id_column=id_column, text_columns=columns(text), vector_columns=columns(vector),
+                category_column=category, attribute_columns=columns(attributes), pairs=pairs,
+                pair_columns=(left, right, label), encoder=encoder, overwrite=overwrite, progress=stage,
+            )  # fmt: skip
+        extra = ""
+        if "pairs" in summary:
+            p = summary["pairs"]
+            extra = f"; {p['pairs']:,} labelled pairs ({100 * p['positive_rate']:.1f}% positive) -> train.parquet"
+        stdout.print(f"{summary['items']:,} items ({summary['id_kind']} ids){extra} -> {out_dir}")
+    with contextlib.suppress(typer.Exit):  # the import is done; what info finds is said, not an import failure
+        info(out_dir)
 
 
 @app.command("import-em", rich_help_panel=PANEL, epilog=example("prodmatch import-em path/to/Abt-Buy data/abt"))
