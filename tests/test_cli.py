@@ -126,6 +126,11 @@ def test_predict_unknown_ids_is_an_error_listing_them(run, tmp_path):
     assert r.exit_code == 2
     assert "2 pairs name 2 ids" in r.output and "[1, 2]" in r.output
     assert not out.exists()
+    pd.DataFrame({"variantid1": ["a1", "b2"], "variantid2": ["c3", "d4"]}).to_parquet(pairs_path)
+    r = invoke("predict", run_dir, "--data", data, "--pairs", pairs_path, "--out", out)
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"{pairs_path.name}: column variantid1 (e.g. ['a1', 'b2'])" in said, said
+    assert "catalogue of integer ids" in said
 
 
 def test_resume_after_interrupt(run, tmp_path):
@@ -330,8 +335,17 @@ def test_an_existing_file_as_out_is_one_clear_line_and_folders_get_the_usual_mod
 
     umask = os.umask(0)
     os.umask(umask)
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process that no longer runs, as one killed with -9 mid-write
+    abandoned = tmp_path / f".made.{gone.pid}.x1y2"
+    (abandoned / "part").mkdir(parents=True)
+    ours = tmp_path / f".made.{os.getpid()}.keep"  # this process's own: left alone
+    ours.mkdir()
     with staged_output(tmp_path / "made", False, "done.json") as staging:
         (staging / "done.json").write_text("{}")
+    assert not abandoned.exists() and ours.exists()
     mode = stat.S_IMODE(os.stat(tmp_path / "made").st_mode)  # a staging folder: mkdtemp makes 0700
     assert mode == 0o777 & ~umask, oct(mode)
 

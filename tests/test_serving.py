@@ -396,6 +396,17 @@ def test_serve_command_builds_the_app_and_hands_it_to_uvicorn(siamese_run, synth
         assert c.get("/health").json()["runtime"] == "torch"
     r = CliRunner().invoke(cli, ["serve", str(siamese_run), "--data", str(synth_dir), "--threads", "0"])
     assert r.exit_code == 2 and "threads" in r.output
+    import socket
+
+    with socket.socket() as busy:  # a port another process listens on: refused before anything loads
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        seen.clear()
+        r = CliRunner().invoke(cli, ["serve", str(siamese_run), "--data", str(synth_dir), "--port", str(port)])
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in said and "choose another --port" in said
+    assert not seen  # uvicorn was never started
 
 
 # ------------------------------------------------------------------------------------- schemathesis

@@ -69,7 +69,8 @@ def staged_output(out_dir: str | Path, overwrite: bool, marker: str):
     @contextlib.contextmanager
     def staged() -> Iterator[Path]:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        _remove_abandoned(out_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{os.getpid()}.", dir=out_dir.parent))
         os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give the folder the usual mode
         try:
             yield tmp
@@ -81,6 +82,25 @@ def staged_output(out_dir: str | Path, overwrite: bool, marker: str):
             raise
 
     return staged()
+
+
+def _remove_abandoned(out_dir: Path) -> None:
+    """Remove the staging folders of ``out_dir`` that a killed process left (``kill -9``, a lost machine): each is
+    named after the process that made it, and one whose process no longer runs is abandoned."""
+    for stale in out_dir.parent.glob(f".{out_dir.name}.*.*"):
+        pid = stale.name[len(out_dir.name) + 2 :].split(".", 1)[0]
+        if stale.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def write_json(obj: object, path: str | Path) -> Path:

@@ -132,8 +132,13 @@ def make_pairs(
     """
     v1 = df["variantid1"].to_numpy()
     v2 = df["variantid2"].to_numpy()
-    left = catalogue.rows(v1)
-    right = catalogue.rows(v2)
+    try:
+        left = catalogue.rows(v1)
+        right = catalogue.rows(v2)
+    except DataError as e:  # ids of another kind than the catalogue's: say which file and column
+        column = "variantid1" if not pd.api.types.is_integer_dtype(v1.dtype) else "variantid2"
+        example = (v1 if column == "variantid1" else v2)[:3].tolist()
+        raise DataError(f"{source}: column {column} (e.g. {example}): {e}") from None
     bad = (left < 0) | (right < 0)
     keep = np.arange(len(df), dtype=np.int64)
     if bad.any():

@@ -136,6 +136,27 @@ def serve(
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
             raise ConfigError(f"invalid serve settings: {problems}") from None
+        _check_port(host, port)  # before loading: the model and catalogue can take minutes
         application = create_app(settings)
         stdout.print(f"serving {run_dir} on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
         uvicorn.run(application, host=host, port=port, access_log=access_log, log_level="info")
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse, in one line, an address another process is listening on (bound and released at once, as uvicorn
+    will bind it)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise ConfigError(f"--host {host}: not an address of this machine ({e})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({e.strerror}): another process is using it; choose another --port"
+            ) from None

@@ -30,7 +30,11 @@ def worker_model(bundle):
     key, data = bundle.value
     model = WORKER_MODELS.get(key)
     if model is None:
-        where = Path(tempfile.mkdtemp(prefix="prodmatch-run-"))
+        from pyspark import SparkFiles
+
+        # in the job's own files folder, which Spark removes when the session stops (the system's temp folder
+        # kept one copy per worker after every run)
+        where = Path(tempfile.mkdtemp(prefix="prodmatch-run-", dir=SparkFiles.getRootDirectory()))
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(where, filter="data")
         model = WORKER_MODELS[key] = load_model(where).for_job("catalogue")

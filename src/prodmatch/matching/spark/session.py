@@ -117,7 +117,15 @@ def require_spark() -> None:
 def spark_session(master: str | None = None, conf: dict | None = None):
     """A SparkSession for prodmatch (Arrow on), started with ``master`` (default ``local[*]``) and ``conf``."""
     require_spark()
+    import warnings
+
     from pyspark.sql import SparkSession
+
+    # PySpark 4 warns on every pandas conversion that it does not yet fully support pandas 3, and uses a keyword
+    # pandas 3 deprecates; prodmatch's Spark path runs its whole test suite on pandas 3 (tests/test_spark.py),
+    # so the warnings say nothing to a user and are not shown.
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="The copy keyword is deprecated", module="pyspark")
 
     builder = SparkSession.builder.appName("prodmatch").master(master or "local[*]")
     settings = {
@@ -126,8 +134,12 @@ def spark_session(master: str | None = None, conf: dict | None = None):
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": "4g",  # local mode: the driver is the executor too
     }
-    if (master or "local").startswith("local") and "PYSPARK_PYTHON" not in os.environ:
-        os.environ["PYSPARK_PYTHON"] = sys.executable  # local workers import prodmatch from this environment
+    if (master or "local").startswith("local"):
+        if "PYSPARK_PYTHON" not in os.environ:
+            os.environ["PYSPARK_PYTHON"] = sys.executable  # local workers import prodmatch from this environment
+        # one machine: listen on the loopback interface only, not on every address the machine has
+        settings |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     settings |= {str(k): str(v) for k, v in (conf or {}).items()}
     for key, value in settings.items():
         builder = builder.config(key, value)
