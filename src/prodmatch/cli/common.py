@@ -256,7 +256,7 @@ def _readable_help() -> None:
     cut long option names) with :func:`_options_panel`. Left as typer's when its internals change."""
     from typer import rich_utils
 
-    if hasattr(rich_utils, "_print_options_panel") and hasattr(rich_utils, "_get_parameter_help"):
+    if all(hasattr(rich_utils, n) for n in ("_print_options_panel", "_get_parameter_help", "TyperArgument")):
         rich_utils._print_options_panel = _options_panel
 
 
