@@ -80,11 +80,13 @@ def test_no_private_names_cross_modules():
 
 
 def test_few_imports_inside_functions():
+    """Outside the command line: each command imports what it runs inside its own function, so that --help and
+    --version start in a fraction of a second (test_cli.test_help_and_version_import_no_heavy_library)."""
     lazy = [
         f"{module}:{node.lineno} {target}"
         for module, tree in MODULES.items()
         for node, target, _, inside in _prodmatch_imports(tree)
-        if inside
+        if inside and not module.startswith("prodmatch.cli")
     ]
     assert len(lazy) <= MAX_FUNCTION_IMPORTS, f"{len(lazy)} prodmatch imports inside functions: {lazy}"
 

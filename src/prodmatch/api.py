@@ -511,7 +511,7 @@ def _prepare_run_dir(out_dir: Path, *, overwrite: bool, resume: bool) -> None:
     if resume:
         if not resumable(out_dir):
             raise ConfigError(
-                f"--resume: {out_dir} holds no checkpoint ({CHECKPOINT_FILE} or {RESUME_DIR}/) to continue from; "
+                f"--resume: {out_dir} holds no checkpoint ({CHECKPOINT_FILE} or {RESUME_DIR}/); nothing to resume: "
                 "start the run without --resume"
             )
         return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ from scipy.sparse.csgraph import connected_components
 
 from prodmatch.catalogue import Catalogue
 from prodmatch.errors import DataError, UnknownIdsError
-from prodmatch.io import PAIR_COLUMNS, read_pairs_table
+from prodmatch.io import read_pairs_table
 
 __all__ = [
     "CONFLICT_POLICIES",
@@ -594,70 +594,3 @@ def _ids_of_rows(pairs: PairSet) -> pd.Series:
     ids = np.concatenate([pairs.ids1, pairs.ids2])
     series = pd.Series(ids, index=rows)
     return series[~series.index.duplicated()]
-
-
-@dataclass
-class PairsCheck:
-    """What a pairs file holds, and each problem with what the commands do about it (see :func:`check_pairs`)."""
-
-    path: str
-    rows: int = 0
-    labelled: bool = False
-    positive_rate: float | None = None
-    unknown_pairs: int = 0
-    unknown_ids: list = field(default_factory=list)
-    hygiene: dict = field(default_factory=dict)
-    graph: dict = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)  # a command refuses these: one line each, saying which
-    notes: list[str] = field(default_factory=list)  # handled by a stated policy: one line each, saying how
-
-
-def check_pairs(path: str | Path, catalogue: Catalogue, *, training: bool) -> PairsCheck:
-    """Validate a pairs file the way ``train`` (``training``: it needs labels) or ``evaluate`` / ``predict`` will
-    read it, without stopping at the first problem: a file ``train`` would refuse is reported, not raised.
-
-    Problems: the file or its id columns unreadable; no labels (train and evaluate refuse; predict and match
-    need none); labels that are not 0/1; ids absent from every item file (train drops those pairs with a count,
-    or refuses with --strict-ids; evaluate and predict refuse); pairs labelled both ways (train keeps one by
-    --conflicts).
-    """
-    out = PairsCheck(str(path))
-    try:
-        df = read_pairs_table(path, require_target=False)
-    except DataError as e:
-        out.problems.append(f"{e} - train, evaluate and predict refuse it")
-        return out
-    out.rows = len(df)
-    out.labelled = "target" in df
-    if not out.labelled:
-        who = "train refuses it (it learns from labels)" if training else "evaluate refuses it; predict scores it"
-        out.problems.append(f"no 'target' column: the pairs carry no labels - {who}")
-    try:
-        left, right = catalogue.rows(df[PAIR_COLUMNS[0]]), catalogue.rows(df[PAIR_COLUMNS[1]])
-    except DataError as e:
-        out.problems.append(f"{path}: {e} - train, evaluate and predict refuse it")
-        return out
-    bad = (left < 0) | (right < 0)
-    if bad.any():
-        ids = pd.unique(
-            np.concatenate([df[PAIR_COLUMNS[0]].to_numpy()[left < 0], df[PAIR_COLUMNS[1]].to_numpy()[right < 0]])
-        )
-        out.unknown_pairs, out.unknown_ids = int(bad.sum()), ids[:10].tolist()
-        out.problems.append(
-            f"{out.unknown_pairs:,} pairs name {len(ids):,} ids absent from every item file (e.g. {out.unknown_ids[:5]})"
-            " - evaluate and predict refuse them; train drops these pairs with a count (--strict-ids refuses them)"
-        )
-    pairs = make_pairs(catalogue, df[~bad].reset_index(drop=True), unknown="error", source=str(path))
-    if len(pairs):
-        out.hygiene = pair_hygiene(pairs)
-        out.graph = pair_graph(pairs)
-        if out.labelled:
-            out.positive_rate = pairs.positive_rate()
-            if out.hygiene["conflicting_labels"]:
-                how = (
-                    "train drops them (--conflicts keeps the first, positive or negative label instead)"
-                    if training
-                    else "evaluate scores every row as labelled"
-                )
-                out.notes.append(f"{out.hygiene['conflicting_labels']:,} pairs are labelled both 1 and 0 - {how}")
-    return out

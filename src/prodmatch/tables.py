@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from prodmatch.atomic import staged_output, write_json, write_parquet
+from prodmatch.embed import embed_directory, load_encoder
 from prodmatch.errors import DataError
 from prodmatch.io import ATTRIBUTES_COLUMN, ATTRIBUTES_FILE, TEXT_FILE, TRAIN_FILE
 
@@ -168,8 +169,6 @@ def import_table(
             summary["pairs"] = import_pairs(pairs, tmp / TRAIN_FILE, ids, pair_columns)
         summary["embeddings"] = {}
         if not vector_columns:
-            from prodmatch.embed import embed_directory, load_encoder
-
             enc = load_encoder(encoder)
             for field in ("name", "text") if len(text_columns) > 1 else ("name",):
                 callback = progress(f"embedding {field}", len(items)) if progress else None

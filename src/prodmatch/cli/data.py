@@ -145,10 +145,8 @@ def info(data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-
     Every problem gets a line that says which command refuses it; every fact a command handles by a stated
     policy (conflicting labels, items without any embedding) a note that says how. Exit code 1 when a command
     would refuse something, 0 otherwise."""
-    import numpy as np
-
-    from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue
-    from prodmatch.pairs import check_pairs
+    from prodmatch.checks import check_directory
+    from prodmatch.io import read_catalogue
 
     with user_errors():
         t0 = time.perf_counter()
@@ -161,20 +159,9 @@ def info(data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-
         for name, m in cat.modalities.items():
             table.add_row(name, str(m.dim), f"{m.present.sum():,}", f"{(~m.present).sum():,}", Path(m.source).name)
         stdout.print(table)
-        problems, notes = [], []
-        nothing = ~np.logical_or.reduce([m.present for m in cat.modalities.values()]) if cat.modalities else None
-        if nothing is not None and nothing.any():
-            notes.append(
-                f"{int(nothing.sum()):,} items ({100 * nothing.mean():.2f}%) have no embedding in any modality - "
-                "train, predict and match accept them, and never call a pair naming one a match (no evidence)"
-            )
-        for fname in (TRAIN_FILE, TEST_FILE):
-            path = data_dir / fname
-            if not path.exists():
-                if fname == TRAIN_FILE:
-                    problems.append(f"{path} not found - train refuses the directory; predict and match need none")
-                continue
-            c = check_pairs(path, cat, training=fname == TRAIN_FILE)
+        found = check_directory(data_dir, cat)
+        problems, notes = found.problems, found.notes
+        for fname, c in found.pairs.items():
             labels = (
                 f"{100 * c.positive_rate:.1f}% positive"
                 if c.positive_rate is not None
@@ -201,8 +188,6 @@ def info(data_dir: Annotated[Path, typer.Argument(help="Data directory in the E-
                     f"  pair graph: {g['items']:,} items, {g['pairs_per_item']:.2f} pairs per item; the largest "
                     f"connected component holds {100 * g['largest_component_share']:.1f}% of the pairs{note}"
                 )
-            problems += [f"{fname}: {p}" for p in c.problems]
-            notes += [f"{fname}: {p}" for p in c.notes]
         for p in notes:
             stdout.print(f"[cyan]note:[/] {escape(p)}", highlight=False, soft_wrap=True)
         for p in problems:
