@@ -185,6 +185,9 @@ def test_default_model_resumes_to_the_same_model(synth_dir, tmp_path, caplog):
     resume = tmp_path / "cut" / RESUME_DIR / "siamese"
     assert resumable(tmp_path / "cut")
     assert (resume / "fold0" / "fold.json").exists() and (resume / "fold1.epochs" / CHECKPOINT_FILE).exists()
+    other = {**params, "stack_epochs": 2}  # another run's settings: refused, and the run stays resumable
+    with pytest.raises(ConfigError, match="from a different run"):
+        train(synth_dir, tmp_path / "cut", model="gbdt", params=other, config=cfg, resume=True)
     with caplog.at_level("INFO"):
         resumed = train(synth_dir, tmp_path / "cut", model="gbdt", params=params, config=cfg, resume=True)
     said = caplog.text

@@ -12,7 +12,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -135,11 +135,17 @@ class StackedModels:
                 len(inside),
                 len(scores),
             )
-            fingerprint = {"model": label, "fold": k, "folds": n_folds, "pairs": len(inside), "seed": config.seed}
+            fresh = make()
+            params = asdict(fresh.params) if is_dataclass(getattr(fresh, "params", None)) else {}
+            fingerprint = json.loads(json.dumps(
+                {"model": label, "fold": k, "folds": n_folds, "pairs": len(inside), "seed": config.seed,
+                 "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr, "params": params},
+                default=str,
+            ))  # fmt: skip
             done = resume_root / label / f"fold{k}" if resume_root is not None else None
             model = _finished_fold(done, fingerprint) if resume and done is not None else None
             if model is None:
-                model = make()
+                model = fresh
                 kw: dict = dict(fit_kw)
                 if done is not None and model.resumable:  # each epoch checkpointed, continued with --resume
                     epochs = done.with_name(f"fold{k}.epochs")
