@@ -79,6 +79,10 @@ class GBDTParams:
     use: str = "discriminant,extra_pictures,categories,attributes,numbers,names,words,codes,quantities,fuzzy"  # side-data feature groups, comma-separated
     stack: str = "siamese"  # a network whose out-of-fold score becomes one more feature; "" for none
     stack_folds: int = 0  # 0: 2 when connected components make folds, else 4 (folds by item; see group_folds)
+    # what scores the stacked network's feature for new pairs: "refit", one network refit on all the training pairs
+    # (one network per pair served), or "folds", the mean of the fold networks (the trees learn from the folds'
+    # out-of-fold scores either way)
+    stack_serve: str = "refit"
     # at most this many epochs per fold network (fewer if --epochs is lower), stopped early on validation; 0: --epochs
     stack_epochs: int = 0
     # and at most this many pairs seen per fold network (epochs times its training pairs, at least one epoch): a
@@ -116,6 +120,8 @@ class GBDTModel(StackedModels, PairFeatures, Boosting, PairModel):
             raise ConfigError(f"gbdt: stack={stack!r} is not a network; use one of {networks}, or stack= for none")
         if self.params.monotone not in MONOTONE_JOBS:
             raise ConfigError(f"gbdt: monotone={self.params.monotone!r}; use one of {list(MONOTONE_JOBS)}")
+        if self.params.stack_serve not in ("refit", "folds"):
+            raise ConfigError(f"gbdt: stack_serve must be 'refit' or 'folds', got {self.params.stack_serve!r}")
         if self.params.stack_folds == 1 or self.params.stack_folds < 0:
             raise ConfigError(f"gbdt: stack_folds must be 0 (automatic) or at least 2, got {self.params.stack_folds}")
 

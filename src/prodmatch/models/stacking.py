@@ -90,18 +90,20 @@ class StackedModels:
                 self.params.stack_budget,
             )
             config = replace(config, epochs=epochs)
+        make = lambda: create_model(self.params.stack)  # noqa: E731
         oof, self.stack_models_ = self._cross_fit(
-            catalogue,
-            train,
-            valid,
-            config,
-            folds,
-            self.params.stack,
-            lambda: create_model(self.params.stack),
-            callback,
-            finish=score_in_fp32,
+            catalogue, train, valid, config, folds, self.params.stack, make, callback, finish=score_in_fp32,
             modalities=modalities,
-        )
+        )  # fmt: skip
+        if self.params.stack_serve == "refit":
+            # The trees learn from the fold networks' out-of-fold scores; one network refit on every training pair
+            # stands in for them when scoring (scikit-learn's StackingClassifier does the same): a quarter or half
+            # the work per pair of the folds' mean, and it has seen all the labels.
+            log.info("gbdt: the stacked %s network that serves, refit on all %d training pairs", self.params.stack,
+                     len(train))  # fmt: skip
+            refit = self._fit_fold(catalogue, train, valid, config, self.params.stack, "all", len(folds.train_masks),
+                                   make, callback, modalities=modalities)  # fmt: skip
+            self.stack_models_ = [score_in_fp32(refit)]
         return oof
 
     def _cross_fit(
@@ -123,7 +125,6 @@ class StackedModels:
         n_folds = len(folds.train_masks)
         oof = np.zeros(len(train), dtype=np.float64)
         models: list[PairModel] = []
-        resume_root, resume = getattr(self, "resume_", (None, False))
         for k in range(n_folds):
             inside = np.flatnonzero(folds.train_masks[k])
             scores = np.flatnonzero((folds.scorers == k).any(axis=1))
@@ -135,29 +136,49 @@ class StackedModels:
                 len(inside),
                 len(scores),
             )
-            fresh = make()
-            params = asdict(fresh.params) if is_dataclass(getattr(fresh, "params", None)) else {}
-            fingerprint = json.loads(json.dumps(
-                {"model": label, "fold": k, "folds": n_folds, "pairs": len(inside), "seed": config.seed,
-                 "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr, "params": params},
-                default=str,
-            ))  # fmt: skip
-            done = resume_root / label / f"fold{k}" if resume_root is not None else None
-            model = _finished_fold(done, fingerprint) if resume and done is not None else None
-            if model is None:
-                model = fresh
-                kw: dict = dict(fit_kw)
-                if done is not None and model.resumable:  # each epoch checkpointed, continued with --resume
-                    epochs = done.with_name(f"fold{k}.epochs")
-                    kw.update(checkpoint_dir=epochs, resume=resume and (epochs / CHECKPOINT_FILE).exists())
-                model.fit(catalogue, train.subset(inside), valid, config, callback=callback, **kw)
-                if done is not None:
-                    _keep_fold(model, done, fingerprint)
+            model = self._fit_fold(catalogue, train.subset(inside), valid, config, label, k, n_folds, make, callback,
+                                   **fit_kw)  # fmt: skip
             model = finish(model)
             weight = (folds.scorers[scores] == k).sum(axis=1) / 2.0  # 1 within a fold, 1/2 across two
             oof[scores] += weight * model.predict_logits(catalogue, train.subset(scores))
             models.append(model)
         return oof.astype(np.float32), models
+
+    def _fit_fold(
+        self,
+        catalogue: Catalogue,
+        pairs: PairSet,
+        valid: PairSet,
+        config: TrainConfig,
+        label: str,
+        fold: int | str,
+        n_folds: int,
+        make: Callable[[], PairModel],
+        callback: TrainCallback | None,
+        **fit_kw: object,
+    ) -> PairModel:
+        """Fit one stacked model (fold ``fold``, or "all" for the refit) on ``pairs``. In a run directory it is kept
+        once finished, and a network checkpoints each epoch, so an interrupted run takes it up (``resume_``)."""
+        resume_root, resume = getattr(self, "resume_", (None, False))
+        fresh = make()
+        params = asdict(fresh.params) if is_dataclass(getattr(fresh, "params", None)) else {}
+        fingerprint = json.loads(json.dumps(
+            {"model": label, "fold": fold, "folds": n_folds, "pairs": len(pairs), "seed": config.seed,
+             "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr, "params": params},
+            default=str,
+        ))  # fmt: skip
+        done = resume_root / label / f"fold{fold}" if resume_root is not None else None
+        model = _finished_fold(done, fingerprint) if resume and done is not None else None
+        if model is None:
+            model = fresh
+            kw: dict = dict(fit_kw)
+            if done is not None and model.resumable:  # each epoch checkpointed, continued with --resume
+                epochs = done.with_name(f"fold{fold}.epochs")
+                kw.update(checkpoint_dir=epochs, resume=resume and (epochs / CHECKPOINT_FILE).exists())
+            model.fit(catalogue, pairs, valid, config, callback=callback, **kw)
+            if done is not None:
+                _keep_fold(model, done, fingerprint)
+        return model
 
     def _stack_texts(self) -> list[str]:
         texts = [t.strip() for t in self.params.stack_text.split(",") if t.strip()]
@@ -278,6 +299,6 @@ def _finished_fold(done: Path, fingerprint: dict) -> PairModel | None:
             f"--resume: the finished fold in {done} is from a different run: {diff} (then, now); resume with the "
             "same data and settings, or start afresh"
         )
-    log.info("gbdt: %s fold %d of %d taken from the interrupted run (%s)", saved["model"], saved["fold"] + 1,
-             saved["folds"], done)  # fmt: skip
+    which = f"fold {saved['fold'] + 1} of {saved['folds']}" if isinstance(saved["fold"], int) else "refit"
+    log.info("gbdt: %s %s taken from the interrupted run (%s)", saved["model"], which, done)
     return load_model(done)
