@@ -89,6 +89,7 @@ class ItemWords:
 
     tfidf: sp.csr_matrix  # (items, V) L2-normalised IDF weights of the name's words (0/1 term frequency)
     idf: sp.csr_matrix  # (items, V) the IDF of the name's words
+    mass: np.ndarray  # (items,) float64: the IDF of all the name's words, summed
     words: sp.csr_matrix  # (items, V) 0/1, the name's words
     near: sp.csr_matrix  # (V, V) Jaro-Winkler of near words (see near_words)
     brand: np.ndarray  # (items,) the vocabulary id of the item's brand, -1 where it is in no name
@@ -151,7 +152,8 @@ class ItemWords:
             seen = sp.csr_matrix((n, 0), dtype=np.float32)
         for m in (tfidf, idf, seen):
             m.sum_duplicates()
-        return cls(tfidf, idf, words, near_words(vocabulary), brand, has_brand, seen, norms > 0, has_text)
+        mass = np.asarray(idf.sum(1), dtype=np.float64).ravel()
+        return cls(tfidf, idf, mass, words, near_words(vocabulary), brand, has_brand, seen, norms > 0, has_text)
 
 
 def _words(text: str) -> list[str]:
@@ -201,9 +203,8 @@ def compare_words(items: ItemWords, a: np.ndarray, b: np.ndarray) -> list[np.nda
         pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
         hit = kb[pos] == ka
         shared = np.bincount(ka[hit] // items.idf.shape[1], weights=va[hit], minlength=n)
-    mass_a = np.asarray(items.idf.sum(1)).ravel()
     with np.errstate(invalid="ignore", divide="ignore"):
-        jaccard = shared / (mass_a[a] + mass_a[b] - shared)
+        jaccard = shared / (items.mass[a] + items.mass[b] - shared)
     directions = []
     for x, y in ((a, b), (b, a)):
         pair, best, weighted = _best(items, x, y)
