@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 STORE_DIR = "store"  # inside a `prodmatch index` directory
 STORE_META = "store.json"
-STORE_FORMAT = 1
+STORE_FORMAT = (
+    2  # raised whenever what a store holds changes (2: the fuzzy group's word data), so an older store is refused
+)
 # A stacked score within this distance (relative to max(1, |score|)) of a split threshold of the booster is
 # recomputed in float64: float32 heads move a score by about 1e-6 with the batch (measured up to 5.5e-6 on
 # logits of magnitude 16), so a score further away than this lands on the same side of every split in any batch.
