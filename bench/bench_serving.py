@@ -318,7 +318,8 @@ def request_profile(run: Path, data: Path, index: Path, n: int = 3000) -> None:
             label = f"{compute.__qualname__.split('.')[0].strip('_').replace('_', ' ')}: {', '.join(names)}"
             stages.append((label, lambda i, c=compute: c(cat, store.side, prepared[i])))
         stages.append(("the features' assembly (transform, all groups)", lambda i: transform(*rows[i])))
-        stages.append(("stacked siamese heads (4 networks)", stack_column))
+        nets = len(model.stack_models_)
+        stages.append((f"stacked siamese heads ({nets} network{'s' if nets != 1 else ''})", stack_column))
         stages.append(("word-pair model", lambda i: model.word_scorer_.logits(cat, *rows[i], items=store.words)))
         stages.append(
             (
