@@ -29,7 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 from rapidfuzz.distance import JaroWinkler
 
-from prodmatch.sparse_text import hash_words, row_entries
+from prodmatch.sparse_text import hash_words, normalise_texts, row_entries, rowwise_dot_pair
 
 __all__ = ["FUZZY_FEATURES", "ItemWords", "compare_words", "near_words"]
 
@@ -47,10 +47,6 @@ FUZZY_FEATURES = [
 ]
 
 _WORD = r"(?u)\w+"
-
-
-def _normalise(texts) -> list[str]:
-    return ["" if not isinstance(t, str) else t.lower().replace("ё", "е") for t in texts]
 
 
 def near_words(vocabulary: list[str]) -> sp.csr_matrix:
@@ -90,7 +86,7 @@ class ItemWords:
     tfidf: sp.csr_matrix  # (items, V) L2-normalised IDF weights of the name's words (0/1 term frequency)
     idf: sp.csr_matrix  # (items, V) the IDF of the name's words
     mass: np.ndarray  # (items,) float64: the IDF of all the name's words, summed
-    words: sp.csr_matrix  # (items, V) 0/1, the name's words
+    words: sp.csr_matrix  # (items, V) 0/1, the name's words (for the IDF of the words both names hold)
     near: sp.csr_matrix  # (V, V) Jaro-Winkler of near words (see near_words)
     brand: np.ndarray  # (items,) the vocabulary id of the item's brand, -1 where it is in no name
     has_brand: np.ndarray
@@ -110,7 +106,7 @@ class ItemWords:
         ``brands``: each item's brand attribute, or None."""
         from sklearn.feature_extraction.text import CountVectorizer
 
-        low = _normalise(names)
+        low = normalise_texts(names)
         vec = CountVectorizer(binary=True, lowercase=False, token_pattern=_WORD, dtype=np.float32)
         try:
             words = vec.fit_transform(low).tocsr()
@@ -131,16 +127,16 @@ class ItemWords:
         brand, has_brand = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool)
         for i, name in enumerate(low):
             given = brands[i] if brands is not None else None
-            source = _normalise([given])[0] if isinstance(given, str) and given.strip() else name
+            source = normalise_texts([given])[0] if isinstance(given, str) and given.strip() else name
             first = next((w for w in _words(source) if not w.isdigit()), None)
             if first is not None:
                 brand[i], has_brand[i] = index.get(first, -1), True
         # what an item says: its name, its long text and its brand attribute
-        given = _normalise(brands) if brands is not None else [""] * n
+        given = normalise_texts(brands) if brands is not None else [""] * n
         whole = [f"{a} {b}" for a, b in zip(low, given, strict=True)]
         has_text = np.array([bool(t.strip()) for t in low])
         if texts is not None:
-            long = _normalise(texts)
+            long = normalise_texts(texts)
             whole = [f"{a} {b}" for a, b in zip(whole, long, strict=True)]
             has_text |= np.array([bool(t.strip()) for t in long])
         if vocabulary:
@@ -160,18 +156,18 @@ def _words(text: str) -> list[str]:
     return re.findall(_WORD, text)
 
 
-def _best(items: ItemWords, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For every word of item a[i]'s name: the pair i, the best Jaro-Winkler similarity to item b[i]'s words
-    (1 for the word itself, 0 for none near), and the other's TF-IDF weight at it times that similarity (the
-    largest, for soft TF-IDF)."""
-    v = items.words.shape[1]
-    ka, _ = row_entries(items.words, a)
+def _best(items: ItemWords, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """For every word of item a[i]'s name: the pair i, its own TF-IDF weight, the best Jaro-Winkler similarity to
+    item b[i]'s words (1 for the word itself, 0 for none near), and the other's TF-IDF weight at it times that
+    similarity (the largest, for soft TF-IDF). Every name word has a TF-IDF entry (its IDF is at least 1)."""
+    v = items.tfidf.shape[1]
+    ka, wa = row_entries(items.tfidf, a)
     kb, wb = row_entries(items.tfidf, b)
     pair, word = ka // max(v, 1), ka % max(v, 1)
     best = np.zeros(len(ka))
     weighted = np.zeros(len(ka))
     if not len(ka) or not len(kb):
-        return pair, best, weighted
+        return pair, wa, best, weighted
 
     def lookup(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pos = np.minimum(np.searchsorted(kb, keys), len(kb) - 1)
@@ -188,7 +184,7 @@ def _best(items: ItemWords, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, n
         found, at = lookup(pair[entry] * v + other)
         np.maximum.at(best, entry[found], sim[found])
         np.maximum.at(weighted, entry[found], sim[found] * wb[at[found]])
-    return pair, best, weighted
+    return pair, wa, best, weighted
 
 
 def compare_words(items: ItemWords, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
@@ -196,19 +192,12 @@ def compare_words(items: ItemWords, a: np.ndarray, b: np.ndarray) -> list[np.nda
     features are NaN where either name has no word; the brand features where either side has no brand or no
     text."""
     n = len(a)
-    ka, va = row_entries(items.idf, a)
-    kb, _ = row_entries(items.idf, b)
-    shared = np.zeros(n)
-    if len(ka) and len(kb):
-        pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
-        hit = kb[pos] == ka
-        shared = np.bincount(ka[hit] // items.idf.shape[1], weights=va[hit], minlength=n)
+    shared = rowwise_dot_pair(items.idf, items.words, a, b, dtype=np.float64)  # the IDF of the words both hold
     with np.errstate(invalid="ignore", divide="ignore"):
         jaccard = shared / (items.mass[a] + items.mass[b] - shared)
     directions = []
     for x, y in ((a, b), (b, a)):
-        pair, best, weighted = _best(items, x, y)
-        _, wx = row_entries(items.tfidf, x)
+        pair, wx, best, weighted = _best(items, x, y)
         soft = np.bincount(pair, weights=wx * weighted, minlength=n)
         count = np.bincount(pair, minlength=n)
         with np.errstate(invalid="ignore", divide="ignore"):

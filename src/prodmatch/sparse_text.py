@@ -48,11 +48,16 @@ def hash_names(names: np.ndarray) -> sp.csr_matrix:
     return out
 
 
+def normalise_texts(texts) -> list[str]:
+    """Each text lowercased, ё as е ("" for a missing one): how names are compared word by word."""
+    return ["" if not isinstance(t, str) else t.lower().replace("ё", "е") for t in texts]
+
+
 def hash_words(names: np.ndarray, pattern: str = r"(?u)\w+", ngrams: tuple[int, int] = (1, 1)) -> sp.csr_matrix:
     """(N, NAME_HASH_FEATURES) 0/1: which hashed words (or word n-grams; lowercased, ё as е) each name holds."""
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    text = ["" if not isinstance(n, str) else n.lower().replace("ё", "е") for n in names]
+    text = normalise_texts(names)
     vec = HashingVectorizer(
         n_features=NAME_HASH_FEATURES,
         token_pattern=pattern,
