@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["NONE", "SIDE_BITS", "bit_names", "count_none", "describe", "gate", "modality_evidence"]
+__all__ = ["NONE", "SIDE_BITS", "bit_names", "count_none", "describe", "gate", "mask_words", "modality_evidence"]
 
 # Side data after the modalities: a picture on both (extra photos, main included), a name word both hold,
 # an attribute value both hold (brand, colour, any key=value), a text both have (the text models' records).
@@ -48,13 +48,16 @@ def describe(mask: np.ndarray, names: list[str]) -> pd.Categorical:
     catalogue's millions of pairs hold a few distinct strings."""
     mask = np.asarray(mask, dtype=np.uint32)
     codes, uniques = pd.factorize(mask, sort=True)
-    words = [
-        "+".join(n for j, n in enumerate(names) if int(u) >> j & 1) or NONE for u in np.asarray(uniques, dtype=np.int64)
-    ]
+    words = [mask_words(int(u), names) for u in np.asarray(uniques, dtype=np.int64)]
     # the same word may come from two masks only if names repeat; keep the categories unique anyway
     categories = list(dict.fromkeys(words))
     remap = np.array([categories.index(w) for w in words], dtype=np.int64)
     return pd.Categorical.from_codes(remap[codes] if len(codes) else codes, categories=categories or [NONE])
+
+
+def mask_words(mask: int, names: list[str]) -> str:
+    """One mask in words (see :func:`describe`)."""
+    return "+".join(n for j, n in enumerate(names) if mask >> j & 1) or NONE
 
 
 def gate(prob: np.ndarray, mask: np.ndarray, prior: float | None, threshold: float | None) -> np.ndarray:

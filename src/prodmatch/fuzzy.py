@@ -29,7 +29,8 @@ import pandas as pd
 import scipy.sparse as sp
 from rapidfuzz.distance import JaroWinkler
 
-from prodmatch.sparse_text import hash_words, normalise_texts, row_entries, rowwise_dot_pair
+from prodmatch.kernels import best_words, rows_contain
+from prodmatch.sparse_text import hash_words, normalise_texts, rowwise_dot_pair
 
 __all__ = ["FUZZY_FEATURES", "ItemWords", "compare_words", "near_words"]
 
@@ -156,54 +157,15 @@ def _words(text: str) -> list[str]:
     return re.findall(_WORD, text)
 
 
-def _best(items: ItemWords, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
-    """For every word of item a[i]'s name: the pair i, its own TF-IDF weight, the best Jaro-Winkler similarity to
-    item b[i]'s words (1 for the word itself, 0 for none near), and the other's TF-IDF weight at it times that
-    similarity (the largest, for soft TF-IDF). Every name word has a TF-IDF entry (its IDF is at least 1)."""
-    v = items.tfidf.shape[1]
-    ka, wa = row_entries(items.tfidf, a)
-    kb, wb = row_entries(items.tfidf, b)
-    pair, word = ka // max(v, 1), ka % max(v, 1)
-    best = np.zeros(len(ka))
-    weighted = np.zeros(len(ka))
-    if not len(ka) or not len(kb):
-        return pair, wa, best, weighted
-
-    def lookup(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pos = np.minimum(np.searchsorted(kb, keys), len(kb) - 1)
-        return kb[pos] == keys, pos
-
-    hit, pos = lookup(ka)
-    best[hit], weighted[hit] = 1.0, wb[pos[hit]]
-    near = items.near
-    counts = near.indptr[word + 1] - near.indptr[word]
-    if counts.sum():
-        entry = np.repeat(np.arange(len(ka)), counts)
-        idx = np.repeat(near.indptr[word] - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
-        other, sim = near.indices[idx], near.data[idx].astype(np.float64)
-        found, at = lookup(pair[entry] * v + other)
-        np.maximum.at(best, entry[found], sim[found])
-        np.maximum.at(weighted, entry[found], sim[found] * wb[at[found]])
-    return pair, wa, best, weighted
-
-
 def compare_words(items: ItemWords, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
     """Per pair of item rows (a[i], b[i]), in the order of ``FUZZY_FEATURES`` (see the module). The name
     features are NaN where either name has no word; the brand features where either side has no brand or no
     text."""
-    n = len(a)
     shared = rowwise_dot_pair(items.idf, items.words, a, b, dtype=np.float64)  # the IDF of the words both hold
     with np.errstate(invalid="ignore", divide="ignore"):
         jaccard = shared / (items.mass[a] + items.mass[b] - shared)
-    directions = []
-    for x, y in ((a, b), (b, a)):
-        pair, wx, best, weighted = _best(items, x, y)
-        soft = np.bincount(pair, weights=wx * weighted, minlength=n)
-        count = np.bincount(pair, minlength=n)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            monge = np.bincount(pair, weights=best, minlength=n) / count
-        directions.append((soft, monge))
-    (soft_a, me_a), (soft_b, me_b) = directions
+    soft_a, me_a, _ = best_words(items.tfidf, items.near, a, b)
+    soft_b, me_b, _ = best_words(items.tfidf, items.near, b, a)
     out = [
         jaccard,
         np.minimum(soft_a, soft_b),
@@ -214,17 +176,7 @@ def compare_words(items: ItemWords, a: np.ndarray, b: np.ndarray) -> list[np.nda
     missing = ~(items.has_name[a] & items.has_name[b])
     for column in out:
         column[missing] = np.nan
-    seen = []
-    for x, y in ((a, b), (b, a)):
-        brand = items.brand[x]
-        keys, _ = row_entries(items.seen, y)
-        wanted = np.arange(n) * max(items.seen.shape[1], 1) + np.maximum(brand, 0)
-        if len(keys):
-            pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-            found = (keys[pos] == wanted) & (brand >= 0)
-        else:
-            found = np.zeros(n, dtype=bool)
-        seen.append(found.astype(np.float64))
+    seen = [rows_contain(items.seen, y, items.brand[x]).astype(np.float64) for x, y in ((a, b), (b, a))]
     low, high = np.minimum(*seen), np.maximum(*seen)
     no_brand = ~(items.has_brand[a] & items.has_brand[b] & items.has_text[a] & items.has_text[b])
     low[no_brand], high[no_brand] = np.nan, np.nan

@@ -25,7 +25,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import murmurhash3_32
 
-from prodmatch.sparse_text import row_entries, rowwise_dot_pair
+from prodmatch.kernels import dims_compared
+from prodmatch.sparse_text import rowwise_dot_pair
 
 CODE_COLUMNS = 2**20  # hashed code strings; a collision between two items' codes is about 1 in a million
 
@@ -331,21 +332,6 @@ class ItemQuantities:
 QUANTITY_FEATURES = ["quantity_dims_shared", "quantity_agree", "quantity_conflicts"]
 
 
-def _pair_dims(items: ItemQuantities, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keys pair * len(DIMENSIONS) + dimension, unique: where some value of item x[i] is within ``TOLERANCE`` of a
-    value of item y[i], and where some value of x[i] is near none of y[i]'s."""
-    kx, _ = row_entries(items.exact, x)
-    ky, _ = row_entries(items.wide, y)
-    if len(ky):
-        pos = np.minimum(np.searchsorted(ky, kx), len(ky) - 1)
-        hit = ky[pos] == kx
-    else:
-        hit = np.zeros(len(kx), dtype=bool)
-    width = items.exact.shape[1]
-    keys = (kx // width) * len(DIMENSIONS) + (kx % width) // _BUCKETS
-    return np.unique(keys[hit]), np.unique(keys[~hit])
-
-
 def compare_quantities(items: ItemQuantities, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
     """Per pair, in the order of ``QUANTITY_FEATURES``: the dimensions both sides give a value for, those where
     some value of one side is within ``TOLERANCE`` of one of the other's, and those where each side holds a value
@@ -353,11 +339,7 @@ def compare_quantities(items: ItemQuantities, a: np.ndarray, b: np.ndarray) -> l
     against; ``18-55mm`` against ``18-55mm and 75-300mm`` is a bundle, not a conflict). NaN where the two share
     no dimension."""
     both = rowwise_dot_pair(items.dims, items.dims, a, b)
-    agree_keys, only_a = _pair_dims(items, a, b)
-    _, only_b = _pair_dims(items, b, a)
-    agree = np.bincount(agree_keys // len(DIMENSIONS), minlength=len(a)).astype(np.float32)
-    conflict_keys = np.intersect1d(only_a, only_b, assume_unique=True)
-    conflicts = np.bincount(conflict_keys // len(DIMENSIONS), minlength=len(a)).astype(np.float32)
+    agree, conflicts = dims_compared(items.exact, items.wide, a, b, _BUCKETS, len(DIMENSIONS))
     out, none = [both, agree, conflicts], both == 0
     for column in out:
         column[none] = np.nan

@@ -16,6 +16,7 @@ from prodmatch.attributes import BRAND_KEYS, COLOUR_KEYS, NUMBER, PRICE_KEYS, pa
 from prodmatch.catalogue import Catalogue
 from prodmatch.fuzzy import ItemWords
 from prodmatch.identifiers import ItemCodes, ItemQuantities
+from prodmatch.kernels import DOT, LEFT, RATIO, blocks_shared
 from prodmatch.sparse_text import (
     CODE_PATTERN,
     NUMBER_PATTERN,
@@ -23,7 +24,6 @@ from prodmatch.sparse_text import (
     hash_names,
     hash_words,
     indicator,
-    row_entries,
 )
 
 log = logging.getLogger(__name__)
@@ -60,16 +60,17 @@ def _unit_projection(x: np.ndarray, mean: np.ndarray, projection: np.ndarray, ch
     return out
 
 
-# What a pair computes from the entries two items share in a block of the joint matrix (see SideData).
-_DOT, _LEFT, _RATIO = 0, 1, 2  # a * b; a (a weight both share); exp(-|a - b|) (the ratio of two numbers' logs)
+# What a pair computes from the entries two items share in a block of the joint matrix (see SideData): DOT,
+# a * b; LEFT, a (a weight both share); RATIO, exp(-|a - b|) (the ratio of two numbers' logs).
 
 
 class PairRows:
     """A chunk of pairs: catalogue and local rows, and every sparse block's intersection, computed once.
 
     All the sparse side data of an item is one row of ``side.joint`` (blocks side by side). The entries the
-    two items of each pair share are found in one merge, and summed per (pair, block) with one bincount in
-    float64, in column order: the same sums, in the same order, as a dot product per block row by row.
+    two items of each pair share are found in one compiled merge per pair (:func:`prodmatch.kernels.blocks_shared`)
+    and summed per block in float64, in column order: the same sums, in the same order, as a dot product per
+    block row by row.
     """
 
     def __init__(self, side: SideData, left: np.ndarray, right: np.ndarray) -> None:
@@ -79,27 +80,9 @@ class PairRows:
 
     def _intersect(self) -> None:
         side = self.side
-        m, nb, n = side.joint, len(side.block_kind), len(self.la)
-        ka, va = row_entries(m, self.la)
-        kb, vb = row_entries(m, self.lb)
-        sums, counts, low = np.zeros(n * nb), np.zeros(n * nb), np.ones(n)
-        if len(ka) and len(kb):
-            pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
-            hit = kb[pos] == ka
-            key = ka[hit]
-            pair = key // m.shape[1]
-            block = np.searchsorted(side.block_start, key - pair * m.shape[1], side="right") - 1
-            a, b = va[hit].astype(np.float64), vb[pos[hit]].astype(np.float64)
-            kind = side.block_kind[block]
-            value = np.where(kind == _DOT, a * b, a)
-            ratio = kind == _RATIO
-            if ratio.any():
-                value[ratio] = np.exp(-np.abs(a[ratio] - b[ratio]))  # lower / higher
-                np.minimum.at(low, pair[ratio], value[ratio])
-            flat = pair * nb + block
-            sums = np.bincount(flat, weights=value, minlength=n * nb)
-            counts = np.bincount(flat, minlength=n * nb).astype(np.float64)
-        self._sums, self._counts, self._low = sums.reshape(n, nb), counts.reshape(n, nb), low
+        self._sums, self._counts, self._low = blocks_shared(
+            side.joint, side.block_start, side.block_kind, self.la, self.lb
+        )
 
     def sums(self, block: str) -> np.ndarray:
         """(B,) float32: per pair, the block's sum over shared entries (see the kinds above)."""
@@ -150,17 +133,17 @@ class SideData:
         blocks: list[tuple[str, sp.csr_matrix, int]] = []  # the sparse side data: (name, matrix, PairRows kind)
         if "attr_key_jaccard" in features:
             keys, kvs, brand, colour, self.attr_has = self._attributes(parsed)
-            blocks += [("attr_keys", keys, _DOT), ("attr_kvs", kvs, _DOT), ("brand", brand, _DOT)]
-            blocks.append(("colour", colour, _DOT))
+            blocks += [("attr_keys", keys, DOT), ("attr_kvs", kvs, DOT), ("brand", brand, DOT)]
+            blocks.append(("colour", colour, DOT))
         if "name_token_jaccard" in features:
             tokens, codes, tfidf, self.name_length, self.name_has = self._names(cat, featurizer)
-            blocks += [("name_tokens", tokens, _DOT), ("name_codes", codes, _DOT), ("name_tfidf", tfidf, _DOT)]
+            blocks += [("name_tokens", tokens, DOT), ("name_codes", codes, DOT), ("name_tfidf", tfidf, DOT)]
         if "numeric_ratio_min" in features:
-            blocks.append(("numbers", self._numbers(parsed), _RATIO))
+            blocks.append(("numbers", self._numbers(parsed), RATIO))
         if "name_word_tfidf_cos" in features:
             w = self._words(cat, featurizer)
-            blocks += [("word_tfidf", w.tfidf, _DOT), ("word_idf", w.weighted, _LEFT), ("word_codes", w.codes, _LEFT)]
-            blocks.append(("word_numbers", w.numbers, _DOT))
+            blocks += [("word_tfidf", w.tfidf, DOT), ("word_idf", w.weighted, LEFT), ("word_codes", w.codes, LEFT)]
+            blocks.append(("word_numbers", w.numbers, DOT))
             self.word_mass, self.word_has = w.mass, w.has
         self._join(blocks)
         names = cat.names[items] if cat.names is not None else None

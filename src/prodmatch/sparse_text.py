@@ -10,6 +10,8 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer
 
+from prodmatch.kernels import rows_dot
+
 log = logging.getLogger(__name__)
 
 
@@ -88,27 +90,11 @@ def count_binary(text: list[str], pattern: str) -> sp.csr_matrix:
 def rowwise_dot_pair(
     m: sp.csr_matrix, n: sp.csr_matrix, a: np.ndarray, b: np.ndarray, dtype: type = np.float32
 ) -> np.ndarray:
-    """(B,) dot products of rows m[a[i]] and n[b[i]] of two matrices of the same shape.
+    """(B,) dot products of rows m[a[i]] and n[b[i]] of two canonical CSR matrices of the same shape.
 
-    One path for every batch size, straight on the CSR arrays with float64 sums, so a pair's features do
-    not depend on how many pairs are scored with it (scipy's row indexing and float32 product would be
-    about 2.5x faster for large batches, but they round differently from this path, and a tree split
-    can turn a rounding difference into a different probability).
+    One compiled loop for every batch size (:func:`prodmatch.kernels.rows_dot`), float64 sums in column
+    order, so a pair's features do not depend on how many pairs are scored with it (scipy's row indexing
+    and float32 product round differently for different shapes, and a tree split can turn a rounding
+    difference into a different probability).
     """
-    ka, va = row_entries(m, a)
-    kb, vb = row_entries(n, b)
-    if not len(ka) or not len(kb):
-        return np.zeros(len(a), dtype=dtype)
-    pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
-    hit = kb[pos] == ka
-    products = va[hit].astype(np.float64) * vb[pos[hit]]
-    return np.bincount(ka[hit] // m.shape[1], weights=products, minlength=len(a)).astype(dtype)
-
-
-def row_entries(m: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The stored entries of m[rows[i]] for every i, as keys i * n_columns + column, and their values."""
-    starts, counts = m.indptr[rows], m.indptr[rows + 1] - m.indptr[rows]
-    total = int(counts.sum())
-    pair = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
-    idx = np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total)
-    return pair * m.shape[1] + m.indices[idx], m.data[idx]
+    return rows_dot(m, n, a, b).astype(dtype, copy=False)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from prodmatch.kernels import gelu
+
 __all__ = ["NumpySiamese", "SiameseNet", "SiameseParams"]
 
 
@@ -177,7 +179,7 @@ class NumpySiamese:
                 x = np.matmul(x, layer[0])
                 x += layer[1][:, None, :]
             else:
-                x = _gelu(x)
+                x = gelu(x)  # x is the fresh, contiguous output of the layer before
         return x[:, :, 0]
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from prodmatch.catalogue import NORM_EPS, Catalogue
 from prodmatch.errors import ConfigError, DataError, ModelError, UnknownIdsError
-from prodmatch.evidence import describe
+from prodmatch.evidence import mask_words
 from prodmatch.explain import explain_pairs
 from prodmatch.io import read_catalogue
 from prodmatch.matching import (
@@ -112,6 +112,8 @@ class MatchService:
         self.features = catalogue.item_features([n for n, _ in self.modalities])
         self.searchable = informative_items(model, catalogue)  # items with any embedding: similar's answers
         self.started = time.time()
+        self._mask_words: dict[int, str] = {}
+        self._ids = catalogue.ids.to_numpy()
 
     # ------------------------------------------------------------------------------------ loading
 
@@ -255,7 +257,14 @@ class MatchService:
 
     def evidence_words(self, mask: np.ndarray) -> list[str]:
         """The evidence masks of :meth:`scored` in words (``"name_bert_64+name"``, ``"none"``)."""
-        return list(np.asarray(describe(mask, self.model.evidence_names())))
+        known = self._mask_words  # a model has a handful of distinct masks: each is put in words once
+        out = []
+        for m in np.asarray(mask, dtype=np.int64).tolist():
+            word = known.get(m)
+            if word is None:
+                word = known[m] = mask_words(m, self.model.evidence_names())
+            out.append(word)
+        return out
 
     @property
     def batch_invariant(self) -> bool:
@@ -403,7 +412,7 @@ class MatchService:
 
     def _pairs(self, left: np.ndarray, right: np.ndarray):
         """An unlabelled PairSet of catalogue rows, in order."""
-        ids = self.catalogue.ids.to_numpy()
+        ids = self._ids
         return PairSet(left.astype(np.int32), right.astype(np.int32), None, np.arange(len(left)), ids[left], ids[right])
 
     def _features_of(self, items: Sequence[ItemRef], rows: np.ndarray, side: str) -> np.ndarray:
