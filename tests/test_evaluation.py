@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import auc, precision_recall_curve
 
-from prodmatch.evaluation import METRIC_KEYS, best_f1_threshold, binary_metrics, ecup_macro_pr_auc, pr_auc
+from prodmatch.evaluation import (
+    METRIC_KEYS,
+    best_f1_threshold,
+    binary_metrics,
+    calibration_error,
+    ecup_macro_pr_auc,
+    pr_auc,
+)
 
 
 def _notebook_prauc(y, s):
@@ -53,3 +60,14 @@ def test_binary_metrics_keys_and_values():
 def test_binary_metrics_one_class_gives_none_not_crash():
     m = binary_metrics(np.zeros(5), np.linspace(0, 1, 5))
     assert m["pr_auc"] is None and m["roc_auc"] is None and m["best_f1"] == 0.0
+
+
+def test_calibration_error_of_calibrated_and_overconfident_scores():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 1, 200_000)
+    y = (rng.uniform(0, 1, len(p)) < p).astype(int)  # labels drawn at the scores: calibrated
+    assert calibration_error(y, p) < 0.01
+    sharp = np.where(p > 0.5, 0.99, 0.01)  # the right side, far too sure
+    assert calibration_error(y, sharp) == pytest.approx(0.24, abs=0.01)
+    assert calibration_error(np.array([1, 0]), np.array([1.0, 0.0])) == 0.0  # two bins of one pair, each exact
+    assert calibration_error(np.array([], dtype=int), np.array([])) is None

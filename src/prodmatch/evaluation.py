@@ -27,11 +27,13 @@ __all__ = [
     "METRIC_LABELS",
     "best_f1_threshold",
     "binary_metrics",
+    "calibration_error",
     "ecup_macro_pr_auc",
     "log_loss",
     "per_category_pr_auc",
     "per_category_table",
     "pr_auc",
+    "reliability_bins",
 ]
 
 # The keys every metrics dict has; values are None where a metric is undefined (e.g. one class only).
@@ -50,6 +52,7 @@ METRIC_KEYS = (
     "best_threshold",
     "best_f1",
     "ecup_macro_pr_auc",
+    "calibration_error",
 )
 
 
@@ -69,7 +72,10 @@ METRIC_LABELS = [
     ("best_threshold", "best-F1 threshold", "{:.3f}"),
     ("best_f1", "best F1", "{:.4f}"),
     ("ecup_macro_pr_auc", "E-CUP macro PR-AUC", "{:.4f}"),
+    ("calibration_error", "calibration error", "{:.4f}"),
 ]
+
+RELIABILITY_BINS = 10  # bins of equal count for the calibration error and the report's reliability plot
 
 
 def pr_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
@@ -123,6 +129,25 @@ def best_f1_threshold(y_true: np.ndarray, y_score: np.ndarray) -> tuple[float, f
     return float(thresholds[k]), float(f1[k])
 
 
+def reliability_bins(y_true: np.ndarray, y_prob: np.ndarray, bins: int = RELIABILITY_BINS):
+    """The pairs sorted by probability and cut into ``bins`` of equal count (fewer for fewer pairs): each bin's
+    size, mean probability and share of matches, as three (bins,) arrays."""
+    prob = np.asarray(y_prob, dtype=np.float64)
+    y = np.asarray(y_true, dtype=np.float64)
+    parts = [b for b in np.array_split(np.argsort(prob, kind="stable"), bins) if len(b)]
+    sizes = np.array([len(b) for b in parts], dtype=np.int64)
+    return sizes, np.array([prob[b].mean() for b in parts]), np.array([y[b].mean() for b in parts])
+
+
+def calibration_error(y_true: np.ndarray, y_prob: np.ndarray, bins: int = RELIABILITY_BINS) -> float | None:
+    """Expected calibration error: over bins of equal count, the mean |mean probability - share of matches|,
+    weighted by the bins' sizes (0 for a perfectly calibrated score); None for no pair."""
+    if not len(y_true):
+        return None
+    sizes, mean_p, mean_y = reliability_bins(y_true, y_prob, bins)
+    return float((sizes * np.abs(mean_p - mean_y)).sum() / sizes.sum())
+
+
 def log_loss(y_true: np.ndarray, y_prob: np.ndarray, eps: float = 1e-7) -> float:
     """Mean binary cross-entropy of probabilities (clipped to [eps, 1-eps])."""
     y = np.asarray(y_true, dtype=np.float64)
@@ -170,6 +195,7 @@ def binary_metrics(
         "best_threshold": _none_if_nan(best_t),
         "best_f1": float(best_f),
         "ecup_macro_pr_auc": ecup_macro_pr_auc(y_true, y_prob, groups),
+        "calibration_error": calibration_error(y_true, y_prob),
     }
     return out
 

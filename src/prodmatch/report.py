@@ -22,7 +22,14 @@ import pandas as pd
 from prodmatch.atomic import atomic_path
 from prodmatch.catalogue import Catalogue
 from prodmatch.errors import DataError
-from prodmatch.evaluation import METRIC_LABELS, binary_metrics, per_category_table, pr_auc
+from prodmatch.evaluation import (
+    METRIC_LABELS,
+    binary_metrics,
+    calibration_error,
+    per_category_table,
+    pr_auc,
+    reliability_bins,
+)
 from prodmatch.explain import explain_pairs
 from prodmatch.io import read_catalogue
 from prodmatch.models import load_model
@@ -36,7 +43,6 @@ __all__ = ["build_report", "report_html"]
 log = logging.getLogger(__name__)
 
 THRESHOLDS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))
-RELIABILITY_BINS = 10
 
 
 def build_report(
@@ -300,14 +306,11 @@ def _roc_curve(y: np.ndarray, prob: np.ndarray, threshold: float) -> str:
 
 def _reliability(y: np.ndarray, prob: np.ndarray) -> str:
     """Mean label against mean score in bins of equal count, with the ideal diagonal."""
-    order = np.argsort(prob, kind="stable")
-    bins = [b for b in np.array_split(order, RELIABILITY_BINS) if len(b)]
-    mean_p = np.array([prob[b].mean() for b in bins])
-    mean_y = np.array([y[b].mean() for b in bins])
-    ece = float(sum(len(b) * abs(p - q) for b, p, q in zip(bins, mean_p, mean_y, strict=True)) / len(prob))
+    sizes, mean_p, mean_y = reliability_bins(y, prob)
+    ece = calibration_error(y, prob)
     fig, ax = _axes(f"Reliability (expected calibration error {ece:.3f})")
     ax.plot([0, 1], [0, 1], ls=":", color="0.5", label="perfect calibration")
-    ax.plot(mean_p, mean_y, "o-", label=f"{len(bins)} bins of equal count")
+    ax.plot(mean_p, mean_y, "o-", label=f"{len(sizes)} bins of equal count")
     ax.set_xlabel("mean predicted probability")
     ax.set_ylabel("share of matches")
     ax.set_xlim(0, 1)
