@@ -12,8 +12,6 @@ kernel). ``nogil``: a server's worker threads and a training job's chunks can ru
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import scipy.sparse as sp
 from numba import njit
@@ -25,7 +23,6 @@ __all__ = [
     "best_words",
     "blocks_shared",
     "dims_compared",
-    "gelu",
     "rows_contain",
     "rows_dot",
 ]
@@ -95,15 +92,6 @@ def dims_compared(exact: sp.csr_matrix, wide: sp.csr_matrix, a: np.ndarray, b: n
     return agree, conflicts
 
 
-def gelu(x: np.ndarray) -> np.ndarray:
-    """The exact GELU, x * Phi(x), of a float array, each value in float64 and rounded to the array's type: in
-    place where ``x`` is C-contiguous (else on a copy); returns the result. A served pair's head calls it on a
-    few hundred values, where torch's kernel costs ~15 us a call in dispatch alone."""
-    x = np.ascontiguousarray(x)
-    _gelu(x.reshape(-1))
-    return x
-
-
 def _rows(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows, dtype=np.int64)
 
@@ -124,13 +112,6 @@ def _rows_dot(mp, mi, md, np_, ni, nd, a, b, out):  # pragma: no cover - compile
             else:
                 q += 1
         out[i] = s
-
-
-@njit(**_JIT)
-def _gelu(flat):  # pragma: no cover - compiled
-    for i in range(flat.size):
-        v = np.float64(flat[i])
-        flat[i] = v * 0.5 * (1.0 + math.erf(v * 0.7071067811865476))
 
 
 @njit(**_JIT)

@@ -20,8 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from prodmatch.kernels import gelu
-
 __all__ = ["NumpySiamese", "SiameseNet", "SiameseParams"]
 
 
@@ -179,7 +177,7 @@ class NumpySiamese:
                 x = np.matmul(x, layer[0])
                 x += layer[1][:, None, :]
             else:
-                x = gelu(x)  # x is the fresh, contiguous output of the layer before
+                x = _gelu(x)
         return x[:, :, 0]
 
 

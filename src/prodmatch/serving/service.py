@@ -371,7 +371,9 @@ class MatchService:
         if not at:
             return rows
         ids = [items[i] for i in at]
-        if self.catalogue.id_kind == "int":
+        if self.catalogue.id_kind == "int" and all(type(x) is int for x in ids) and _int64(ids):
+            found = self.catalogue.rows(np.array(ids, dtype=np.int64))  # a JSON request's plain ints: no per-id work
+        elif self.catalogue.id_kind == "int":
             query = np.array([_as_int(x) for x in ids], dtype=object)
             ok = np.array([x is not None for x in query], dtype=bool)
             found = np.full(len(ids), -1, dtype=np.int64)
@@ -527,6 +529,11 @@ def _read_clusters(path: Path, catalogue: Catalogue) -> np.ndarray:
             "%s has no cluster for %d of %d catalogue items; they answer cluster_id null", path, absent, len(catalogue)
         )
     return labels.fillna(-1).to_numpy(dtype=np.int64)
+
+
+def _int64(ids: list[int]) -> bool:
+    """Whether every one of these ints fits int64."""
+    return min(ids) >= -(2**63) and max(ids) < 2**63
 
 
 def _as_int(x) -> int | None:
