@@ -102,3 +102,12 @@ def test_a_pair_takes_the_same_value_in_any_batch(rng):
     sums, *_ = kernels.blocks_shared(m, np.array([0, 30]), np.array([kernels.DOT, kernels.RATIO]), a, b)
     one, *_ = kernels.blocks_shared(m, np.array([0, 30]), np.array([kernels.DOT, kernels.RATIO]), a[5:6], b[5:6])
     assert (sums[5] == one[0]).all()
+
+
+def test_a_kernel_compiles_where_numba_cannot_cache_it(caplog):
+    scope: dict = {}
+    exec("def twice(x):\n    return 2 * x\n", scope)  # no source file: numba has nowhere to cache it
+    with caplog.at_level("INFO", logger="prodmatch.kernels"):
+        twice = kernels._compiled(scope["twice"])
+    assert twice(21) == 42
+    assert "not cached" in caplog.text

@@ -6,11 +6,13 @@ a few hundred numpy calls per batch: the served single pair and the training set
 pair's values never depend on which pairs are computed with it. Sums run in float64, in column order.
 
 Compiled with numba on first use and cached on disk (``__pycache__`` beside this file, or numba's user cache
-where that is read-only), so only the first process on a machine pays the compile (about a second per
-kernel). ``nogil``: a server's worker threads and a training job's chunks can run them side by side.
+where that is read-only), so only the first process on a machine pays the compile (under half a second per
+kernel; with nowhere to cache, each process compiles, and says so in the log). ``nogil``: a server's worker threads and a training job's chunks can run them side by side.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,9 +29,19 @@ __all__ = [
     "rows_dot",
 ]
 
+log = logging.getLogger(__name__)
+
 DOT, LEFT, RATIO = 0, 1, 2  # what a shared entry adds to its block's sum: a * b; a; exp(-|a - b|)
 
-_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}  # numpy's model: 0/0 is NaN, not an exception
+
+def _compiled(fn):
+    """``fn`` compiled, cached on disk where numba finds a writable place for it, else compiled once per process.
+    numpy's error model: 0/0 is NaN, not an exception."""
+    try:
+        return njit(cache=True, nogil=True, error_model="numpy")(fn)
+    except RuntimeError as e:  # no cache locator (a read-only install with no writable user cache directory)
+        log.info("%s: compiled in each process, not cached (%s)", fn.__name__, e)
+        return njit(cache=False, nogil=True, error_model="numpy")(fn)
 
 
 def rows_dot(m: sp.csr_matrix, n: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -96,7 +108,7 @@ def _rows(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows, dtype=np.int64)
 
 
-@njit(**_JIT)
+@_compiled
 def _rows_dot(mp, mi, md, np_, ni, nd, a, b, out):  # pragma: no cover - compiled
     for i in range(len(a)):
         p, pe, q, qe = mp[a[i]], mp[a[i] + 1], np_[b[i]], np_[b[i] + 1]
@@ -114,7 +126,7 @@ def _rows_dot(mp, mi, md, np_, ni, nd, a, b, out):  # pragma: no cover - compile
         out[i] = s
 
 
-@njit(**_JIT)
+@_compiled
 def _find(indices, start, end, column):  # pragma: no cover - compiled
     """The position of ``column`` in indices[start:end] (sorted), or -1."""
     lo, hi = start, end
@@ -127,13 +139,13 @@ def _find(indices, start, end, column):  # pragma: no cover - compiled
     return lo if lo < end and indices[lo] == column else -1
 
 
-@njit(**_JIT)
+@_compiled
 def _rows_contain(mp, mi, rows, columns, out):  # pragma: no cover - compiled
     for i in range(len(rows)):
         out[i] = columns[i] >= 0 and _find(mi, mp[rows[i]], mp[rows[i] + 1], columns[i]) >= 0
 
 
-@njit(**_JIT)
+@_compiled
 def _blocks_shared(mp, mi, md, starts, kinds, a, b, sums, counts, low):  # pragma: no cover - compiled
     nb = len(starts)
     for i in range(len(a)):
@@ -164,7 +176,7 @@ def _blocks_shared(mp, mi, md, starts, kinds, a, b, sums, counts, low):  # pragm
                 q += 1
 
 
-@njit(**_JIT)
+@_compiled
 def _best_words(tp, ti, td, np_, ni, nd, x, y, soft, monge, count):  # pragma: no cover - compiled
     for i in range(len(x)):
         qs, qe = tp[y[i]], tp[y[i] + 1]
@@ -189,7 +201,7 @@ def _best_words(tp, ti, td, np_, ni, nd, x, y, soft, monge, count):  # pragma: n
         count[i] = n
 
 
-@njit(**_JIT)
+@_compiled
 def _dims_of(ep, ei, wp, wi, x, y, buckets, near, only):  # pragma: no cover - compiled
     """Marks, per dimension, whether some value of item x is near one of y's, and whether one is near none."""
     near[:] = False
@@ -202,7 +214,7 @@ def _dims_of(ep, ei, wp, wi, x, y, buckets, near, only):  # pragma: no cover - c
             only[column // buckets] = True
 
 
-@njit(**_JIT)
+@_compiled
 def _dims_compared(ep, ei, wp, wi, a, b, buckets, dims, agree, conflicts):  # pragma: no cover - compiled
     near_a, only_a = np.zeros(dims, dtype=np.bool_), np.zeros(dims, dtype=np.bool_)
     near_b, only_b = np.zeros(dims, dtype=np.bool_), np.zeros(dims, dtype=np.bool_)
