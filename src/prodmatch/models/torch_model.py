@@ -32,6 +32,7 @@ from prodmatch.pairs import PairSet, both_orders
 from prodmatch.training import (
     TrainCallback,
     bf16_pays,
+    inference,
     resolve_precision,
     score_logits,
     sigmoid,
@@ -375,7 +376,7 @@ def _score_by_items(
     rows = np.unique(np.concatenate([left, right]))
     vectors = tower_vectors(net, features, rows, batch_size, bf16=bf16)
     item_rows = torch.from_numpy(rows.astype(np.int64)).to(features.device)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with inference(net, bf16):
         la = torch.from_numpy(np.searchsorted(rows, left).astype(np.int64)).to(features.device)
         lb = torch.from_numpy(np.searchsorted(rows, right).astype(np.int64)).to(features.device)
         out = np.empty(len(left), dtype=np.float32)
@@ -393,9 +394,8 @@ def tower_vectors(
     net: nn.Module, features: torch.Tensor, rows: np.ndarray, batch_size: int = INFERENCE_BATCH, *, bf16: bool = False
 ) -> torch.Tensor:
     """(len(rows), d) float32 item vectors of a tower-and-head network for catalogue ``rows``, in batches."""
-    net.eval()
     item_rows = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(features.device)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with inference(net, bf16):
         return torch.cat(
             [
                 net.tower(features.index_select(0, item_rows[s : s + batch_size])).float()
