@@ -1,4 +1,4 @@
-"""(j) What serves the stacked network: one network refit on all training pairs (the default) against the mean
+"""(n) What serves the stacked network: one network refit on all training pairs (the default) against the mean
 of the cross-fitted fold networks, on the same data, split and seed.
 
 The booster learns from the fold networks' out-of-fold scores either way; only what scores the stacked
@@ -103,7 +103,7 @@ def main() -> None:
         console.print(row(name, found))
         saved.write_text(json.dumps(results, indent=2) + "\n")
     table(
-        "(j) the stacked network that serves: the folds' mean against one refit network, pairs job on test "
+        "(n) the stacked network that serves: the folds' mean against one refit network, pairs job on test "
         f"(means over seeds); holds: PR-AUC, or else F1, at least the folds' or within {TOLERANCE}, and the "
         f"calibration error at most {CALIBRATION_TOLERANCE} worse",
         ["data", "seeds", "PR-AUC folds", "PR-AUC refit", "refit - folds", "F1 folds", "F1 refit", "refit - folds",

@@ -151,27 +151,32 @@ class PairFeatures:
     def evidence_of_features(self, x: np.ndarray) -> np.ndarray:
         """(B,) uint32 evidence masks of feature rows ``x``: an embedding both items have (its cosine is defined),
         a picture on both (the photos' cosines are), a name word both hold, an attribute value both hold."""
+        mask = np.zeros(len(x), dtype=np.uint32)
+        with np.errstate(invalid="ignore"):
+            for column, defined, position in self._evidence_columns():
+                cond = ~np.isnan(x[:, column]) if defined else x[:, column] > 0
+                mask |= cond.astype(np.uint32) * position
+        return mask
+
+    def _evidence_columns(self) -> list[tuple[int, bool, np.uint32]]:
+        """(feature column, whether defined is enough (else it must be > 0), evidence bit) of every feature the
+        evidence reads; worked out once per list of feature names, not per call (a served pair's call)."""
+        cached = getattr(self, "_evidence_plan", None)
+        if cached is not None and cached[0] is self.feature_names_:
+            return cached[1]
         index = {n: i for i, n in enumerate(self.feature_names_)}
         mods = [n for n, _ in self.modalities_]
-        mask = np.zeros(len(x), dtype=np.uint32)
-
-        def bit(cond: np.ndarray, position: np.uint32) -> None:
-            nonlocal mask
-            mask |= cond.astype(np.uint32) * position
-
-        with np.errstate(invalid="ignore"):
-            for j, name in enumerate(mods):
-                if f"{name}.cos" in index:
-                    bit(~np.isnan(x[:, index[f"{name}.cos"]]), np.uint32(1 << j))
-            if "pics_max" in index:
-                bit(~np.isnan(x[:, index["pics_max"]]), side_bit(mods, "pictures"))
-            for column in ("name_token_jaccard", "name_word_tfidf_cos"):
-                if column in index:
-                    bit(x[:, index[column]] > 0, side_bit(mods, "name"))
-            for column in ("attr_kv_jaccard", "brand_equal", "colour_equal"):
-                if column in index:
-                    bit(x[:, index[column]] > 0, side_bit(mods, "attributes"))
-        return mask
+        plan = [(index[f"{n}.cos"], True, np.uint32(1 << j)) for j, n in enumerate(mods) if f"{n}.cos" in index]
+        if "pics_max" in index:
+            plan.append((index["pics_max"], True, side_bit(mods, "pictures")))
+        for column in ("name_token_jaccard", "name_word_tfidf_cos"):
+            if column in index:
+                plan.append((index[column], False, side_bit(mods, "name")))
+        for column in ("attr_kv_jaccard", "brand_equal", "colour_equal"):
+            if column in index:
+                plan.append((index[column], False, side_bit(mods, "attributes")))
+        self._evidence_plan = (self.feature_names_, plan)
+        return plan
 
     def feature_batches(self, catalogue: Catalogue, pairs: PairSet, batch_size: int = INFERENCE_BATCH):
         """Yields (slice of ``pairs``, that batch's (B, F) float32 features in the order of ``feature_names_``),
