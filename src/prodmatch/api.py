@@ -20,7 +20,7 @@ from prodmatch.config import DataConfig, TrainConfig
 from prodmatch.errors import ConfigError
 from prodmatch.evaluation import binary_metrics
 from prodmatch.evidence import count_none, describe
-from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue
+from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue, read_pairs_table
 from prodmatch.mining import drop_likely_positives, mine_negatives
 from prodmatch.models import DEFAULT_MODEL, MODELS, PairModel, create_model
 from prodmatch.models.base import CONFIG_FILE, JobHead
@@ -29,9 +29,12 @@ from prodmatch.pairs import (
     SplitReport,
     augment_transitive,
     clean_pairs,
+    decided_pairs,
     load_pairs,
+    make_pairs,
     pair_hygiene,
     split_pairs,
+    with_labels,
 )
 from prodmatch.plots import plot_boosting, plot_feature_importance, plot_history, plot_pr_curves
 from prodmatch.runs import model_and_catalogue
@@ -266,10 +269,24 @@ def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfi
     Every step logs its counts; the counts are returned under ``hygiene`` for metrics.json.
     """
     data_dir = Path(data_dir)
-    pairs = load_pairs(
-        data_dir / TRAIN_FILE, catalogue, require_target=True, unknown="drop" if config.drop_unknown else "error"
-    )
+    unknown = "drop" if config.drop_unknown else "error"
+    if config.labels is None:
+        pairs = load_pairs(data_dir / TRAIN_FILE, catalogue, require_target=True, unknown=unknown)
+        review = None
+    else:  # a review's labels join the training pairs
+        table = read_pairs_table(data_dir / TRAIN_FILE, require_target=True)
+        test_path = data_dir / TEST_FILE
+        test = read_pairs_table(test_path, require_target=False) if test_path.exists() else None
+        table, review = with_labels(table, decided_pairs(config.labels), test)
+        log.info(
+            "%s: %d decided labels join the training pairs (%d relabel a pair of train.parquet; %d pairs of "
+            "test.parquet left out so that test stays unseen)",
+            config.labels, review["labels"], review["relabelled"], review["test_pairs_left_out"],
+        )  # fmt: skip
+        pairs = make_pairs(catalogue, table, unknown=unknown, source=f"{data_dir / TRAIN_FILE} + {config.labels}")
     hygiene: dict[str, Any] = pair_hygiene(pairs)
+    if review is not None:
+        hygiene["review_labels"] = review
     log.info(
         "train.parquet: %d pairs, %.1f%% positive; %d reversed duplicates (%d with conflicting labels)",
         len(pairs),

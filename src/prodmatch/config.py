@@ -76,6 +76,8 @@ class TrainConfig:
         valid_fraction: share of pairs held out for validation.
         min_valid_fraction: the least share of pairs validation may get (the group split falls back to
             items below it, and a split that cannot reach it stops with an error); 0 accepts any.
+        labels: a review's labels file (``prodmatch review``): its decided pairs join the training pairs, a
+            relabelled pair takes the person's label, and test pairs among them are left out.
         valid_pairs: a labelled pairs file to validate on instead of splitting train.parquet (a
             benchmark's given split): all of train.parquet trains, these choose the epoch and threshold.
         drop_unknown: drop training pairs naming ids without any data (counted); False makes them an error.
@@ -116,6 +118,7 @@ class TrainConfig:
     valid_fraction: float = 0.2
     min_valid_fraction: float = 0.1
     valid_pairs: str | None = None
+    labels: str | None = None
     drop_unknown: bool = True
     threads: int | None = None
     eval_batch_size: int = INFERENCE_BATCH

@@ -160,3 +160,58 @@ def _check_port(host: str, port: int) -> None:
             raise ConfigError(
                 f"cannot listen on {host}:{port} ({e.strerror}): another process is using it; choose another --port"
             ) from None
+
+
+# ----------------------------------------------------------------------------------------------- review
+
+
+@app.command(
+    rich_help_panel=PANEL,
+    epilog=example("prodmatch review runs/demo --data data/demo --matches matches/demo --labels labels.parquet"),
+)
+def review(
+    run_dir: RunDir,
+    data: Annotated[Path, typer.Option("--data", "-d", help="The catalogue that was matched.")],
+    matches: Annotated[Path, typer.Option("--matches", "-m", help="The output folder of `prodmatch match`.")],
+    labels: Annotated[
+        Path,
+        typer.Option(
+            "--labels", "-l", help="Where the labels go (parquet), written at every decision; an existing file resumes."
+        ),
+    ],
+    reviewer: Annotated[str, typer.Option(help="Your name, recorded with every label.")] = "reviewer",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port, 1-65535.", min=1, max=65535)] = 8765,
+    pool_items: Annotated[
+        int,
+        typer.Option(
+            help="Items whose nearest neighbours below the threshold join the pool.", min=1, rich_help_panel=ADVANCED
+        ),
+    ] = 5000,
+) -> None:
+    """Review a matched catalogue in your browser: a local page walks you through the pairs a label would teach
+    the most (uncertain: near the threshold; diverse: one per cluster in turn; audit: random matches, for an
+    unbiased precision estimate in review.json). Each pair shows both items with their differences marked, the
+    probability, why (the explanation's contributions) and the items' clusters; a cluster can be opened and a
+    member split out (negative labels). Keys: m match, n not a match, u unsure, s skip, z undo. Labels go to
+    --labels at once, atomically; `prodmatch train --labels` learns from them."""
+    try:
+        import uvicorn
+
+        from prodmatch.review.app import create_review_app
+    except ImportError as e:
+        console.print(f"[bold red]error:[/] {escape(f'review needs {e.name}: pip install prodmatch[serve]')}")
+        raise typer.Exit(2) from e
+    from prodmatch.review import Review
+    from prodmatch.review.labels import check_writable
+
+    with user_errors():
+        check_writable(labels)  # before loading anything: a read-only path is said at once
+        _check_port(host, port)
+        with console.status("loading the run, the catalogue and the match; scoring the pool"):
+            session = Review.open(run_dir, data, matches, labels, reviewer=reviewer, pool_items=pool_items)
+        stdout.print(
+            f"reviewing {len(session.pool):,} pairs ({len(session.labels):,} labelled so far in {labels}): "
+            f"open http://{host}:{port}"
+        )
+        uvicorn.run(create_review_app(session), host=host, port=port, log_level="warning")

@@ -86,6 +86,14 @@ def train(
             "given split, e.g. DATA/valid.parquet): it picks the epoch, the calibration and the threshold."
         ),
     ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels",
+            help="A review's labels file (`prodmatch review`): its decided pairs join the training pairs (a "
+            "relabelled pair takes your label; test pairs among them are left out).",
+        ),
+    ] = None,
     param: Annotated[
         list[str] | None,
         typer.Option("--param", "-p", help="Model hyperparameter KEY=VALUE, repeatable (e.g. -p hidden=256)."),
@@ -233,6 +241,7 @@ def train(
             valid_fraction=valid_fraction,
             min_valid_fraction=min_valid_fraction,
             valid_pairs=None if valid_pairs is None else str(valid_pairs),
+            labels=None if labels is None else str(labels),
             drop_unknown=not strict_ids,  # type: ignore[arg-type]
             threads=threads,
             conflicts=conflicts,  # type: ignore[arg-type]
