@@ -146,3 +146,82 @@ def test_labels_flow_back_into_training(synth_dir, tmp_path):
     report = api.train(synth_dir, tmp_path / "run", model="gbdt", params=SMALL["gbdt"],
                        config=TrainConfig(labels=str(tmp_path / "labels.parquet")))  # fmt: skip
     assert report.metrics["hygiene"]["review_labels"] == {"labels": 3, "relabelled": 1, "test_pairs_left_out": 1}
+
+
+# ------------------------------------------------------------------------------------------ in a real browser
+
+
+def _browser():
+    """Headless Chromium from the system packages, through their chromedriver: nothing is downloaded."""
+    import shutil
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        if os.environ.get("PRODMATCH_BROWSER_TEST") == "required":
+            pytest.fail("chromium and chromium-driver are missing, and .ci/run requires the browser test")
+        pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a browser or a driver
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+
+
+@pytest.fixture
+def served(review):
+    """The review page on a free local port, served from a thread."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from prodmatch.review.app import create_review_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_review_app(review), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        thread.join(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_in_a_browser_five_labels_by_keyboard_an_undo_and_a_split(served, review, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = _browser()
+    try:
+        wait = WebDriverWait(browser, 30)
+        browser.get(served)
+        wait.until(lambda b: b.find_element(By.ID, "view").is_displayed())
+        body = browser.find_element(By.TAG_NAME, "body")
+        for n, key in enumerate("mnumn", start=1):
+            shown = browser.find_element(By.ID, "status").text
+            body.send_keys(key)
+            wait.until(lambda b, shown=shown: b.find_element(By.ID, "status").text != shown)
+            wait.until(lambda b, n=n: b.find_element(By.ID, "progress").text.startswith(f"{n} labels"))
+        shown = browser.find_element(By.ID, "status").text
+        body.send_keys("z")
+        wait.until(lambda b: b.find_element(By.ID, "progress").text.startswith("4 labels"))
+        wait.until(lambda b: b.find_element(By.ID, "status").text != shown)  # the undone pair is shown again
+        browser.find_element(By.ID, "cluster-left").click()
+        wait.until(lambda b: b.find_element(By.ID, "cluster").is_displayed())
+        members = len(browser.find_elements(By.CSS_SELECTOR, "#cluster button.split"))
+        browser.find_elements(By.CSS_SELECTOR, "#cluster button.split")[0].click()
+        wait.until(lambda b: b.find_element(By.ID, "status").text.startswith("split out"))
+        browser.save_screenshot(str(tmp_path / "review.png"))
+    finally:
+        browser.quit()
+    labels = pd.read_parquet(tmp_path / "labels.parquet")
+    assert labels[labels.queue == "uncertain"].label.tolist() == ["match", "no", "unsure", "match"]
+    assert (labels.queue == "split").sum() == members - 1 and (labels[labels.queue == "split"].target == 0).all()
+    assert (tmp_path / "review.png").stat().st_size > 10_000
