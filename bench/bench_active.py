@@ -9,7 +9,7 @@ queue) or at random, and the model is retrained with `--labels` (seed plus those
 of each, next to the seed alone and to all of train.parquet (the ceiling: where the seed is within 0.005 of
 it, there is no room for labels to show anything).
 
-Data: synthetic scenarios of the matrix (20,000 items) and the four real sets (`bench/out/em_<set>_use`, made
+Data: synthetic scenarios of the matrix and catalogue scenarios (20,000 items) and the four real sets (`bench/out/em_<set>_use`, made
 by `bench/bench_em.py`).
 
     python bench/bench_active.py                                    # about 25 minutes
@@ -29,7 +29,7 @@ import pandas as pd
 from common import OUT, console, table
 from prodmatch import TrainConfig, predict, train
 from prodmatch.review.labels import LabelBook
-from prodmatch.synth import SCENARIOS, SynthConfig, generate
+from prodmatch.synth import CATALOGUE_SCENARIOS, SCENARIOS, SynthConfig, generate
 
 REAL = ["Abt-Buy", "Amazon-Google", "WDC-cameras", "WDC-shoes"]
 SEED_SHARE = 0.05
@@ -42,7 +42,9 @@ def data_dir(name: str, args) -> tuple[Path, dict]:
         if not (path / "valid.parquet").exists():
             raise SystemExit(f"{path} is missing: run python bench/bench_em.py --configs gbdt --datasets {name}")
         return path, {"valid_pairs": str(path / "valid.parquet")}
-    settings = {"items": args.items, "pairs": args.pairs, **SCENARIOS[name]}
+    if name not in SCENARIOS and name not in CATALOGUE_SCENARIOS:
+        raise SystemExit(f"unknown set {name!r}: a scenario of synth, a catalogue scenario, or one of {REAL}")
+    settings = {"items": args.items, "pairs": args.pairs, **SCENARIOS.get(name, CATALOGUE_SCENARIOS.get(name, {}))}
     path = OUT / f"scenario_{name}_{settings['items']}_{settings['pairs']}_0"
     if not (path / "oracle_items.npz").exists():
         with console.status(f"{name}: generating"):
@@ -75,7 +77,11 @@ def fit(data: Path, run: Path, extra: dict, labels: Path | None = None) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", default="default,sibling-negatives,noisy-listings," + ",".join(REAL))
+    ap.add_argument(
+        "--sets",
+        default="default,sibling-negatives,noisy-listings,catalogue-siblings,catalogue-five," + ",".join(REAL),
+        help="comma-separated: scenarios of synth, catalogue scenarios, real sets",
+    )
     ap.add_argument("--labels", default="100,300,1000", help="label budgets")
     ap.add_argument("--items", type=int, default=20_000)
     ap.add_argument("--pairs", type=int, default=8_000)
