@@ -14,7 +14,7 @@ from prodmatch import api
 from prodmatch.cli import app
 from prodmatch.config import TrainConfig
 from prodmatch.errors import ConfigError, UnknownIdsError
-from prodmatch.pairs import decided_pairs
+from prodmatch.feedback import decided_pairs
 from prodmatch.review.labels import LabelBook, check_writable
 
 pytest.importorskip("fastapi")

@@ -20,6 +20,7 @@ from prodmatch.config import DataConfig, TrainConfig
 from prodmatch.errors import ConfigError
 from prodmatch.evaluation import binary_metrics
 from prodmatch.evidence import count_none, describe
+from prodmatch.feedback import decided_pairs, with_labels
 from prodmatch.io import TEST_FILE, TRAIN_FILE, read_catalogue, read_pairs_table
 from prodmatch.mining import drop_likely_positives, mine_negatives
 from prodmatch.models import DEFAULT_MODEL, MODELS, PairModel, create_model
@@ -29,12 +30,10 @@ from prodmatch.pairs import (
     SplitReport,
     augment_transitive,
     clean_pairs,
-    decided_pairs,
     load_pairs,
     make_pairs,
     pair_hygiene,
     split_pairs,
-    with_labels,
 )
 from prodmatch.plots import plot_boosting, plot_feature_importance, plot_history, plot_pr_curves
 from prodmatch.runs import model_and_catalogue

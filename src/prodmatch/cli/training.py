@@ -87,12 +87,7 @@ def train(
         ),
     ] = None,
     labels: Annotated[
-        Path | None,
-        typer.Option(
-            "--labels",
-            help="A review's labels file (`prodmatch review`): its decided pairs join the training pairs (a "
-            "relabelled pair takes your label; test pairs among them are left out).",
-        ),
+        Path | None, typer.Option(help="A `prodmatch review` labels file: its decided pairs join the training pairs.")
     ] = None,
     param: Annotated[
         list[str] | None,
