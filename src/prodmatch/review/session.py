@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from prodmatch.atomic import write_json
+from prodmatch.attributes import parse_attributes
 from prodmatch.calibration import shift_prior
 from prodmatch.catalogue import Catalogue
 from prodmatch.config import DataConfig
@@ -135,7 +136,7 @@ class Review:
         names = self.display.names
         attrs = self.display.attributes
         categories = self.display.categories
-        parsed = _attributes(attrs[row]) if attrs is not None else {}
+        parsed = {} if attrs is None else _values(parse_attributes(self.display, np.array([row]))[0])
         return {
             "variantid": _plain(variantid),
             "name": None if names is None else _text(names[row]),
@@ -265,14 +266,11 @@ def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _attributes(raw) -> dict:
-    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+def _values(mapping: dict | None) -> dict:
+    """An item's attribute mapping as the page shows it: each key's values joined by commas."""
+    if not mapping:
         return {}
-    try:
-        parsed = json.loads(raw) if isinstance(raw, str) else dict(raw)
-    except (ValueError, TypeError):
-        return {}
-    return {str(k): ", ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in parsed.items()}
+    return {str(k): ", ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in mapping.items()}
 
 
 def _text(x) -> str | None:
