@@ -75,6 +75,56 @@ def fit(data: Path, run: Path, extra: dict, labels: Path | None = None) -> dict:
     return {"f1": test["f1"], "pr_auc": test["pr_auc"]}
 
 
+def uncertainty(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Distance from the threshold in log-odds (the review page's uncertain queue): smallest first."""
+    p = np.clip(prob, 1e-9, 1 - 1e-9)
+    t = min(max(threshold, 1e-9), 1 - 1e-9)
+    return np.abs(np.log(p / (1 - p)) - np.log(t / (1 - t)))
+
+
+def write_labels(path: Path, picked: pd.DataFrame, ids: pd.Index, strategy: str) -> None:
+    """The person's answers (the known targets), written the way the review page writes them."""
+    path.unlink(missing_ok=True)
+    book = LabelBook.open(path, ids)
+    for target in (1, 0):
+        chosen = picked[picked.target == target]
+        if len(chosen):
+            book.add(list(zip(chosen.variantid1, chosen.variantid2, strict=True)),
+                     "match" if target else "no", strategy, "truth")  # fmt: skip
+
+
+def one_draw(name: str, data: Path, extra: dict, budgets: list[int], draw: int) -> dict:
+    """One seed draw: the seed model, then each budget by uncertainty (in rounds) and at random."""
+    pairs = pd.read_parquet(data / "train.parquet")
+    is_seed = np.random.default_rng(draw).random(len(pairs)) < SEED_SHARE
+    seed, pool = pairs[is_seed], pairs[~is_seed].reset_index(drop=True)
+    work = OUT / f"active_{name}" / f"draw{draw}"
+    seeded = seeded_copy(data, seed, work / "data")
+    pool.to_parquet(work / "pool.parquet", index=False)
+    ids = pd.Index(pd.concat([pool.variantid1, pool.variantid2, seed.variantid1, seed.variantid2]).unique())
+    with console.status(f"{name} draw {draw}: the seed model ({len(seed):,} pairs)"):
+        found = {"seed_pairs": len(seed), "pool_pairs": len(pool), "seed": fit(seeded, work / "seed", extra)}
+    random_order = np.random.default_rng(1000 + draw).permutation(len(pool))
+    run, labelled = work / "seed", np.zeros(len(pool), dtype=bool)
+    for n in budgets:
+        # uncertainty, in rounds: each budget adds the pairs the latest model is least sure of, as a person
+        # reviewing, retraining and reviewing again would
+        threshold = json.loads((run / "config.json").read_text())["threshold"]
+        prob = predict(run, seeded, work / "pool.parquet")["target"].to_numpy()
+        distance = np.where(labelled, np.inf, uncertainty(prob, threshold))
+        labelled[np.argsort(distance, kind="stable")[: n - int(labelled.sum())]] = True
+        picks = {"uncertain": pool[labelled], "random": pool.iloc[random_order[:n]]}
+        for strategy, picked in picks.items():
+            path = work / f"labels_{strategy}_{n}.parquet"
+            write_labels(path, picked, ids, strategy)
+            with console.status(f"{name} draw {draw}: {n} labels by {strategy} sampling"):
+                found[f"{strategy}_{n}"] = fit(seeded, work / f"run_{strategy}_{n}", extra, path)
+            found[f"{strategy}_{n}"]["positives"] = int(picked.target.sum())
+            console.print(name, f"draw {draw}", n, strategy, found[f"{strategy}_{n}"])
+        run = work / f"run_uncertain_{n}"
+    return found
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -82,65 +132,50 @@ def main() -> None:
         default="default,sibling-negatives,noisy-listings,catalogue-siblings,catalogue-five," + ",".join(REAL),
         help="comma-separated: scenarios of synth, catalogue scenarios, real sets",
     )
-    ap.add_argument("--labels", default="100,300,1000", help="label budgets")
+    ap.add_argument("--labels", default="100,300,1000", help="label budgets, rising (each round adds to the last)")
+    ap.add_argument("--draws", type=int, default=3, help="seed draws per set; the table shows their mean")
     ap.add_argument("--items", type=int, default=20_000)
     ap.add_argument("--pairs", type=int, default=8_000)
     args = ap.parse_args()
-    budgets = [int(x) for x in args.labels.split(",")]
+    budgets = sorted(int(x) for x in args.labels.split(","))
     saved = OUT / "active.json"
     results: dict = json.loads(saved.read_text()) if saved.exists() else {}
     for name in args.sets.split(","):
         data, extra = data_dir(name, args)
-        pairs = pd.read_parquet(data / "train.parquet")
-        rng = np.random.default_rng(0)
-        is_seed = rng.random(len(pairs)) < SEED_SHARE
-        seed, pool = pairs[is_seed], pairs[~is_seed].reset_index(drop=True)
-        work = OUT / f"active_{name}"
-        seeded = seeded_copy(data, seed, work / "data")
-        with console.status(f"{name}: the seed model ({len(seed):,} pairs) and the ceiling ({len(pairs):,})"):
-            found = {"seed": fit(seeded, work / "seed", extra), "all": fit(data, work / "all", extra)}
-            pool.to_parquet(work / "pool.parquet", index=False)
-            prob = predict(work / "seed", seeded, work / "pool.parquet")["target"].to_numpy()
-        threshold = json.loads((work / "seed" / "config.json").read_text())["threshold"]
-        p = np.clip(prob, 1e-9, 1 - 1e-9)
-        t = min(max(threshold, 1e-9), 1 - 1e-9)
-        order = {
-            "uncertain": np.argsort(np.abs(np.log(p / (1 - p)) - np.log(t / (1 - t))), kind="stable"),
-            "random": np.random.default_rng(1).permutation(len(pool)),
-        }
-        ids = pd.Index(pd.concat([pool.variantid1, pool.variantid2, seed.variantid1, seed.variantid2]).unique())
-        for n in budgets:
-            for strategy, ranked in order.items():
-                picked = pool.iloc[ranked[:n]]
-                path = work / f"labels_{strategy}_{n}.parquet"
-                path.unlink(missing_ok=True)
-                book = LabelBook.open(path, ids)
-                for target in (1, 0):  # the person's answers: the known targets
-                    chosen = picked[picked.target == target]
-                    if len(chosen):
-                        book.add(list(zip(chosen.variantid1, chosen.variantid2, strict=True)),
-                                 "match" if target else "no", strategy, "truth")  # fmt: skip
-                with console.status(f"{name}: {n} labels by {strategy} sampling"):
-                    found[f"{strategy}_{n}"] = fit(seeded, work / f"run_{strategy}_{n}", extra, path)
-                    found[f"{strategy}_{n}"]["positives"] = int(picked.target.sum())
-                console.print(name, n, strategy, found[f"{strategy}_{n}"])
-        results[name] = {"seed_pairs": len(seed), "pool_pairs": len(pool), **found}
+        with console.status(f"{name}: the ceiling (all of train.parquet)"):
+            ceiling = fit(data, OUT / f"active_{name}" / "all", extra)
+        draws = [one_draw(name, data, extra, budgets, d) for d in range(args.draws)]
+        results[name] = {"ceiling": ceiling, "draws": draws}
         saved.write_text(json.dumps(results, indent=2) + "\n")
     rows = []
     for name, r in results.items():
-        room = r["all"]["f1"] - r["seed"]["f1"] > ROOM
-        row = [name, f"{r['seed_pairs']:,}", f"{r['seed']['f1']:.4f}", f"{r['all']['f1']:.4f}"]
+        if "draws" not in r:
+            continue  # a result of the earlier one-draw layout
+        draws = r["draws"]
+
+        def mean(key: str, draws=draws) -> float | None:
+            vals = [d[key]["f1"] for d in draws if key in d]
+            return float(np.mean(vals)) if len(vals) == len(draws) else None
+
+        seed_f1 = mean("seed")
+        room = r["ceiling"]["f1"] - seed_f1 > ROOM
+        row = [name, str(len(draws)), f"{np.mean([d['seed_pairs'] for d in draws]):,.0f}", f"{seed_f1:.4f}",
+               f"{r['ceiling']['f1']:.4f}"]  # fmt: skip
         for n in budgets:
-            u, rnd = r.get(f"uncertain_{n}"), r.get(f"random_{n}")
-            row.append("" if u is None else f"{u['f1']:.4f} / {rnd['f1']:.4f}")
-        u, rnd = r.get("uncertain_300"), r.get("random_300")
-        row.append("no room" if not room else ("" if u is None else ("yes" if u["f1"] > rnd["f1"] else "NO")))
+            u, rnd = mean(f"uncertain_{n}"), mean(f"random_{n}")
+            row.append("" if u is None or rnd is None else f"{u:.4f} / {rnd:.4f}")
+        u, rnd = mean("uncertain_300"), mean("random_300")
+        wins = sum(d["uncertain_300"]["f1"] > d["random_300"]["f1"] for d in draws if "uncertain_300" in d)
+        verdict = "" if u is None or rnd is None else ("yes" if u > rnd else "NO") + f" ({wins} of {len(draws)} draws)"
+        row.append(verdict if room else f"no room; {verdict}")
         rows.append(row)
     table(
         "(o) what labels buy: test F1 after retraining with n labels, uncertainty / random sampling (the truth "
-        f"labelling), from a seed of {100 * SEED_SHARE:.0f}% of train.parquet; ceiling: all of it",
+        f"labelling), from a seed of {100 * SEED_SHARE:.0f}% of train.parquet, mean over seed draws; "
+        "ceiling: all of train.parquet",
         [
             "data",
+            "draws",
             "seed pairs",
             "seed F1",
             "ceiling F1",
