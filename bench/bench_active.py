@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import OUT, console, table
+from common import OUT, console, scenario_data, table
 from prodmatch import TrainConfig, predict, train
 from prodmatch.review.labels import LabelBook
-from prodmatch.synth import CATALOGUE_SCENARIOS, SCENARIOS, SynthConfig, generate
 
 REAL = ["Abt-Buy", "Amazon-Google", "WDC-cameras", "WDC-shoes"]
 SEED_SHARE = 0.05
@@ -42,14 +41,7 @@ def data_dir(name: str, args) -> tuple[Path, dict]:
         if not (path / "valid.parquet").exists():
             raise SystemExit(f"{path} is missing: run python bench/bench_em.py --configs gbdt --datasets {name}")
         return path, {"valid_pairs": str(path / "valid.parquet")}
-    if name not in SCENARIOS and name not in CATALOGUE_SCENARIOS:
-        raise SystemExit(f"unknown set {name!r}: a scenario of synth, a catalogue scenario, or one of {REAL}")
-    settings = {"items": args.items, "pairs": args.pairs, **SCENARIOS.get(name, CATALOGUE_SCENARIOS.get(name, {}))}
-    path = OUT / f"scenario_{name}_{settings['items']}_{settings['pairs']}_0"
-    if not (path / "oracle_items.npz").exists():
-        with console.status(f"{name}: generating"):
-            generate(path, SynthConfig(seed=0, **settings))
-    return path, {}
+    return scenario_data(name, args.items, args.pairs), {}
 
 
 def seeded_copy(data: Path, seed_pairs: pd.DataFrame, out: Path) -> Path:

@@ -26,10 +26,10 @@ import argparse
 import json
 import time
 
-from common import OUT, console, table
+from common import OUT, console, scenario_data, table
 from prodmatch import TrainConfig, train
 from prodmatch.matching import MatchConfig, link_sources, match_catalogue
-from prodmatch.synth import CATALOGUE_SCENARIOS, SynthConfig, generate, split_sources
+from prodmatch.synth import CATALOGUE_SCENARIOS, split_sources
 
 LINK_SPLITS = {"random": False, "one per product": True}  # how the two sources are drawn: one_per_product
 
@@ -63,11 +63,7 @@ def main() -> None:
     ks = sorted({int(k) for k in args.ks.split(",") if k})
     rows, results, k_rows, link_rows = [], {}, [], []
     for name in args.scenarios.split(","):
-        settings = {"items": args.items, "pairs": args.pairs, **CATALOGUE_SCENARIOS[name]}
-        data = OUT / f"catalogue_{name}_{settings['items']}_{settings['pairs']}_{args.seed}"
-        if not (data / "oracle_items.npz").exists():
-            with console.status(f"{name}: generating"):
-                generate(data, SynthConfig(seed=args.seed, **settings))
+        data = scenario_data(name, args.items, args.pairs, args.seed)
         run = OUT / f"catalogue_run_{name}_{args.hard_negatives}_{args.far_negatives}_{args.items}"
         t0 = time.perf_counter()
         with console.status(f"{name}: training {args.model}"):

@@ -31,12 +31,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score
 
-from common import OUT, console, table
+from common import OUT, console, scenario_data, table
 from prodmatch import TrainConfig, train
 from prodmatch.api import predict
 from prodmatch.evaluation import pr_auc
 from prodmatch.matching import MatchConfig, match_catalogue
-from prodmatch.synth import SCENARIOS, SynthConfig, generate
+from prodmatch.synth import SCENARIOS
 
 
 def _unseen(data, frame: pd.DataFrame) -> np.ndarray:
@@ -62,11 +62,7 @@ def main() -> None:
     args = ap.parse_args()
     rows, results = [], {}
     for name in args.scenarios.split(","):
-        settings = {"items": args.items, "pairs": args.pairs, **SCENARIOS[name]}
-        data = OUT / f"scenario_{name}_{settings['items']}_{settings['pairs']}_{args.seed}"
-        if not (data / "oracle_items.npz").exists():
-            with console.status(f"{name}: generating"):
-                generate(data, SynthConfig(seed=args.seed, **settings))
+        data = scenario_data(name, args.items, args.pairs, args.seed)
         summary = json.loads((data / "synth.json").read_text())
         config = TrainConfig(seed=args.seed)
         run = OUT / f"scenario_run_{name}"

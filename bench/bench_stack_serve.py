@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common import OUT, console, dataset, table
+from common import OUT, console, dataset, scenario_data, table
 from prodmatch import TrainConfig, train
-from prodmatch.synth import SCENARIOS, SynthConfig, generate
+from prodmatch.synth import SCENARIOS
 
 REAL = ["Abt-Buy", "Amazon-Google", "WDC-cameras", "WDC-shoes"]
 WAYS = ("folds", "refit")
@@ -41,14 +41,9 @@ def data_sets(args) -> list[tuple[str, Path, dict]]:
     out = []
     if "demo" in wanted:
         out.append(("demo", dataset(150_000, 50_000), {}))
-    for name, scenario in SCENARIOS.items():
+    for name in SCENARIOS:
         if "scenarios" in wanted or name in wanted:
-            settings = {"items": args.items, "pairs": args.pairs, **scenario}  # as bench_scenarios.py makes them
-            data = OUT / f"scenario_{name}_{settings['items']}_{settings['pairs']}_0"
-            if not (data / "oracle_items.npz").exists():
-                with console.status(f"{name}: generating"):
-                    generate(data, SynthConfig(seed=0, **settings))
-            out.append((f"scenario {name}", data, {}))
+            out.append((f"scenario {name}", scenario_data(name, args.items, args.pairs), {}))
     for name in REAL:
         if name in wanted or "real" in wanted:
             data = OUT / f"em_{name}_use"

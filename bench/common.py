@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from prodmatch.synth import SynthConfig, generate
+from prodmatch.synth import CATALOGUE_SCENARIOS, SCENARIOS, SynthConfig, generate
 
 logging.basicConfig(level=logging.WARNING)
 OUT = Path(__file__).resolve().parent / "out"
@@ -27,6 +27,24 @@ def dataset(items: int, pairs: int, seed: int = 0) -> Path:
     if not (path / "synth.json").exists():
         with console.status(f"generating {items:,} items / {pairs:,} pairs"):
             generate(path, SynthConfig(items=items, pairs=pairs, seed=seed))
+    return path
+
+
+def scenario_data(name: str, items: int, pairs: int, seed: int = 0) -> Path:
+    """A scenario of synth's matrix or a catalogue scenario at this size, under bench/out, generated once
+    (``scenario_...`` or ``catalogue_...``: every script that names the same scenario and size shares it)."""
+    if name in SCENARIOS:
+        prefix, settings = "scenario", SCENARIOS[name]
+    elif name in CATALOGUE_SCENARIOS:
+        prefix, settings = "catalogue", CATALOGUE_SCENARIOS[name]
+    else:
+        known = ", ".join([*SCENARIOS, *CATALOGUE_SCENARIOS])
+        raise SystemExit(f"unknown scenario {name!r}: one of {known}")
+    settings = {"items": items, "pairs": pairs, **settings}
+    path = OUT / f"{prefix}_{name}_{settings['items']}_{settings['pairs']}_{seed}"
+    if not (path / "oracle_items.npz").exists():
+        with console.status(f"{name}: generating"):
+            generate(path, SynthConfig(seed=seed, **settings))
     return path
 
 
