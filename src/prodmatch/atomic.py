@@ -120,6 +120,11 @@ def write_parquet(table: pa.Table | pd.DataFrame, path: str | Path) -> Path:
     return Path(path)
 
 
+def plain(x: object) -> object:
+    """A numpy scalar as the Python int, float, str or bool it holds (anything else unchanged), for JSON."""
+    return x.item() if isinstance(x, np.generic) else x
+
+
 def _json_default(obj: object) -> object:
     if isinstance(obj, np.generic):
         return obj.item()

@@ -563,10 +563,6 @@ def _explain_network(model, catalogue: Catalogue, pairs: PairSet, batch_size: in
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _plain(x: Any) -> Any:
-    return x.item() if hasattr(x, "item") else x
-
-
 def _safe(x: Any) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(x))[:40]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prodmatch.atomic import write_json
+from prodmatch.atomic import plain, write_json
 from prodmatch.attributes import parse_attributes
 from prodmatch.calibration import shift_prior
 from prodmatch.catalogue import Catalogue
@@ -119,8 +119,8 @@ class Review:
         score = float(in_pool.score.iat[0]) if len(in_pool) else float(explanation["score"])
         return {
             "queue": queue,
-            "variantid1": _plain(a),
-            "variantid2": _plain(b),
+            "variantid1": plain(a),
+            "variantid2": plain(b),
             "score": score,
             "threshold": self.threshold,
             "matched": score >= self.threshold,
@@ -138,14 +138,14 @@ class Review:
         categories = self.display.categories
         parsed = {} if attrs is None else _values(parse_attributes(self.display, np.array([row]))[0])
         return {
-            "variantid": _plain(variantid),
+            "variantid": plain(variantid),
             "name": None if names is None else _text(names[row]),
             "categories": []
             if categories is None
             else [str(categories[c].iat[row]) for c in categories.columns if pd.notna(categories[c].iat[row])],
             "attributes": parsed,
             "differs": [],
-            "cluster": _plain(self.clusters.get(variantid)) if variantid in self.clusters.index else None,
+            "cluster": plain(self.clusters.get(variantid)) if variantid in self.clusters.index else None,
         }
 
     # ------------------------------------------------------------------------------------------- labels
@@ -177,7 +177,7 @@ class Review:
         weakest = None
         if len(inside):
             w = inside.loc[inside.score.idxmin()]
-            weakest = {"variantid1": _plain(w.variantid1), "variantid2": _plain(w.variantid2), "score": float(w.score)}
+            weakest = {"variantid1": plain(w.variantid1), "variantid2": plain(w.variantid2), "score": float(w.score)}
         return {"cluster": int(cluster_id), "members": [self.item(m) for m in members], "weakest": weakest}
 
     def split(self, cluster_id: int, variantid) -> dict:
@@ -275,7 +275,3 @@ def _values(mapping: dict | None) -> dict:
 
 def _text(x) -> str | None:
     return x if isinstance(x, str) else None
-
-
-def _plain(x):
-    return x.item() if isinstance(x, np.generic) else x

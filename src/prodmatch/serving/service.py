@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prodmatch.atomic import plain
 from prodmatch.catalogue import NORM_EPS, Catalogue
 from prodmatch.errors import ConfigError, DataError, ModelError, UnknownIdsError
 from prodmatch.evidence import mask_words
@@ -294,7 +295,7 @@ class MatchService:
             qvec, _ = feature_vectors(self.model, qfeat)
         if not qfeat[0, self.width :].any():
             raise DataError(
-                f"the query {_plain(query) if row >= 0 else 'item'} has none of the model's embeddings (missing, or "
+                f"the query {plain(query) if row >= 0 else 'item'} has none of the model's embeddings (missing, or "
                 f"every vector of norm <= {NORM_EPS}): there is nothing to compare it by"
             )
         # Items without any embedding are never answers; ask for enough extra neighbours to skip them.
@@ -320,7 +321,7 @@ class MatchService:
         ids = self.catalogue.ids
         return [
             SimilarItem(
-                variantid=_plain(ids[found[i]]),
+                variantid=plain(ids[found[i]]),
                 score=float(score[i]),
                 similarity=float(sims[i]),
                 label=None if labels is None else int(labels[i]),
@@ -547,8 +548,3 @@ def _as_int(x) -> int | None:
     except ValueError:
         return None
     return value if -(2**63) <= value < 2**63 else None
-
-
-def _plain(x):
-    """numpy scalar -> Python int or str, for JSON."""
-    return x.item() if isinstance(x, np.generic) else x
