@@ -145,7 +145,39 @@ def test_labels_flow_back_into_training(synth_dir, tmp_path):
     book.add([(train.variantid1.iat[1], test.variantid2.iat[1])], "no", "uncertain", "ann")  # a new pair
     report = api.train(synth_dir, tmp_path / "run", model="gbdt", params=SMALL["gbdt"],
                        config=TrainConfig(labels=str(tmp_path / "labels.parquet")))  # fmt: skip
-    assert report.metrics["hygiene"]["review_labels"] == {"labels": 3, "relabelled": 1, "test_pairs_left_out": 1}
+    counts = report.metrics["hygiene"]["review_labels"]
+    assert {k: counts[k] for k in ("labels", "relabelled", "test_pairs_left_out", "new_pairs")} == {
+        "labels": 3, "relabelled": 1, "test_pairs_left_out": 1, "new_pairs": 1,
+    }  # fmt: skip
+    assert counts["joined_training"] + counts["validation_items_left_out"] == 1
+
+
+def test_review_labels_teach_but_never_validate(synth_dir, tmp_path):
+    """A review's queues pick pairs for what they teach, not as scored pairs are drawn: new labelled pairs join
+    the training side after the split, the validation pairs stay train.parquet's (bar a relabel), and a new
+    pair with an item of validation is left out of training and counted (the group split holds items out)."""
+    from prodmatch.io import read_catalogue
+
+    cat = read_catalogue(synth_dir)
+    plain = api.prepare_pairs(synth_dir, cat, TrainConfig())
+    valid_ids = np.union1d(plain.valid.ids1, plain.valid.ids2)
+    train_ids = np.union1d(plain.train.ids1, plain.train.ids2)
+    test = pd.read_parquet(synth_dir / "test.parquet")
+    known = {frozenset(p) for f in (plain.train, plain.valid) for p in zip(f.ids1, f.ids2, strict=True)}
+    known |= {frozenset(p) for p in zip(test.variantid1, test.variantid2, strict=True)}
+    fresh = [(a, b) for a, b in zip(train_ids[:-1:7], train_ids[1::7], strict=False) if {a, b} not in known][:20]
+    touching = (valid_ids[0], train_ids[-1])  # one item of validation
+    book = LabelBook.open(tmp_path / "labels.parquet", pd.Index(cat.ids))
+    book.add(fresh, "no", "uncertain", "ann")
+    book.add([touching], "match", "uncertain", "ann")
+    taught = api.prepare_pairs(synth_dir, cat, TrainConfig(labels=str(tmp_path / "labels.parquet")))
+    np.testing.assert_array_equal(taught.valid.ids1, plain.valid.ids1)
+    np.testing.assert_array_equal(taught.valid.ids2, plain.valid.ids2)
+    assert len(taught.train) == len(plain.train) + len(fresh)
+    assert set(zip(taught.train.ids1[-len(fresh) :], taught.train.ids2[-len(fresh) :], strict=True)) == set(fresh)
+    assert (taught.train.target[-len(fresh) :] == 0).all()
+    counts = taught.hygiene["review_labels"]
+    assert counts["joined_training"] == len(fresh) and counts["validation_items_left_out"] == 1
 
 
 # ------------------------------------------------------------------------------------------ in a real browser

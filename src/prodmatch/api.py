@@ -262,6 +262,25 @@ class PreparedPairs:
     valid_calibration: PairSet | None = None  # of them, those unlike the labelled matches: calibrating it
 
 
+def _labels_to_train(
+    train_pairs: PairSet, valid_pairs: PairSet, labelled: PairSet, split: SplitReport, review: dict
+) -> tuple[PairSet, dict]:
+    """A review's new pairs on the training side. Where the split holds items out of validation (group, items),
+    a new pair with an item of validation would undo that, so it is left out, and counted."""
+    keep = np.ones(len(labelled), dtype=bool)
+    if split.method in ("group", "items"):
+        valid_items = np.union1d(valid_pairs.left, valid_pairs.right)
+        keep = ~(np.isin(labelled.left, valid_items) | np.isin(labelled.right, valid_items))
+        if not keep.all():
+            log.warning(
+                "%d of the review's %d new pairs have an item of the validation pairs; left out of training so "
+                "that no item is on both sides of the %s split",
+                int((~keep).sum()), len(labelled), split.method,
+            )  # fmt: skip
+    review = {**review, "validation_items_left_out": int((~keep).sum()), "joined_training": int(keep.sum())}
+    return train_pairs.concat(labelled.subset(keep)), review
+
+
 def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfig) -> PreparedPairs:
     """Read train.parquet, clean it, split it, augment the training side; read test.parquet if labelled.
 
@@ -269,20 +288,25 @@ def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfi
     """
     data_dir = Path(data_dir)
     unknown = "drop" if config.drop_unknown else "error"
+    labelled = None  # a review's new pairs: training side only, after the split (see prodmatch.feedback)
     if config.labels is None:
         pairs = load_pairs(data_dir / TRAIN_FILE, catalogue, require_target=True, unknown=unknown)
         review = None
-    else:  # a review's labels join the training pairs
+    else:
         table = read_pairs_table(data_dir / TRAIN_FILE, require_target=True)
         test_path = data_dir / TEST_FILE
         test = read_pairs_table(test_path, require_target=False) if test_path.exists() else None
-        table, review = with_labels(table, decided_pairs(config.labels), test)
+        table, new, review = with_labels(table, decided_pairs(config.labels), test)
         log.info(
-            "%s: %d decided labels join the training pairs (%d relabel a pair of train.parquet; %d pairs of "
-            "test.parquet left out so that test stays unseen)",
-            config.labels, review["labels"], review["relabelled"], review["test_pairs_left_out"],
+            "%s: %d decided labels: %d relabel a pair of train.parquet, %d pairs of test.parquet left out so that "
+            "test stays unseen, %d new pairs for the training side",
+            config.labels, review["labels"], review["relabelled"], review["test_pairs_left_out"], review["new_pairs"],
         )  # fmt: skip
-        pairs = make_pairs(catalogue, table, unknown=unknown, source=f"{data_dir / TRAIN_FILE} + {config.labels}")
+        pairs = make_pairs(catalogue, table, unknown=unknown, source=str(data_dir / TRAIN_FILE))
+        review.update(joined_training=0, validation_items_left_out=0)
+        if len(new):
+            labelled = make_pairs(catalogue, new, unknown="error", source=str(config.labels))
+            labelled.source_rows = labelled.source_rows + len(table)  # rows after train.parquet's, as if appended
     hygiene: dict[str, Any] = pair_hygiene(pairs)
     if review is not None:
         hygiene["review_labels"] = review
@@ -318,6 +342,8 @@ def prepare_pairs(data_dir: str | Path, catalogue: Catalogue, config: TrainConfi
         split.overlap_items,
         f", {split.pairs_lost} pairs across the sides left out" if split.pairs_lost else "",
     )
+    if labelled is not None:
+        train_pairs, hygiene["review_labels"] = _labels_to_train(train_pairs, valid_pairs, labelled, split, review)
     if split.overlap_items and config.split == "random":
         log.warning(
             "the random split shares %d items between train and validation: validation scores are "

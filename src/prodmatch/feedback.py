@@ -1,5 +1,10 @@
 """A review's labels (``prodmatch review``) as training pairs: read the decided ones, fold them into
-train.parquet's pairs without letting a test pair in."""
+train.parquet's pairs without letting a test pair in, and keep them out of validation.
+
+A review's queues pick pairs for what a label would teach (nearest the threshold, one per cluster, a sample of
+the kept matches), not as the pairs to be scored are drawn. Such labels teach, but they must not choose the
+model: validation (early stopping, the threshold, calibration) stays on the pairs of train.parquet, and the new
+labels join the training side after the split."""
 
 from __future__ import annotations
 
@@ -30,10 +35,18 @@ def decided_pairs(path: str | Path) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def with_labels(table: pd.DataFrame, labels: pd.DataFrame, held_out: pd.DataFrame | None) -> tuple[pd.DataFrame, dict]:
-    """Training pairs with a review's decided ``labels`` folded in: a relabelled pair takes the person's label
-    (its old row goes), and a labelled pair that is also a held-out (test) pair is left out, so test stays unseen.
-    Returns the pairs and the counts."""
+def with_labels(
+    table: pd.DataFrame, labels: pd.DataFrame, held_out: pd.DataFrame | None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Fold a review's decided ``labels`` into train.parquet's pairs ``table``.
+
+    A pair of ``table`` that was labelled takes the person's label where it is (a correction, on whichever side
+    of the split it falls); a labelled pair that is also a held-out (test) pair is left out, so test stays
+    unseen; the rest are new pairs, returned apart for the training side only (see the module's note).
+
+    Returns:
+        (table with the relabels applied, the new pairs, the counts).
+    """
 
     def keys(f: pd.DataFrame) -> pd.Series:
         a, b = f.variantid1.to_numpy(), f.variantid2.to_numpy()
@@ -42,8 +55,16 @@ def with_labels(table: pd.DataFrame, labels: pd.DataFrame, held_out: pd.DataFram
     given = keys(labels)
     held = set(keys(held_out)) if held_out is not None and len(held_out) else set()
     leaking = given.isin(held).to_numpy()
-    labels = labels[~leaking]
-    relabelled = keys(table).isin(set(given[~leaking])).to_numpy()
-    out = pd.concat([table[~relabelled], labels.astype({"target": table.target.dtype})], ignore_index=True)
-    counts = {"labels": len(given), "relabelled": int(relabelled.sum()), "test_pairs_left_out": int(leaking.sum())}
-    return out, counts
+    label_of = dict(zip(given[~leaking], labels.target[~leaking], strict=True))
+    table_keys = keys(table)
+    relabelled = table_keys.isin(set(label_of)).to_numpy()
+    table = table.copy()
+    table.loc[relabelled, "target"] = [label_of[k] for k in table_keys[relabelled]]
+    new = labels[~leaking & ~given.isin(set(table_keys)).to_numpy()]
+    counts = {
+        "labels": len(given),
+        "relabelled": int(relabelled.sum()),
+        "test_pairs_left_out": int(leaking.sum()),
+        "new_pairs": len(new),
+    }
+    return table, new.astype({"target": table.target.dtype}).reset_index(drop=True), counts
