@@ -2,18 +2,21 @@
 person.
 
 Pool-based, on labelled data so that every label is known: a seed of the training pairs (5 %) trains the
-first model; the rest of train.parquet is the pool. The first model scores the pool; then 100, 300 and 1,000
-of its pairs are "labelled" (their known target written to a labels file exactly as `prodmatch review`
-writes it), chosen either nearest the threshold in log-odds (uncertainty sampling, the review page's default
-queue) or at random, and the model is retrained with `--labels` (seed plus those labels). Test F1 and PR-AUC
-of each, next to the seed alone and to all of train.parquet (the ceiling: where the seed is within 0.005 of
-it, there is no room for labels to show anything).
+first model; the rest of train.parquet is the pool. Labels are added in rounds up to 100, 300 and 1,000 pairs
+(their known target written to a labels file exactly as `prodmatch review` writes it), each round either the
+pairs nearest the threshold in log-odds of the model retrained on the labels so far (uncertainty sampling,
+the review page's default queue, as a person who reviews, retrains and reviews again) or at random; after each
+the model is retrained with `--labels`. Test F1 and PR-AUC of each, next to the seed alone and to all of
+train.parquet (the ceiling: where the seed is within 0.005 of it, there is no room for labels to show
+anything). Every set is run over several draws of the seed; the table shows the mean and how many draws
+uncertainty won.
 
-Data: synthetic scenarios of the matrix and catalogue scenarios (20,000 items) and the four real sets (`bench/out/em_<set>_use`, made
-by `bench/bench_em.py`).
+Data: synthetic scenarios of the matrix and catalogue scenarios (20,000 items) and the four real sets
+(`bench/out/em_<set>_use`, made by `bench/bench_em.py`).
 
-    python bench/bench_active.py                                    # about 25 minutes
+    python bench/bench_active.py                                    # about 90 minutes
     python bench/bench_active.py --sets default,Abt-Buy --labels 100,300
+    python bench/bench_active.py --sets ""                          # the table of bench/out/active.json only
 """
 
 from __future__ import annotations
@@ -125,20 +128,38 @@ def main() -> None:
         help="comma-separated: scenarios of synth, catalogue scenarios, real sets",
     )
     ap.add_argument("--labels", default="100,300,1000", help="label budgets, rising (each round adds to the last)")
-    ap.add_argument("--draws", type=int, default=3, help="seed draws per set; the table shows their mean")
+    ap.add_argument("--draws", type=int, default=5, help="seed draws per set; the table shows their mean")
+    ap.add_argument(
+        "--keep-draws",
+        type=int,
+        default=0,
+        help="keep this many draws of each set from bench/out/active.json and run only the rest (more draws for "
+        "every set without redoing the first)",
+    )
     ap.add_argument("--items", type=int, default=20_000)
     ap.add_argument("--pairs", type=int, default=8_000)
     args = ap.parse_args()
     budgets = sorted(int(x) for x in args.labels.split(","))
     saved = OUT / "active.json"
-    results: dict = json.loads(saved.read_text()) if saved.exists() else {}
-    for name in args.sets.split(","):
+
+    def load() -> dict:
+        return json.loads(saved.read_text()) if saved.exists() else {}
+
+    for name in filter(None, args.sets.split(",")):
         data, extra = data_dir(name, args)
-        with console.status(f"{name}: the ceiling (all of train.parquet)"):
-            ceiling = fit(data, OUT / f"active_{name}" / "all", extra)
-        draws = [one_draw(name, data, extra, budgets, d) for d in range(args.draws)]
+        kept = load().get(name, {}) if args.keep_draws else {}
+        draws = kept.get("draws", [])[: args.keep_draws]
+        if args.keep_draws and len(draws) < args.keep_draws:
+            raise SystemExit(f"{name}: --keep-draws {args.keep_draws}, but {saved} holds {len(draws)} draws of it")
+        ceiling = kept.get("ceiling")
+        if ceiling is None:
+            with console.status(f"{name}: the ceiling (all of train.parquet)"):
+                ceiling = fit(data, OUT / f"active_{name}" / "all", extra)
+        draws += [one_draw(name, data, extra, budgets, d) for d in range(len(draws), args.draws)]
+        results = load()  # again: another run may have written other sets meanwhile
         results[name] = {"ceiling": ceiling, "draws": draws}
         saved.write_text(json.dumps(results, indent=2) + "\n")
+    results = load()
     rows = []
     for name, r in results.items():
         if "draws" not in r:
