@@ -32,6 +32,7 @@ import pandas as pd
 from common import OUT, console, scenario_data, table
 from prodmatch import TrainConfig, predict, train
 from prodmatch.review.labels import LabelBook
+from prodmatch.review.session import uncertainty
 
 REAL = ["Abt-Buy", "Amazon-Google", "WDC-cameras", "WDC-shoes"]
 SEED_SHARE = 0.05
@@ -68,13 +69,6 @@ def fit(data: Path, run: Path, extra: dict, labels: Path | None = None) -> dict:
     )
     test = report.metrics["test"]
     return {"f1": test["f1"], "pr_auc": test["pr_auc"]}
-
-
-def uncertainty(prob: np.ndarray, threshold: float) -> np.ndarray:
-    """Distance from the threshold in log-odds (the review page's uncertain queue): smallest first."""
-    p = np.clip(prob, 1e-9, 1 - 1e-9)
-    t = min(max(threshold, 1e-9), 1 - 1e-9)
-    return np.abs(np.log(p / (1 - p)) - np.log(t / (1 - t)))
 
 
 def write_labels(path: Path, picked: pd.DataFrame, ids: pd.Index, strategy: str) -> None:

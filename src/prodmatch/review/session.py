@@ -31,7 +31,7 @@ from prodmatch.io import read_catalogue
 from prodmatch.review.labels import LabelBook
 from prodmatch.serving import MatchService
 
-__all__ = ["QUEUES", "Review"]
+__all__ = ["QUEUES", "Review", "uncertainty"]
 
 log = logging.getLogger(__name__)
 
@@ -244,14 +244,20 @@ def _pool(
     return pd.concat([kept, below.assign(kept=False)], ignore_index=True)
 
 
+def uncertainty(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Each probability's distance from the threshold in log-odds: the uncertain queue offers the smallest
+    first (``bench/bench_active.py`` ranks its pool with it too)."""
+    p = np.clip(np.asarray(prob, dtype=np.float64), 1e-9, 1 - 1e-9)
+    t = min(max(threshold, 1e-9), 1 - 1e-9)
+    return np.abs(np.log(p / (1 - p)) - math.log(t / (1 - t)))
+
+
 def _order(pool: pd.DataFrame, queue: str, clusters: pd.Series, seed: int, threshold: float) -> np.ndarray:
     """The pool's positions in the order ``queue`` offers them."""
     if queue == "audit":
         kept = np.flatnonzero(pool.kept.to_numpy())
         return np.random.default_rng(seed).permutation(kept)
-    p = np.clip(pool.score.to_numpy(dtype=np.float64), 1e-9, 1 - 1e-9)
-    t = min(max(threshold, 1e-9), 1 - 1e-9)
-    order = np.argsort(np.abs(np.log(p / (1 - p)) - math.log(t / (1 - t))), kind="stable")
+    order = np.argsort(uncertainty(pool.score.to_numpy(), threshold), kind="stable")
     if queue == "uncertain":
         return order
     cluster = pool.variantid1.map(clusters).fillna(-1).to_numpy()[order]
