@@ -87,11 +87,7 @@ def train(
         ),
     ] = None,
     labels: Annotated[
-        Path | None,
-        typer.Option(
-            help="A `prodmatch review` labels file: its decided pairs join the training side only (never "
-            "validation); a relabelled pair of train.parquet takes your label, test pairs among them are left out."
-        ),
+        Path | None, typer.Option(help="A `prodmatch review` labels file: its decided pairs train, never validate.")
     ] = None,
     param: Annotated[
         list[str] | None,
